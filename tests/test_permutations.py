@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import chisquare
 
 from harness.errors import HarnessError
-from harness.permutations import STRATEGIES, plan_permutations
+from harness.permutations import STRATEGIES, OrderLabel, plan_permutations
 
 
 def _is_permutation(row: np.ndarray, n: int) -> bool:
@@ -18,7 +18,9 @@ def _is_permutation(row: np.ndarray, n: int) -> bool:
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "exhaustive"])
 def test_every_plan_starts_with_identity_and_rows_are_permutations(strategy):
     plan = plan_permutations(strategy, "q1", 6, perms=5, seed=0, relevant_positions=[1, 4])
-    assert plan.labels[0] == ("reference" if strategy in ("random", "reversed") else "identity")
+    expected = "reference" if strategy in ("random", "reversed") else "identity"
+    assert plan.labels[0] == OrderLabel(expected)
+    assert plan.labels[0].is_reference == (expected == "reference")
     assert plan.orders.shape[1] == 6
     assert plan.orders.dtype == np.int64
     np.testing.assert_array_equal(plan.orders[0], np.arange(6))
@@ -69,7 +71,7 @@ def test_random_orders_are_uniform():
 
 def test_reversed():
     plan = plan_permutations("reversed", "q", 4, perms=99, seed=0)
-    assert plan.labels == ("reference", "reversed")
+    assert [str(label) for label in plan.labels] == ["reference", "reversed"]
     np.testing.assert_array_equal(plan.orders[1], [3, 2, 1, 0])
 
 
@@ -87,11 +89,12 @@ def test_sweep_moves_each_relevant_item_through_every_position():
     plan = plan_permutations("sweep", "q", n, perms=1, seed=0, relevant_positions=relevant)
     assert len(plan) == 1 + len(relevant) * (n - 1)
     for item in relevant:
-        rows = [0] + [
-            i for i, label in enumerate(plan.labels) if label.startswith(f"sweep:{item}@")
-        ]
+        moved = [i for i, label in enumerate(plan.labels) if label.item == item]
+        rows = [0, *moved]
         positions = sorted(int(np.flatnonzero(plan.orders[r] == item)[0]) for r in rows)
         assert positions == list(range(n))
+        for r in rows[1:]:
+            assert plan.labels[r].position == int(np.flatnonzero(plan.orders[r] == item)[0])
         for r in rows:
             others = [int(c) for c in plan.orders[r] if c != item]
             assert others == [c for c in range(n) if c != item]
@@ -99,7 +102,7 @@ def test_sweep_moves_each_relevant_item_through_every_position():
 
 def test_sweep_without_relevant_items_is_the_identity_only():
     plan = plan_permutations("sweep", "q", 5, perms=1, seed=0, relevant_positions=[])
-    assert plan.labels == ("identity",)
+    assert plan.labels == (OrderLabel("identity"),)
 
 
 def test_exhaustive_enumerates_all_orders_and_refuses_large_n():
@@ -117,3 +120,34 @@ def test_bad_arguments_are_clear_errors():
         plan_permutations("random", "q", 4, perms=0, seed=0)
     with pytest.raises(HarnessError, match="no candidates"):
         plan_permutations("random", "q", 0, perms=3, seed=0)
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        OrderLabel("reference"),
+        OrderLabel("identity"),
+        OrderLabel("reversed"),
+        OrderLabel("random", index=12),
+        OrderLabel("cyclic", index=3),
+        OrderLabel("exhaustive", index=23),
+        OrderLabel("sweep", item=4, position=0),
+    ],
+)
+def test_order_labels_round_trip_through_their_text_form(label):
+    assert OrderLabel.parse(str(label)) == label
+
+
+@pytest.mark.parametrize(
+    "text", ["", "random", "random:x", "sweep:3", "sweep:a@1", "shuffle:1", "identity:2"]
+)
+def test_malformed_order_labels_are_refused(text):
+    with pytest.raises(ValueError, match="not an order label"):
+        OrderLabel.parse(text)
+
+
+def test_order_label_parameters_are_checked():
+    with pytest.raises(ValueError):
+        OrderLabel("random")  # a random order needs its index
+    with pytest.raises(ValueError):
+        OrderLabel("sweep", index=1)

@@ -8,15 +8,12 @@ is recomputed here from ``samples.jsonl`` (and the reloaded judgments where need
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
 from harness.report.load import RunData
-
-_SWEEP = re.compile(r"^sweep:(\d+)@(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -86,18 +83,17 @@ def sweep_curve(run: RunData) -> SweepCurve | None:
         return None
     moved: dict[str, set[int]] = defaultdict(set)
     for sample in run.samples:
-        match = _SWEEP.match(sample.label)
-        if match:
-            moved[sample.query_id].add(int(match[1]))
+        if sample.label.family == "sweep":
+            moved[sample.query_id].add(sample.label.item)
     ranks: dict[int, list[int]] = defaultdict(list)
     scores: dict[int, list[float]] = defaultdict(list)
     for sample, value in zip(run.samples, ndcg, strict=True):
         doc_ids = run.judgments.doc_ids.get(sample.query_id)
         if doc_ids is None:
             continue
-        match = _SWEEP.match(sample.label)
-        if match:
-            placements = [(int(match[1]), int(match[2]))]
+        label = sample.label
+        if label.family == "sweep":
+            placements = [(label.item, label.position)]
         elif sample.order_index == 0:  # the identity order shows every item at its own place
             placements = [(item, item) for item in moved[sample.query_id]]
         else:

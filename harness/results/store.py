@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from harness.errors import HarnessError
 from harness.files import write_text_atomic
+from harness.permutations import OrderLabel
 
 RUN_FILE = "run.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -30,7 +31,7 @@ class Sample:
 
     query_id: str
     order_index: int
-    label: str
+    label: OrderLabel
     shown: tuple[int, ...]  # candidate indices (first-stage positions) in shown order
     ranking: tuple[str, ...]  # candidate ids, best first
     scores: Mapping[str, float] | None
@@ -45,7 +46,7 @@ class Sample:
             {
                 "query_id": self.query_id,
                 "order_index": self.order_index,
-                "label": self.label,
+                "label": str(self.label),
                 "shown": list(self.shown),
                 "ranking": list(self.ranking),
                 "scores": None if self.scores is None else dict(self.scores),
@@ -59,7 +60,7 @@ class Sample:
         return cls(
             query_id=str(data["query_id"]),
             order_index=int(data["order_index"]),
-            label=str(data["label"]),
+            label=OrderLabel.parse(str(data["label"])),
             shown=tuple(int(i) for i in data["shown"]),
             ranking=tuple(str(d) for d in data["ranking"]),
             scores=data.get("scores"),

@@ -39,7 +39,6 @@ from harness.metrics.position_bias import (
     rank_given_position_counts,
 )
 from harness.metrics.stability import pairwise_stability
-from harness.permutations import REFERENCE_LABEL
 from harness.results.store import Sample
 
 TOP_K = 10
@@ -74,7 +73,7 @@ def summarize(
         rows = slice(cursor, cursor + len(query_samples))
         cursor += len(query_samples)
         query_scores = {metric: values[rows] for metric, values in scores.items()}
-        design = np.array([s.label != REFERENCE_LABEL for s in query_samples])
+        design = np.array([not s.label.is_reference for s in query_samples])
         chosen = [s for s, d in zip(query_samples, design, strict=True) if d]
         design_arrays[cset.query_id] = _index_arrays(cset, chosen)
         exposure = exposure_counts(*design_arrays[cset.query_id], k=TOP_K)
@@ -85,7 +84,7 @@ def summarize(
         )
 
     summary = _summarize_vectors(per_query, seed)
-    random_design = all(label.startswith("random:") for label in design_labels)
+    random_design = all(label.family == "random" for label in design_labels)
     pooled = _pooled_position_bias(exposures, random_design)
     summary["position_bias_mad"] = pooled.pop("summary")
     latencies = np.array([s.facts.get("latency_ms", np.nan) for q in by_query.values() for s in q])
@@ -200,7 +199,7 @@ def _parse_status_rates(groups: Any) -> dict[str, dict[str, float]]:
         for sample in samples:
             status = sample.facts.get("parse_status", "not_applicable")
             if status != "not_applicable":
-                counts[sample.label.split(":")[0]][status] += 1
+                counts[sample.label.family][status] += 1
     return {
         family: {status: c / sum(counter.values()) for status, c in sorted(counter.items())}
         for family, counter in sorted(counts.items())
