@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -59,7 +59,8 @@ def run(
     # Spinning OpenMP threads make torch ~10x slower when other processes share the cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from harness.config import merge_config
-    from harness.runner import prepare_run, rerank_pending, write_results
+    from harness.results.markdown import render_summary
+    from harness.runner import execute_run, prepare_run
 
     with _user_errors():
         settings = merge_config(
@@ -81,20 +82,16 @@ def run(
         console = _stderr_console()
         for note in prepared.notes:
             console.print(f"[yellow]note:[/] {note}")
-        with _progress(console, f"{prepared.preset.name} on {prepared.card.name}") as update:
+        with _progress(console, f"{prepared.preset.name} on {prepared.card.name}") as display:
             try:
-                reranked = rerank_pending(prepared, progress=update)
+                results = execute_run(prepared, progress=display.update, stage=display.stage)
             except KeyboardInterrupt:
                 console.print(
                     f"\n[yellow]interrupted[/]: finished orders are saved in {prepared.run_dir}; "
                     "rerun the same command to resume"
                 )
                 raise typer.Exit(130) from None
-        with console.status("computing metrics"):
-            results = write_results(prepared, reranked)
-    from harness.results.markdown import render_summary
-
-    typer.echo(render_summary(results))
+    typer.echo(render_summary(results.to_dict()))
     typer.echo(f"results: {prepared.run_dir / 'results.json'}")
 
 
@@ -222,6 +219,47 @@ def gate(
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    trec: Annotated[
+        Path,
+        typer.Option(help="Folder for one TREC run file per order, qrels.txt and orders.tsv."),
+    ],
+) -> None:
+    """Write a run's rerankings as TREC run files (trec_eval, ranx and ir_measures read them)."""
+    from harness.report.load import read_results
+    from harness.results.export import export_trec
+
+    with _user_errors():
+        results = read_results(run_dir)
+        written = export_trec(run_dir, trec, results.reranker.name)
+    typer.echo(
+        f"trec: {len(written.run_files)} run files in {written.folder} "
+        f"(qrels: {written.qrels.name}, orders: {written.orders.name})"
+    )
+
+
+@app.command()
+def upgrade(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder of an older format.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Where the run's data is now, if it moved [default: as recorded]."),
+    ] = None,
+) -> None:
+    """Bring a run folder written by an older harness to the current format (needs its data)."""
+    from harness.results.schema import FORMAT_VERSION
+    from harness.results.upgrade import upgrade_run
+
+    with _user_errors():
+        results = upgrade_run(run_dir, dataset)
+    typer.echo(
+        f"upgraded {run_dir} to run format {FORMAT_VERSION} "
+        f"({results.counts['queries']} queries, {results.counts['samples']} samples kept)"
+    )
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn HarnessError into one red line and its exit code (2), with no traceback."""
@@ -234,9 +272,28 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
 
 
+class _RunDisplay:
+    """A rich progress bar with ETA for the reranking, then a status line for each later
+    stage (one live display at a time, so the bar stops when a stage starts)."""
+
+    def __init__(self, console, bar, task) -> None:
+        self._console, self._bar, self._task = console, bar, task
+
+    def update(self, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done, total=total)
+
+    def stage(self, text: str):
+        self._bar.stop()
+        if self._bar.disable:
+            from contextlib import nullcontext
+
+            return nullcontext()
+        return self._console.status(text)
+
+
 @contextmanager
-def _progress(console, description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar with ETA, driven by the runner's progress(done, total) callback.
+def _progress(console, description: str) -> Iterator[_RunDisplay]:
+    """The run's display, driven by the runner's progress and stage callbacks.
 
     Hidden when stderr is not a terminal (CI logs), unless HARNESS_PROGRESS=1.
     """
@@ -261,8 +318,7 @@ def _progress(console, description: str) -> Iterator[Callable[[int, int], None]]
         disable=not console.is_terminal and os.environ.get("HARNESS_PROGRESS") != "1",
     )
     with bar:
-        task = bar.add_task(description, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+        yield _RunDisplay(console, bar, bar.add_task(description, total=None))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,17 +1,22 @@
-"""Run one configuration end to end: data → permutations → reranker → samples → results."""
+"""Run one configuration end to end: data → permutations → reranker → samples → results.
+
+:func:`execute_run` is the one entry point (the CLI and the tests both use it): it reranks
+what is pending, appending samples as it goes, then computes and writes the results.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig, config_hash
-from harness.data.model import CandidateSet, Dataset
+from harness.data.model import CandidateSet, Dataset, TextQuery
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError
@@ -19,10 +24,20 @@ from harness.permutations import PermutationPlan, plan_permutations
 from harness.rerankers.base import Reranker, RunContext
 from harness.rerankers.registry import RerankerPreset, build_reranker, resolve_preset
 from harness.results.provenance import environment, utc_now
+from harness.results.schema import (
+    DatasetRecord,
+    PermutationRecord,
+    QueryRecord,
+    RerankerRecord,
+    RunHeader,
+    RunResults,
+)
 from harness.results.store import IDENTITY_FILE, RESULTS_FILE, SUMMARY_FILE, RunStore, Sample
 
 # progress(done, total) is called after every batch; the CLI draws a progress bar with it.
 ProgressFn = Callable[[int, int], None]
+# stage("computing metrics") wraps a step that shows no progress; the CLI shows a spinner.
+StageFn = Callable[[str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -35,12 +50,23 @@ class PreparedRun:
     preset: RerankerPreset
     plans: tuple[PermutationPlan, ...]
     run_dir: Path
-    header: dict[str, Any]
+    header: RunHeader
     notes: tuple[str, ...]
 
     @property
     def total_orders(self) -> int:
         return sum(len(plan) for plan in self.plans)
+
+    def query_records(self) -> Iterator[QueryRecord]:
+        """What ``queries.jsonl`` holds: the run folder's own copy of the data it needs."""
+        for cset in self.dataset.sets:
+            query = cset.query
+            yield QueryRecord(
+                query_id=cset.query_id,
+                text=query.text if isinstance(query, TextQuery) else f"user {query.user_id}",
+                doc_ids=cset.doc_ids,
+                qrels=dict(self.dataset.qrels.get(cset.query_id, {})),
+            )
 
 
 def prepare_run(config: RunConfig) -> PreparedRun:
@@ -84,31 +110,30 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     }
     digest = config_hash(identity_payload)
     run_dir = Path(config.out) if config.out else _default_run_dir(config, card.name)
-    header = {
-        "harness_run": 1,
-        "config_hash": digest,
-        "config": resolved,
-        "reranker": preset.to_dict(),
-        "dataset": {
-            "name": card.name,
-            "task": full.task,
-            "source": full.source,
-            "fingerprint": full.fingerprint,
-            "queries_available": len(full.sets),
-            "queries_used": len(dataset.sets),
-            "query_ids": [s.query_id for s in dataset.sets],
-            "notes": dict(full.notes),
-        },
-        "permutations": {
-            "strategy": config.strategy,
-            "random_orders": config.perms if config.strategy == "random" else 0,
-            "seed": config.seed,
-            "seeding": "numpy default_rng(sha256(f'{seed}\\x1f{query_id}'))",
-            "total_orders": sum(len(p) for p in plans),
-        },
-        "run_notes": list(notes),
-        "created": utc_now(),
-    }
+    header = RunHeader(
+        config_hash=digest,
+        config=resolved,
+        reranker=RerankerRecord(**preset.to_dict()),
+        dataset=DatasetRecord(
+            name=card.name,
+            task=full.task,
+            source=full.source,
+            fingerprint=full.fingerprint,
+            queries_available=len(full.sets),
+            queries_used=len(dataset.sets),
+            query_ids=tuple(s.query_id for s in dataset.sets),
+            notes=dict(full.notes),
+        ),
+        permutations=PermutationRecord(
+            strategy=config.strategy,
+            random_orders=config.perms if config.strategy == "random" else 0,
+            seed=config.seed,
+            seeding="numpy default_rng(sha256(f'{seed}\\x1f{query_id}'))",
+            total_orders=sum(len(p) for p in plans),
+        ),
+        created=utc_now(),
+        run_notes=tuple(notes),
+    )
     return PreparedRun(config, card, dataset, preset, plans, run_dir, header, tuple(notes))
 
 
@@ -125,11 +150,21 @@ def execute_run(
     prepared: PreparedRun,
     *,
     progress: ProgressFn | None = None,
+    stage: StageFn | None = None,
     reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
-) -> dict[str, Any]:
-    """Rerank what is pending, then compute and write the results."""
+) -> RunResults:
+    """Rerank what is pending, then compute and write the results.
+
+    Ctrl-C (KeyboardInterrupt) propagates after the finished batches are saved; rerunning
+    resumes. ``stage`` wraps the metric computation (the CLI shows a status line with it).
+    """
     reranked = rerank_pending(prepared, progress=progress, reranker_factory=reranker_factory)
-    return write_results(prepared, reranked)
+    with (stage or _no_stage)("computing metrics"):
+        return write_results(prepared, reranked)
+
+
+def _no_stage(_: str) -> AbstractContextManager[None]:
+    return nullcontext()
 
 
 def rerank_pending(
@@ -144,7 +179,7 @@ def rerank_pending(
     model is loaded only if something is left to do.
     """
     config = prepared.config
-    store = RunStore.open(prepared.run_dir, prepared.header)
+    store = RunStore.open(prepared.run_dir, prepared.header, list(prepared.query_records()))
     done = store.load_samples()
     total = prepared.total_orders
     pending = [
@@ -182,34 +217,63 @@ def rerank_pending(
     return RerankedRun(done, model_identity, time.perf_counter() - started)
 
 
-def write_results(prepared: PreparedRun, reranked: RerankedRun) -> dict[str, Any]:
+def write_results(prepared: PreparedRun, reranked: RerankedRun) -> RunResults:
     """Compute metrics from the samples and write ``results.json`` and ``summary.md``."""
-    from harness.results.markdown import render_summary
+    results = compute_results(
+        prepared,
+        reranked.samples,
+        reranked.reranker_identity,
+        environment=environment(),
+        # Reranking wall time of this invocation (only the remainder when it resumed).
+        wall_time_s=round(reranked.seconds, 3),
+        finished=utc_now(),
+    )
+    save_results(prepared.run_dir, results)
+    return results
+
+
+def compute_results(
+    prepared: PreparedRun,
+    samples: Mapping[tuple[str, int], Sample],
+    reranker_identity: Mapping[str, Any],
+    *,
+    environment: Mapping[str, Any],
+    wall_time_s: float,
+    finished: str,
+) -> RunResults:
+    """Every metric of the run, with its header and the reranker's identity (pure)."""
     from harness.results.summary import summarize
 
-    store = RunStore(prepared.run_dir, prepared.header)
-    results = dict(prepared.header)
-    identity = reranked.reranker_identity
-    results["reranker"] = prepared.preset.to_dict() | {
-        "identity": identity,
+    declared = prepared.header.reranker
+    reranker = replace(
+        declared,
+        identity=dict(reranker_identity),
         # Declared by the preset or by the adapter class: either makes the gate check it.
-        "order_invariant": prepared.preset.order_invariant or bool(identity.get("order_invariant")),
-    }
-    results["environment"] = environment()
-    # Reranking wall time of this invocation (only the remainder when it resumed a run).
-    results["wall_time_s"] = round(reranked.seconds, 3)
-    results["finished"] = utc_now()
-    results.update(
-        summarize(
-            prepared.dataset.sets,
-            prepared.dataset.qrels,
-            reranked.samples,
-            seed=prepared.config.seed,
-        )
+        order_invariant=declared.order_invariant
+        or bool(reranker_identity.get("order_invariant")),
     )
-    store.write_json(RESULTS_FILE, results)
-    store.write_text(SUMMARY_FILE, render_summary(results))
-    return results
+    metrics = summarize(
+        prepared.dataset.sets, prepared.dataset.qrels, samples, seed=prepared.config.seed
+    )
+    return RunResults.from_dict(
+        {
+            **replace(prepared.header, reranker=reranker).to_dict(),
+            "environment": environment,
+            "wall_time_s": wall_time_s,
+            "finished": finished,
+            **metrics,
+        }
+    )
+
+
+def save_results(run_dir: Path, results: RunResults) -> None:
+    """Write ``results.json`` and its Markdown summary (atomically each)."""
+    from harness.results.markdown import render_summary
+
+    store = RunStore(run_dir)
+    payload = results.to_dict()
+    store.write_json(RESULTS_FILE, payload)
+    store.write_text(SUMMARY_FILE, render_summary(payload))
 
 
 def _rerank(

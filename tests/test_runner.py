@@ -11,13 +11,14 @@ import pytest
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.rerankers.registry import build_reranker
+from harness.results.schema import RunResults
 from harness.results.store import SAMPLES_FILE
 from harness.runner import execute_run, prepare_run
 
-STABLE_KEYS = ("summary", "per_query", "position_bias", "config_hash")
+STABLE_KEYS = ("summary", "per_query", "per_order", "position_bias", "config_hash")
 
 
-def _run(folder: Path, out: Path, **overrides) -> dict:
+def _run(folder: Path, out: Path, **overrides) -> RunResults:
     config = RunConfig(
         reranker=overrides.pop("reranker", "first-stage"),
         dataset=str(folder),
@@ -28,9 +29,10 @@ def _run(folder: Path, out: Path, **overrides) -> dict:
     return execute_run(prepare_run(config))
 
 
-def _without_latency(results: dict) -> dict:
+def _without_latency(results: RunResults) -> dict:
     """Everything that must be reproducible (latency is measured, so it is not)."""
-    stable = json.loads(json.dumps({k: results[k] for k in STABLE_KEYS}))
+    everything = results.to_dict()
+    stable = json.loads(json.dumps({k: everything[k] for k in STABLE_KEYS}))
     for name in list(stable["summary"]):
         if name.startswith("latency"):
             del stable["summary"][name]
@@ -42,17 +44,17 @@ def _without_latency(results: dict) -> dict:
 def test_first_stage_is_invariant_and_identity_is_not(rankgpt_folder, tmp_path):
     first = _run(rankgpt_folder, tmp_path / "fs")
     ident = _run(rankgpt_folder, tmp_path / "id", reranker="identity")
-    assert first["summary"]["kendall_tau"]["value"] == 1.0
-    assert first["summary"]["rbo@10"]["value"] == pytest.approx(1.0)
-    assert first["summary"]["ndcg@10_range"]["value"] == 0.0
-    assert ident["summary"]["kendall_tau"]["value"] < 0.5
-    assert ident["summary"]["ndcg@10_range"]["value"] > 0.0
+    assert first.summary["kendall_tau"].value == 1.0
+    assert first.summary["rbo@10"].value == pytest.approx(1.0)
+    assert first.summary["ndcg@10_range"].value == 0.0
+    assert ident.summary["kendall_tau"].value < 0.5
+    assert ident.summary["ndcg@10_range"].value > 0.0
     # Copying the input means the item shown first is always output first.
-    matrix = np.array(ident["position_bias"]["rank_given_position"])
+    matrix = np.array(ident.position_bias["rank_given_position"])
     np.testing.assert_allclose(matrix, np.eye(len(matrix)))
     assert (
-        ident["summary"]["position_bias_mad"]["value"]
-        > first["summary"]["position_bias_mad"]["value"]
+        ident.summary["position_bias_mad"].value
+        > first.summary["position_bias_mad"].value
     )
 
 
@@ -69,14 +71,14 @@ def test_results_have_provenance_and_per_query_vectors(rankgpt_folder, tmp_path)
         "latency_ms_p50",
         "latency_ms_p95",
     ):
-        assert key in results["summary"], key
-    assert results["summary"]["ndcg@10"]["ci95"][0] <= results["summary"]["ndcg@10"]["value"]
-    assert set(results["per_query"]) == {"q0", "q1", "q2", "q3"}
-    assert results["config"]["seed"] == 3
-    assert results["dataset"]["fingerprint"]
-    assert results["reranker"]["identity"]["adapter"] == "FirstStageReranker"
-    assert "numpy" in results["environment"]["packages"]
-    assert results["counts"] == {"queries": 4, "samples": 4 * 11}
+        assert key in results.summary, key
+    assert results.summary["ndcg@10"].ci95[0] <= results.summary["ndcg@10"].value
+    assert set(results.per_query) == {"q0", "q1", "q2", "q3"}
+    assert results.config["seed"] == 3
+    assert results.dataset.fingerprint
+    assert results.reranker.identity["adapter"] == "FirstStageReranker"
+    assert "numpy" in results.environment["packages"]
+    assert results.counts == {"queries": 4, "samples": 4 * 11}
     assert (tmp_path / "run" / "summary.md").read_text().startswith("# first-stage on data")
 
 
@@ -141,31 +143,31 @@ def test_resume_refuses_a_different_configuration(rankgpt_folder, tmp_path):
 
 def test_depth_and_queries_select_deterministically(rankgpt_folder, tmp_path):
     results = _run(rankgpt_folder, tmp_path / "run", queries=2, depth=5)
-    assert list(results["per_query"]) == ["q0", "q1"]
-    assert {v["n_candidates"] for v in results["per_query"].values()} == {5}
+    assert list(results.per_query) == ["q0", "q1"]
+    assert {v["n_candidates"] for v in results.per_query.values()} == {5}
 
 
 def test_cyclic_strategy_gives_flat_exposure_for_an_invariant_reranker(rankgpt_folder, tmp_path):
     results = _run(rankgpt_folder, tmp_path / "run", strategy="cyclic")
-    assert results["summary"]["position_bias_mad"]["value"] == pytest.approx(0.0, abs=1e-12)
-    assert results["counts"]["samples"] == 4 * 12
+    assert results.summary["position_bias_mad"].value == pytest.approx(0.0, abs=1e-12)
+    assert results.counts["samples"] == 4 * 12
 
 
 @pytest.mark.slow
 def test_dl19_first_stage_matches_published_bm25(dl19_dir, tmp_path):
     results = _run(dl19_dir, tmp_path / "fs", perms=2)
-    assert results["counts"]["queries"] == 43
-    assert results["summary"]["ndcg@10"]["value"] == pytest.approx(0.5058, abs=5e-4)
-    assert results["summary"]["kendall_tau"]["value"] == 1.0
+    assert results.counts["queries"] == 43
+    assert results.summary["ndcg@10"].value == pytest.approx(0.5058, abs=5e-4)
+    assert results.summary["kendall_tau"].value == 1.0
 
 
 @pytest.mark.slow
 def test_dl19_identity_is_order_sensitive(dl19_dir, tmp_path):
     results = _run(dl19_dir, tmp_path / "id", reranker="identity", perms=5, queries=10)
-    assert results["summary"]["kendall_tau"]["value"] < 0.2
+    assert results.summary["kendall_tau"].value < 0.2
     # The identity order reproduces BM25; random orders are much worse.
-    reference = results["summary"]["ndcg@10_reference"]["value"]
-    assert results["summary"]["ndcg@10"]["value"] < reference - 0.1
+    reference = results.summary["ndcg@10_reference"].value
+    assert results.summary["ndcg@10"].value < reference - 0.1
 
 
 def test_resume_refuses_a_different_reranker_identity(rankgpt_folder, tmp_path):

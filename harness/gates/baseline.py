@@ -18,9 +18,10 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.files import write_text_atomic
+from harness.metrics import registry
+from harness.results.schema import RunResults
 
 FORMAT_VERSION = 1
-_SKIP = {"n_candidates", "n_orders"}  # per-query facts, not metrics
 
 
 @dataclass(frozen=True)
@@ -103,46 +104,52 @@ class Baseline:
             raise HarnessError(f"{where}: malformed baseline ({exc})") from exc
 
 
-def baseline_from_results(results: Mapping[str, Any], run_dir: Path | str = "") -> Baseline:
-    """Reduce a run's ``results.json`` content to a :class:`Baseline`."""
-    per_query_rows: Mapping[str, Mapping[str, float]] = results["per_query"]
-    query_ids = tuple(per_query_rows)
-    metrics = sorted({m for row in per_query_rows.values() for m in row} - _SKIP)
-    per_query = {
-        m: tuple(float(per_query_rows[q].get(m, math.nan)) for q in query_ids) for m in metrics
-    }
-    reranker = {
-        key: results["reranker"].get(key)
-        for key in ("name", "adapter", "order_invariant", "params", "identity")
-    }
-    dataset = results["dataset"]
-    config = results.get("config") or {}
-    permutations = results["permutations"]
-    environment = results.get("environment") or {}
+def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Baseline:
+    """Reduce a run's results to a :class:`Baseline`."""
+    rows = results.per_query
+    query_ids = results.query_ids
+    metrics = sorted({m for row in rows.values() for m in row} - _descriptive())
+    per_query = {m: tuple(float(rows[q].get(m, math.nan)) for q in query_ids) for m in metrics}
+    reranker = results.reranker
+    permutations = results.permutations
+    packages = results.environment.get("packages") or {}
     return Baseline(
         query_ids=query_ids,
         per_query=per_query,
-        reranker=reranker,
+        reranker={
+            "name": reranker.name,
+            "adapter": reranker.adapter,
+            "order_invariant": reranker.order_invariant,
+            "params": dict(reranker.params),
+            "identity": dict(reranker.identity),
+        },
         dataset={
-            "name": dataset.get("name"),
-            "fingerprint": dataset.get("fingerprint"),
-            "depth": config.get("depth"),
+            "name": results.dataset.name,
+            "fingerprint": results.dataset.fingerprint,
+            "depth": results.header.depth,
         },
         permutations={
-            key: permutations.get(key)
-            for key in ("strategy", "random_orders", "seed", "total_orders")
+            "strategy": permutations.strategy,
+            "random_orders": permutations.random_orders,
+            "seed": permutations.seed,
+            "total_orders": permutations.total_orders,
         },
-        config_hash=str(results.get("config_hash", "")),
+        config_hash=results.header.config_hash,
         source={
             "run_dir": str(run_dir),
-            "finished": results.get("finished"),
-            "harness": (environment.get("packages") or {}).get("harness-rerank"),
-            "commit": (environment.get("source") or {}).get("commit"),
+            "finished": results.finished,
+            "harness": packages.get("harness-rerank"),
+            "commit": (results.environment.get("source") or {}).get("commit"),
         },
     )
 
 
-def write_baseline(results: Mapping[str, Any], run_dir: Path, to: Path) -> Baseline:
+def _descriptive() -> set[str]:
+    """Per-query facts (no direction), left out of baselines: nothing to gate on them."""
+    return {spec.name for spec in registry.descriptive()}
+
+
+def write_baseline(results: RunResults, run_dir: Path, to: Path) -> Baseline:
     """Write the baseline of a finished run to ``to`` (parents created); returns it."""
     baseline = baseline_from_results(results, run_dir)
     to.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Data series behind the report's plots, derived from a run's samples (pure functions).
 
-``results.json`` already holds per-query vectors and the pooled position-bias arrays; what
-it does not hold — effectiveness per shown order, latency per order, and the sweep curve —
-is recomputed here from ``samples.jsonl`` (and the reloaded judgments where needed).
+``results.json`` holds per-query and per-order values and the pooled position-bias arrays;
+the rest — latency per order and where a swept item landed — comes from ``samples.jsonl``
+and the run's ``queries.jsonl``. Nothing is recomputed from the dataset.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.report.load import RunData
+
+NDCG = "ndcg@10"
 
 
 @dataclass(frozen=True)
@@ -44,26 +46,19 @@ class RunPoint:
     tau_ci: tuple[float, float]
 
 
-def _sample_ndcg(run: RunData) -> np.ndarray | None:
-    """NDCG@10 of every sample (aligned with ``run.samples``), or None without judgments."""
-    if run.judgments is None or not run.samples:
-        return None
-    from harness.metrics.effectiveness import effectiveness
-
-    rankings = [(s.query_id, s.ranking) for s in run.samples]
-    try:
-        return effectiveness(run.judgments.qrels, rankings, ("ndcg@10",))["ndcg@10"]
-    except ValueError:  # a query without relevant judgments: the run itself would have failed
-        return None
+def _order_values(run: RunData, metric: str) -> dict[tuple[str, int], float]:
+    """``{(query id, order index): value}`` of a per-order metric, from ``results.json``."""
+    return {
+        (query_id, index): value
+        for query_id, per_order in run.results.per_order.items()
+        for index, value in zip(per_order.order_index, per_order.values[metric], strict=True)
+    }
 
 
-def order_ndcg(run: RunData) -> OrderNdcg | None:
-    ndcg = _sample_ndcg(run)
-    if ndcg is None:
-        return None
+def order_ndcg(run: RunData) -> OrderNdcg:
     by_order: dict[int, list[float]] = defaultdict(list)
-    for sample, value in zip(run.samples, ndcg, strict=True):
-        by_order[sample.order_index].append(float(value))
+    for (_, index), value in _order_values(run, NDCG).items():
+        by_order[index].append(value)
     values = np.array([np.mean(by_order[i]) for i in sorted(by_order)])
     return OrderNdcg(values=values, reference=float(values[0]) if 0 in by_order else math.nan)
 
@@ -75,22 +70,18 @@ def latencies_ms(run: RunData) -> np.ndarray:
 
 
 def sweep_curve(run: RunData) -> SweepCurve | None:
-    """None unless the run used the sweep strategy and its judgments could be reloaded."""
-    if run.strategy != "sweep" or run.judgments is None:
+    """None unless the run used the sweep strategy (and moved at least one item)."""
+    if run.strategy != "sweep":
         return None
-    ndcg = _sample_ndcg(run)
-    if ndcg is None:
-        return None
+    ndcg = _order_values(run, NDCG)
     moved: dict[str, set[int]] = defaultdict(set)
     for sample in run.samples:
         if sample.label.family == "sweep":
             moved[sample.query_id].add(sample.label.item)
     ranks: dict[int, list[int]] = defaultdict(list)
     scores: dict[int, list[float]] = defaultdict(list)
-    for sample, value in zip(run.samples, ndcg, strict=True):
-        doc_ids = run.judgments.doc_ids.get(sample.query_id)
-        if doc_ids is None:
-            continue
+    for sample in run.samples:
+        doc_ids = run.queries[sample.query_id].doc_ids
         label = sample.label
         if label.family == "sweep":
             placements = [(label.item, label.position)]
@@ -101,7 +92,7 @@ def sweep_curve(run: RunData) -> SweepCurve | None:
         position = {doc: rank for rank, doc in enumerate(sample.ranking)}
         for item, pos in placements:
             ranks[pos].append(position[doc_ids[item]] + 1)
-            scores[pos].append(float(value))
+            scores[pos].append(ndcg[sample.key])
     if not ranks:
         return None
     positions = np.array(sorted(ranks))
@@ -115,9 +106,10 @@ def sweep_curve(run: RunData) -> SweepCurve | None:
 
 def run_point(run: RunData) -> RunPoint:
     def entry(metric: str) -> tuple[float, tuple[float, float]]:
-        item = run.results["summary"].get(metric) or {}
-        low, high = item.get("ci95") or (math.nan, math.nan)
-        return float(item.get("value", math.nan)), (float(low), float(high))
+        item = run.results.summary.get(metric)
+        if item is None:
+            return math.nan, (math.nan, math.nan)
+        return item.value, item.ci95 or (math.nan, math.nan)
 
     ndcg, ndcg_ci = entry("ndcg@10")
     tau, tau_ci = entry("kendall_tau")

@@ -1,15 +1,18 @@
-"""The run folder on disk: ``run.json`` (what is being run) and ``samples.jsonl`` (what is done).
+"""The run folder on disk: ``run.json`` and ``queries.jsonl`` (what is being run), and
+``samples.jsonl`` (what is done). Their records are typed in :mod:`harness.results.schema`.
 
 One JSON line per (query, order) is appended and flushed as soon as it is computed, so an
 interrupted run loses at most the batch in flight. Reopening a folder resumes it: the
-config hash in ``run.json`` must match, and finished (query, order) pairs are skipped.
+config hash in ``run.json`` must match, and finished (query, order) pairs are skipped. A
+folder of an older format with the same configuration is brought to the current format as it
+is reopened (its samples are kept).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -17,8 +20,10 @@ from typing import IO, Any
 from harness.errors import HarnessError
 from harness.files import write_text_atomic
 from harness.permutations import OrderLabel
+from harness.results.schema import FORMAT_VERSION, QueryRecord, RunHeader, format_of
 
 RUN_FILE = "run.json"
+QUERIES_FILE = "queries.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.md"
@@ -71,27 +76,36 @@ class Sample:
 class RunStore:
     """Append-only access to one run folder."""
 
-    def __init__(self, run_dir: Path, header: Mapping[str, Any]) -> None:
+    def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.header = dict(header)
         self._handle: IO[str] | None = None
 
     @classmethod
-    def open(cls, run_dir: Path, header: Mapping[str, Any]) -> RunStore:
-        """Create the folder, or reopen it for resuming if its config hash matches."""
+    def open(cls, run_dir: Path, header: RunHeader, queries: Sequence[QueryRecord]) -> RunStore:
+        """Create the folder, or reopen it for resuming if its config hash matches.
+
+        ``run.json`` and ``queries.jsonl`` are (re)written when the folder is new or of an
+        older format, so a resumed format-1 folder leaves in the current format.
+        """
         run_file = run_dir / RUN_FILE
         if run_file.exists():
-            existing = json.loads(run_file.read_text(encoding="utf-8"))
-            if existing.get("config_hash") != header["config_hash"]:
+            existing = _read_json(run_file)
+            if existing.get("config_hash") != header.config_hash:
                 raise HarnessError(
                     f"{run_dir} holds a run with a different configuration "
-                    f"(config hash {existing.get('config_hash')} vs {header['config_hash']}); "
+                    f"(config hash {existing.get('config_hash')} vs {header.config_hash}); "
                     "use another --out or delete the folder"
                 )
+            current = format_of(existing) == FORMAT_VERSION
+            if current and (run_dir / QUERIES_FILE).is_file():
+                return cls(run_dir)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(run_file, header)
-        return cls(run_dir, header)
+        store = cls(run_dir)
+        lines = "".join(json.dumps(q.to_dict(), separators=(",", ":")) + "\n" for q in queries)
+        store.write_text(QUERIES_FILE, lines)
+        store.write_json(RUN_FILE, header.to_dict())  # last: it marks the folder complete
+        return store
 
     def load_samples(self) -> dict[tuple[str, int], Sample]:
         """Every complete sample on disk; a torn last line (crash mid-write) is dropped."""
@@ -145,11 +159,41 @@ class RunStore:
 
 
 def iter_samples(run_dir: Path) -> Iterator[Sample]:
-    """Read a finished run's samples (used by reports and gates)."""
-    with (run_dir / SAMPLES_FILE).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield Sample.from_dict(json.loads(line))
+    """Read a finished run's samples (used by reports and exports)."""
+    yield from _iter_records(run_dir / SAMPLES_FILE, Sample.from_dict, "sample")
+
+
+def read_queries(run_dir: Path) -> dict[str, QueryRecord]:
+    """``queries.jsonl`` by query id: doc ids, judgments and text of every query of the run."""
+    return {
+        q.query_id: q for q in _iter_records(run_dir / QUERIES_FILE, QueryRecord.from_dict, "query")
+    }
+
+
+def _iter_records(path: Path, build: Any, what: str) -> Iterator[Any]:
+    """One record per non-empty JSON line; a bad line is a HarnessError naming file:line."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(f"cannot read {path}: {exc.strerror}") from exc
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield build(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise HarnessError(f"{path}:{number}: corrupt {what} record ({exc})") from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HarnessError(f"{path}: cannot read ({exc})") from exc
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: expected a JSON object")
+    return data
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:

@@ -1,0 +1,343 @@
+"""Typed records for the files of a run folder, and the format version readers check.
+
+A run folder is self-contained: reports, gates, baselines and exports need nothing but it.
+
+* ``run.json`` (:class:`RunHeader`): what is being run — resolved configuration and its hash,
+  reranker preset, dataset facts, permutation design. Written before any reranking.
+* ``queries.jsonl`` (:class:`QueryRecord`, one line per query): the query text, its candidate
+  doc ids in first-stage order (``Sample.shown`` indexes them) and its graded judgments.
+* ``samples.jsonl`` (:class:`harness.results.store.Sample`): one reranked order per line.
+* ``results.json`` (:class:`RunResults`): the header plus the reranker's identity, the
+  environment, and every metric: summary, per query, per order, position bias, parse status.
+
+Every file carries ``format``; a reader refuses a newer one and sends an older one to
+``harness upgrade``. Format history: 1 (untyped, no ``queries.jsonl``, no per-order values;
+``run.json`` said ``"harness_run": 1``), 2 (this one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from harness.errors import HarnessError
+
+FORMAT_VERSION = 2
+LEGACY_FORMAT_KEY = "harness_run"  # format 1 stored its version under this key
+
+
+def format_of(data: Mapping[str, Any]) -> int | None:
+    """The format version a run file declares (``None`` when it declares none)."""
+    version = data.get("format", data.get(LEGACY_FORMAT_KEY))
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def check_format(data: Mapping[str, Any], where: str) -> None:
+    """Refuse a run file this version of harness cannot read, in one line saying what to do."""
+    version = format_of(data)
+    if version == FORMAT_VERSION:
+        return
+    if version is None:
+        raise HarnessError(f"{where}: not a harness run file (no format version)")
+    if version > FORMAT_VERSION:
+        raise HarnessError(
+            f"{where}: written in run format {version} by a newer harness; this one reads "
+            f"format {FORMAT_VERSION} (upgrade harness-rerank)"
+        )
+    folder = where.rsplit("/", 1)[0] if "/" in where else "."
+    raise HarnessError(
+        f"{where}: written in run format {version}; run `harness upgrade {folder}` to bring it "
+        f"to format {FORMAT_VERSION} (it needs the run's dataset once)"
+    )
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """``cls(**data)`` for a flat record, naming missing or unknown keys in one line."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise HarnessError(f"{where}: unknown {cls.__name__} keys {unknown}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise HarnessError(f"{where}: malformed {cls.__name__} ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class RerankerRecord:
+    """The reranker preset as resolved, plus (in results) the adapter's identity.
+
+    ``order_invariant`` in results is the preset's declaration OR the adapter class's: either
+    makes the gate check invariance.
+    """
+
+    name: str
+    adapter: str
+    description: str = ""
+    order_invariant: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+    backend: str | None = None
+    identity: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> Any:
+        return self.identity.get("model")
+
+    @property
+    def prompt_hash(self) -> Any:
+        return self.identity.get("prompt_sha256", self.identity.get("prompt_hash"))
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """Which data the run used: the card, its content fingerprint and the query selection."""
+
+    name: str
+    task: str
+    source: str
+    fingerprint: str
+    queries_available: int
+    queries_used: int
+    query_ids: tuple[str, ...]
+    notes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PermutationRecord:
+    """The permutation design: strategy, random orders, seed and how seeds were derived."""
+
+    strategy: str
+    random_orders: int
+    seed: int
+    seeding: str
+    total_orders: int
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """``run.json``: everything fixed before reranking starts; resume checks ``config_hash``."""
+
+    config_hash: str
+    config: Mapping[str, Any]
+    reranker: RerankerRecord
+    dataset: DatasetRecord
+    permutations: PermutationRecord
+    created: str
+    run_notes: tuple[str, ...] = ()
+    format: int = FORMAT_VERSION
+
+    @property
+    def depth(self) -> int | None:
+        return self.config.get("depth")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "run.json") -> RunHeader:
+        check_format(data, where)
+        own = {f.name for f in fields(cls)}
+        return cls(**_header_fields({k: v for k, v in data.items() if k in own}, where))
+
+
+def _header_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    missing = [
+        k for k in ("config_hash", "config", "reranker", "dataset", "permutations") if k not in data
+    ]
+    if missing:
+        raise HarnessError(f"{where}: not a harness run file (missing {missing})")
+    dataset = dict(data["dataset"])
+    dataset["query_ids"] = tuple(dataset.get("query_ids", ()))
+    return {
+        **data,
+        "config": dict(data["config"]),
+        "reranker": _build(RerankerRecord, data["reranker"], where),
+        "dataset": _build(DatasetRecord, dataset, where),
+        "permutations": _build(PermutationRecord, data["permutations"], where),
+        "run_notes": tuple(data.get("run_notes", ())),
+    }
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One line of ``queries.jsonl``: what a query's samples and metrics refer to."""
+
+    query_id: str
+    text: str  # the query text, or "user <id>" for a recommendation profile
+    doc_ids: tuple[str, ...]  # candidates in first-stage order: Sample.shown indexes these
+    qrels: Mapping[str, int]  # every judgment of the query (the ideal DCG needs them all)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query_id": self.query_id,
+            "text": self.text,
+            "doc_ids": list(self.doc_ids),
+            "qrels": dict(self.qrels),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QueryRecord:
+        return cls(
+            query_id=str(data["query_id"]),
+            text=str(data["text"]),
+            doc_ids=tuple(str(d) for d in data["doc_ids"]),
+            qrels={str(d): int(g) for d, g in data["qrels"].items()},
+        )
+
+
+@dataclass(frozen=True)
+class SummaryEntry:
+    """One summary number: its value, how it aggregates queries, and its 95% interval."""
+
+    value: float
+    aggregate: str
+    ci95: tuple[float, float] | None = None
+    n: int | None = None
+    no_bias_floor: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> SummaryEntry:
+        entry = dict(data)
+        entry["value"] = _number(entry.get("value"))
+        if entry.get("ci95") is not None:
+            low, high = entry["ci95"]
+            entry["ci95"] = (_number(low), _number(high))
+        return _build(cls, entry, where)
+
+
+@dataclass(frozen=True)
+class PerOrder:
+    """One query's per-order values: ``order_index[i]`` is the order ``values[m][i]`` is for."""
+
+    order_index: tuple[int, ...]
+    values: Mapping[str, tuple[float, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "order_index": list(self.order_index),
+            **{k: list(v) for k, v in self.values.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PerOrder:
+        index = tuple(int(i) for i in data["order_index"])
+        values = {
+            str(k): tuple(_number(x) for x in v) for k, v in data.items() if k != "order_index"
+        }
+        for name, vector in values.items():
+            if len(vector) != len(index):
+                raise ValueError(f"{name} has {len(vector)} values for {len(index)} orders")
+        return cls(index, values)
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """``results.json``: the header, the reranker's identity and environment, every metric."""
+
+    header: RunHeader
+    environment: Mapping[str, Any]
+    wall_time_s: float
+    finished: str
+    summary: Mapping[str, SummaryEntry]
+    per_query: Mapping[str, Mapping[str, float]]
+    per_order: Mapping[str, PerOrder]
+    position_bias: Mapping[str, Any]
+    parse_status: Mapping[str, Mapping[str, float]]
+    counts: Mapping[str, int]
+
+    # Shorthands for the header parts every reader needs.
+    @property
+    def reranker(self) -> RerankerRecord:
+        return self.header.reranker
+
+    @property
+    def dataset(self) -> DatasetRecord:
+        return self.header.dataset
+
+    @property
+    def permutations(self) -> PermutationRecord:
+        return self.header.permutations
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.header.config
+
+    @property
+    def query_ids(self) -> tuple[str, ...]:
+        return tuple(self.per_query)
+
+    def vector(self, metric: str) -> dict[str, float]:
+        """``{query id: value}`` of a per-query metric (NaN where a query lacks it)."""
+        return {q: float(v.get(metric, math.nan)) for q, v in self.per_query.items()}
+
+    def summary_value(self, metric: str) -> float:
+        entry = self.summary.get(metric)
+        return math.nan if entry is None else entry.value
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {
+            "environment": self.environment,
+            "wall_time_s": self.wall_time_s,
+            "finished": self.finished,
+            "summary": {k: asdict(v) for k, v in self.summary.items()},
+            "per_query": self.per_query,
+            "per_order": {q: v.to_dict() for q, v in self.per_order.items()},
+            "position_bias": self.position_bias,
+            "parse_status": self.parse_status,
+            "counts": self.counts,
+        }
+        return self.header.to_dict() | _plain(body)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "results.json") -> RunResults:
+        header = RunHeader.from_dict(data, where)
+        try:
+            return cls(
+                header=header,
+                environment=dict(data.get("environment") or {}),
+                wall_time_s=float(data["wall_time_s"]),
+                finished=str(data["finished"]),
+                summary={
+                    k: SummaryEntry.from_dict(v, f"{where}: summary {k!r}")
+                    for k, v in data["summary"].items()
+                },
+                per_query={
+                    str(q): {str(k): _number(x) for k, x in row.items()}
+                    for q, row in data["per_query"].items()
+                },
+                per_order={str(q): PerOrder.from_dict(v) for q, v in data["per_order"].items()},
+                position_bias=dict(data["position_bias"]),
+                parse_status=dict(data.get("parse_status") or {}),
+                counts=dict(data["counts"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise HarnessError(f"{where}: malformed results ({type(exc).__name__}: {exc})") from exc
+
+
+def _number(value: Any) -> float:
+    """JSON null (how NaN is stored) back to NaN."""
+    return math.nan if value is None else float(value)
+
+
+def _plain(value: Any) -> Any:
+    """Strict-JSON-ready copy: tuples to lists, NaN/inf to null, mappings to dicts."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summary_from_dict(
+    rows: Mapping[str, Mapping[str, Any]], where: str = "summary"
+) -> dict[str, SummaryEntry]:
+    return {k: SummaryEntry.from_dict(v, f"{where} {k!r}") for k, v in rows.items()}
+
+
+def per_order_from_dict(rows: Mapping[str, Mapping[str, Sequence[Any]]]) -> dict[str, PerOrder]:
+    return {str(q): PerOrder.from_dict(v) for q, v in rows.items()}

@@ -1,0 +1,186 @@
+"""The run folder's typed, versioned format: version checks, upgrade, self-containment, export."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.config import RunConfig
+from harness.errors import HarnessError
+from harness.report.load import load_run, read_results
+from harness.results.schema import FORMAT_VERSION, RunHeader, RunResults
+from harness.results.store import QUERIES_FILE, RESULTS_FILE, RUN_FILE, read_queries
+from harness.runner import execute_run, prepare_run
+from tests.conftest import write_rankgpt_folder
+
+cli = CliRunner()
+FORMAT_1_RUN = Path(__file__).parent / "fixtures" / "run-format-1"
+
+
+def _run(data: Path, out: Path, **overrides) -> RunResults:
+    config = RunConfig(dataset=str(data), out=str(out), **overrides).validate()
+    return execute_run(prepare_run(config))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_rankgpt_folder(tmp_path_factory.mktemp("format") / "data", candidates=8)
+
+
+def _stable(results: RunResults) -> dict:
+    """What must survive a write/read or an upgrade (latency and environment are measured)."""
+    payload = results.to_dict()
+    for key in ("environment", "wall_time_s", "finished", "created"):
+        payload.pop(key, None)
+    payload["reranker"].pop("source")
+    payload["summary"] = {k: v for k, v in payload["summary"].items() if "latency" not in k}
+    for row in payload["per_query"].values():
+        row.pop("latency_ms")
+    return payload
+
+
+def test_results_round_trip_through_their_typed_records(data, tmp_path):
+    results = _run(data, tmp_path / "run", reranker="identity", perms=3)
+    on_disk = read_results(tmp_path / "run")
+    assert on_disk == RunResults.from_dict(results.to_dict())
+    assert on_disk.to_dict()["format"] == FORMAT_VERSION
+    header = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    assert RunHeader.from_dict(header).config_hash == results.header.config_hash
+    # Per-order values: one per sample of each query, the reference order included.
+    per_order = on_disk.per_order["q0"]
+    assert per_order.order_index == (0, 1, 2, 3)
+    assert set(per_order.values) == {"ndcg@10", "mrr@10"}
+    mean = sum(per_order.values["ndcg@10"][1:]) / 3  # the reference stays out of the mean
+    assert on_disk.per_query["q0"]["ndcg@10"] == pytest.approx(mean)
+    assert on_disk.per_query["q0"]["ndcg@10_reference"] == per_order.values["ndcg@10"][0]
+    queries = read_queries(tmp_path / "run")
+    assert queries["q1"].doc_ids == tuple(f"q1-d{r:02d}" for r in range(1, 9))
+    assert queries["q1"].text == "query number 1"
+    assert queries["q1"].qrels["q1-d03"] == 1 + (3 + 1) % 3
+
+
+def test_a_newer_format_is_refused_in_one_line(data, tmp_path):
+    _run(data, tmp_path / "run", reranker="identity", perms=2)
+    path = tmp_path / "run" / RESULTS_FILE
+    payload = json.loads(path.read_text())
+    payload["format"] = FORMAT_VERSION + 1
+    path.write_text(json.dumps(payload))
+    with pytest.raises(HarnessError, match="by a newer harness") as error:
+        read_results(tmp_path / "run")
+    assert "\n" not in str(error.value)
+
+
+def test_a_format_1_folder_is_sent_to_upgrade_and_upgraded_from_its_samples(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FORMAT_1_RUN, old)
+    result = cli.invoke(app, ["report", str(old), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "harness upgrade" in result.output
+    assert "Traceback" not in result.output
+    gone = cli.invoke(app, ["upgrade", str(old)])  # the data it recorded is not here
+    assert gone.exit_code == 2 and "dataset path not found" in gone.output
+
+    # The same data, written again where it lives now: the fingerprint matches.
+    data = write_rankgpt_folder(tmp_path / "data", candidates=8)
+    samples_before = (old / "samples.jsonl").read_bytes()
+    result = cli.invoke(app, ["upgrade", str(old), "--dataset", str(data)])
+    assert result.exit_code == 0, result.output
+    upgraded = read_results(old)
+    assert (old / "samples.jsonl").read_bytes() == samples_before  # nothing reranked
+    assert (old / QUERIES_FILE).is_file()
+    # Every number of the format-1 results is unchanged; per-order values are new.
+    legacy = json.loads((FORMAT_1_RUN / RESULTS_FILE).read_text())
+    for metric, entry in legacy["summary"].items():
+        assert upgraded.summary[metric].value == pytest.approx(entry["value"], nan_ok=True)
+    for query, row in legacy["per_query"].items():
+        for metric, value in row.items():
+            assert upgraded.per_query[query][metric] == pytest.approx(value, nan_ok=True)
+    assert upgraded.header.config_hash == legacy["config_hash"]
+    assert upgraded.environment == legacy["environment"]  # recorded provenance is kept
+    assert set(upgraded.per_order) == set(legacy["per_query"])
+    # And a fresh run of the same configuration agrees with it.
+    fresh = _run(data, tmp_path / "fresh", reranker="identity", perms=3)
+    assert _stable(fresh)["per_order"] == _stable(upgraded)["per_order"]
+    again = cli.invoke(app, ["upgrade", str(old)])
+    assert again.exit_code == 2 and "already in run format" in again.output
+
+
+def test_report_and_gate_need_nothing_but_the_run_folder(tmp_path):
+    data = write_rankgpt_folder(tmp_path / "data", candidates=8)
+    _run(data, tmp_path / "sweep", reranker="identity", strategy="sweep")
+    _run(data, tmp_path / "random", reranker="first-stage", perms=3)
+    baseline = tmp_path / "baseline.json"
+    assert (
+        cli.invoke(app, ["baseline", str(tmp_path / "random"), "--to", str(baseline)]).exit_code
+        == 0
+    )
+    shutil.rmtree(data)
+
+    report = cli.invoke(
+        app,
+        [
+            "report",
+            str(tmp_path / "sweep"),
+            str(tmp_path / "random"),
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+    )
+    assert report.exit_code == 0, report.output
+    md = (tmp_path / "rep.md").read_text()
+    assert "left out" not in md and "could not be reloaded" not in md
+    assert (tmp_path / "rep_figures" / "lost_in_the_middle.png").is_file()
+    assert (tmp_path / "rep_figures" / "ndcg_across_orders.png").is_file()
+    gate = cli.invoke(app, ["gate", str(tmp_path / "random"), "--baseline", str(baseline)])
+    assert gate.exit_code == 0, gate.output
+    assert load_run(tmp_path / "sweep").queries["q2"].doc_ids[0] == "q2-d01"
+
+
+def test_trec_export_is_read_back_by_ranx_with_the_recorded_values(data, tmp_path):
+    from ranx import Qrels, Run, evaluate
+
+    results = _run(data, tmp_path / "run", reranker="identity", perms=3)
+    out = tmp_path / "trec"
+    exported = cli.invoke(app, ["export", str(tmp_path / "run"), "--trec", str(out)])
+    assert exported.exit_code == 0, exported.output
+    files = sorted(out.glob("order-*.trec"))
+    assert [f.name for f in files] == [f"order-{i:03d}.trec" for i in range(4)]
+    qrels = Qrels.from_file(str(out / "qrels.txt"), kind="trec")
+    for index, path in enumerate(files):
+        run = Run.from_file(str(path), kind="trec")
+        scores = evaluate(qrels, run, "ndcg@10", return_mean=False)
+        by_query = dict(zip(run.keys(), scores, strict=True))
+        for query, per_order in results.per_order.items():
+            recorded = per_order.values["ndcg@10"][per_order.order_index.index(index)]
+            assert by_query[query] == pytest.approx(recorded, abs=1e-12)
+    index_rows = (out / "orders.tsv").read_text().splitlines()
+    assert index_rows[0] == "query_id\torder_index\tlabel\tfile"
+    assert "q0\t0\treference\torder-000.trec" in index_rows
+    assert len(index_rows) == 1 + results.counts["samples"]
+
+
+def test_export_of_an_unwritable_place_is_one_line(data, tmp_path):
+    _run(data, tmp_path / "run", reranker="identity", perms=2)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = cli.invoke(app, ["export", str(tmp_path / "run"), "--trec", str(blocker / "sub")])
+    assert result.exit_code == 2 and "cannot write the TREC export" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_nan_values_survive_the_strict_json_round_trip(data, tmp_path):
+    # One design order: tau is measured against the reference, top-10 spread is 0, and a
+    # strategy with no reference has no ndcg@10_reference (NaN, stored as null).
+    results = _run(data, tmp_path / "run", reranker="identity", strategy="cyclic")
+    text = (tmp_path / "run" / RESULTS_FILE).read_text()
+    assert "NaN" not in text  # strict JSON: NaN is stored as null
+    reread = read_results(tmp_path / "run")
+    for query, row in results.per_query.items():
+        for metric, value in row.items():
+            other = reread.per_query[query][metric]
+            assert (math.isnan(value) and math.isnan(other)) or value == other
