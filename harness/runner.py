@@ -249,8 +249,7 @@ def compute_results(
         declared,
         identity=dict(reranker_identity),
         # Declared by the preset or by the adapter class: either makes the gate check it.
-        order_invariant=declared.order_invariant
-        or bool(reranker_identity.get("order_invariant")),
+        order_invariant=declared.order_invariant or bool(reranker_identity.get("order_invariant")),
     )
     metrics = summarize(
         prepared.dataset.sets, prepared.dataset.qrels, samples, seed=prepared.config.seed

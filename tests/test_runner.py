@@ -52,10 +52,7 @@ def test_first_stage_is_invariant_and_identity_is_not(rankgpt_folder, tmp_path):
     # Copying the input means the item shown first is always output first.
     matrix = np.array(ident.position_bias["rank_given_position"])
     np.testing.assert_allclose(matrix, np.eye(len(matrix)))
-    assert (
-        ident.summary["position_bias_mad"].value
-        > first.summary["position_bias_mad"].value
-    )
+    assert ident.summary["position_bias_mad"].value > first.summary["position_bias_mad"].value
 
 
 def test_results_have_provenance_and_per_query_vectors(rankgpt_folder, tmp_path):
