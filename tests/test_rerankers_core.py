@@ -83,5 +83,5 @@ def test_unknown_adapter_and_bad_params_are_clear_errors(tmp_path):
     with pytest.raises(HarnessError, match="unknown adapter 'nonsense'"):
         build_reranker(load_preset(path), CONTEXT)
     path.write_text("name: x\nadapter: identity\nparams: {temperature: 1}\n")
-    with pytest.raises(HarnessError, match="bad params"):
+    with pytest.raises(HarnessError, match="unknown param 'temperature'; known params: none"):
         build_reranker(load_preset(path), CONTEXT)

@@ -1,8 +1,9 @@
-"""The vLLM adapters' request building and result parsing, without vLLM installed.
+"""The vLLM backend's request building and result parsing, without vLLM installed.
 
 vLLM's outputs are stood in for by ``SimpleNamespace`` objects shaped like its
-``RequestOutput`` / ``CompletionOutput`` / ``Logprob`` (fakes, not vLLM); the adapters
-themselves must refuse to start where vLLM or a GPU is missing.
+``RequestOutput`` / ``CompletionOutput`` / ``Logprob`` (fakes, not vLLM); the backend itself
+must refuse to open where vLLM or a GPU is missing, and the vLLM presets must build the same
+method classes as the transformers ones, with their settings checked before vLLM is needed.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.errors import HarnessError, MissingExtraError
-from harness.rerankers import vllm_backend
-from harness.rerankers.base import RunContext
-from harness.rerankers.registry import build_reranker, resolve_preset
-from harness.rerankers.vllm_backend import (
+from harness.backends import vllm_backend
+from harness.backends.base import GenerationRequest
+from harness.backends.vllm_backend import (
     engine_kwargs,
-    first_sampling,
-    rankgpt_sampling,
-    read_first,
+    generation_sampling,
+    logprob_sampling,
     read_generation,
+    read_next_token,
     require_vllm,
     resolve_vllm_model,
     supports_field,
     token_prompts,
 )
+from harness.errors import HarnessError, MissingExtraError
+from harness.rerankers.base import RunContext
+from harness.rerankers.registry import build_reranker, load_preset, resolve_preset
 
 
 def fake_output(token_ids, text="", finish_reason="stop", logprobs=None):
@@ -73,28 +75,36 @@ def test_prompts_go_in_as_token_ids() -> None:
     ]
 
 
-def test_rankgpt_sampling_is_greedy_and_explicit() -> None:
-    params = rankgpt_sampling(83, 0.0, seed=5, stop_ids=frozenset({2, 7}))
+def test_generation_sampling_is_greedy_and_explicit() -> None:
+    params = generation_sampling(GenerationRequest(83, frozenset({2, 7}), seed=5))
     assert params == {
         "temperature": 0.0,
         "top_p": 1.0,
         "max_tokens": 83,
         "seed": None,  # greedy needs no seed
         "stop_token_ids": [2, 7],
+        "ignore_eos": False,
         "skip_special_tokens": True,
     }
-    assert rankgpt_sampling(10, 0.7, seed=5, stop_ids=frozenset({2}))["seed"] == 5
+    sampled = GenerationRequest(10, frozenset({2}), temperature=0.7, seed=5)
+    assert generation_sampling(sampled)["seed"] == 5
 
 
-def test_first_sampling_asks_for_one_greedy_token_and_the_identifier_logprobs() -> None:
-    exact = first_sampling([11, 12, 13], exact_ids=True)
+def test_ignore_stop_runs_every_row_to_the_cap() -> None:
+    forced = generation_sampling(GenerationRequest(40, frozenset({2, 7}), ignore_stop=True))
+    assert forced["ignore_eos"] is True and forced["stop_token_ids"] == []
+    assert forced["max_tokens"] == 40
+
+
+def test_logprob_sampling_asks_for_one_greedy_token_and_the_chosen_logprobs() -> None:
+    exact = logprob_sampling([11, 12, 13], exact_ids=True)
     assert exact == {
         "max_tokens": 1,
         "temperature": 0.0,
         "detokenize": False,
         "logprob_token_ids": [11, 12, 13],
     }
-    fallback = first_sampling([11, 12, 13], exact_ids=False, top_logprobs=40)
+    fallback = logprob_sampling([11, 12, 13], exact_ids=False, top_logprobs=40)
     assert fallback["logprobs"] == 40 and "logprob_token_ids" not in fallback
     assert fallback["max_tokens"] == 1 and fallback["temperature"] == 0.0
 
@@ -116,40 +126,40 @@ def test_read_generation() -> None:
     assert read_generation(fake_output([5], "[2", finish_reason="length"))[2] is False
 
 
-def test_read_first_renormalises_over_the_identifiers() -> None:
+def test_read_next_token_keeps_the_chosen_logprobs_and_their_mass() -> None:
     ids = [11, 12, 13]
     step = {11: lp(-1.0), 12: lp(-3.0), 13: lp(-2.0), 99: lp(-0.1)}  # 99: sampled non-id
-    reading = read_first(fake_output([11], logprobs=[step]), ids)
+    read = read_next_token([fake_output([11], logprobs=[step])], ids)
+    assert read.logprobs.tolist() == [[-1.0, -3.0, -2.0]]
     total = math.log(math.exp(-1.0) + math.exp(-3.0) + math.exp(-2.0))
-    assert reading.scores == pytest.approx((-1.0 - total, -3.0 - total, -2.0 - total))
-    assert sum(math.exp(s) for s in reading.scores) == pytest.approx(1.0)
-    assert reading.identifier_mass == pytest.approx(math.exp(total))
-    assert reading.missing == 0 and reading.generated_tokens == 1 and reading.top_is_identifier
+    assert read.mass == pytest.approx((math.exp(total),))
+    assert read.missing == (0,) and read.generated_tokens == (1,) and read.top_is_chosen == (True,)
 
 
-def test_read_first_counts_identifiers_missing_from_top_k() -> None:
+def test_read_next_token_counts_chosen_tokens_missing_from_top_k() -> None:
     step = {12: lp(-0.5), 99: lp(-0.2)}  # plain floats are accepted too, see below
-    reading = read_first(fake_output([99], logprobs=[step]), [11, 12, 13])
-    assert reading.scores == (-math.inf, 0.0, -math.inf)
-    assert reading.missing == 2 and not reading.top_is_identifier
-    floats = read_first(fake_output([11], logprobs=[{11: -1.0, 12: -1.0}]), [11, 12])
-    assert floats.scores == pytest.approx((math.log(0.5), math.log(0.5)))
-    empty = read_first(fake_output([5], logprobs=None), [11])
-    assert empty.scores == (-math.inf,) and empty.identifier_mass == 0.0
+    floats = fake_output([11], logprobs=[{11: -1.0, 12: -1.0}])
+    empty = fake_output([5], logprobs=None)
+    read = read_next_token([fake_output([99], logprobs=[step]), floats], [11, 12, 13])
+    assert read.logprobs.tolist() == [[-math.inf, -0.5, -math.inf], [-1.0, -1.0, -math.inf]]
+    assert read.missing == (2, 1) and read.top_is_chosen == (False, True)
+    assert read.mass[1] == pytest.approx(2 * math.exp(-1.0))
+    nothing = read_next_token([empty], [11])
+    assert nothing.logprobs.tolist() == [[-math.inf]] and nothing.mass == (0.0,)
 
 
 def test_a_first_output_of_several_tokens_is_refused() -> None:
     from harness.rerankers.first import first_result
 
-    reading = read_first(fake_output([11, 12, 2], logprobs=[{11: lp(-1.0)}]), [11, 12])
-    assert reading.generated_tokens == 3
+    read = read_next_token([fake_output([11, 12, 2], logprobs=[{11: lp(-1.0)}])], [11, 12])
+    assert read.generated_tokens == (3,)
     with pytest.raises(HarnessError, match="fell back to generation"):
         first_result(
-            reading.scores,
+            read.logprobs[0].tolist(),
             ["a", "b"],
-            generated_tokens=reading.generated_tokens,
-            top_is_identifier=reading.top_is_identifier,
-            identifier_mass=reading.identifier_mass,
+            generated_tokens=read.generated_tokens[0],
+            top_is_identifier=read.top_is_chosen[0],
+            identifier_mass=read.mass[0],
             prompt_tokens=10,
         )
 
@@ -159,14 +169,34 @@ def test_non_embedded_models_pass_through() -> None:
     assert resolve_vllm_model("/models/local") == "/models/local"
 
 
-def test_without_vllm_the_adapters_name_the_extra() -> None:
+def test_without_vllm_the_presets_name_the_extra() -> None:
     if vllm_backend.importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")
     with pytest.raises(MissingExtraError, match=r"harness-rerank\[vllm\]"):
-        require_vllm("the first reranker on vLLM")
+        require_vllm("the first reranker")
     for name in ("first-vllm", "rankgpt-vllm"):
         with pytest.raises(MissingExtraError, match="vllm"):
             build_reranker(resolve_preset(name), RunContext())
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("max_new_tokens: 0", "max_new_tokens must be >= 1"),
+        ("ignore_eos: maybe", "param 'ignore_eos' must be true or false"),
+        ("temperature: -1", "temperature must be >= 0"),
+        ("gpu_memory_utilization: 2", "gpu_memory_utilization must be in"),
+    ],
+)
+def test_vllm_rankgpt_checks_the_shared_settings_before_needing_vllm(
+    tmp_path, params: str, message: str
+) -> None:
+    """The vLLM RankGPT is the one RankGPT class: its settings (ignore_eos, the
+    max_new_tokens check) are validated by the same code, before any engine starts."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"name: mine\nadapter: rankgpt\nbackend: vllm\nparams:\n  {params}\n")
+    with pytest.raises(HarnessError, match=message):
+        build_reranker(load_preset(path), RunContext())
 
 
 def test_without_a_gpu_the_adapters_say_so(monkeypatch: pytest.MonkeyPatch) -> None:

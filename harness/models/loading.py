@@ -159,19 +159,6 @@ def load_model(
     return _loaded(model, tokenizer, name, "hub", str(commit), settings)
 
 
-def broadcast_cache(cache: Any, batch: int, config: Any) -> Any:
-    """A fresh ``DynamicCache`` holding a batch-1 prefix cache's keys/values ``batch`` times.
-
-    Built anew for every forward pass because the model appends to the cache it is given;
-    the prefix cache itself is never modified, so it can serve any number of batches.
-    """
-    from transformers import DynamicCache
-
-    layers = [(layer.keys, layer.values) for layer in cache.layers]
-    expanded = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers]
-    return DynamicCache(ddp_cache_data=expanded, config=config)
-
-
 def require_llm_stack(purpose: str) -> None:
     """Raise :class:`MissingExtraError` unless torch and transformers are importable."""
     for package in ("torch", "transformers"):

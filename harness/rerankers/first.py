@@ -1,10 +1,12 @@
-"""FIRST: listwise ranking from the logits of ONE generated token, on transformers.
+"""FIRST: listwise ranking from the log-probabilities of ONE generated token, on any backend.
 
 The window prompt is the same numbered listwise prompt as RankGPT's, with single-token
 identifiers (``[A]``, ``[B]`` … by default) and the assistant turn primed with ``[``, so the
 very next token the model would write is the identifier of the candidate it ranks first.
-One forward pass per window reads the logits of that token; the window's candidates are
-sorted by the logits of their identifier tokens (ties broken by doc id).
+One forward pass per window reads the next-token log-probabilities; the window's candidates
+are sorted by those of their identifier tokens (ties broken by doc id). On vLLM that is one
+generated token with the identifiers' log-probs (missing ones, where only the top-k could be
+returned, are ``-inf`` and counted per window).
 
 Two guards against the failure the field has shipped — FIRST silently turning into full
 generation, or reading logits of a token that is not the identifier:
@@ -25,18 +27,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
+from harness.backends.base import Backend, Capability
 from harness.errors import HarnessError
-from harness.models.loading import LoadedModel, load_model
 from harness.rerankers.base import RunContext
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult, rank_by_scores
-from harness.rerankers.listwise_prompts import (
-    IDENTIFIER_STYLES,
-    generation_context,
-    identifiers,
-    prompt_token_ids,
-)
-from harness.rerankers.window_lm import WindowLM
-from harness.rerankers.windows import DEFAULT_STRIDE, DEFAULT_WINDOW
+from harness.rerankers.listwise_prompts import generation_context, identifiers, prompt_token_ids
+from harness.rerankers.params import FirstParams
 
 PRIME = "["
 
@@ -100,98 +98,62 @@ def first_result(
     )
 
 
-def check_identifier_style(name: str, style: str) -> str:
-    if style not in IDENTIFIER_STYLES:
-        raise HarnessError(
-            f"reranker {name!r}: identifiers must be one of {', '.join(IDENTIFIER_STYLES)}, "
-            f"got {style!r}"
-        )
-    return style
-
-
 class FirstReranker(ListwiseReranker):
-    """FIRST on a transformers causal LM: one forward pass per window, ranked by the logits
-    of the identifier tokens.
+    """FIRST on any backend with next-token log-probs: one forward pass (or one generated
+    token) per window, ranked by the log-probabilities of the identifier tokens.
 
-    Params: ``model``, ``dtype``, ``attn_implementation``, ``revision``; ``window_size``,
-    ``stride``, ``max_candidate_words``, ``max_history`` (see :class:`ListwiseReranker`);
-    ``identifiers`` (``alpha``: A-Z, the default; ``numeric``: 1..window, one token each only
-    where the tokenizer has a token per number).
+    Params: :class:`~harness.rerankers.params.FirstParams`.
     """
 
     method = "first"
-    backend = "transformers"
     prime = PRIME
+    requires = frozenset({Capability.TOKENIZER, Capability.NEXT_TOKEN_LOGPROBS})
+    params_type = FirstParams
+    params: FirstParams
 
     def __init__(
-        self,
-        name: str,
-        context: RunContext,
-        model: str | LoadedModel = "smollm2-135m",
-        dtype: str = "float32",
-        attn_implementation: str = "sdpa",
-        revision: str | None = None,
-        window_size: int = DEFAULT_WINDOW,
-        stride: int = DEFAULT_STRIDE,
-        max_candidate_words: int | None = None,
-        max_history: int | None = None,
-        identifiers: str = "alpha",
+        self, name: str, context: RunContext, backend: Backend, params: FirstParams | None = None
     ) -> None:
-        super().__init__(name, context, window_size, stride, max_candidate_words, max_history)
-        self.identifier_style = check_identifier_style(name, identifiers)
-        self.loaded = load_model(
-            model,
-            device=context.device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            revision=revision,
-            purpose="the first reranker",
-        )
-        self.lm = WindowLM(self.loaded)
+        super().__init__(name, context, backend, params)
         self.identifier_ids = identifier_token_ids(
             self.tokenizer,
-            identifier_labels(self.identifier_style, window_size),
-            model_name=f"model {self.loaded.identity.name!r}",
+            identifier_labels(self.identifier_style, self.params.window_size),
+            model_name=f"model {backend.identity().get('name')!r}",
         )
 
     @property
-    def tokenizer(self) -> Any:
-        return self.loaded.tokenizer
+    def identifier_style(self) -> str:  # type: ignore[override]
+        return self.params.identifiers
 
     def identity(self) -> dict[str, Any]:
         return {
             **super().identity(),
-            "model": self.loaded.identity.to_dict(),
             "identifier_token_ids": list(self.identifier_ids),
-            "score": "next-token logit of each identifier after the primed '['",
+            "score": "next-token log-prob of each identifier after the primed '['",
         }
 
     def rank_windows(self, windows: Sequence[WindowPrompt]) -> list[WindowResult]:
-        import torch
-
-        batch = self.lm.encode_batch([w.prompt for w in windows])
-        size = len(windows[0].labels)
-        self.lm.check_fits(batch, 1, "lower window_size or set max_candidate_words")
-        logits = self.lm.last_logits(batch)  # [P, V]: one pass, one position per row
-        generated = logits.shape[0] // len(windows)  # positions read per window
-        ids = torch.tensor(self.identifier_ids[:size], device=logits.device)
-        scores = logits[:, ids]
-        top_in_ids = torch.isin(logits.argmax(dim=-1), ids)
-        mass = torch.softmax(logits, dim=-1)[:, ids].sum(dim=-1)
+        batch = self.encode(windows)
+        self.check_fits(batch, 1)
+        ids = self.identifier_ids[: len(windows[0].labels)]
+        read = self.backend.next_token_logprobs(batch, ids)
         return [
             first_result(
-                row_scores,
+                scores,
                 window.doc_ids,
                 generated_tokens=generated,
-                top_is_identifier=bool(top),
-                identifier_mass=float(m),
+                top_is_identifier=top,
+                identifier_mass=mass,
                 prompt_tokens=len(row),
+                detail={"missing_identifier_logprobs": missing} if missing else None,
             )
-            for row_scores, window, top, m, row in zip(
-                scores.double().tolist(),
+            for scores, window, top, mass, generated, missing, row in zip(
+                read.logprobs.astype(np.float64).tolist(),
                 windows,
-                top_in_ids.tolist(),
-                mass.tolist(),
+                read.top_is_chosen,
+                read.mass,
+                read.generated_tokens,
+                read.missing,
                 batch.rows,
                 strict=True,
             )

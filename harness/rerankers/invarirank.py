@@ -1,4 +1,4 @@
-"""InvariRank (one pass, any order) and its causal control, on Hugging Face transformers.
+"""InvariRank (one pass, any order) and its causal control, on a masked-forward backend.
 
 Both rerankers read the same marker prompt — a shared span (instruction + query or user
 history) followed by one ``[ITEM] … [/ITEM]`` segment per candidate — and score a candidate by
@@ -23,30 +23,25 @@ The span sees only itself under both masks and sits at positions 0..S-1 in both,
 and values are the same for every order: each call runs the span once and hands its KV cache
 (broadcast over the batch) to one forward pass that scores all candidates of all its orders.
 This is exact, not an approximation, and it spares the span's share of the compute per order.
+Both need a backend that takes a custom mask and explicit positions (``masked_forward``:
+transformers; vLLM cannot).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from harness.backends.base import Backend, Capability, MaskedRequest
 from harness.data.model import CandidateSet
-from harness.errors import HarnessError, MissingExtraError
-from harness.models.loading import LoadedModel, broadcast_cache, load_model
-from harness.rerankers.base import (
-    CallFacts,
-    Reranker,
-    RerankOutput,
-    RunContext,
-    ranking_from_scores,
-)
+from harness.errors import HarnessError
+from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
+from harness.rerankers.llm import BackendReranker
+from harness.rerankers.params import MarkerParams
 from harness.rerankers.prompts import (
     LISTWISE_RECOMMENDATION,
     LISTWISE_TEXT,
@@ -57,12 +52,7 @@ from harness.rerankers.prompts import (
     query_texts,
 )
 
-if TYPE_CHECKING:
-    import torch
-    from transformers import PreTrainedModel
-
 SEPARATOR_GROUP = -1  # group id of tokens that see only themselves (separators)
-LOGIT_CHUNK = 256  # rows of the vocabulary projection computed at once (~50 MB for 49k vocab)
 
 
 @dataclass(frozen=True)
@@ -162,57 +152,25 @@ def gather_orders(set_tokens: SetTokens, orders: np.ndarray) -> OrderRows:
     )
 
 
-def invariant_mask(group: torch.Tensor, span: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [P,1,T,S+T] over (cached span, candidate tokens).
+def invariant_allowed(group: np.ndarray, span: int) -> np.ndarray:
+    """Where each token may attend, [P,T,S+T] over (cached span, candidate tokens).
 
     A candidate token sees the whole span and the earlier tokens of its own segment, never
     another candidate; a separator sees only itself. Every row allows its diagonal, so no
     softmax row is empty.
     """
-    import torch
-
     length = group.shape[1]
     query, key = group[:, :, None], group[:, None, :]
-    causal = torch.ones(length, length, dtype=torch.bool, device=group.device).tril()
-    diagonal = torch.eye(length, dtype=torch.bool, device=group.device)
-    own_segment = ((query == key) & (query >= 0) & causal) | diagonal
-    sees_span = (group != SEPARATOR_GROUP)[:, :, None].expand(-1, -1, span)
-    return additive_mask(torch.cat([sees_span, own_segment], dim=-1), dtype)
+    causal = np.tri(length, dtype=bool)
+    own_segment = ((query == key) & (query >= 0) & causal) | np.eye(length, dtype=bool)
+    sees_span = np.broadcast_to((group != SEPARATOR_GROUP)[:, :, None], (*group.shape, span))
+    return np.concatenate([sees_span, own_segment], axis=-1)
 
 
-def causal_mask(
-    batch: int, span: int, length: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """The ordinary causal mask over (cached span, candidate tokens), as [P,1,T,S+T] floats."""
-    import torch
-
-    sees_span = torch.ones(length, span, dtype=torch.bool, device=device)
-    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    allowed = torch.cat([sees_span, causal], dim=-1)
-    return additive_mask(allowed.expand(batch, length, span + length), dtype)
-
-
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where allowed, ``finfo(dtype).min`` where blocked; a boolean mask would be wrong on
-    the eager path, which adds it as 0/1."""
-    import torch
-
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
-
-
-def token_logprobs(
-    hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module
-) -> torch.Tensor:
-    """fp32 log p(target | hidden) over the full vocabulary, projected in chunks."""
-    import torch
-
-    parts = []
-    for start in range(0, len(targets), LOGIT_CHUNK):
-        logits = head(hidden[start : start + LOGIT_CHUNK]).float()
-        chosen = logits.gather(1, targets[start : start + LOGIT_CHUNK, None])[:, 0]
-        parts.append(chosen - torch.logsumexp(logits, dim=-1))
-    return torch.cat(parts)
+def causal_allowed(batch: int, span: int, length: int) -> np.ndarray:
+    """The ordinary causal pattern over (cached span, candidate tokens), [P,T,S+T]."""
+    allowed = np.concatenate([np.ones((length, span), dtype=bool), np.tri(length, dtype=bool)], 1)
+    return np.broadcast_to(allowed, (batch, length, span + length))
 
 
 def tie_twins(scores: np.ndarray, twin: np.ndarray) -> np.ndarray:
@@ -230,112 +188,43 @@ def tie_twins(scores: np.ndarray, twin: np.ndarray) -> np.ndarray:
     return (sums / np.maximum(counts, 1))[:, twin]
 
 
-def ensure_markers(loaded: LoadedModel) -> MarkerIds:
-    """Add the four markers as special tokens (one id each) with deterministic embeddings.
-
-    New rows are set to the mean of the existing rows instead of the random draw
-    ``resize_token_embeddings`` would make, so scores do not depend on the RNG. Idempotent:
-    a model that already has the markers is left as it is.
-    """
-    import torch
-
-    tokenizer, model = loaded.tokenizer, loaded.model
-    known = len(tokenizer)
-    tokenizer.add_special_tokens(
-        {"additional_special_tokens": list(MARKERS)}, replace_extra_special_tokens=False
-    )
-    ids = [tokenizer.convert_tokens_to_ids(marker) for marker in MARKERS]
-    for marker, token_id in zip(MARKERS, ids, strict=True):
-        if tokenizer.encode(marker, add_special_tokens=False) != [token_id]:
-            raise HarnessError(f"the tokenizer does not encode the marker {marker!r} as one token")
-    new = [token_id for token_id in ids if token_id >= known]
-    if new:
-        rows = model.get_input_embeddings().num_embeddings
-        if max(new) >= rows:
-            with torch.random.fork_rng(devices=[]):
-                model.resize_token_embeddings(max(new) + 1, mean_resizing=False)
-        weights = {model.get_input_embeddings().weight}
-        output = model.get_output_embeddings()
-        if output is not None:
-            weights.add(output.weight)
-        with torch.no_grad():
-            for weight in weights:
-                weight[new] = weight[:known].mean(dim=0)
-    return MarkerIds(*ids)
-
-
-class MarkerListwiseReranker(Reranker):
+class MarkerListwiseReranker(BackendReranker):
     """Scores every candidate of an order in one forward pass over the marker prompt.
 
-    Subclasses choose the mask and the positions (``shared_framing``).
-
-    Params (preset ``params``): ``model`` (embedded name, ``.gguf`` path, folder or hub id,
-    or a :class:`LoadedModel`), ``dtype``, ``attn_implementation`` (``sdpa`` or ``eager``),
-    ``revision`` (hub models), ``max_history`` (most recent history items kept),
-    ``max_candidate_tokens`` (content tokens kept per candidate; longer candidates are
-    truncated, which is recorded in the call facts; unset: a set that does not fit the
-    model's positions is an error), ``adapter_path`` (a PEFT LoRA adapter, merged into the
-    weights; needs the ``peft`` extra).
+    Subclasses choose the mask and the positions (``shared_framing``). Params:
+    :class:`~harness.rerankers.params.MarkerParams`; a LoRA adapter is a backend setting
+    (``adapter_path``).
     """
 
     shared_framing: ClassVar[bool]
-    method: ClassVar[str]
+    requires = frozenset({Capability.TOKENIZER, Capability.MASKED_FORWARD, Capability.ADD_TOKENS})
+    params_type = MarkerParams
+    params: MarkerParams
 
     def __init__(
-        self,
-        name: str,
-        context: RunContext,
-        model: str | LoadedModel = "smollm2-135m",
-        dtype: str = "float32",
-        attn_implementation: str = "sdpa",
-        revision: str | None = None,
-        max_history: int | None = None,
-        max_candidate_tokens: int | None = None,
-        adapter_path: str | None = None,
+        self, name: str, context: RunContext, backend: Backend, params: MarkerParams | None = None
     ) -> None:
-        super().__init__(name, context)
-        if max_history is not None and max_history < 0:
-            raise HarnessError(f"reranker {name!r}: max_history must be >= 0, got {max_history}")
-        if max_candidate_tokens is not None and max_candidate_tokens < 1:
-            raise HarnessError(
-                f"reranker {name!r}: max_candidate_tokens must be >= 1, got {max_candidate_tokens}"
-            )
-        self.max_history = max_history
-        self.max_candidate_tokens = max_candidate_tokens
-        self.loaded = load_model(
-            model,
-            device=context.device,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            revision=revision,
-            purpose=f"the {self.method} reranker",
-        )
-        self.markers = ensure_markers(self.loaded)
-        self.adapter: dict[str, str] | None = None
-        model_module = self.loaded.model
-        if adapter_path is not None:
-            model_module, self.adapter = merge_lora_adapter(model_module, adapter_path)
-        self._decoder = model_module.get_decoder()
-        self._head = model_module.get_output_embeddings()
+        super().__init__(name, context, backend, params)
+        self.markers = MarkerIds(*backend.add_special_tokens(MARKERS))
 
     def identity(self) -> dict[str, Any]:
+        model = self.backend.identity()
         return {
             **super().identity(),
-            "method": self.method,
-            "model": self.loaded.identity.to_dict(),
             "prompt_sha256": prompt_hashes(LISTWISE_RECOMMENDATION, LISTWISE_TEXT),
             "mask": "invariant" if self.shared_framing else "causal",
             "positions": "shared" if self.shared_framing else "sequential",
             "score": "mean fp32 log-prob of content tokens",
-            "max_history": self.max_history,
-            "max_candidate_tokens": self.max_candidate_tokens,
-            "lora_adapter": self.adapter,
+            "max_history": self.params.max_history,
+            "max_candidate_tokens": self.params.max_candidate_tokens,
+            "lora_adapter": model.pop("lora_adapter", None),
+            "model": model,
         }
 
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
         started = time.perf_counter()
         set_tokens, truncated = self.encode_set(candidate_set)
-        span = self.span_cache(set_tokens)
+        span = self.backend.prefix(set_tokens.span.tolist())
         step = max(self.context.batch_size, 1)
         chunks = [orders[i : i + step] for i in range(0, len(orders), step)]
         scores = np.concatenate([self.score_orders(set_tokens, c, span) for c in chunks])
@@ -370,9 +259,10 @@ class MarkerListwiseReranker(Reranker):
         """
         check_no_markers(candidate_set)
         template = listwise_template(candidate_set.query)
-        tokenizer = self.loaded.tokenizer
+        tokenizer = self.backend.tokenizer
         span = tokenizer.encode(
-            template.render_span(candidate_set.query, self.max_history), add_special_tokens=False
+            template.render_span(candidate_set.query, self.params.max_history),
+            add_special_tokens=False,
         )
         self._check_segment(span, self.markers.span, self.markers.span_end, candidate_set, None)
         separator = tokenizer.encode(template.separator, add_special_tokens=False)
@@ -385,61 +275,44 @@ class MarkerListwiseReranker(Reranker):
             )
             contents.append(ids[1:-1])
         truncated = {}
-        if self.max_candidate_tokens is not None:
-            cut = sum(len(body) > self.max_candidate_tokens for body in contents)
-            contents = [body[: self.max_candidate_tokens] for body in contents]
+        keep = self.params.max_candidate_tokens
+        if keep is not None:
+            cut = sum(len(body) > keep for body in contents)
+            contents = [body[:keep] for body in contents]
             if cut:
                 truncated = {"truncated_candidates": cut}
         set_tokens = build_set_tokens(span, separator, contents, self.markers)
         self._check_fits(set_tokens, candidate_set)
         return set_tokens, truncated
 
-    def span_cache(self, set_tokens: SetTokens) -> Any:
-        """KV cache of the span (positions 0..S-1, causal, no BOS): the same for every order."""
-        import torch
-
-        ids = torch.from_numpy(set_tokens.span)[None].to(self.loaded.device)
-        positions = torch.arange(ids.shape[1], device=ids.device)[None]
-        with torch.inference_mode():
-            output = self._decoder(input_ids=ids, position_ids=positions, use_cache=True)
-        return output.past_key_values
-
     def score_orders(
         self, set_tokens: SetTokens, orders: np.ndarray, span_cache: Any | None = None
     ) -> np.ndarray:
         """Scores [P, n] (by candidate index, not shown position): one forward pass over the
-        candidate tokens of all P orders on top of the span's cache (computed if not given)."""
-        import torch
+        candidate tokens of all P orders on top of the span's cache (computed if not given).
 
+        The span sees only itself under both masks and sits at positions 0..S-1 in both, so
+        one computed span serves every order of the set."""
         if span_cache is None:
-            span_cache = self.span_cache(set_tokens)
+            span_cache = self.backend.prefix(set_tokens.span.tolist())
         rows = gather_orders(set_tokens, orders)
-        device = self.loaded.device
-        dtype = self._head.weight.dtype
-        input_ids = torch.from_numpy(rows.tokens).to(device)
         (p, length), span = rows.tokens.shape, len(set_tokens.span)
         if self.shared_framing:
-            positions = torch.from_numpy(rows.shared_positions).to(device)
-            mask = invariant_mask(torch.from_numpy(rows.group).to(device), span, dtype)
+            positions = rows.shared_positions
+            allowed = invariant_allowed(rows.group, span)
         else:
-            positions = (span + torch.arange(length, device=device)).expand(p, length)
-            mask = causal_mask(p, span, length, device, dtype)
+            positions = np.broadcast_to(span + np.arange(length, dtype=np.int64), (p, length))
+            allowed = causal_allowed(p, span, length)
         row_index, column = np.nonzero(rows.content)
         owner = rows.group[row_index, column]
-        with torch.inference_mode():
-            hidden = self._decoder(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=broadcast_cache(span_cache, p, self.loaded.model.config),
-                use_cache=True,
-            ).last_hidden_state
-            # The token at `column` is predicted by the hidden state one step before it.
-            row_t = torch.from_numpy(row_index).to(device)
-            column_t = torch.from_numpy(column).to(device)
-            picked = hidden[row_t, column_t - 1]
-            targets = input_ids[row_t, column_t]
-            logprobs = token_logprobs(picked, targets, self._head).double().cpu().numpy()
+        request = MaskedRequest(
+            tokens=rows.tokens,
+            positions=np.ascontiguousarray(positions),
+            allowed=np.ascontiguousarray(allowed),
+            target_rows=row_index,
+            target_columns=column,
+        )
+        logprobs = self.backend.masked_logprobs(span_cache, request)
         sums = np.zeros((p, len(set_tokens.block_len)))
         np.add.at(sums, (row_index, owner), logprobs)
         return tie_twins(sums / set_tokens.content_count[None, :], set_tokens.twin)
@@ -462,7 +335,7 @@ class MarkerListwiseReranker(Reranker):
             )
 
     def _check_fits(self, set_tokens: SetTokens, candidate_set: CandidateSet) -> None:
-        limit = self.loaded.max_positions
+        limit = self.backend.max_positions
         if limit is None:
             return
         span = len(set_tokens.span)
@@ -514,21 +387,3 @@ def check_no_markers(candidate_set: CandidateSet) -> None:
                     f"the marker {marker!r}, which InvariRank's prompt reserves; remove it from "
                     "the data"
                 )
-
-
-def merge_lora_adapter(
-    model: PreTrainedModel, adapter_path: str
-) -> tuple[PreTrainedModel, dict[str, str]]:
-    """Merge a PEFT LoRA adapter into ``model``'s weights; returns the model and the adapter's
-    identity. Merging keeps one plain forward (no adapter hooks) at scoring time."""
-    if importlib.util.find_spec("peft") is None:
-        raise MissingExtraError("peft", "peft", "loading a LoRA adapter (adapter_path)")
-    from peft import PeftModel
-
-    path = Path(adapter_path).expanduser()
-    weights = sorted(path.glob("adapter_model.*")) if path.is_dir() else []
-    if not weights:
-        raise HarnessError(f"adapter_path {adapter_path!r} is not a PEFT adapter folder")
-    merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
-    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()
-    return merged, {"path": str(path), "sha256": digest}

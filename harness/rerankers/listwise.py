@@ -2,9 +2,9 @@
 
 :class:`ListwiseReranker` runs the window plan (``windows.py``) over a batch of orders of one
 candidate set: at each window step it renders one numbered prompt per order, hands all of
-them to the backend in one batch (:meth:`ListwiseReranker.rank_windows`), and reorders each
-order's window by the permutation that came back. The backend (transformers or vLLM) and the
-method (RankGPT-style generation or FIRST's single-token logits) live in subclasses.
+them to the method in one batch (:meth:`ListwiseReranker.rank_windows`), and reorders each
+order's window by the permutation that came back. The method (RankGPT-style generation or
+FIRST's single-token log-probs) lives in a subclass; the model behind it is a backend.
 
 A sliding-window reranker makes several model calls per order, so each order's
 :class:`CallFacts` aggregates its windows: ``prompt_tokens``, ``generated_tokens`` and
@@ -25,9 +25,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from harness.backends.base import TokenBatch
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
-from harness.rerankers.base import CallFacts, ParseStatus, Reranker, RerankOutput, RunContext
+from harness.rerankers.base import CallFacts, ParseStatus, RerankOutput
 from harness.rerankers.listwise_prompts import (
     NUMBERED_RECOMMENDATION,
     NUMBERED_TEXT,
@@ -36,9 +37,12 @@ from harness.rerankers.listwise_prompts import (
     chat_prompt,
     identifiers,
     numbered_template,
+    prompt_token_ids,
 )
+from harness.rerankers.llm import BackendReranker
+from harness.rerankers.params import ListwiseParams
 from harness.rerankers.permutation_parser import worst_status
-from harness.rerankers.windows import DEFAULT_STRIDE, DEFAULT_WINDOW, validate_window, window_plan
+from harness.rerankers.windows import window_plan
 
 
 @dataclass(frozen=True)
@@ -80,75 +84,65 @@ class _OrderTally:
         self.details.append(result.detail)
 
 
-class ListwiseReranker(Reranker):
-    """Base of RankGPT-style and FIRST rerankers: numbered prompts over sliding windows.
+class ListwiseReranker(BackendReranker):
+    """Base of RankGPT-style and FIRST rerankers: numbered prompts over sliding windows, on
+    any backend with a tokenizer (its chat template renders the prompts). Params:
+    :class:`~harness.rerankers.params.ListwiseParams` or a subclass."""
 
-    Params: ``window_size`` (default 20), ``stride`` (default 10), ``max_candidate_words``
-    (candidate text cut to this many words; unset keeps it whole), ``max_history`` (most
-    recent history items kept, recommendation).
-    """
-
-    method: ClassVar[str]
-    backend: ClassVar[str]
     identifier_style: str = "numeric"
     prime: ClassVar[str] = ""  # text that opens the assistant turn
-
-    def __init__(
-        self,
-        name: str,
-        context: RunContext,
-        window_size: int = DEFAULT_WINDOW,
-        stride: int = DEFAULT_STRIDE,
-        max_candidate_words: int | None = None,
-        max_history: int | None = None,
-    ) -> None:
-        super().__init__(name, context)
-        try:
-            validate_window(window_size, stride)
-        except HarnessError as exc:
-            raise HarnessError(f"reranker {name!r}: {exc}") from exc
-        if max_candidate_words is not None and max_candidate_words < 1:
-            raise HarnessError(f"reranker {name!r}: max_candidate_words must be >= 1")
-        if max_history is not None and max_history < 0:
-            raise HarnessError(f"reranker {name!r}: max_history must be >= 0, got {max_history}")
-        self.window_size = window_size
-        self.stride = stride
-        self.max_candidate_words = max_candidate_words
-        self.max_history = max_history
+    params: ListwiseParams
 
     @property
-    @abstractmethod
     def tokenizer(self) -> Any:
         """The tokenizer whose chat template renders the prompts."""
+        return self.backend.tokenizer
 
     @abstractmethod
     def rank_windows(self, windows: Sequence[WindowPrompt]) -> list[WindowResult]:
         """Rank a batch of windows (one per order, same step); one result per window."""
 
+    def encode(self, windows: Sequence[WindowPrompt]) -> TokenBatch:
+        """The windows' prompts as token ids, with their shared prefix (chat opening, system
+        message, head) marked for the backend to reuse."""
+        prompts = [w.prompt for w in windows]
+        rows = [prompt_token_ids(self.tokenizer, p.text) for p in prompts]
+        prefix = prompt_token_ids(self.tokenizer, prompts[0].prefix) if prompts[0].prefix else []
+        return TokenBatch.of(rows, prefix)
+
+    def check_fits(self, batch: TokenBatch, new_tokens: int) -> None:
+        """Fail clearly when a prompt plus its answer would run past the model's positions."""
+        limit = self.backend.max_positions
+        needed = max(len(r) for r in batch.rows) + new_tokens
+        if limit is not None and needed > limit:
+            raise HarnessError(
+                f"a window prompt needs {needed} positions but model "
+                f"{self.backend.identity().get('name')!r} has {limit}; lower window_size or set "
+                "max_candidate_words"
+            )
+
     def identity(self) -> dict[str, Any]:
         templates = (NUMBERED_RECOMMENDATION, NUMBERED_TEXT)
         return {
             **super().identity(),
-            "method": self.method,
-            "backend": self.backend,
             "prompt_sha256": {t.name: t.sha256() for t in templates},
             "identifiers": self.identifier_style,
             "prime": self.prime,
-            "window_size": self.window_size,
-            "stride": self.stride,
-            "max_candidate_words": self.max_candidate_words,
-            "max_history": self.max_history,
+            "window_size": self.params.window_size,
+            "stride": self.params.stride,
+            "max_candidate_words": self.params.max_candidate_words,
+            "max_history": self.params.max_history,
         }
 
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
         started = time.perf_counter()
         texts, cut = self._candidate_texts(candidate_set)
         template = numbered_template(candidate_set.query)
-        head = template.render_head(candidate_set.query, self.max_history)
+        head = template.render_head(candidate_set.query, self.params.max_history)
         ids = candidate_set.doc_ids
         current = np.array(orders, dtype=np.int64, copy=True)
         tallies = [_OrderTally() for _ in range(len(orders))]
-        plan = window_plan(len(candidate_set), self.window_size, self.stride)
+        plan = window_plan(len(candidate_set), self.params.window_size, self.params.stride)
         for window in plan:
             span = slice(window.start, window.end)
             labels = identifiers(self.identifier_style, window.size)
@@ -179,7 +173,10 @@ class ListwiseReranker(Reranker):
         ]
 
     def _candidate_texts(self, candidate_set: CandidateSet) -> tuple[list[str], int]:
-        lines = [candidate_line_text(c, self.max_candidate_words) for c in candidate_set.candidates]
+        lines = [
+            candidate_line_text(c, self.params.max_candidate_words)
+            for c in candidate_set.candidates
+        ]
         return [text for text, _ in lines], sum(cut for _, cut in lines)
 
     def _facts(
@@ -187,8 +184,8 @@ class ListwiseReranker(Reranker):
     ) -> CallFacts:
         extra: dict[str, Any] = {
             "windows": windows,
-            "window_size": self.window_size,
-            "stride": self.stride,
+            "window_size": self.params.window_size,
+            "stride": self.params.stride,
             "parse_status_counts": dict(sorted(Counter(tally.statuses).items())),
             "window_details": tally.details,
         }

@@ -8,6 +8,10 @@ A preset names an adapter kind and its parameters::
     order_invariant: true
     params: {}
 
+LLM methods take ``backend: transformers`` (the default) or ``backend: vllm``; their
+``params`` is one flat mapping split among the typed model, engine and method params
+(:mod:`harness.rerankers.params`), checked before any model loads.
+
 ``--reranker NAME`` looks for ``NAME.yaml`` among the bundled presets (the top-level
 ``rerankers/`` folder of the project); ``--reranker path/to/file.yaml`` loads a copy the user
 edited.
@@ -15,18 +19,26 @@ edited.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.backends.params import ModelParams
+from harness.backends.registry import BACKENDS, DEFAULT_BACKEND, backend_class, open_backend
+from harness.backends.registry import require as require_backend
 from harness.errors import HarnessError
 from harness.presets import preset_dir, read_yaml
 from harness.rerankers.base import Reranker, RunContext
+from harness.rerankers.llm import BackendReranker
+from harness.rerankers.params import split_params
 
 # Adapter kind -> "module:Class". Modules are imported only when a preset uses them, so the
-# core never pays for torch or transformers.
+# core never pays for torch or transformers. The two "-vllm" kinds are the old names of
+# first/rankgpt on vLLM, kept so that edited copies of the old presets still run.
 ADAPTERS: Mapping[str, str] = {
     "identity": "harness.rerankers.controls:IdentityReranker",
     "first-stage": "harness.rerankers.controls:FirstStageReranker",
@@ -35,9 +47,10 @@ ADAPTERS: Mapping[str, str] = {
     "pointwise": "harness.rerankers.pointwise:PointwiseReranker",
     "first": "harness.rerankers.first:FirstReranker",
     "rankgpt": "harness.rerankers.rankgpt:RankGPTReranker",
-    "first-vllm": "harness.rerankers.vllm_backend:VllmFirstReranker",
-    "rankgpt-vllm": "harness.rerankers.vllm_backend:VllmRankGPTReranker",
+    "first-vllm": "harness.rerankers.first:FirstReranker",
+    "rankgpt-vllm": "harness.rerankers.rankgpt:RankGPTReranker",
 }
+ADAPTER_BACKENDS: Mapping[str, str] = {"first-vllm": "vllm", "rankgpt-vllm": "vllm"}
 
 
 @dataclass(frozen=True)
@@ -48,9 +61,10 @@ class RerankerPreset:
     order_invariant: bool = False
     params: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    backend: str | None = None  # LLM methods: transformers (default) or vllm
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "adapter": self.adapter,
             "description": self.description,
@@ -58,6 +72,16 @@ class RerankerPreset:
             "params": dict(self.params),
             "source": self.source,
         }
+        if self.backend is not None:  # absent when unset, so older presets hash as before
+            data["backend"] = self.backend
+        return data
+
+    @property
+    def where(self) -> str:
+        """How errors name the preset: its file where it has one."""
+        return (
+            f"{self.source}: reranker {self.name!r}" if self.source else f"reranker {self.name!r}"
+        )
 
 
 def available_presets() -> list[RerankerPreset]:
@@ -84,9 +108,11 @@ def load_preset(path: Path) -> RerankerPreset:
     for key in ("name", "adapter"):
         if not isinstance(data.get(key), str):
             raise HarnessError(f"{path}: reranker preset needs a string '{key}'")
-    unknown = set(data) - {"name", "adapter", "description", "order_invariant", "params"}
+    unknown = set(data) - {"name", "adapter", "description", "order_invariant", "params", "backend"}
     if unknown:
         raise HarnessError(f"{path}: unknown preset keys {sorted(unknown)}")
+    if "backend" in data and not isinstance(data["backend"], str):
+        raise HarnessError(f"{path}: 'backend' must be a string such as transformers or vllm")
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise HarnessError(f"{path}: 'params' must be a mapping")
@@ -97,27 +123,88 @@ def load_preset(path: Path) -> RerankerPreset:
         order_invariant=bool(data.get("order_invariant", False)),
         params=params,
         source=str(path),
+        backend=data.get("backend"),
     )
 
 
 def build_reranker(preset: RerankerPreset, context: RunContext) -> Reranker:
-    """Import the preset's adapter class and construct it as ``Class(name, context, **params)``."""
+    """Construct the preset's adapter, checking everything that needs no model first.
+
+    A method on a backend (:class:`BackendReranker`) gets its params split into typed
+    dataclasses and its capabilities checked against the backend's class before the backend
+    loads the model; any other adapter is called as ``Class(name, context, **params)`` after
+    its keys are checked against its signature. Errors raised inside a constructor are not
+    caught: a ``TypeError`` there is a bug and keeps its traceback.
+    """
+    cls = adapter_class(preset)
+    if issubclass(cls, BackendReranker):
+        reranker: Reranker = _build_on_backend(cls, preset, context)
+    else:
+        if preset.backend is not None:
+            raise HarnessError(f"{preset.where}: adapter {preset.adapter!r} takes no backend")
+        _check_keywords(cls, preset)
+        reranker = cls(preset.name, context, **dict(preset.params))
+    if preset.order_invariant:
+        reranker.order_invariant = True
+    return reranker
+
+
+def adapter_class(preset: RerankerPreset) -> type[Reranker]:
+    """Import the preset's adapter class; one-line errors for unknown or unimportable ones."""
     target = ADAPTERS.get(preset.adapter, preset.adapter)
     if ":" not in target:
         known = ", ".join(sorted(ADAPTERS))
         raise HarnessError(
-            f"preset {preset.name!r}: unknown adapter {preset.adapter!r}; "
+            f"{preset.where}: unknown adapter {preset.adapter!r}; "
             f"use one of {known} or 'package.module:Class'"
         )
     module_name, class_name = target.split(":", 1)
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HarnessError(
+            f"{preset.where}: cannot import module {module_name!r} for adapter {target!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     cls = getattr(module, class_name, None)
     if cls is None or not (isinstance(cls, type) and issubclass(cls, Reranker)):
-        raise HarnessError(f"preset {preset.name!r}: {target} is not a Reranker class")
-    try:
-        reranker = cls(preset.name, context, **dict(preset.params))
-    except TypeError as exc:
-        raise HarnessError(f"preset {preset.name!r}: bad params for {target}: {exc}") from exc
-    if preset.order_invariant:
-        reranker.order_invariant = True
-    return reranker
+        raise HarnessError(f"{preset.where}: {target} is not a Reranker class")
+    return cls
+
+
+def _build_on_backend(
+    cls: type[BackendReranker], preset: RerankerPreset, context: RunContext
+) -> BackendReranker:
+    name = preset.backend or ADAPTER_BACKENDS.get(preset.adapter, DEFAULT_BACKEND)
+    where = f"{preset.where} on backend {name!r}"
+    backend_cls = require_backend(cls.method, cls.requires, name)
+    _check_engine_keys(where, preset.params, name)
+    model, engine, params = split_params(
+        where, preset.params, (ModelParams, backend_cls.engine_params, cls.params_type)
+    )
+    backend = open_backend(name, model, engine, context, f"the {cls.method} reranker")
+    return cls(preset.name, context, backend, params)
+
+
+def _check_engine_keys(where: str, params: Mapping[str, Any], backend: str) -> None:
+    """A key of another backend's engine settings is named as such, not just as unknown."""
+    mine = {f.name for f in dataclasses.fields(backend_class(backend).engine_params)}
+    for other in BACKENDS:
+        for f in dataclasses.fields(backend_class(other).engine_params):
+            if f.name in params and f.name not in mine:
+                raise HarnessError(
+                    f"{where}: param {f.name!r} is a setting of backend {other!r}; remove it "
+                    f"or set backend: {other}"
+                )
+
+
+def _check_keywords(cls: type[Reranker], preset: RerankerPreset) -> None:
+    """Unknown params of a plain adapter, reported with the keys its constructor takes."""
+    signature = inspect.signature(cls.__init__)
+    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    known = [n for n in signature.parameters if n not in {"self", "name", "context"}]
+    unknown = sorted(set(preset.params) - set(known))
+    if unknown:
+        listed = ", ".join(known) if known else "none"
+        raise HarnessError(f"{preset.where}: unknown param {unknown[0]!r}; known params: {listed}")

@@ -1,0 +1,227 @@
+"""What a reranking method needs from a model, independent of the library that runs it.
+
+A method (FIRST, RankGPT-style, pointwise, InvariRank …) is written once against
+:class:`Backend`; a backend (transformers, vLLM; later an HTTP server) implements what it can
+and declares it in ``capabilities``. A method lists what it ``requires``; asking a backend for
+a capability it lacks is a one-line error naming both, raised before any model is loaded.
+
+Prompts travel as token ids (:class:`TokenBatch`), because the methods' guarantees are about
+tokens: FIRST reads exactly one identifier token, InvariRank lays out token segments. The
+``prefix_len`` of a batch marks the tokens every row shares; a backend reuses them however it
+can (a broadcast KV cache on transformers, automatic prefix caching on vLLM). A backend with
+no tokenizer (text in, text and log-probs out) would declare no ``TOKENIZER`` and take
+text-level requests instead; methods that need token ids say so in ``requires``.
+
+The types here are plain data (tuples and NumPy arrays), so this module imports no model
+library and the method modules stay importable without torch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.backends.params import ModelParams
+    from harness.rerankers.base import RunContext
+
+
+class Capability(str, Enum):
+    """One thing a backend can do for a method."""
+
+    TOKENIZER = "tokenizer"  # a tokenizer with the model's chat template; prompts as token ids
+    NEXT_TOKEN_LOGPROBS = "next_token_logprobs"  # log p(chosen token | prompt) for a batch
+    GENERATE = "generate"  # greedy or seeded sampling with stop tokens and a length cap
+    MASKED_FORWARD = "masked_forward"  # custom 4-D mask + explicit positions over a prefix
+    ADD_TOKENS = "add_tokens"  # new special tokens with deterministic embeddings
+    ATTENTIONS = "attentions"  # attention weights of every layer and head
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Token ids of a batch of prompts and the length of their shared, reusable prefix."""
+
+    rows: tuple[tuple[int, ...], ...]
+    prefix_len: int
+
+    @property
+    def prefix(self) -> tuple[int, ...]:
+        return self.rows[0][: self.prefix_len]
+
+    @classmethod
+    def of(cls, rows: Iterable[Sequence[int]], prefix: Sequence[int] = ()) -> TokenBatch:
+        """A batch whose shared prefix is the longest common token prefix of ``prefix`` and
+        every row (so a tokenizer that merges tokens across the boundary costs one token,
+        never exactness)."""
+        kept = tuple(tuple(row) for row in rows)
+        return cls(kept, common_prefix_len(kept, prefix))
+
+
+def common_prefix_len(rows: Sequence[Sequence[int]], prefix: Sequence[int]) -> int:
+    """How many leading tokens of ``prefix`` every row starts with, leaving each row at least
+    one token of its own (the position whose logits are read)."""
+    length = min(len(prefix), *(len(row) - 1 for row in rows))
+    for row in rows:
+        same = 0
+        while same < length and row[same] == prefix[same]:
+            same += 1
+        length = same
+    return max(length, 0)
+
+
+@dataclass(frozen=True)
+class NextTokenScores:
+    """The next token after each row, read for a few chosen token ids.
+
+    ``logprobs[p, k]``: fp32 log-probability (normalised over the full vocabulary) of chosen
+    token ``k`` after row ``p``, as float64; ``-inf`` where the backend could not return it
+    (``missing`` counts those). ``mass``: total probability of the chosen tokens.
+    ``top_is_chosen``: the most likely next token is one of them. ``generated_tokens``: what
+    the backend generated to read them (1, checked by FIRST). ``prefix_computed``: the shared
+    prefix was computed for this call rather than reused.
+    """
+
+    logprobs: np.ndarray
+    mass: tuple[float, ...]
+    top_is_chosen: tuple[bool, ...]
+    generated_tokens: tuple[int, ...]
+    missing: tuple[int, ...]
+    prefix_computed: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Decoding settings: greedy at ``temperature`` 0, else sampling seeded by ``seed``;
+    ``stop_ids`` end a row unless ``ignore_stop`` (then every row runs to the cap)."""
+
+    max_new_tokens: int
+    stop_ids: frozenset[int]
+    temperature: float = 0.0
+    seed: int | None = None
+    ignore_stop: bool = False
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Generated token ids per row (stop token included when one ended the row), the answer
+    text (stop token excluded, special tokens skipped), and whether a stop token ended it."""
+
+    tokens: tuple[tuple[int, ...], ...]
+    texts: tuple[str, ...]
+    stopped: tuple[bool, ...]
+    decode_steps: int  # batched forward passes after the prefill (0 where not known)
+    prefix_computed: bool = False
+
+
+@dataclass(frozen=True)
+class MaskedRequest:
+    """One forward pass over ``tokens`` [P, T] on top of a computed prefix, with explicit
+    ``positions`` [P, T] and ``allowed`` [P, T, S+T] (True where a query token may attend to
+    a key: the S prefix tokens, then the T row tokens). ``targets`` (rows, columns): read the
+    log-probability of the token at each (row, column) from the position before it."""
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    allowed: Any  # bool array or tensor [P, T, S+T]; a backend converts it to its own mask
+    target_rows: np.ndarray
+    target_columns: np.ndarray
+
+
+class Backend(ABC):
+    """A loaded model behind the operations methods use. Subclasses implement the methods of
+    the capabilities they declare; the rest raise :class:`HarnessError` via :meth:`lacks`."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    engine_params: ClassVar[type]  # the typed engine settings a preset may set
+
+    @classmethod
+    def open(cls, model: ModelParams, engine: Any, context: RunContext, purpose: str) -> Backend:
+        """Load the model (the expensive step; ``purpose`` names the feature in errors)."""
+        raise NotImplementedError(f"backend {cls.name!r} cannot be opened from a preset")
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Model identity for provenance (name, revision, dtype …)."""
+
+    @property
+    def tokenizer(self) -> Any:
+        raise self.lacks(Capability.TOKENIZER)
+
+    @property
+    def max_positions(self) -> int | None:
+        """Positions a prompt plus its answer may use, where the backend knows it."""
+        return None
+
+    def stop_token_ids(self) -> frozenset[int]:
+        """End-of-sequence and end-of-turn tokens of the model."""
+        raise self.lacks(Capability.GENERATE)
+
+    def next_token_logprobs(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
+        raise self.lacks(Capability.NEXT_TOKEN_LOGPROBS)
+
+    def generate(self, batch: TokenBatch, request: GenerationRequest) -> Generation:
+        raise self.lacks(Capability.GENERATE)
+
+    def prefix(self, token_ids: Sequence[int]) -> Any:
+        """Compute a prefix once (causal, positions 0..S-1) for :meth:`masked_logprobs`."""
+        raise self.lacks(Capability.MASKED_FORWARD)
+
+    def masked_logprobs(self, prefix: Any, request: MaskedRequest) -> np.ndarray:
+        """fp32 log-probabilities (as float64) of the requested target tokens."""
+        raise self.lacks(Capability.MASKED_FORWARD)
+
+    def add_special_tokens(self, tokens: Sequence[str]) -> tuple[int, ...]:
+        """Add ``tokens`` as single special tokens (idempotent); returns their ids."""
+        raise self.lacks(Capability.ADD_TOKENS)
+
+    def attention_weights(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Attention weights [layers, heads, L, L] of one causal pass over ``token_ids``."""
+        raise self.lacks(Capability.ATTENTIONS)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine; called once when a run ends."""
+
+    def lacks(self, capability: Capability) -> HarnessError:
+        return HarnessError(f"backend {self.name!r} does not provide {capability.value}")
+
+
+def eos_token_ids(tokenizer: Any, generation_config: Any = None) -> frozenset[int]:
+    """The tokenizer's EOS plus any EOS the model's generation config names (end of turn)."""
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if not ids:
+        raise HarnessError("the model's tokenizer names no end-of-sequence token to stop at")
+    return frozenset(ids)
+
+
+def check_capabilities(
+    method: str,
+    requires: Iterable[Capability],
+    backend: str,
+    provides: frozenset[Capability],
+    alternatives: Mapping[str, frozenset[Capability]] | None = None,
+) -> None:
+    """One-line error when ``backend`` lacks something ``method`` requires, suggesting the
+    backends (of ``alternatives``) that have it all."""
+    needed = frozenset(requires)
+    missing = sorted(c.value for c in needed - provides)
+    if not missing:
+        return
+    others = [name for name, caps in (alternatives or {}).items() if needed <= caps]
+    hint = f"; use backend: {' or '.join(others)}" if others else ""
+    raise HarnessError(
+        f"reranker {method!r} needs {', '.join(missing)}, which backend {backend!r} does not "
+        f"provide{hint}"
+    )

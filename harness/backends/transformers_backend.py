@@ -1,0 +1,395 @@
+"""The transformers backend: every call into transformers' cache API lives here.
+
+**Shared prefix.** Every prompt of a batch starts with the same ``prefix_len`` tokens. They
+run once (causal, positions ``0..L-1``); their KV cache is kept for the next batch with the
+same prefix and broadcast to each batch, whose rows run right-aligned after it with the gap
+masked and positions continuing the prefix::
+
+    [ shared prefix (cached) | pad … pad | row tokens ]
+
+That is exact in arithmetic (the same tokens at the same positions under the same causal
+mask) and differs from one uncached, unpadded pass only by float rounding (~1e-6 in fp32).
+
+**Generation** is a plain greedy loop (or temperature sampling with a seeded generator)
+rather than ``model.generate``: a model's ``generation_config`` cannot switch sampling on
+behind the harness's back, and the tokens each row generated are counted exactly.
+
+**Masked forward** (InvariRank, lft): one pass over rows of equal length on a computed
+prefix with an explicit additive 4-D float mask (0 allowed, ``finfo(dtype).min`` blocked — a
+boolean mask would be added as 0/1 by the eager path) and explicit positions.
+
+**Version-specific calls.** Written for the transformers 5 API (declared range in
+``pyproject.toml``): the cache is passed as ``cache=`` and read from ``output.cache`` (5.x
+renamed ``past_key_values``, deprecated for removal), built with
+``DynamicCache(ddp_cache_data=…, config=…)`` and read through ``cache.layers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from harness.backends.base import (
+    Backend,
+    Capability,
+    Generation,
+    GenerationRequest,
+    MaskedRequest,
+    NextTokenScores,
+    TokenBatch,
+    eos_token_ids,
+)
+from harness.backends.params import ModelParams, TransformersParams
+from harness.errors import HarnessError, MissingExtraError
+from harness.models.loading import LoadedModel, load_model
+from harness.rerankers.base import RunContext
+
+if TYPE_CHECKING:
+    import torch
+
+LOGIT_CHUNK = 256  # rows of the vocabulary projection computed at once (~50 MB for 49k vocab)
+DEFAULT_DTYPE = "float32"  # what the invariance checks need (bf16 moves logits by ~0.4)
+
+
+class TransformersBackend(Backend):
+    """A loaded causal LM (CPU or GPU) with a one-entry prefix cache."""
+
+    name = "transformers"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    engine_params: ClassVar[type] = TransformersParams
+
+    def __init__(self, loaded: LoadedModel, adapter_path: str | None = None) -> None:
+        self.adapter: dict[str, str] | None = None
+        if adapter_path is not None:
+            merged, self.adapter = merge_lora_adapter(loaded.model, adapter_path)
+            loaded = dataclasses.replace(loaded, model=merged)
+        self.loaded = loaded
+        self._decoder = loaded.model.get_decoder()
+        self._head = loaded.model.get_output_embeddings()
+        pad = loaded.tokenizer.pad_token_id
+        self._pad = pad if pad is not None else (loaded.tokenizer.eos_token_id or 0)
+        self._prefix_key: tuple[int, ...] | None = None
+        self._prefix_cache: Any = None
+        self.prefix_passes = 0  # how many times a shared prefix was computed
+
+    @classmethod
+    def open(
+        cls, model: ModelParams, engine: TransformersParams, context: RunContext, purpose: str
+    ) -> TransformersBackend:
+        loaded = load_model(
+            model.model,
+            device=context.device,
+            dtype=model.dtype or DEFAULT_DTYPE,
+            attn_implementation=model.attn_implementation,
+            revision=model.revision,
+            purpose=purpose,
+        )
+        return cls(loaded, engine.adapter_path)
+
+    def identity(self) -> dict[str, Any]:
+        identity = self.loaded.identity.to_dict()
+        if self.adapter is not None:
+            identity["lora_adapter"] = self.adapter
+        return identity
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def max_positions(self) -> int | None:
+        return self.loaded.max_positions
+
+    def stop_token_ids(self) -> frozenset[int]:
+        return eos_token_ids(self.tokenizer, self.loaded.model.generation_config)
+
+    # -- next-token log-probabilities and generation on a shared prefix --------------------
+
+    def next_token_logprobs(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
+        import torch
+
+        parts = _unshared_rows(batch)
+        if parts is not None:
+            done = [self.next_token_logprobs(part, token_ids) for part in parts]
+            return NextTokenScores(
+                logprobs=np.concatenate([d.logprobs for d in done]),
+                mass=tuple(m for d in done for m in d.mass),
+                top_is_chosen=tuple(t for d in done for t in d.top_is_chosen),
+                generated_tokens=tuple(g for d in done for g in d.generated_tokens),
+                missing=tuple(m for d in done for m in d.missing),
+            )
+        passes = self.prefix_passes
+        logits, _ = self._prefill(batch)  # [P, V] fp32: one position per row
+        ids = torch.tensor(list(token_ids), device=logits.device)
+        logprobs = logits.log_softmax(dim=-1)[:, ids]
+        mass = torch.softmax(logits, dim=-1)[:, ids].sum(dim=-1)
+        top = torch.isin(logits.argmax(dim=-1), ids)
+        p = len(batch.rows)
+        return NextTokenScores(
+            logprobs=logprobs.cpu().numpy(),
+            mass=tuple(float(m) for m in mass.tolist()),
+            top_is_chosen=tuple(bool(t) for t in top.tolist()),
+            generated_tokens=(1,) * p,
+            missing=(0,) * p,
+            prefix_computed=self.prefix_passes > passes,
+        )
+
+    def generate(self, batch: TokenBatch, request: GenerationRequest) -> Generation:
+        """Greedy (``temperature`` 0) or sampled continuation of every row, until each row has
+        produced a stop token or ``max_new_tokens`` tokens (``ignore_stop``: always the cap)."""
+        import torch
+
+        parts = _unshared_rows(batch)
+        if parts is not None:
+            done = [self.generate(part, request) for part in parts]
+            return Generation(
+                tuple(t for g in done for t in g.tokens),
+                tuple(t for g in done for t in g.texts),
+                tuple(s for g in done for s in g.stopped),
+                sum(g.decode_steps for g in done),
+            )
+        passes = self.prefix_passes
+        logits, (cache, mask, positions) = self._prefill(batch)
+        p = len(batch.rows)
+        device = logits.device
+        generator = None
+        if request.temperature > 0.0:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(request.seed or 0)
+        stop = torch.tensor(sorted(request.stop_ids), dtype=torch.long, device=device)
+        finished = torch.zeros(p, dtype=torch.bool, device=device)
+        stopped = torch.zeros(p, dtype=torch.bool, device=device)
+        lengths = torch.zeros(p, dtype=torch.long, device=device)
+        steps: list[torch.Tensor] = []
+        decode_steps = 0
+        with torch.inference_mode():
+            for step in range(request.max_new_tokens):
+                chosen = _choose(logits, request.temperature, generator)
+                chosen = torch.where(finished, torch.full_like(chosen, self._pad), chosen)
+                steps.append(chosen)
+                lengths += (~finished).long()
+                if not request.ignore_stop:
+                    hit = torch.isin(chosen, stop) & ~finished
+                    stopped |= hit
+                    finished |= hit
+                if bool(finished.all()) or step + 1 == request.max_new_tokens:
+                    break
+                mask = torch.cat([mask, torch.ones(p, 1, dtype=mask.dtype, device=device)], dim=1)
+                positions = positions[:, -1:] + 1
+                output = self._decoder(
+                    input_ids=chosen[:, None],
+                    attention_mask=mask,
+                    position_ids=positions,
+                    cache=cache,
+                    use_cache=True,
+                )
+                cache = output.cache
+                logits = self._head(output.last_hidden_state[:, -1]).float()
+                decode_steps += 1
+        table = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(p)]
+        tokens = tuple(tuple(row[:n]) for row, n in zip(table, lengths.tolist(), strict=True))
+        ended = tuple(bool(s) for s in stopped.tolist())
+        texts = tuple(
+            self.tokenizer.decode(list(t[:-1] if s else t), skip_special_tokens=True)
+            for t, s in zip(tokens, ended, strict=True)
+        )
+        return Generation(tokens, texts, ended, decode_steps, self.prefix_passes > passes)
+
+    def _prefill(self, batch: TokenBatch) -> tuple[torch.Tensor, tuple[Any, Any, Any]]:
+        """Run the rows after the prefix; returns last-position fp32 logits and the state a
+        decoding loop continues from (cache, 2-D mask, positions)."""
+        import torch
+
+        device = self.loaded.device
+        length = batch.prefix_len
+        rest = [row[length:] for row in batch.rows]
+        p, width = len(rest), max(len(r) for r in rest)
+        input_ids = torch.full((p, width), self._pad, dtype=torch.long, device=device)
+        mask = torch.zeros(p, length + width, dtype=torch.long, device=device)
+        mask[:, :length] = 1
+        positions = torch.full((p, width), length, dtype=torch.long, device=device)
+        for i, row in enumerate(rest):  # right-aligned: the last column is every row's end
+            input_ids[i, width - len(row) :] = torch.tensor(row, device=device)
+            mask[i, length + width - len(row) :] = 1
+            positions[i, width - len(row) :] = torch.arange(length, length + len(row))
+        with torch.inference_mode():
+            cache = self._shared_prefix(batch) if length else None
+            output = self._decoder(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+            )
+            logits = self._head(output.last_hidden_state[:, -1]).float()
+        return logits, (output.cache, mask, positions)
+
+    def _shared_prefix(self, batch: TokenBatch) -> Any:
+        """The prefix's KV cache broadcast to the batch; the prefix runs once per new key."""
+        key = batch.prefix
+        if key != self._prefix_key:
+            self._prefix_cache = self.prefix(key)
+            self._prefix_key = key
+            self.prefix_passes += 1
+        return self._broadcast(self._prefix_cache, len(batch.rows))
+
+    # -- masked forward ----------------------------------------------------------------------
+
+    def prefix(self, token_ids: Sequence[int]) -> Any:
+        import torch
+
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.loaded.device)
+        positions = torch.arange(ids.shape[1], device=ids.device)[None]
+        with torch.inference_mode():
+            return self._decoder(input_ids=ids, position_ids=positions, use_cache=True).cache
+
+    def masked_logprobs(self, prefix: Any, request: MaskedRequest) -> np.ndarray:
+        import torch
+
+        device = self.loaded.device
+        dtype = self._head.weight.dtype
+        input_ids = torch.from_numpy(request.tokens).to(device)
+        positions = torch.from_numpy(request.positions).to(device)
+        allowed = torch.as_tensor(request.allowed).to(device)
+        p = input_ids.shape[0]
+        with torch.inference_mode():
+            hidden = self._decoder(
+                input_ids=input_ids,
+                attention_mask=additive_mask(allowed, dtype),
+                position_ids=positions,
+                cache=self._broadcast(prefix, p),
+                use_cache=True,
+            ).last_hidden_state
+            # The token at `column` is predicted by the hidden state one step before it.
+            rows = torch.from_numpy(request.target_rows).to(device)
+            columns = torch.from_numpy(request.target_columns).to(device)
+            picked = hidden[rows, columns - 1]
+            targets = input_ids[rows, columns]
+            return token_logprobs(picked, targets, self._head).double().cpu().numpy()
+
+    def _broadcast(self, cache: Any, batch: int) -> Any:
+        """A fresh ``DynamicCache`` holding a batch-1 cache's keys/values ``batch`` times.
+
+        Built anew for every forward pass because the model appends to the cache it is given;
+        the prefix cache itself is never modified, so it can serve any number of batches.
+        """
+        from transformers import DynamicCache
+
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        expanded = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers]
+        return DynamicCache(ddp_cache_data=expanded, config=self.loaded.model.config)
+
+    # -- vocabulary and attention ------------------------------------------------------------
+
+    def add_special_tokens(self, tokens: Sequence[str]) -> tuple[int, ...]:
+        """Add ``tokens`` as special tokens (one id each) with deterministic embeddings.
+
+        New rows are set to the mean of the existing rows instead of the random draw
+        ``resize_token_embeddings`` would make, so scores do not depend on the RNG.
+        Idempotent: tokens the tokenizer already has are left as they are.
+        """
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        known = len(tokenizer)
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": list(tokens)}, replace_extra_special_tokens=False
+        )
+        ids = [tokenizer.convert_tokens_to_ids(token) for token in tokens]
+        for token, token_id in zip(tokens, ids, strict=True):
+            if tokenizer.encode(token, add_special_tokens=False) != [token_id]:
+                raise HarnessError(f"the tokenizer does not encode {token!r} as one token")
+        new = [token_id for token_id in ids if token_id >= known]
+        if new:
+            rows = model.get_input_embeddings().num_embeddings
+            if max(new) >= rows:
+                with torch.random.fork_rng(devices=[]):
+                    model.resize_token_embeddings(max(new) + 1, mean_resizing=False)
+            weights = {model.get_input_embeddings().weight}
+            output = model.get_output_embeddings()
+            if output is not None:
+                weights.add(output.weight)
+            with torch.no_grad():
+                for weight in weights:
+                    weight[new] = weight[:known].mean(dim=0)
+        self._head = model.get_output_embeddings()
+        return tuple(ids)
+
+    def attention_weights(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Attention weights [layers, heads, L, L] (fp32) of one causal pass. Needs
+        ``attn_implementation: eager``: fused kernels (sdpa) never materialise them."""
+        import torch
+
+        if self.loaded.identity.attn_implementation != "eager":
+            raise HarnessError(
+                "attention weights need attn_implementation: eager, this model runs "
+                f"{self.loaded.identity.attn_implementation!r}"
+            )
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.loaded.device)
+        with torch.inference_mode():
+            output = self._decoder(input_ids=ids, output_attentions=True)
+        return torch.cat(output.attentions).float().cpu().numpy()
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[P,1,T,K] floats: 0 where allowed, ``finfo(dtype).min`` where blocked."""
+    import torch
+
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def token_logprobs(
+    hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module
+) -> torch.Tensor:
+    """fp32 log p(target | hidden) over the full vocabulary, projected in chunks."""
+    import torch
+
+    parts = []
+    for start in range(0, len(targets), LOGIT_CHUNK):
+        logits = head(hidden[start : start + LOGIT_CHUNK]).float()
+        chosen = logits.gather(1, targets[start : start + LOGIT_CHUNK, None])[:, 0]
+        parts.append(chosen - torch.logsumexp(logits, dim=-1))
+    return torch.cat(parts)
+
+
+def merge_lora_adapter(model: Any, adapter_path: str) -> tuple[Any, dict[str, str]]:
+    """Merge a PEFT LoRA adapter into ``model``'s weights; returns the model and the adapter's
+    identity. Merging keeps one plain forward (no adapter hooks) at scoring time."""
+    if importlib.util.find_spec("peft") is None:
+        raise MissingExtraError("peft", "peft", "loading a LoRA adapter (adapter_path)")
+    from peft import PeftModel
+
+    path = Path(adapter_path).expanduser()
+    weights = sorted(path.glob("adapter_model.*")) if path.is_dir() else []
+    if not weights:
+        raise HarnessError(f"adapter_path {adapter_path!r} is not a PEFT adapter folder")
+    merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
+    digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()
+    return merged, {"path": str(path), "sha256": digest}
+
+
+def _unshared_rows(batch: TokenBatch) -> list[TokenBatch] | None:
+    """Single-row batches when rows of different lengths share no prefix: a padded row's pad
+    queries would then see no key at all (NaN rows under sdpa). ``None`` when batching is safe.
+    """
+    if batch.prefix_len > 0 or len({len(r) for r in batch.rows}) <= 1:
+        return None
+    return [TokenBatch((row,), 0) for row in batch.rows]
+
+
+def _choose(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    import torch
+
+    if temperature <= 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]

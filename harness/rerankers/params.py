@@ -1,0 +1,161 @@
+"""Typed reranker params, built from a preset's flat ``params`` mapping.
+
+A preset keeps one flat mapping (``model``, ``window_size``, ``temperature`` …); each concern
+owns its keys in one frozen dataclass: the model (:class:`~harness.backends.params.ModelParams`),
+the backend's engine (``TransformersParams``, ``VllmParams``) and the method (below).
+:func:`split_params` hands every key to the dataclass that declares it and reports an unknown
+key or a wrong type in one line naming the preset file and the key. Value checks live in
+``__post_init__``, so a bad value also fails before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.rerankers.listwise_prompts import IDENTIFIER_STYLES
+from harness.rerankers.windows import DEFAULT_STRIDE, DEFAULT_WINDOW, validate_window
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check_history(max_history: int | None) -> None:
+    if max_history is not None and max_history < 0:
+        raise HarnessError(f"max_history must be >= 0, got {max_history}")
+
+
+@dataclass(frozen=True)
+class ListwiseParams:
+    """Sliding window and prompt of the numbered listwise methods: ``window_size``,
+    ``stride``, ``max_candidate_words`` (candidate text cut to this many words; unset keeps
+    it whole), ``max_history`` (most recent history items kept, recommendation)."""
+
+    window_size: int = DEFAULT_WINDOW
+    stride: int = DEFAULT_STRIDE
+    max_candidate_words: int | None = None
+    max_history: int | None = None
+
+    def __post_init__(self) -> None:
+        validate_window(self.window_size, self.stride)
+        if self.max_candidate_words is not None and self.max_candidate_words < 1:
+            raise HarnessError("max_candidate_words must be >= 1")
+        _check_history(self.max_history)
+
+
+@dataclass(frozen=True)
+class FirstParams(ListwiseParams):
+    """FIRST: ``identifiers`` (``alpha``: A-Z, the default; ``numeric``: one token per number
+    only where the tokenizer has one, usually up to 9)."""
+
+    identifiers: str = "alpha"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.identifiers not in IDENTIFIER_STYLES:
+            raise HarnessError(
+                f"identifiers must be one of {', '.join(IDENTIFIER_STYLES)}, "
+                f"got {self.identifiers!r}"
+            )
+
+
+@dataclass(frozen=True)
+class RankGPTParams(ListwiseParams):
+    """RankGPT-style generation: ``temperature`` (0 = greedy, the default), ``max_new_tokens``
+    (unset: a complete answer for the window plus slack), ``ignore_eos`` (always generate the
+    full budget, for benchmarks that time a complete answer)."""
+
+    temperature: float = 0.0
+    max_new_tokens: int | None = None
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.temperature >= 0.0:
+            raise HarnessError(f"temperature must be >= 0, got {self.temperature!r}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise HarnessError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class PointwiseParams:
+    """Pointwise: ``max_history``, ``candidates_per_forward`` (suffixes per forward pass)."""
+
+    max_history: int | None = None
+    candidates_per_forward: int = 32
+
+    def __post_init__(self) -> None:
+        _check_history(self.max_history)
+        if self.candidates_per_forward < 1:
+            raise HarnessError("candidates_per_forward must be >= 1")
+
+
+@dataclass(frozen=True)
+class MarkerParams:
+    """InvariRank and lft: ``max_history``, ``max_candidate_tokens`` (content tokens kept per
+    candidate; longer ones are truncated and counted in the call facts; unset: a set that
+    does not fit the model's positions is an error)."""
+
+    max_history: int | None = None
+    max_candidate_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_history(self.max_history)
+        if self.max_candidate_tokens is not None and self.max_candidate_tokens < 1:
+            raise HarnessError(
+                f"max_candidate_tokens must be >= 1, got {self.max_candidate_tokens}"
+            )
+
+
+def split_params(where: str, params: Mapping[str, Any], classes: Sequence[type]) -> tuple[Any, ...]:
+    """One instance of each dataclass in ``classes`` from the flat ``params`` mapping.
+
+    ``where`` prefixes every error (the preset file and name). Unknown keys, wrong types and
+    bad values are each one line.
+    """
+    owner: dict[str, type] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            owner.setdefault(f.name, cls)
+    unknown = sorted(set(params) - set(owner))
+    if unknown:
+        raise HarnessError(
+            f"{where}: unknown param {unknown[0]!r}; known params: {', '.join(sorted(owner))}"
+        )
+    built = []
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in params and owner[f.name] is cls:
+                kwargs[f.name] = _checked(where, f.name, params[f.name], hints[f.name])
+        try:
+            built.append(cls(**kwargs))
+        except HarnessError as exc:
+            raise HarnessError(f"{where}: {exc}") from exc
+    return tuple(built)
+
+
+def _checked(where: str, key: str, value: Any, hint: Any) -> Any:
+    """``value`` if it fits ``hint`` (``T`` or ``T | None``, T in str/int/float/bool);
+    integers are accepted for floats, booleans never for numbers."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return value
+    for kind in allowed:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind in (str, bool) and isinstance(value, kind):
+            return value
+    wanted = " or ".join(_TYPE_NAMES.get(k, "null") for k in allowed if k is not type(None))
+    if type(None) in allowed:
+        wanted += " (or null)"
+    raise HarnessError(
+        f"{where}: param {key!r} must be {wanted}, got {value!r} ({type(value).__name__})"
+    )
