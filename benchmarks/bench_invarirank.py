@@ -113,6 +113,8 @@ def measure(
 ) -> Measurement:
     import torch
 
+    from harness.backends.params import ModelParams, TransformersParams
+    from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
     from harness.rerankers.invarirank import CausalListwiseReranker, InvariRankReranker
 
@@ -120,7 +122,11 @@ def measure(
         torch.set_num_threads(threads)
     sets = candidate_sets(queries)
     cls = InvariRankReranker if method == "invarirank" else CausalListwiseReranker
-    reranker = cls(method, RunContext(batch_size=batch_size), model=model)
+    context = RunContext(batch_size=batch_size)
+    backend = TransformersBackend.open(
+        ModelParams(model=model), TransformersParams(), context, f"the {method} benchmark"
+    )
+    reranker = cls(method, context, backend)
     rng = np.random.default_rng(0)
     orders = [np.stack([rng.permutation(len(c)) for _ in range(batch_size)]) for c in sets]
     baseline = max_rss_kib()

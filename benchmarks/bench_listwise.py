@@ -63,10 +63,12 @@ def main() -> None:
 
     import torch
 
+    from harness.backends.transformers_backend import TransformersBackend
     from harness.data.registry import load_dataset, resolve_card, select
     from harness.models.loading import load_model
     from harness.rerankers.base import RunContext
     from harness.rerankers.first import FirstReranker
+    from harness.rerankers.params import FirstParams, RankGPTParams
     from harness.rerankers.rankgpt import RankGPTReranker
 
     if args.threads:
@@ -76,11 +78,20 @@ def main() -> None:
     loaded = load_model(args.model)
     window = {"window_size": args.window_size, "stride": args.stride, "max_candidate_words": 100}
     context = RunContext(batch_size=1)
+    # One backend per method over the same weights: each keeps its own prefix cache, so every
+    # method pays for its own shared prefix once per set.
     rerankers = {
-        "first": FirstReranker("first", context, model=loaded, **window),
-        "rankgpt": RankGPTReranker("rankgpt", context, model=loaded, **window),
+        "first": FirstReranker(
+            "first", context, TransformersBackend(loaded), FirstParams(**window)
+        ),
+        "rankgpt": RankGPTReranker(
+            "rankgpt", context, TransformersBackend(loaded), RankGPTParams(**window)
+        ),
         "rankgpt-full": RankGPTReranker(
-            "rankgpt-full", context, model=loaded, ignore_eos=True, **window
+            "rankgpt-full",
+            context,
+            TransformersBackend(loaded),
+            RankGPTParams(ignore_eos=True, **window),
         ),
     }
     rng = np.random.default_rng(0)
