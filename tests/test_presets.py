@@ -22,6 +22,15 @@ def preset_file(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def build_error(tmp_path: Path, text: str) -> str:
+    """The message of the HarnessError that building preset ``text`` raises; one line."""
+    with pytest.raises(HarnessError) as caught:
+        build_reranker(load_preset(preset_file(tmp_path, text)), CONTEXT)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
 @pytest.mark.parametrize(("old", "method"), [("first-vllm", "first"), ("rankgpt-vllm", "rankgpt")])
 def test_old_vllm_preset_names_resolve_to_the_one_class_on_vllm(old: str, method: str) -> None:
     old_preset, plain = resolve_preset(old), resolve_preset(method)
@@ -42,12 +51,10 @@ def test_old_vllm_adapter_kinds_in_edited_copies_still_mean_vllm(tmp_path: Path,
 
 
 def test_unknown_param_lists_the_known_keys(tmp_path: Path) -> None:
-    path = preset_file(tmp_path, "name: mine\nadapter: first\nparams:\n  windw_size: 10\n")
-    with pytest.raises(HarnessError) as caught:
-        build_reranker(load_preset(path), CONTEXT)
-    message = str(caught.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: reranker 'mine' on backend 'transformers'")
+    message = build_error(tmp_path, "name: mine\nadapter: first\nparams:\n  windw_size: 10\n")
+    assert message.startswith(
+        f"{tmp_path / 'mine.yaml'}: reranker 'mine' on backend 'transformers'"
+    )
     assert "unknown param 'windw_size'" in message
     assert "window_size" in message and "identifiers" in message and "model" in message
 
@@ -71,19 +78,12 @@ def test_bad_values_fail_before_any_model_loads(tmp_path: Path) -> None:
 
 
 def test_a_setting_of_the_other_backend_is_named_as_such(tmp_path: Path) -> None:
-    path = preset_file(
-        tmp_path, "name: mine\nadapter: first\nparams:\n  gpu_memory_utilization: 0.5\n"
-    )
-    with pytest.raises(HarnessError, match="'gpu_memory_utilization' is a setting of backend"):
-        build_reranker(load_preset(path), CONTEXT)
+    text = "name: mine\nadapter: first\nparams:\n  gpu_memory_utilization: 0.5\n"
+    assert "'gpu_memory_utilization' is a setting of backend 'vllm'" in build_error(tmp_path, text)
 
 
 def test_capability_error_names_method_and_backend(tmp_path: Path) -> None:
-    path = preset_file(tmp_path, "name: mine\nadapter: invarirank\nbackend: vllm\n")
-    with pytest.raises(HarnessError) as caught:
-        build_reranker(load_preset(path), CONTEXT)
-    message = str(caught.value)
-    assert "\n" not in message
+    message = build_error(tmp_path, "name: mine\nadapter: invarirank\nbackend: vllm\n")
     assert message == (
         "reranker 'invarirank' needs add_tokens, masked_forward, which backend 'vllm' does not "
         "provide; use backend: transformers"
@@ -121,19 +121,12 @@ def test_a_type_error_inside_a_constructor_is_not_called_bad_params(
     )
     with pytest.raises(TypeError, match="has no len"):
         build_reranker(load_preset(path), CONTEXT)
-    path = preset_file(
-        tmp_path, "name: mine\nadapter: broken_adapter_for_test:BrokenInside\nparams: {sise: 3}\n"
-    )
-    with pytest.raises(HarnessError, match="unknown param 'sise'; known params: size"):
-        build_reranker(load_preset(path), CONTEXT)
+    text = "name: mine\nadapter: broken_adapter_for_test:BrokenInside\nparams: {sise: 3}\n"
+    assert build_error(tmp_path, text).endswith("unknown param 'sise'; known params: size")
 
 
 def test_an_unimportable_adapter_module_is_named(tmp_path: Path) -> None:
-    path = preset_file(tmp_path, "name: mine\nadapter: no_such_pkg.rerankers:Mine\n")
-    with pytest.raises(HarnessError) as caught:
-        build_reranker(load_preset(path), CONTEXT)
-    message = str(caught.value)
-    assert "\n" not in message
+    message = build_error(tmp_path, "name: mine\nadapter: no_such_pkg.rerankers:Mine\n")
     assert "cannot import module 'no_such_pkg.rerankers'" in message
     assert "ModuleNotFoundError: No module named 'no_such_pkg'" in message
 
