@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -134,3 +135,19 @@ def test_overlong_prompt_names_query_and_candidate() -> None:
 @pytest.mark.slow
 def test_smollm2_cached_batches_match_full_sequences(smollm2: LoadedModel) -> None:
     check_cached_batches_match_full_sequences(smollm2, passage_set())
+
+
+class TopKWithoutAnswers(TransformersBackend):
+    """The tiny model behind a backend that, like vLLM's top-k fallback, could not return
+    the answers' log-probs (``-inf``, counted as missing)."""
+
+    def next_token_logprobs(self, batch, token_ids):
+        read = super().next_token_logprobs(batch, token_ids)
+        missing = np.full_like(read.logprobs, -np.inf)
+        return replace(read, logprobs=missing, missing=(len(token_ids),) * len(batch.rows))
+
+
+def test_missing_answer_logprobs_are_an_error_not_a_nan_ranking(tiny: LoadedModel) -> None:
+    reranker = PointwiseReranker("pointwise", RunContext(), TopKWithoutAnswers(tiny))
+    with pytest.raises(HarnessError, match=r"no log-prob for the yes/no answer.*top_logprobs"):
+        reranker.rerank(passage_set(), np.array([[0, 1, 2]]))

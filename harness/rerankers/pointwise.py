@@ -146,6 +146,11 @@ class PointwiseReranker(BackendReranker):
             suffixes = prompts.suffixes[begin : begin + per_forward]
             rows = [prompts.prefix + suffix for suffix in suffixes]
             read = self.backend.next_token_logprobs(TokenBatch.of(rows, prompts.prefix), answer_ids)
+            if any(read.missing):
+                raise HarnessError(
+                    f"backend {self.backend.name!r} returned no log-prob for the yes/no answer of "
+                    "some candidates (only its top-k tokens); raise top_logprobs"
+                )
             scores.append((read.logprobs[:, 0] - read.logprobs[:, 1]).astype(np.float64))
             passes += 1 + read.prefix_computed
             tokens += sum(len(s) for s in suffixes)
