@@ -15,7 +15,9 @@ from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.gates.baseline import Baseline, baseline_from_results, read_baseline, write_baseline
 from harness.gates.gate import DEFAULT_GATES, GateSpec, evaluate_gate, parse_specs, render_verdict
-from harness.gates.paired import holm, sign_flip_pvalue, win_tie_loss
+from harness.metrics import registry
+from harness.metrics.paired import holm, sign_flip_pvalue, win_tie_loss
+from harness.report.load import read_results
 from harness.rerankers.base import RerankOutput
 from harness.rerankers.registry import build_reranker
 from harness.runner import execute_run, prepare_run
@@ -154,7 +156,10 @@ def test_mismatched_provenance_is_an_error_naming_it(runs, name, fragment):
 def test_gate_cli_rejects_bad_options(runs):
     assert "METRIC=NUMBER" in _gate(runs, "fs_again", "--max-drop", "ndcg@10").output
     result = _gate(runs, "fs_again", "--max-drop", "nope=0.1")
-    assert result.exit_code == 2 and "metric 'nope' is not recorded" in result.output
+    assert result.exit_code == 2 and "unknown metric 'nope'; known: " in result.output
+    result = _gate(runs, "fs_again", "--max-drop", "n_orders=1")
+    assert result.exit_code == 2 and "'n_orders' is descriptive" in result.output
+    assert len(result.output.strip().splitlines()) == 1
     missing = cli.invoke(app, ["gate", str(runs["fs"]), "--baseline", "missing.json"])
     assert missing.exit_code == 2 and "baseline not found" in missing.output
 
@@ -197,11 +202,36 @@ def test_improvement_passes_and_floor_catches_a_large_drop_on_few_queries():
     assert fall.below_floor and not fall.passed and "floor" in fall.reason
 
 
-def test_lower_is_better_metrics_fail_when_they_rise():
-    spec = GateSpec("position_bias_mad", margin=0.01, floor=0.03)
-    assert not spec.higher_is_better
-    assert not _verdict([0.1] * 10, [0.2] * 10, spec).passed
-    assert _verdict([0.2] * 10, [0.1] * 10, spec).passed
+GATEABLE = [spec for spec in registry.per_query() if spec.has_direction]
+
+
+@pytest.mark.parametrize("metric", GATEABLE, ids=lambda spec: spec.name)
+def test_every_directed_metric_fails_a_clear_worsening_and_passes_the_same_improvement(metric):
+    spec = GateSpec(metric.name, margin=0.01, floor=0.03)
+    worse = -0.5 if metric.higher_is_better else 0.5
+    old = np.linspace(1.0, 2.0, 10)
+    assert not _verdict(old, old + worse, spec).passed
+    assert _verdict(old, old - worse, spec).passed
+
+
+def test_more_distinct_rankings_per_query_is_a_regression():
+    spec = GateSpec("distinct_rankings", margin=0.5, floor=1.5)
+    assert not _verdict([1.0] * 8, [6.0] * 8, spec).passed
+    assert _verdict([6.0] * 8, [1.0] * 8, spec).passed
+
+
+@pytest.mark.parametrize(
+    ("metric", "fragment"),
+    [
+        ("n_orders", "is descriptive"),
+        ("n_candidates", "is descriptive"),
+        ("latency_ms_p50", "not recorded per query"),
+        ("ndcg@5", "unknown metric 'ndcg@5'"),
+    ],
+)
+def test_metrics_that_cannot_be_gated_are_refused(metric, fragment):
+    with pytest.raises(HarnessError, match=fragment):
+        parse_specs([f"{metric}=0.1"])
 
 
 def test_nan_queries_are_skipped_and_all_nan_passes():
@@ -246,7 +276,7 @@ def test_sign_flip_test_is_exact_for_small_n_and_reproducible():
 
 def test_baseline_round_trip_keeps_nan(tmp_path, rankgpt_folder):
     out = _run(rankgpt_folder, tmp_path / "run", strategy="identity")
-    results = json.loads((out / "results.json").read_text())
+    results = read_results(out)
     written = write_baseline(results, out, tmp_path / "b.json")
     assert math.isnan(written.per_query["kendall_tau"][0])  # one order: no pairs
     assert "NaN" not in (tmp_path / "b.json").read_text()

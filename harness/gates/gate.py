@@ -30,10 +30,10 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.gates.baseline import Baseline
-from harness.gates.paired import holm, paired_difference_ci, sign_flip_pvalue
+from harness.metrics import registry
+from harness.metrics.paired import holm, paired_difference_ci, sign_flip_pvalue
 
 INVARIANCE_TOLERANCE = 1e-6
-LOWER_IS_BETTER = frozenset({"position_bias_mad", "ndcg@10_std", "ndcg@10_range", "latency_ms"})
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,34 @@ class GateSpec:
     margin: float
     floor: float
 
+    def __post_init__(self) -> None:
+        _gateable(self.metric)
+
     @property
     def higher_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
+        """The registry's direction (never "neither": such metrics are refused)."""
+        return registry.get(self.metric).higher_is_better
 
 
-# Margins are in the metric's own units. ndcg@10: a point of NDCG is the smallest change
-# papers report; kendall_tau / rbo@10: 0.02 is well below the gap between an invariant
-# reranker (1.0) and even mild order sensitivity, yet above fp32 jitter (~1e-6).
-DEFAULT_GATES: tuple[GateSpec, ...] = (
-    GateSpec("ndcg@10", margin=0.01, floor=0.03),
-    GateSpec("kendall_tau", margin=0.02, floor=0.06),
-    GateSpec("rbo@10", margin=0.02, floor=0.06),
+def _gateable(metric: str) -> None:
+    """HarnessError unless ``metric`` can be gated: registered, recorded per query (so it can
+    be paired) and with a direction (a descriptive quantity has no "worse")."""
+    spec = registry.get(metric)
+    if not spec.per_query:
+        raise HarnessError(f"metric {metric!r} is not recorded per query, so it cannot be gated")
+    if not spec.has_direction:
+        raise HarnessError(
+            f"metric {metric!r} is descriptive (neither higher nor lower is better), "
+            "so it cannot be gated"
+        )
+
+
+# Margins are in the metric's own units and declared in the registry (with why).
+DEFAULT_GATES: tuple[GateSpec, ...] = tuple(
+    GateSpec(spec.name, spec.gate_margin, registry.FLOOR_FACTOR * spec.gate_margin)
+    for spec in registry.default_gates()
+    if spec.gate_margin is not None
 )
-FLOOR_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +151,10 @@ def parse_specs(max_drops: Sequence[str], floors: Sequence[str] = ()) -> tuple[G
     margins = _parse_pairs(max_drops, "--max-drop")
     floor_values = _parse_pairs(floors, "--floor")
     if margins:
-        specs = [GateSpec(m, v, floor_values.get(m, FLOOR_FACTOR * v)) for m, v in margins.items()]
+        specs = [
+            GateSpec(m, v, floor_values.get(m, registry.FLOOR_FACTOR * v))
+            for m, v in margins.items()
+        ]
     else:
         specs = [
             GateSpec(s.metric, s.margin, floor_values.get(s.metric, s.floor)) for s in DEFAULT_GATES
@@ -265,8 +282,8 @@ def _invariance(new: Baseline) -> InvarianceVerdict:
     """A query violates invariance if its orders gave more than one distinct ranking (an
     exact check over every order, the reference included) or, for runs recorded before that
     count existed, if its mean pairwise tau falls below 1 - tolerance."""
-    taus = new.vector("kendall_tau")
-    distinct = new.per_query.get("distinct_rankings")
+    taus = new.vector(registry.KENDALL_TAU)
+    distinct = new.per_query.get(registry.DISTINCT_RANKINGS)
     counts = dict(zip(new.query_ids, distinct, strict=True)) if distinct else {}
     bad = tuple(
         (q, tau)

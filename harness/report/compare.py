@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.gates.gate import LOWER_IS_BETTER
-from harness.gates.paired import holm, paired_difference_ci, sign_flip_pvalue, win_tie_loss
+from harness.metrics import registry
+from harness.metrics.paired import holm, paired_difference_ci, sign_flip_pvalue, win_tie_loss
+from harness.metrics.registry import KENDALL_TAU, NDCG, NDCG_RANGE, NDCG_REFERENCE, RBO
 from harness.report.load import RunData
 
-COMPARED = ("ndcg@10", "mrr@10", "kendall_tau", "rbo@10")
 TIE_TOLERANCE = 1e-9
 ALL_PAIRS_UP_TO = 3  # beyond this many runs, compare each run with the first one only
 
@@ -76,40 +76,42 @@ def incomparable_reason(runs: Sequence[RunData]) -> str | None:
 
 
 def _fingerprint(run: RunData) -> str:
-    return str(run.results["dataset"].get("fingerprint"))
+    return run.results.dataset.fingerprint
 
 
 def _depth(run: RunData) -> object:
-    return (run.results.get("config") or {}).get("depth")
+    return run.results.header.depth
 
 
 def compare_runs(
-    runs: Sequence[RunData], metrics: Sequence[str] = COMPARED, *, seed: int = 0
+    runs: Sequence[RunData], metrics: Sequence[str] | None = None, *, seed: int = 0
 ) -> list[PairedResult]:
-    """Run pairs on every metric both have per query: all pairs (earlier run as ``a``) for up
-    to three runs, else each run against the first, so the table and the Holm family stay
-    small enough to read and to reach significance."""
+    """Run pairs on every metric (default: the registry's compared ones) both have per query:
+    all pairs (earlier run as ``a``) for up to three runs, else each run against the first, so
+    the table and the Holm family stay small enough to read and to reach significance."""
+    names = [s.name for s in registry.compared()] if metrics is None else list(metrics)
+    specs = [registry.get(name) for name in names]
     if len(runs) <= ALL_PAIRS_UP_TO:
         pairs = list(itertools.combinations(runs, 2))
     else:
         pairs = [(runs[0], b) for b in runs[1:]]
     rows = []
     for a, b in pairs:
-        for metric in metrics:
-            va, vb = a.per_query(metric), b.per_query(metric)
+        for spec in specs:
+            va, vb = a.per_query(spec.name), b.per_query(spec.name)
             queries = [q for q in a.query_ids if not (math.isnan(va[q]) or math.isnan(vb[q]))]
             if not queries:
                 continue
             xa = np.array([va[q] for q in queries])
             xb = np.array([vb[q] for q in queries])
             diff = xb - xa
-            oriented = -diff if metric in LOWER_IS_BETTER else diff
+            oriented = -diff if spec.lower_is_better else diff
             mean, low, high = paired_difference_ci(diff, seed=seed)
             p = sign_flip_pvalue(diff, alternative="two-sided", seed=seed)
             wins, ties, losses = win_tie_loss(oriented, tolerance=TIE_TOLERANCE)
             rows.append(
                 PairedResult(
-                    metric,
+                    spec.name,
                     a.label,
                     b.label,
                     len(queries),
@@ -132,27 +134,27 @@ def compare_runs(
 
 
 def moved_most(run: RunData, k: int = 5) -> list[MovedQuery]:
-    """The ``k`` queries with the lowest mean Kendall tau (ties: largest NDCG@10 range)."""
-    per_query = run.results["per_query"]
-    texts = run.judgments.query_text if run.judgments else {}
+    """The ``k`` queries with the lowest mean Kendall tau (ties: largest NDCG range)."""
+    per_query = run.results.per_query
+    texts = {q: record.text for q, record in run.queries.items()}
 
     def get(values: dict, key: str) -> float:
         return float(values.get(key, math.nan))
 
     def order(item: tuple[str, dict]) -> tuple[float, float]:
-        tau = get(item[1], "kendall_tau")
-        return (math.inf if math.isnan(tau) else tau, -get(item[1], "ndcg@10_range"))
+        tau = get(item[1], KENDALL_TAU)
+        return (math.inf if math.isnan(tau) else tau, -get(item[1], NDCG_RANGE))
 
     ranked = sorted(per_query.items(), key=order)[:k]
     return [
         MovedQuery(
             query_id=qid,
             text=texts.get(qid, ""),
-            kendall_tau=get(values, "kendall_tau"),
-            rbo=get(values, "rbo@10"),
-            ndcg_range=get(values, "ndcg@10_range"),
-            ndcg_mean=get(values, "ndcg@10"),
-            ndcg_reference=get(values, "ndcg@10_reference"),
+            kendall_tau=get(values, KENDALL_TAU),
+            rbo=get(values, RBO),
+            ndcg_range=get(values, NDCG_RANGE),
+            ndcg_mean=get(values, NDCG),
+            ndcg_reference=get(values, NDCG_REFERENCE),
         )
         for qid, values in ranked
     ]

@@ -7,21 +7,22 @@ from typing import Any
 
 import numpy as np
 
+from harness.metrics.registry import KENDALL_TAU, NDCG, NDCG_RANGE, RBO, TOP_K
 from harness.report import plots, series
 from harness.report.document import Figure
 from harness.report.load import RunData
 
 CAPTIONS: Mapping[str, tuple[str, str]] = {
     "ndcg_across_orders": (
-        "NDCG@10 across input orders",
-        "Left: each point is one shown order's NDCG@10 averaged over queries; the star is the "
-        "identity (first-stage) order. Right: each point is one query's NDCG@10 range across "
-        "its orders. An order-invariant reranker has a single value and zero spread.",
+        f"NDCG@{TOP_K} across input orders",
+        f"Left: each point is one shown order's NDCG@{TOP_K} averaged over queries; the star is "
+        f"the identity (first-stage) order. Right: each point is one query's NDCG@{TOP_K} range "
+        "across its orders. An order-invariant reranker has a single value and zero spread.",
     ),
     "stability_ecdf": (
         "Per-query stability (ECDF)",
-        "Share of queries whose mean pairwise Kendall tau / RBO@10 across orders is at or below "
-        "x. Curves hugging the right edge (1.0) mean identical outputs in every order.",
+        f"Share of queries whose mean pairwise Kendall tau / RBO@{TOP_K} across orders is at or "
+        "below x. Curves hugging the right edge (1.0) mean identical outputs in every order.",
     ),
     "rank_given_position": (
         "P(output rank | input position)",
@@ -31,13 +32,14 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
     ),
     "exposure": (
         "Marginal exposure by input position",
-        "Share of outputs in which the item shown at each input position reaches the top 10, "
+        f"Share of outputs in which the item shown at each input position reaches the top {TOP_K}, "
         "against the share with no position bias (dotted black, k/n).",
     ),
     "lost_in_the_middle": (
         "Lost in the middle (sweep)",
         "Each judged-relevant candidate is moved through every input position with the others "
-        "kept in first-stage order. Left: its mean output rank; right: NDCG@10 of the output.",
+        "kept in first-stage order. Left: its mean output rank; right: "
+        f"NDCG@{TOP_K} of the output.",
     ),
     "latency": (
         "Latency per order",
@@ -58,26 +60,21 @@ def _figure(key: str, png: bytes) -> Figure:
 
 def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dict[str, Any]]:
     """Every plot the runs support, notes on those left out, and the series behind them."""
-    notes = [
-        f"{r.label}: per-order NDCG and the sweep curve need the dataset; {r.judgments_note}."
-        for r in runs
-        if r.judgments is None
-    ]
+    notes: list[str] = []
     data: dict[str, Any] = {r.label: {} for r in runs}
     per_order, reference = {}, {}
     for r in runs:
         orders = series.order_ndcg(r)
-        if orders is not None:
-            per_order[r.label], reference[r.label] = orders.values, orders.reference
-            data[r.label]["ndcg@10_per_order"] = orders.values
-    spread = {r.label: list(r.per_query("ndcg@10_range").values()) for r in runs}
-    tau = {r.label: list(r.per_query("kendall_tau").values()) for r in runs}
-    rbo = {r.label: list(r.per_query("rbo@10").values()) for r in runs}
+        per_order[r.label], reference[r.label] = orders.values, orders.reference
+        data[r.label][f"{NDCG}_per_order"] = orders.values
+    spread = {r.label: list(r.per_query(NDCG_RANGE).values()) for r in runs}
+    tau = {r.label: list(r.per_query(KENDALL_TAU).values()) for r in runs}
+    rbo = {r.label: list(r.per_query(RBO).values()) for r in runs}
     figures = [
         _figure("ndcg_across_orders", plots.ndcg_across_orders(per_order, reference, spread)),
         _figure("stability_ecdf", plots.stability_ecdf(tau, rbo)),
     ]
-    bias = {r.label: r.results.get("position_bias") or {} for r in runs}
+    bias = {r.label: r.results.position_bias for r in runs}
     matrices = {
         k: np.array(v["rank_given_position"])
         for k, v in bias.items()
@@ -85,8 +82,8 @@ def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dic
     }
     if matrices:
         figures.append(_figure("rank_given_position", plots.rank_heatmaps(matrices)))
-    exposure = {k: v.get("exposure_top10") or [] for k, v in bias.items()}
-    expected = {k: v.get("expected_top10") or [] for k, v in bias.items()}
+    exposure = {k: v.get(f"exposure_top{TOP_K}") or [] for k, v in bias.items()}
+    expected = {k: v.get(f"expected_top{TOP_K}") or [] for k, v in bias.items()}
     if any(exposure.values()):
         figures.append(_figure("exposure", plots.exposure_by_position(exposure, expected)))
     curves = {}
@@ -95,8 +92,7 @@ def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dic
         if curve is not None:
             curves[r.label] = data[r.label]["sweep"] = curve
         elif r.strategy == "sweep":
-            why = r.judgments_note or "no sweep orders"
-            notes.append(f"{r.label}: sweep curve left out ({why}).")
+            notes.append(f"{r.label}: sweep curve left out (no sweep orders).")
     if curves:
         figures.append(_figure("lost_in_the_middle", plots.lost_in_the_middle(curves)))
     elif not any(r.strategy == "sweep" for r in runs):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.metrics.registry import TOP_K
 from harness.report.series import RunPoint, SweepCurve
 
 # Okabe-Ito colours (colour-blind safe), each paired with a marker, dash and hatch.
@@ -87,7 +88,7 @@ def ndcg_across_orders(
     fig, axes = _figure(5.0 * panels, 4.0, ncols=panels)
     if per_order:
         ax = axes[0]
-        _boxes(ax, per_order, "NDCG@10 (mean over queries)", "NDCG@10 per shown order")
+        _boxes(ax, per_order, f"NDCG@{TOP_K} (mean over queries)", f"NDCG@{TOP_K} per shown order")
         for i, label in enumerate(per_order):
             if label in reference and np.isfinite(reference[label]):
                 ax.scatter(
@@ -100,7 +101,12 @@ def ndcg_across_orders(
                     label="identity (first-stage) order" if i == 0 else None,
                 )
         ax.legend(loc="best", fontsize=8)
-    _boxes(axes[-1], spread, "NDCG@10 range across orders (max - min)", "Per-query NDCG@10 spread")
+    _boxes(
+        axes[-1],
+        spread,
+        f"NDCG@{TOP_K} range across orders (max - min)",
+        f"Per-query NDCG@{TOP_K} spread",
+    )
     fig.suptitle("Effectiveness across input orders")
     return _png(fig)
 
@@ -108,7 +114,10 @@ def ndcg_across_orders(
 def stability_ecdf(tau: Mapping[str, Sequence[float]], rbo: Mapping[str, Sequence[float]]) -> bytes:
     """ECDF over queries of mean pairwise Kendall tau and RBO@10 (right = more stable)."""
     fig, axes = _figure(10.0, 4.0, ncols=2)
-    for ax, data, name, lo in ((axes[0], tau, "Kendall tau", -1.0), (axes[1], rbo, "RBO@10", 0.0)):
+    for ax, data, name, lo in (
+        (axes[0], tau, "Kendall tau", -1.0),
+        (axes[1], rbo, f"RBO@{TOP_K}", 0.0),
+    ):
         for i, (label, values) in enumerate(data.items()):
             v = np.asarray(values, dtype=float)
             v = v[~np.isnan(v)]
@@ -173,7 +182,7 @@ def rank_heatmaps(matrices: Mapping[str, np.ndarray]) -> bytes:
 
 
 def exposure_by_position(
-    exposure: Mapping[str, Sequence[float]], expected: Mapping[str, Sequence[float]], k: int = 10
+    exposure: Mapping[str, Sequence[float]], expected: Mapping[str, Sequence[float]], k: int = TOP_K
 ) -> bytes:
     """Share of outputs where the item shown at position p lands in the top k, vs no bias."""
     fig, axes = _figure(9.0, 4.0)
@@ -235,8 +244,8 @@ def lost_in_the_middle(curves: Mapping[str, SweepCurve]) -> bytes:
     _integer_ticks(axes[0].xaxis, axes[0].yaxis, axes[1].xaxis)
     axes[0].set_ylabel("mean output rank of the moved item (1 = top)")
     axes[0].set_title("Lost in the middle: moved relevant item's rank")
-    axes[1].set_ylabel("NDCG@10 (mean over moved items)")
-    axes[1].set_title("Lost in the middle: NDCG@10")
+    axes[1].set_ylabel(f"NDCG@{TOP_K} (mean over moved items)")
+    axes[1].set_title(f"Lost in the middle: NDCG@{TOP_K}")
     for ax in axes:
         ax.set_xlabel("input position the relevant item was shown at (1 = first)")
         ax.grid(alpha=0.3)
@@ -283,7 +292,7 @@ def stability_vs_effectiveness(points: Mapping[str, RunPoint]) -> bytes:
         ax.annotate(label, (p.tau, p.ndcg), textcoords="offset points", xytext=(7, 6), fontsize=8)
     ax.set_xlim(-1.05, 1.1)
     ax.set_xlabel("stability: mean pairwise Kendall tau across orders (1 = order-invariant)")
-    ax.set_ylabel("effectiveness: NDCG@10 (mean over queries and orders)")
+    ax.set_ylabel(f"effectiveness: NDCG@{TOP_K} (mean over queries and orders)")
     ax.set_title("Stability vs effectiveness (95% bootstrap intervals)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

@@ -7,10 +7,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.metrics import registry
+from harness.metrics.registry import TOP_K
 from harness.report.compare import ALL_PAIRS_UP_TO, PairedResult, moved_most
 from harness.report.document import Section, Table, fmt, fmt_p, fmt_signed, with_interval
 from harness.report.load import RunData
-from harness.results.markdown import HEADLINE
 
 MOVED_QUERIES = 5
 
@@ -20,16 +21,16 @@ def provenance_table(runs: Sequence[RunData]) -> Table:
         return (name, *(_text(getter(r)) for r in runs))
 
     def identity(r: RunData) -> Mapping[str, Any]:
-        return r.results["reranker"].get("identity") or {}
+        return r.results.reranker.identity
 
     def packages(r: RunData) -> str:
-        found = (r.results.get("environment") or {}).get("packages") or {}
+        found = r.results.environment.get("packages") or {}
         keep = ("harness-rerank", "numpy", "scipy", "ranx", "torch", "transformers")
         return ", ".join(f"{k} {found[k]}" for k in keep if k in found)
 
     def hardware(r: RunData) -> str:
-        env = r.results.get("environment") or {}
-        config = r.results.get("config") or {}
+        env = r.results.environment
+        config = r.results.config
         return (
             f"{env.get('machine', '?')}, {env.get('cpu_count', '?')} CPUs, device "
             f"{config.get('device', '?')}, batch {config.get('batch_size', '?')}; "
@@ -37,42 +38,42 @@ def provenance_table(runs: Sequence[RunData]) -> Table:
         )
 
     def source(r: RunData) -> str:
-        src = (r.results.get("environment") or {}).get("source") or {}
+        src = r.results.environment.get("source") or {}
         if not src:
             return "n/a"
         return f"{str(src.get('commit'))[:12]}{' (dirty)' if src.get('dirty') else ''}"
 
     def data(r: RunData) -> str:
-        d = r.results["dataset"]
-        return f"{d.get('name')} (fingerprint {d.get('fingerprint')})"
+        d = r.results.dataset
+        return f"{d.name} (fingerprint {d.fingerprint})"
 
     def queries(r: RunData) -> str:
-        d = r.results["dataset"]
-        depth = (r.results.get("config") or {}).get("depth")
-        return f"{d.get('queries_used')} of {d.get('queries_available')}, depth {depth or 'all'}"
+        d = r.results.dataset
+        depth = r.results.header.depth
+        return f"{d.queries_used} of {d.queries_available}, depth {depth or 'all'}"
 
     def perms(r: RunData) -> str:
-        p = r.results["permutations"]
+        p = r.results.permutations
         return (
-            f"{p.get('strategy')}: {p.get('random_orders')} random + identity, seed "
-            f"{p.get('seed')}; {p.get('total_orders')} orders"
+            f"{p.strategy}: {p.random_orders} random + identity, seed "
+            f"{p.seed}; {p.total_orders} orders"
         )
 
     rows = (
-        row("reranker", lambda r: f"{r.reranker} ({r.results['reranker'].get('adapter')})"),
-        row("declared order-invariant", lambda r: r.results["reranker"].get("order_invariant")),
+        row("reranker", lambda r: f"{r.reranker} ({r.results.reranker.adapter})"),
+        row("declared order-invariant", lambda r: r.results.reranker.order_invariant),
         row("model", lambda r: _model_text(identity(r).get("model"))),
         row("prompt hash", lambda r: _model_text(identity(r).get("prompt_sha256"), "none")),
-        row("params", lambda r: _mapping_text(r.results["reranker"].get("params") or {})),
+        row("params", lambda r: _mapping_text(r.results.reranker.params)),
         row("dataset", data),
         row("queries", queries),
         row("permutations", perms),
-        row("config hash", lambda r: r.results.get("config_hash")),
+        row("config hash", lambda r: r.results.header.config_hash),
         row("versions", packages),
         row("hardware", hardware),
         row("source", source),
-        row("wall time (s)", lambda r: fmt(r.results.get("wall_time_s"), 1)),
-        row("finished", lambda r: r.results.get("finished")),
+        row("wall time (s)", lambda r: fmt(r.results.wall_time_s, 1)),
+        row("finished", lambda r: r.results.finished),
         row("run folder", lambda r: str(r.path)),
     )
     return Table(header=("", *(r.label for r in runs)), rows=rows)
@@ -80,17 +81,20 @@ def provenance_table(runs: Sequence[RunData]) -> Table:
 
 def headline_table(runs: Sequence[RunData]) -> Table:
     rows = []
-    for metric, meaning in HEADLINE:
-        if not any(metric in r.results["summary"] for r in runs):
+    for spec in registry.headline():
+        if not any(spec.name in r.results.summary for r in runs):
             continue
         cells = []
         for r in runs:
-            entry = r.results["summary"].get(metric) or {}
-            cell = with_interval(entry.get("value", math.nan), entry.get("ci95"))
-            if entry.get("ci95") is None and entry.get("no_bias_floor") is not None:
-                cell += f" (no-bias floor {fmt(entry['no_bias_floor'])})"
+            entry = r.results.summary.get(spec.name)
+            if entry is None:
+                cells.append(with_interval(math.nan, None))
+                continue
+            cell = with_interval(entry.value, entry.ci95)
+            if entry.ci95 is None and entry.no_bias_floor is not None:
+                cell += f" (no-bias floor {fmt(entry.no_bias_floor)})"
             cells.append(cell)
-        rows.append((metric, meaning, *cells))
+        rows.append((spec.name, spec.shows, *cells))
     return Table(
         header=("metric", "what it shows", *(r.label for r in runs)),
         rows=tuple(rows),
@@ -173,10 +177,10 @@ def moved_section(runs: Sequence[RunData]) -> Section:
                     "query",
                     "text",
                     "Kendall tau",
-                    "RBO@10",
-                    "NDCG@10 range",
-                    "NDCG@10 mean",
-                    "NDCG@10 first-stage order",
+                    f"RBO@{TOP_K}",
+                    f"NDCG@{TOP_K} range",
+                    f"NDCG@{TOP_K} mean",
+                    f"NDCG@{TOP_K} first-stage order",
                 ),
                 rows=rows,
                 numeric=(False, False, True, True, True, True, True),
@@ -186,7 +190,7 @@ def moved_section(runs: Sequence[RunData]) -> Section:
     paragraphs.insert(
         0,
         f"Per run, the {MOVED_QUERIES} queries with the lowest mean pairwise Kendall tau across "
-        "orders (ties broken by the widest NDCG@10 range).",
+        f"orders (ties broken by the widest NDCG@{TOP_K} range).",
     )
     return Section(
         "Queries whose ranking moved most", paragraphs=tuple(paragraphs), tables=tuple(tables)
@@ -195,11 +199,9 @@ def moved_section(runs: Sequence[RunData]) -> Section:
 
 def parse_table(runs: Sequence[RunData]) -> Table | None:
     rows = []
-    statuses = sorted(
-        {s for r in runs for rates in (r.results.get("parse_status") or {}).values() for s in rates}
-    )
+    statuses = sorted({s for r in runs for rates in r.results.parse_status.values() for s in rates})
     for r in runs:
-        for family, rates in (r.results.get("parse_status") or {}).items():
+        for family, rates in r.results.parse_status.items():
             rows.append((r.label, family, *(f"{100 * rates.get(s, 0.0):.1f}%" for s in statuses)))
     if not rows:
         return None

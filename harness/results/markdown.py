@@ -5,17 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-HEADLINE = (
-    ("ndcg@10", "effectiveness"),
-    ("mrr@10", "effectiveness"),
-    ("ndcg@10_range", "effectiveness spread across orders"),
-    ("kendall_tau", "stability (1 = order-invariant)"),
-    ("rbo@10", "stability, top-weighted"),
-    ("top1_agreement", "stability of the top item"),
-    ("position_bias_mad", "position bias (0 = none)"),
-    ("latency_ms_p50", "latency per order, ms"),
-    ("latency_ms_p95", "latency per order, ms"),
-)
+from harness.metrics import registry
 
 
 def render_summary(results: Mapping[str, Any]) -> str:
@@ -35,15 +25,15 @@ def render_summary(results: Mapping[str, Any]) -> str:
         "|---|---:|---:|---|",
     ]
     summary = results["summary"]
-    for key, meaning in HEADLINE:
-        entry = summary.get(key)
+    for spec in registry.headline():
+        entry = summary.get(spec.name)
         if entry is None:
             continue
         ci = entry.get("ci95")
         interval = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
         if entry.get("no_bias_floor") is not None:
             interval = f"no-bias floor {_fmt(entry['no_bias_floor'])}"
-        lines.append(f"| {key} | {_fmt(entry['value'])} | {interval} | {meaning} |")
+        lines.append(f"| {spec.name} | {_fmt(entry['value'])} | {interval} | {spec.shows} |")
     parse = results.get("parse_status") or {}
     if parse:
         lines += ["", "| permutations | " + " | ".join(_statuses(parse)) + " |"]

@@ -18,6 +18,8 @@ Definitions, per query over the design orders:
   counted; the summary gives its p50 and p95.
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
+Which metrics exist, their order and how each is summarised are declared in
+``harness.metrics.registry`` (k = ``TOP_K``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from harness.data.model import CandidateSet, Qrels
+from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_mean_ci
 from harness.metrics.effectiveness import effectiveness
 from harness.metrics.position_bias import (
@@ -38,11 +41,22 @@ from harness.metrics.position_bias import (
     position_bias_mad,
     rank_given_position_counts,
 )
+from harness.metrics.registry import (
+    DISTINCT_RANKINGS,
+    LATENCY_MS,
+    LATENCY_PERCENTILES,
+    N_CANDIDATES,
+    N_ORDERS,
+    NDCG,
+    NDCG_RANGE,
+    NDCG_REFERENCE,
+    NDCG_STD,
+    POSITION_BIAS_MAD,
+    TOP_K,
+    latency_percentile,
+)
 from harness.metrics.stability import pairwise_stability
 from harness.results.store import Sample
-
-TOP_K = 10
-EFFECTIVENESS = ("ndcg@10", "mrr@10")
 
 
 def summarize(
@@ -52,7 +66,10 @@ def summarize(
     *,
     seed: int,
 ) -> dict[str, Any]:
-    """Compute ``per_query``, ``summary``, ``position_bias`` and ``parse_status`` sections."""
+    """Compute ``summary``, ``per_query``, ``position_bias``, ``parse_status``, ``per_order``
+    (every order's ``registry.per_order()`` values, the reference included, by order index)
+    and ``counts``; metric names, order and aggregation come from ``harness.metrics.registry``.
+    """
     by_query: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples.values():
         by_query[sample.query_id].append(sample)
@@ -63,9 +80,10 @@ def summarize(
         query_samples.sort(key=lambda s: s.order_index)
 
     flat = [(s.query_id, s.ranking) for cs in sets for s in by_query[cs.query_id]]
-    scores = effectiveness(qrels, flat, EFFECTIVENESS)
+    scores = effectiveness(qrels, flat, [spec.name for spec in registry.per_order()])
 
     per_query: dict[str, dict[str, float]] = {}
+    per_order: dict[str, dict[str, list[float]]] = {}
     exposures, design_arrays, design_labels = [], {}, set()
     cursor = 0
     for cset in sets:
@@ -79,25 +97,33 @@ def summarize(
         exposure = exposure_counts(*design_arrays[cset.query_id], k=TOP_K)
         exposures.append(exposure)
         design_labels.update(s.label for s in chosen)
+        per_order[cset.query_id] = {
+            "order_index": [s.order_index for s in query_samples],
+            **{metric: row.tolist() for metric, row in query_scores.items()},
+        }
         per_query[cset.query_id] = _query_values(
             cset, query_samples, query_scores, design, exposure
         )
 
-    summary = _summarize_vectors(per_query, seed)
     random_design = all(label.family == "random" for label in design_labels)
     pooled = _pooled_position_bias(exposures, random_design)
-    summary["position_bias_mad"] = pooled.pop("summary")
     latencies = np.array([s.facts.get("latency_ms", np.nan) for q in by_query.values() for s in q])
-    for pct in (50, 95):
-        summary[f"latency_ms_p{pct}"] = {
-            "value": float(np.nanpercentile(latencies, pct)),
-            "aggregate": "percentile over orders",
-        }
+    computed = {
+        POSITION_BIAS_MAD: pooled.pop("summary"),
+        **{
+            latency_percentile(pct): {"value": float(np.nanpercentile(latencies, pct))}
+            for pct in LATENCY_PERCENTILES
+        },
+    }
+    summary = {
+        spec.name: _summary_entry(spec, per_query, computed, seed) for spec in registry.summarized()
+    }
     return {
         "summary": summary,
         "per_query": per_query,
         "position_bias": pooled | _rank_matrix(sets, design_arrays),
         "parse_status": _parse_status_rates(by_query.values()),
+        "per_order": per_order,
         "counts": {"queries": len(sets), "samples": int(sum(len(q) for q in by_query.values()))},
     }
 
@@ -109,21 +135,23 @@ def _query_values(
     design: np.ndarray,
     exposure: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, float]:
-    values: dict[str, float] = {"n_candidates": len(cset), "n_orders": int(design.sum())}
+    """One query's row, keyed and ordered as ``registry.per_query()``."""
+    values: dict[str, float] = {N_CANDIDATES: len(cset), N_ORDERS: int(design.sum())}
     for metric, row in scores.items():
         values[metric] = float(np.mean(row[design]))
-    ndcg = scores["ndcg@10"][design]
-    values["ndcg@10_std"] = float(np.std(ndcg))
-    values["ndcg@10_range"] = float(np.max(ndcg) - np.min(ndcg))
+    ndcg = scores[NDCG][design]
+    values[NDCG_STD] = float(np.std(ndcg))
+    values[NDCG_RANGE] = float(np.max(ndcg) - np.min(ndcg))
     is_identity = samples[0].order_index == 0  # order 0 is always the identity order
-    values["ndcg@10_reference"] = float(scores["ndcg@10"][0]) if is_identity else float("nan")
+    values[NDCG_REFERENCE] = float(scores[NDCG][0]) if is_identity else float("nan")
     chosen = [s for s, d in zip(samples, design, strict=True) if d]
     compared = chosen if len(chosen) >= 2 else samples  # a lone design order vs the reference
     values.update(pairwise_stability([s.ranking for s in compared], k=TOP_K))
-    values["distinct_rankings"] = len({s.ranking for s in samples})  # every order, reference too
+    values[DISTINCT_RANKINGS] = len({s.ranking for s in samples})  # every order, reference too
     expected = min(TOP_K, len(cset)) / len(cset)
-    values["position_bias_mad"] = float(position_bias_mad(*exposure, expected))
-    values["latency_ms"] = float(np.median([s.facts.get("latency_ms", np.nan) for s in samples]))
+    values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))
+    latencies = [s.facts.get("latency_ms", np.nan) for s in samples]
+    values[LATENCY_MS] = float(np.median(latencies))
     return values
 
 
@@ -135,19 +163,23 @@ def _index_arrays(cset: CandidateSet, samples: list[Sample]) -> tuple[np.ndarray
     return shown, output
 
 
-def _summarize_vectors(per_query: Mapping[str, Mapping[str, float]], seed: int) -> dict[str, Any]:
-    metrics = [k for k in next(iter(per_query.values())) if k not in {"n_candidates", "n_orders"}]
-    summary: dict[str, Any] = {}
-    for metric in metrics:
-        vector = np.array([values[metric] for values in per_query.values()], dtype=float)
-        mean, low, high = bootstrap_mean_ci(vector, seed=seed)
-        summary[metric] = {
-            "value": mean,
-            "ci95": [low, high],
-            "aggregate": "mean over queries",
-            "n": int(np.sum(~np.isnan(vector))),
-        }
-    return summary
+def _summary_entry(
+    spec: registry.MetricSpec,
+    per_query: Mapping[str, Mapping[str, float]],
+    computed: Mapping[str, Mapping[str, Any]],
+    seed: int,
+) -> dict[str, Any]:
+    """A mean over queries with its bootstrap interval, or a value computed another way."""
+    if spec.summary != "mean over queries":
+        return {**computed[spec.name], "aggregate": spec.summary}
+    vector = np.array([values[spec.name] for values in per_query.values()], dtype=float)
+    mean, low, high = bootstrap_mean_ci(vector, seed=seed)
+    return {
+        "value": mean,
+        "ci95": [low, high],
+        "aggregate": spec.summary,
+        "n": int(np.sum(~np.isnan(vector))),
+    }
 
 
 def _pooled_position_bias(
@@ -166,10 +198,9 @@ def _pooled_position_bias(
             "value": position_bias_mad(hits, trials, expected),
             "ci95": None,
             "no_bias_floor": floor,
-            "aggregate": "pooled over queries",
         },
-        "exposure_top10": share.tolist(),
-        "expected_top10": expected.tolist(),
+        f"exposure_top{TOP_K}": share.tolist(),
+        f"expected_top{TOP_K}": expected.tolist(),
         "trials": trials.astype(int).tolist(),
     }
 

@@ -1,0 +1,126 @@
+"""The metric registry: one entry per metric, and every consumer agrees with it."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.data.model import Candidate, CandidateSet, TextQuery
+from harness.errors import HarnessError
+from harness.metrics import registry
+from harness.permutations import plan_permutations
+from harness.results.markdown import render_summary
+from harness.results.store import Sample
+from harness.results.summary import summarize
+
+
+def _summarize(strategy: str = "random") -> dict:
+    """An identity reranker (output = shown order) on two queries of 12 candidates."""
+    sets, samples = [], {}
+    for q in range(2):
+        qid = f"q{q}"
+        cands = tuple(Candidate(f"{qid}d{i}", f"text {i}", float(-i)) for i in range(12))
+        sets.append(CandidateSet(qid, TextQuery(f"query {q}"), cands))
+        plan = plan_permutations(strategy, qid, len(cands), perms=4, seed=0)
+        for row, (order, label) in enumerate(zip(plan.orders, plan.labels, strict=True)):
+            ranking = tuple(cands[i].doc_id for i in order)
+            samples[(qid, row)] = Sample(
+                qid, row, label, tuple(int(i) for i in order), ranking, None, {"latency_ms": 5.0}
+            )
+    qrels = {c.query_id: {c.doc_ids[0]: 2, c.doc_ids[5]: 1} for c in sets}
+    return summarize(sets, qrels, samples, seed=0)
+
+
+@pytest.fixture(scope="module")
+def summarized() -> dict:
+    return _summarize()
+
+
+def test_names_are_unique():
+    names = [spec.name for spec in registry.METRICS]
+    assert len(names) == len(set(names))
+
+
+def test_every_per_query_value_summarize_emits_is_registered_in_registry_order(summarized):
+    expected = [spec.name for spec in registry.per_query()]
+    for row in summarized["per_query"].values():
+        assert list(row) == expected
+
+
+def test_summary_holds_exactly_the_summarized_entries_with_their_aggregation(summarized):
+    summary = summarized["summary"]
+    assert list(summary) == [spec.name for spec in registry.summarized()]
+    for spec in registry.summarized():
+        assert summary[spec.name]["aggregate"] == spec.summary
+
+
+def test_per_order_holds_every_order_of_each_per_order_metric(summarized):
+    names = [spec.name for spec in registry.per_order()]
+    assert names == [registry.NDCG, registry.MRR]
+    for qid, row in summarized["per_order"].items():
+        assert list(row) == ["order_index", *names]
+        assert row["order_index"] == list(range(5))  # the reference row 0 included
+        for name in names:
+            assert len(row[name]) == 5
+        # the identity reranker copies the first-stage order in row 0
+        assert row[registry.NDCG][0] == summarized["per_query"][qid][registry.NDCG_REFERENCE]
+
+
+def test_headline_order_is_unchanged():
+    assert [spec.name for spec in registry.headline()] == [
+        "ndcg@10",
+        "mrr@10",
+        "ndcg@10_range",
+        "kendall_tau",
+        "rbo@10",
+        "top1_agreement",
+        "position_bias_mad",
+        "latency_ms_p50",
+        "latency_ms_p95",
+    ]
+
+
+def test_summary_markdown_lists_the_headline_metrics_in_order(summarized):
+    results = {
+        **summarized,
+        "reranker": {"name": "identity"},
+        "dataset": {"name": "d"},
+        "config": {"depth": None},
+        "config_hash": "h",
+        "permutations": {"strategy": "random", "random_orders": 4, "seed": 0},
+    }
+    lines = render_summary(results).splitlines()
+    table = lines[lines.index("|---|---:|---:|---|") + 1 :]
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in table if line.startswith("|")]
+    assert rows == [spec.name for spec in registry.headline()]
+
+
+def test_roles_and_directions():
+    assert [s.name for s in registry.compared()] == ["ndcg@10", "mrr@10", "kendall_tau", "rbo@10"]
+    assert [(s.name, s.gate_margin) for s in registry.default_gates()] == [
+        ("ndcg@10", 0.01),
+        ("kendall_tau", 0.02),
+        ("rbo@10", 0.02),
+    ]
+    assert registry.get("distinct_rankings").lower_is_better
+    assert registry.get("ndcg@10_reference").higher_is_better
+    assert {s.name for s in registry.descriptive()} == {"n_candidates", "n_orders"}
+    for spec in registry.METRICS:  # compared and gated metrics need a direction and per-query data
+        if spec.compared or spec.gate_margin is not None:
+            assert spec.has_direction and spec.per_query
+        if spec.per_order:
+            assert spec.per_query
+
+
+def test_names_are_built_from_the_cutoff():
+    assert registry.TOP_K == 10
+    assert registry.at_k("ndcg") == registry.NDCG == "ndcg@10"
+    assert registry.TOPK_JACCARD == "top10_jaccard"
+    assert registry.latency_percentile(95) == "latency_ms_p95"
+
+
+def test_unknown_name_is_a_one_line_error_listing_known_names():
+    with pytest.raises(HarnessError) as err:
+        registry.get("ndcg@5")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "unknown metric 'ndcg@5'" in message and "kendall_tau" in message
