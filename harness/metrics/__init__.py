@@ -1,1 +1,2 @@
-"""Pure metric kernels: effectiveness, output stability, position bias and bootstrap CIs."""
+"""Metrics: the registry that declares them, pure kernels (effectiveness, output stability,
+position bias), bootstrap intervals and paired statistics."""

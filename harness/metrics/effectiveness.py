@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from harness.files import user_cache_dir
+from harness.metrics.registry import MRR, NDCG
 
 SUPPORTED = ("ndcg@k", "mrr@k", "recall@k", "precision@k", "map@k")
 """Metric names accepted; the "@k" cutoff is optional for each (no cutoff = whole ranking)."""
@@ -47,7 +48,7 @@ def _numba_cache_dir() -> str:
 def effectiveness(
     qrels: Mapping[str, Mapping[str, int]],
     rankings: Sequence[tuple[str, Sequence[str]]],
-    metrics: Sequence[str] = ("ndcg@10", "mrr@10"),
+    metrics: Sequence[str] = (NDCG, MRR),
 ) -> dict[str, np.ndarray]:
     """Score each (query_id, best-first doc ids) entry; arrays are aligned with ``rankings``.
 
