@@ -18,6 +18,13 @@ app = typer.Typer(
 )
 
 
+def _default_gates() -> str:
+    """``ndcg@10=0.01, ...``: the registry's default gates, for the gate's help text."""
+    from harness.metrics.registry import default_gates
+
+    return ", ".join(f"{spec.name}={spec.gate_margin:g}" for spec in default_gates())
+
+
 @app.command()
 def run(
     reranker: Annotated[
@@ -91,7 +98,7 @@ def run(
                     "rerun the same command to resume"
                 )
                 raise typer.Exit(130) from None
-    typer.echo(render_summary(results.to_dict()))
+    typer.echo(render_summary(results))
     typer.echo(f"results: {prepared.run_dir / 'results.json'}")
 
 
@@ -194,7 +201,7 @@ def gate(
         list[str] | None,
         typer.Option(
             help="METRIC=MARGIN, repeatable: the drop tolerated. Given ones replace the default "
-            "gates ndcg@10=0.01, kendall_tau=0.02, rbo@10=0.02."
+            f"gates {_default_gates()}."
         ),
     ] = None,
     floor: Annotated[

@@ -270,9 +270,8 @@ def save_results(run_dir: Path, results: RunResults) -> None:
     from harness.results.markdown import render_summary
 
     store = RunStore(run_dir)
-    payload = results.to_dict()
-    store.write_json(RESULTS_FILE, payload)
-    store.write_text(SUMMARY_FILE, render_summary(payload))
+    store.write_json(RESULTS_FILE, results.to_dict())
+    store.write_text(SUMMARY_FILE, render_summary(results))
 
 
 def _rerank(

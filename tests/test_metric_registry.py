@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.config import RunConfig
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import HarnessError
 from harness.metrics import registry
@@ -11,6 +12,7 @@ from harness.permutations import plan_permutations
 from harness.results.markdown import render_summary
 from harness.results.store import Sample
 from harness.results.summary import summarize
+from harness.runner import execute_run, prepare_run
 
 
 def _summarize(strategy: str = "random") -> dict:
@@ -79,16 +81,11 @@ def test_headline_order_is_unchanged():
     ]
 
 
-def test_summary_markdown_lists_the_headline_metrics_in_order(summarized):
-    results = {
-        **summarized,
-        "reranker": {"name": "identity"},
-        "dataset": {"name": "d"},
-        "config": {"depth": None},
-        "config_hash": "h",
-        "permutations": {"strategy": "random", "random_orders": 4, "seed": 0},
-    }
-    lines = render_summary(results).splitlines()
+def test_summary_markdown_lists_the_headline_metrics_in_order(rankgpt_folder, tmp_path):
+    config = RunConfig(
+        reranker="identity", dataset=str(rankgpt_folder), perms=4, out=str(tmp_path / "run")
+    )
+    lines = render_summary(execute_run(prepare_run(config.validate()))).splitlines()
     table = lines[lines.index("|---|---:|---:|---|") + 1 :]
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table if line.startswith("|")]
     assert rows == [spec.name for spec in registry.headline()]

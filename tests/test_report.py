@@ -121,24 +121,6 @@ def test_sweep_curve_of_the_identity_reranker_is_the_diagonal(runs):
     np.testing.assert_array_equal(curve.mean_rank, curve.positions)  # output copies input
 
 
-def test_report_without_the_dataset_leaves_out_what_needs_it(runs, tmp_path):
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for name in ("run.json", "samples.jsonl", "results.json"):
-        results = (runs["sweep"] / name).read_text()
-        if name != "samples.jsonl":
-            loaded = json.loads(results)
-            loaded["config"]["dataset"] = str(tmp_path / "gone")
-            loaded["dataset"]["source"] = ""
-            results = json.dumps(loaded)
-        (copy / name).write_text(results)
-    result = cli.invoke(app, ["report", str(copy), "--out", str(tmp_path / "alone")])
-    assert result.exit_code == 0, result.output
-    md = (tmp_path / "alone.md").read_text()
-    assert "could not be reloaded" in md and "sweep curve left out" in md
-    assert "One run: nothing to compare." in md
-
-
 def test_not_a_finished_run_is_a_clear_error(tmp_path, runs):
     with pytest.raises(HarnessError, match="not a run folder"):
         load_run(tmp_path)

@@ -69,7 +69,7 @@ def default_name(runs: Sequence[RunData]) -> str:
 
 def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
     labels = [r.label for r in runs]
-    datasets = sorted({str(r.results["dataset"]["name"]) for r in runs})
+    datasets = sorted({r.results.dataset.name for r in runs})
     reason = incomparable_reason(runs)
     comparisons = compare_runs(runs, seed=seed) if reason is None else []
     figures, plot_notes, plot_data = build_figures(runs)
@@ -99,7 +99,9 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
     data = {
         "format": DATA_FORMAT,
         "generated": utc_now(),
-        "runs": [{"label": r.label, "path": str(r.path), "results": r.results} for r in runs],
+        "runs": [
+            {"label": r.label, "path": str(r.path), "results": r.results.to_dict()} for r in runs
+        ],
         "comparable": reason is None,
         "incomparable_reason": reason,
         "comparisons": [asdict(c) for c in comparisons],

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.metrics.registry import KENDALL_TAU, NDCG
 from harness.report.load import RunData
-
-NDCG = "ndcg@10"
 
 
 @dataclass(frozen=True)
@@ -111,6 +110,6 @@ def run_point(run: RunData) -> RunPoint:
             return math.nan, (math.nan, math.nan)
         return item.value, item.ci95 or (math.nan, math.nan)
 
-    ndcg, ndcg_ci = entry("ndcg@10")
-    tau, tau_ci = entry("kendall_tau")
+    ndcg, ndcg_ci = entry(NDCG)
+    tau, tau_ci = entry(KENDALL_TAU)
     return RunPoint(ndcg, ndcg_ci, tau, tau_ci)

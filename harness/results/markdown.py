@@ -3,38 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from harness.metrics import registry
+from harness.results.schema import RunResults
 
 
-def render_summary(results: Mapping[str, Any]) -> str:
-    config = results["config"]
-    dataset = results["dataset"]
-    perms = results["permutations"]
-    counts = results["counts"]
+def render_summary(results: RunResults) -> str:
+    dataset, perms = results.dataset, results.permutations
+    counts = results.counts
     lines = [
-        f"# {results['reranker']['name']} on {dataset['name']}",
+        f"# {results.reranker.name} on {dataset.name}",
         "",
         f"{counts['queries']} queries, {counts['samples']} reranked orders "
-        f"(strategy `{perms['strategy']}`, {perms['random_orders']} random + identity reference; "
-        f"seed {perms['seed']}; depth {config['depth'] or 'all'}); "
-        f"config `{results['config_hash']}`",
+        f"(strategy `{perms.strategy}`, {perms.random_orders} random + identity reference; "
+        f"seed {perms.seed}; depth {results.header.depth or 'all'}); "
+        f"config `{results.header.config_hash}`",
         "",
         "| metric | value | 95% CI | what it shows |",
         "|---|---:|---:|---|",
     ]
-    summary = results["summary"]
     for spec in registry.headline():
-        entry = summary.get(spec.name)
+        entry = results.summary.get(spec.name)
         if entry is None:
             continue
-        ci = entry.get("ci95")
+        ci = entry.ci95
         interval = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
-        if entry.get("no_bias_floor") is not None:
-            interval = f"no-bias floor {_fmt(entry['no_bias_floor'])}"
-        lines.append(f"| {spec.name} | {_fmt(entry['value'])} | {interval} | {spec.shows} |")
-    parse = results.get("parse_status") or {}
+        if entry.no_bias_floor is not None:
+            interval = f"no-bias floor {_fmt(entry.no_bias_floor)}"
+        lines.append(f"| {spec.name} | {_fmt(entry.value)} | {interval} | {spec.shows} |")
+    parse = results.parse_status
     if parse:
         lines += ["", "| permutations | " + " | ".join(_statuses(parse)) + " |"]
         lines.append("|---|" + "---:|" * len(_statuses(parse)))

@@ -18,7 +18,7 @@ Every file carries ``format``; a reader refuses a newer one and sends an older o
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -198,6 +198,10 @@ class SummaryEntry:
     n: int | None = None
     no_bias_floor: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Only the fields this entry has (a pooled entry has no ``n``, a mean no floor)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> SummaryEntry:
         entry = dict(data)
@@ -282,7 +286,7 @@ class RunResults:
             "environment": self.environment,
             "wall_time_s": self.wall_time_s,
             "finished": self.finished,
-            "summary": {k: asdict(v) for k, v in self.summary.items()},
+            "summary": {k: v.to_dict() for k, v in self.summary.items()},
             "per_query": self.per_query,
             "per_order": {q: v.to_dict() for q, v in self.per_order.items()},
             "position_bias": self.position_bias,
@@ -305,7 +309,7 @@ class RunResults:
                     for k, v in data["summary"].items()
                 },
                 per_query={
-                    str(q): {str(k): _number(x) for k, x in row.items()}
+                    str(q): {str(k): _value(x) for k, x in row.items()}
                     for q, row in data["per_query"].items()
                 },
                 per_order={str(q): PerOrder.from_dict(v) for q, v in data["per_order"].items()},
@@ -322,6 +326,11 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _value(value: Any) -> float | int:
+    """A per-query value: counts stay integers, null is NaN."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else _number(value)
+
+
 def _plain(value: Any) -> Any:
     """Strict-JSON-ready copy: tuples to lists, NaN/inf to null, mappings to dicts."""
     if isinstance(value, Mapping):
@@ -331,13 +340,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def summary_from_dict(
-    rows: Mapping[str, Mapping[str, Any]], where: str = "summary"
-) -> dict[str, SummaryEntry]:
-    return {k: SummaryEntry.from_dict(v, f"{where} {k!r}") for k, v in rows.items()}
-
-
-def per_order_from_dict(rows: Mapping[str, Mapping[str, Sequence[Any]]]) -> dict[str, PerOrder]:
-    return {str(q): PerOrder.from_dict(v) for q, v in rows.items()}
