@@ -2,10 +2,13 @@
 
 **Shared prefix.** Every prompt of a batch starts with the same ``prefix_len`` tokens. They
 run once (causal, positions ``0..L-1``); their KV cache is kept for the next batch with the
-same prefix and broadcast to each batch, whose rows run right-aligned after it with the gap
-masked and positions continuing the prefix::
+same prefix and broadcast to each batch, whose rows run after it with the padding masked and
+positions continuing the prefix. Reading the next token, rows are left-aligned with the pads
+at the end, where causal attention keeps every real token from seeing them; generating, rows
+are right-aligned so that each step's tokens fill one new column::
 
-    [ shared prefix (cached) | pad … pad | row tokens ]
+    read:      [ shared prefix (cached) | row tokens | pad … pad ]
+    generate:  [ shared prefix (cached) | pad … pad | row tokens ]
 
 That is exact in arithmetic (the same tokens at the same positions under the same causal
 mask) and differs from one uncached, unpadded pass only by float rounding (~1e-6 in fp32).
@@ -125,7 +128,7 @@ class TransformersBackend(Backend):
                 missing=tuple(m for d in done for m in d.missing),
             )
         passes = self.prefix_passes
-        logits, _ = self._prefill(batch)  # [P, V] fp32: one position per row
+        logits = self._read_last(batch)  # [P, V] fp32: one position per row
         ids = torch.tensor(list(token_ids), device=logits.device)
         logprobs = logits.log_softmax(dim=-1)[:, ids]
         mass = torch.softmax(logits, dim=-1)[:, ids].sum(dim=-1)
@@ -201,9 +204,39 @@ class TransformersBackend(Backend):
         )
         return Generation(tokens, texts, ended, decode_steps, self.prefix_passes > passes)
 
+    def _read_last(self, batch: TokenBatch) -> torch.Tensor:
+        """fp32 logits after each row's last token: rows left-aligned after the prefix, pads
+        at the end, where no real token can see them (so each row computes as it would
+        alone), positions continuing the prefix."""
+        import torch
+
+        device = self.loaded.device
+        length = batch.prefix_len
+        rest = [row[length:] for row in batch.rows]
+        p, width = len(rest), max(len(r) for r in rest)
+        input_ids = torch.full((p, width), self._pad, dtype=torch.long, device=device)
+        mask = torch.zeros(p, length + width, dtype=torch.long, device=device)
+        mask[:, :length] = 1
+        for i, row in enumerate(rest):
+            input_ids[i, : len(row)] = torch.tensor(row, device=device)
+            mask[i, length : length + len(row)] = 1
+        positions = (length + torch.arange(width, device=device)).expand(p, width)
+        last = torch.tensor([len(r) - 1 for r in rest], device=device)
+        with torch.inference_mode():
+            cache = self._shared_prefix(batch) if length else None
+            hidden = self._decoder(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state
+            return self._head(hidden[torch.arange(p, device=device), last]).float()
+
     def _prefill(self, batch: TokenBatch) -> tuple[torch.Tensor, tuple[Any, Any, Any]]:
-        """Run the rows after the prefix; returns last-position fp32 logits and the state a
-        decoding loop continues from (cache, 2-D mask, positions)."""
+        """Run the rows after the prefix, right-aligned so that the next token of every row
+        goes in one new column; returns last-position fp32 logits and the state a decoding
+        loop continues from (cache, 2-D mask, positions)."""
         import torch
 
         device = self.loaded.device
