@@ -205,38 +205,30 @@ class TransformersBackend(Backend):
         return Generation(tokens, texts, ended, decode_steps, self.prefix_passes > passes)
 
     def _read_last(self, batch: TokenBatch) -> torch.Tensor:
-        """fp32 logits after each row's last token: rows left-aligned after the prefix, pads
-        at the end, where no real token can see them (so each row computes as it would
-        alone), positions continuing the prefix."""
+        """fp32 logits after each row's last token, rows left-aligned (pads at the end, where
+        no real token can see them, so each row computes as it would alone)."""
         import torch
 
-        device = self.loaded.device
-        length = batch.prefix_len
-        rest = [row[length:] for row in batch.rows]
-        p, width = len(rest), max(len(r) for r in rest)
-        input_ids = torch.full((p, width), self._pad, dtype=torch.long, device=device)
-        mask = torch.zeros(p, length + width, dtype=torch.long, device=device)
-        mask[:, :length] = 1
-        for i, row in enumerate(rest):
-            input_ids[i, : len(row)] = torch.tensor(row, device=device)
-            mask[i, length : length + len(row)] = 1
-        positions = (length + torch.arange(width, device=device)).expand(p, width)
-        last = torch.tensor([len(r) - 1 for r in rest], device=device)
+        output, _, _, ends = self._run_rows(batch, right_aligned=False)
+        rows = torch.arange(len(batch.rows), device=ends.device)
         with torch.inference_mode():
-            cache = self._shared_prefix(batch) if length else None
-            hidden = self._decoder(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-            ).last_hidden_state
-            return self._head(hidden[torch.arange(p, device=device), last]).float()
+            return self._head(output.last_hidden_state[rows, ends]).float()
 
     def _prefill(self, batch: TokenBatch) -> tuple[torch.Tensor, tuple[Any, Any, Any]]:
-        """Run the rows after the prefix, right-aligned so that the next token of every row
-        goes in one new column; returns last-position fp32 logits and the state a decoding
-        loop continues from (cache, 2-D mask, positions)."""
+        """Run the rows right-aligned, so that the next token of every row goes in one new
+        column; returns last-position fp32 logits and the state a decoding loop continues
+        from (cache, 2-D mask, positions)."""
+        import torch
+
+        output, mask, positions, _ = self._run_rows(batch, right_aligned=True)
+        with torch.inference_mode():
+            logits = self._head(output.last_hidden_state[:, -1]).float()
+        return logits, (output.cache, mask, positions)
+
+    def _run_rows(self, batch: TokenBatch, right_aligned: bool) -> tuple[Any, Any, Any, Any]:
+        """One forward pass over the rows after the (cached) shared prefix, padded to one
+        width with the padding masked and positions continuing the prefix; returns the
+        output, the 2-D mask, the positions and each row's last column."""
         import torch
 
         device = self.loaded.device
@@ -246,11 +238,17 @@ class TransformersBackend(Backend):
         input_ids = torch.full((p, width), self._pad, dtype=torch.long, device=device)
         mask = torch.zeros(p, length + width, dtype=torch.long, device=device)
         mask[:, :length] = 1
-        positions = torch.full((p, width), length, dtype=torch.long, device=device)
-        for i, row in enumerate(rest):  # right-aligned: the last column is every row's end
-            input_ids[i, width - len(row) :] = torch.tensor(row, device=device)
-            mask[i, length + width - len(row) :] = 1
-            positions[i, width - len(row) :] = torch.arange(length, length + len(row))
+        if right_aligned:
+            positions = torch.full((p, width), length, dtype=torch.long, device=device)
+        else:
+            positions = (length + torch.arange(width, device=device)).expand(p, width)
+        for i, row in enumerate(rest):
+            start = width - len(row) if right_aligned else 0
+            input_ids[i, start : start + len(row)] = torch.tensor(row, device=device)
+            mask[i, length + start : length + start + len(row)] = 1
+            if right_aligned:
+                positions[i, start:] = torch.arange(length, length + len(row))
+        ends = torch.tensor([width - 1 if right_aligned else len(r) - 1 for r in rest])
         with torch.inference_mode():
             cache = self._shared_prefix(batch) if length else None
             output = self._decoder(
@@ -260,8 +258,7 @@ class TransformersBackend(Backend):
                 cache=cache,
                 use_cache=True,
             )
-            logits = self._head(output.last_hidden_state[:, -1]).float()
-        return logits, (output.cache, mask, positions)
+        return output, mask, positions, ends.to(device)
 
     def _shared_prefix(self, batch: TokenBatch) -> Any:
         """The prefix's KV cache broadcast to the batch; the prefix runs once per new key."""
