@@ -110,16 +110,19 @@ def list_presets() -> None:
     from rich.text import Text
 
     from harness.data.registry import available_cards
-    from harness.rerankers.registry import available_presets
+    from harness.rerankers.registry import available_presets, backend_of
 
     with _user_errors():
         console = Console()
         rerankers = Table(
-            "reranker", "adapter", "order-invariant", "description", title="Rerankers"
+            "reranker", "adapter", "backend", "order-invariant", "description", title="Rerankers"
         )
         for preset in available_presets():
             invariant = "yes" if preset.order_invariant else "no"
-            rerankers.add_row(preset.name, preset.adapter, invariant, Text(preset.description))
+            backend = backend_of(preset) or "none (no model)"
+            rerankers.add_row(
+                preset.name, preset.adapter, backend, invariant, Text(preset.description)
+            )
         console.print(rerankers)
         datasets = Table("dataset", "task", "status", "source", title="Datasets")
         for card in available_cards():

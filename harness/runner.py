@@ -22,13 +22,13 @@ from harness.data.trec import has_relevant
 from harness.errors import HarnessError
 from harness.permutations import PermutationPlan, plan_permutations
 from harness.rerankers.base import Reranker, RunContext
-from harness.rerankers.registry import RerankerPreset, build_reranker, resolve_preset
+from harness.rerankers.preset import RerankerPreset
+from harness.rerankers.registry import build_reranker, resolve_preset
 from harness.results.provenance import environment, utc_now
 from harness.results.schema import (
     DatasetRecord,
     PermutationRecord,
     QueryRecord,
-    RerankerRecord,
     RunHeader,
     RunResults,
 )
@@ -113,7 +113,7 @@ def prepare_run(config: RunConfig) -> PreparedRun:
     header = RunHeader(
         config_hash=digest,
         config=resolved,
-        reranker=RerankerRecord(**preset.to_dict()),
+        reranker=preset,
         dataset=DatasetRecord(
             name=card.name,
             task=full.task,

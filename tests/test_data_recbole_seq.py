@@ -154,8 +154,8 @@ def test_a_card_prepares_a_run(folder: Path, tmp_path: Path) -> None:
     assert [len(s) for s in load_dataset(load_card(card)).sets] == [3, 3]
     config = RunConfig(reranker="first-stage", dataset=str(card), perms=2, out=str(tmp_path))
     prepared = prepare_run(config.validate())  # everything up to reranking; no metrics needed
-    assert prepared.header["dataset"]["notes"]["users_with_target_inserted"] == 1
-    assert prepared.header["dataset"]["task"] == "recommendation"
+    assert prepared.header.dataset.notes["users_with_target_inserted"] == 1
+    assert prepared.header.dataset.task == "recommendation"
     write(folder / "g.sasrec", "")  # status checks files exist, not their content
     (folder / "g.item").unlink()
     assert "g.item" in load_card(card).status()

@@ -129,7 +129,7 @@ class MaskedRequest:
 
     tokens: np.ndarray
     positions: np.ndarray
-    allowed: Any  # bool array or tensor [P, T, S+T]; a backend converts it to its own mask
+    allowed: np.ndarray  # bool [P, T, S+T]; a backend converts it to its own mask
     target_rows: np.ndarray
     target_columns: np.ndarray
 

@@ -284,9 +284,10 @@ class TransformersBackend(Backend):
 
         device = self.loaded.device
         dtype = self._head.weight.dtype
-        input_ids = torch.from_numpy(request.tokens).to(device)
-        positions = torch.from_numpy(request.positions).to(device)
-        allowed = torch.as_tensor(request.allowed).to(device)
+        # Copies: the arrays may be read-only views (broadcasts), which torch warns about.
+        input_ids = torch.tensor(request.tokens, device=device)
+        positions = torch.tensor(request.positions, device=device)
+        allowed = torch.tensor(request.allowed, device=device)
         p = input_ids.shape[0]
         with torch.inference_mode():
             hidden = self._decoder(

@@ -23,7 +23,6 @@ import dataclasses
 import importlib
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from harness.presets import preset_dir, read_yaml
 from harness.rerankers.base import Reranker, RunContext
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import split_params
+from harness.rerankers.preset import RerankerPreset
 
 # Adapter kind -> "module:Class". Modules are imported only when a preset uses them, so the
 # core never pays for torch or transformers. The two "-vllm" kinds are the old names of
@@ -51,37 +51,6 @@ ADAPTERS: Mapping[str, str] = {
     "rankgpt-vllm": "harness.rerankers.rankgpt:RankGPTReranker",
 }
 ADAPTER_BACKENDS: Mapping[str, str] = {"first-vllm": "vllm", "rankgpt-vllm": "vllm"}
-
-
-@dataclass(frozen=True)
-class RerankerPreset:
-    name: str
-    adapter: str
-    description: str = ""
-    order_invariant: bool = False
-    params: Mapping[str, Any] = field(default_factory=dict)
-    source: str = ""
-    backend: str | None = None  # LLM methods: transformers (default) or vllm
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {
-            "name": self.name,
-            "adapter": self.adapter,
-            "description": self.description,
-            "order_invariant": self.order_invariant,
-            "params": dict(self.params),
-            "source": self.source,
-        }
-        if self.backend is not None:  # absent when unset, so older presets hash as before
-            data["backend"] = self.backend
-        return data
-
-    @property
-    def where(self) -> str:
-        """How errors name the preset: its file where it has one."""
-        return (
-            f"{self.source}: reranker {self.name!r}" if self.source else f"reranker {self.name!r}"
-        )
 
 
 def available_presets() -> list[RerankerPreset]:
@@ -172,10 +141,18 @@ def adapter_class(preset: RerankerPreset) -> type[Reranker]:
     return cls
 
 
+def backend_of(preset: RerankerPreset) -> str | None:
+    """The backend a preset runs on: its ``backend`` key, the one an old adapter name implies,
+    or the default; ``None`` for adapters that load no model (the controls)."""
+    if not issubclass(adapter_class(preset), BackendReranker):
+        return None
+    return preset.backend or ADAPTER_BACKENDS.get(preset.adapter, DEFAULT_BACKEND)
+
+
 def _build_on_backend(
     cls: type[BackendReranker], preset: RerankerPreset, context: RunContext
 ) -> BackendReranker:
-    name = preset.backend or ADAPTER_BACKENDS.get(preset.adapter, DEFAULT_BACKEND)
+    name = backend_of(preset) or DEFAULT_BACKEND
     where = f"{preset.where} on backend {name!r}"
     backend_cls = require_backend(cls.method, cls.requires, name)
     _check_engine_keys(where, preset.params, name)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.rerankers.preset import RerankerPreset
 
 FORMAT_VERSION = 2
 LEGACY_FORMAT_KEY = "harness_run"  # format 1 stored its version under this key
@@ -66,32 +67,6 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 
 @dataclass(frozen=True)
-class RerankerRecord:
-    """The reranker preset as resolved, plus (in results) the adapter's identity.
-
-    ``order_invariant`` in results is the preset's declaration OR the adapter class's: either
-    makes the gate check invariance.
-    """
-
-    name: str
-    adapter: str
-    description: str = ""
-    order_invariant: bool = False
-    params: Mapping[str, Any] = field(default_factory=dict)
-    source: str = ""
-    backend: str | None = None
-    identity: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def model(self) -> Any:
-        return self.identity.get("model")
-
-    @property
-    def prompt_hash(self) -> Any:
-        return self.identity.get("prompt_sha256", self.identity.get("prompt_hash"))
-
-
-@dataclass(frozen=True)
 class DatasetRecord:
     """Which data the run used: the card, its content fingerprint and the query selection."""
 
@@ -122,7 +97,7 @@ class RunHeader:
 
     config_hash: str
     config: Mapping[str, Any]
-    reranker: RerankerRecord
+    reranker: RerankerPreset
     dataset: DatasetRecord
     permutations: PermutationRecord
     created: str
@@ -134,7 +109,13 @@ class RunHeader:
         return self.config.get("depth")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data |= {
+            "reranker": self.reranker.to_dict(),
+            "dataset": asdict(self.dataset),
+            "permutations": asdict(self.permutations),
+        }
+        return _plain(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "run.json") -> RunHeader:
@@ -154,7 +135,7 @@ def _header_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {
         **data,
         "config": dict(data["config"]),
-        "reranker": _build(RerankerRecord, data["reranker"], where),
+        "reranker": _build(RerankerPreset, data["reranker"], where),
         "dataset": _build(DatasetRecord, dataset, where),
         "permutations": _build(PermutationRecord, data["permutations"], where),
         "run_notes": tuple(data.get("run_notes", ())),
@@ -254,7 +235,7 @@ class RunResults:
 
     # Shorthands for the header parts every reader needs.
     @property
-    def reranker(self) -> RerankerRecord:
+    def reranker(self) -> RerankerPreset:
         return self.header.reranker
 
     @property

@@ -16,7 +16,8 @@ from typing import Any
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.results.schema import FORMAT_VERSION, RerankerRecord, RunResults, format_of
+from harness.rerankers.preset import RerankerPreset
+from harness.results.schema import FORMAT_VERSION, RunResults, format_of
 from harness.results.store import IDENTITY_FILE, RESULTS_FILE, RUN_FILE, RunStore
 
 UPGRADABLE = (1,)
@@ -55,7 +56,7 @@ def upgrade_run(run_dir: Path, dataset: str | None = None) -> RunResults:
     header = replace(
         prepared.header,
         config_hash=str(old["config_hash"]),
-        reranker=RerankerRecord(**reranker),
+        reranker=RerankerPreset(**reranker),
         created=str(old.get("created", prepared.header.created)),
         run_notes=tuple(old.get("run_notes", ())),
     )
