@@ -23,7 +23,7 @@ from harness.errors import HarnessError
 from harness.permutations import PermutationPlan, plan_permutations
 from harness.rerankers.base import Reranker, RunContext
 from harness.rerankers.preset import RerankerPreset
-from harness.rerankers.registry import build_reranker, resolve_preset
+from harness.rerankers.registry import build_reranker, check_preset, resolve_preset
 from harness.results.provenance import environment, utc_now
 from harness.results.schema import (
     DatasetRecord,
@@ -69,9 +69,16 @@ class PreparedRun:
             )
 
 
-def prepare_run(config: RunConfig) -> PreparedRun:
-    """Resolve presets and data and build every permutation plan; no model is loaded yet."""
-    preset = resolve_preset(config.reranker or "")
+def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> PreparedRun:
+    """Resolve presets and data and build every permutation plan; no model is loaded yet.
+
+    A resolved preset is checked as far as it can be without a model, so a bad one stops the
+    run before its folder is written. ``preset`` replaces resolving ``config.reranker`` (an
+    upgrade, which reranks nothing, passes the recorded one).
+    """
+    if preset is None:
+        preset = resolve_preset(config.reranker or "")
+        check_preset(preset)
     card = resolve_card(config.dataset)
     full = load_dataset(card)
     queries = config.queries if config.queries is not None else card.defaults.get("queries")
@@ -179,7 +186,7 @@ def rerank_pending(
     model is loaded only if something is left to do.
     """
     config = prepared.config
-    store = RunStore.open(prepared.run_dir, prepared.header, list(prepared.query_records()))
+    store = RunStore.open(prepared.run_dir, prepared.header.config_hash)
     done = store.load_samples()
     total = prepared.total_orders
     pending = [
@@ -198,7 +205,11 @@ def rerank_pending(
                 device=config.device, seed=config.seed, batch_size=config.batch_size
             )
             reranker = reranker_factory(prepared.preset, context)
-            _check_same_reranker(store, reranker.identity())
+            identity = _same_reranker(store, reranker.identity())
+        if store.needs_header:  # only once the run may go on: a refusal leaves no trace
+            store.write_header(prepared.header, list(prepared.query_records()))
+        if reranker is not None:
+            store.write_json(IDENTITY_FILE, identity)
         for cset, plan, rows in pending:
             for start in range(0, len(rows), config.batch_size):
                 batch = rows[start : start + config.batch_size]
@@ -319,8 +330,8 @@ def _default_run_dir(config: RunConfig, dataset_name: str) -> Path:
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.@-]+", "_", "-".join(parts))
 
 
-def _check_same_reranker(store: RunStore, identity: dict[str, Any]) -> None:
-    """Record the reranker's identity; a resumed run must be continued by the same one."""
+def _same_reranker(store: RunStore, identity: dict[str, Any]) -> dict[str, Any]:
+    """The reranker's identity as recorded; a resumed run must be continued by the same one."""
     normalised = json.loads(json.dumps(identity, default=str))
     previous = store.read_json(IDENTITY_FILE)
     if previous and previous != normalised:
@@ -331,4 +342,4 @@ def _check_same_reranker(store: RunStore, identity: dict[str, Any]) -> None:
             f"{store.run_dir} was started with a different model or prompt ({', '.join(changed)} "
             "changed); use another --out to compare them"
         )
-    store.write_json(IDENTITY_FILE, normalised)
+    return normalised

@@ -140,3 +140,27 @@ def test_backend_key_must_be_a_string(tmp_path: Path) -> None:
 def test_to_dict_carries_backend_only_when_set() -> None:
     assert "backend" not in resolve_preset("invarirank").to_dict()
     assert resolve_preset("first-vllm").to_dict()["backend"] == "vllm"
+
+
+def test_an_adapter_module_that_fails_on_import_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "syntax_broken_adapter.py").write_text("def oops(:\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = build_error(tmp_path, "name: mine\nadapter: syntax_broken_adapter:Mine\n")
+    assert "cannot import module 'syntax_broken_adapter'" in message
+    assert "SyntaxError" in message
+
+
+def test_too_many_alpha_identifiers_fail_before_any_model_loads(tmp_path: Path) -> None:
+    text = (
+        "name: mine\nadapter: first\nparams:\n  model: /nope.gguf\n  window_size: 30\n"
+        "  stride: 10\n"
+    )
+    assert "alpha identifiers go up to 26" in build_error(tmp_path, text)
+
+
+def test_order_invariant_must_be_a_boolean(tmp_path: Path) -> None:
+    path = preset_file(tmp_path, "name: mine\nadapter: identity\norder_invariant: 'false'\n")
+    with pytest.raises(HarnessError, match="'order_invariant' must be true or false"):
+        load_preset(path)

@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -184,3 +185,88 @@ def test_nan_values_survive_the_strict_json_round_trip(data, tmp_path):
         for metric, value in row.items():
             other = reread.per_query[query][metric]
             assert (math.isnan(value) and math.isnan(other)) or value == other
+
+
+def test_a_bad_preset_stops_the_run_before_its_folder_is_written(data, tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("name: mine\nadapter: identity\nparams: {foo: 1}\n", encoding="utf-8")
+    out = tmp_path / "run"
+    with pytest.raises(HarnessError, match="unknown param 'foo'"):
+        _run(data, out, reranker=str(preset), perms=2)
+    assert not out.exists()
+    preset.write_text("name: mine\nadapter: identity\n", encoding="utf-8")
+    assert _run(data, out, reranker=str(preset), perms=2).counts["samples"] == 4 * 3
+
+
+def test_run_refuses_to_resume_a_folder_of_a_newer_format(data, tmp_path):
+    _run(data, tmp_path / "run", reranker="identity", perms=2)
+    run_file = tmp_path / "run" / RUN_FILE
+    newer = {**json.loads(run_file.read_text()), "format": FORMAT_VERSION + 1}
+    run_file.write_text(json.dumps(newer))
+    with pytest.raises(HarnessError, match="by a newer harness"):
+        _run(data, tmp_path / "run", reranker="identity", perms=2)
+    assert json.loads(run_file.read_text())["format"] == FORMAT_VERSION + 1  # left untouched
+
+
+def test_a_malformed_section_of_results_is_one_line(data, tmp_path):
+    _run(data, tmp_path / "run", reranker="identity", perms=2)
+    path = tmp_path / "run" / RESULTS_FILE
+    for key, value in (("reranker", 5), ("dataset", [1]), ("config", "x")):
+        payload = json.loads(path.read_text())
+        original = payload[key]
+        payload[key] = value
+        path.write_text(json.dumps(payload))
+        with pytest.raises(HarnessError, match=f"'{key}' must be a JSON object"):
+            read_results(tmp_path / "run")
+        payload[key] = original
+        path.write_text(json.dumps(payload))
+
+
+def test_upgrade_keeps_the_recorded_run_and_needs_no_preset_file(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FORMAT_1_RUN, old)
+    for name in (RUN_FILE, RESULTS_FILE):  # as if the run used a preset file since deleted
+        payload = json.loads((old / name).read_text())
+        payload["config"]["reranker"] = "/nonexistent/presets/identity.yaml"
+        (old / name).write_text(json.dumps(payload))
+    moved = write_rankgpt_folder(tmp_path / "moved-data", candidates=8)
+    result = cli.invoke(app, ["upgrade", str(old), "--dataset", str(moved)])
+    assert result.exit_code == 0, result.output
+    upgraded = read_results(old)
+    legacy = json.loads((FORMAT_1_RUN / RESULTS_FILE).read_text())
+    assert upgraded.dataset.name == legacy["dataset"]["name"] == "data"
+    assert upgraded.dataset.source == legacy["dataset"]["source"]
+    assert upgraded.config["reranker"] == "/nonexistent/presets/identity.yaml"
+
+
+def test_upgrade_refuses_other_data(tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(FORMAT_1_RUN, old)
+    other = write_rankgpt_folder(tmp_path / "other", candidates=8, seed_text="passage")
+    result = cli.invoke(app, ["upgrade", str(old), "--dataset", str(other)])
+    assert result.exit_code == 2 and "is not the run's (fingerprint" in result.output
+    assert not (old / QUERIES_FILE).exists()  # nothing written
+
+
+def test_trec_export_of_a_sweep_holds_the_queries_shown_each_order(data, tmp_path):
+    from ranx import Qrels, Run, evaluate
+
+    results = _run(data, tmp_path / "run", reranker="identity", strategy="sweep")
+    out = tmp_path / "trec"
+    assert cli.invoke(app, ["export", str(tmp_path / "run"), "--trec", str(out)]).exit_code == 0
+    qrels = Qrels.from_file(str(out / "qrels.txt"), kind="trec").to_dict()
+    recorded = {
+        (q, i): v
+        for q, per_order in results.per_order.items()
+        for i, v in zip(per_order.order_index, per_order.values["ndcg@10"], strict=True)
+    }
+    checked = 0
+    for path in sorted(out.glob("order-*.trec")):
+        index = int(path.stem.removeprefix("order-"))
+        run = Run.from_file(str(path), kind="trec")
+        subset = Qrels({q: qrels[q] for q in run.keys()})  # noqa: SIM118 - a ranx Run
+        scores = evaluate(subset, run, "ndcg@10", return_mean=False)
+        for query, value in zip(run.keys(), np.atleast_1d(scores), strict=True):
+            assert value == pytest.approx(recorded[(query, index)], abs=1e-12)
+            checked += 1
+    assert checked == results.counts["samples"]

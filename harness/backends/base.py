@@ -81,11 +81,11 @@ class NextTokenScores:
     """The next token after each row, read for a few chosen token ids.
 
     ``logprobs[p, k]``: fp32 log-probability (normalised over the full vocabulary) of chosen
-    token ``k`` after row ``p``, as float64; ``-inf`` where the backend could not return it
-    (``missing`` counts those). ``mass``: total probability of the chosen tokens.
-    ``top_is_chosen``: the most likely next token is one of them. ``generated_tokens``: what
-    the backend generated to read them (1, checked by FIRST). ``prefix_computed``: the shared
-    prefix was computed for this call rather than reused.
+    token ``k`` after row ``p`` (a float32 array; callers widen it); ``-inf`` where the
+    backend could not return it (``missing`` counts those). ``mass``: total probability of
+    the chosen tokens. ``top_is_chosen``: the most likely next token is one of them.
+    ``generated_tokens``: what the backend generated to read them (1, checked by FIRST).
+    ``prefix_computed``: the shared prefix was computed for this call rather than reused.
     """
 
     logprobs: np.ndarray

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.rerankers.listwise_prompts import IDENTIFIER_STYLES
+from harness.rerankers.listwise_prompts import identifiers
 from harness.rerankers.windows import DEFAULT_STRIDE, DEFAULT_WINDOW, validate_window
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
@@ -56,11 +56,7 @@ class FirstParams(ListwiseParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.identifiers not in IDENTIFIER_STYLES:
-            raise HarnessError(
-                f"identifiers must be one of {', '.join(IDENTIFIER_STYLES)}, "
-                f"got {self.identifiers!r}"
-            )
+        identifiers(self.identifiers, self.window_size)  # the style exists and covers a window
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ def load_preset(path: Path) -> RerankerPreset:
     unknown = set(data) - {"name", "adapter", "description", "order_invariant", "params", "backend"}
     if unknown:
         raise HarnessError(f"{path}: unknown preset keys {sorted(unknown)}")
+    if not isinstance(data.get("order_invariant", False), bool):
+        raise HarnessError(f"{path}: 'order_invariant' must be true or false")
     if "backend" in data and not isinstance(data["backend"], str):
         raise HarnessError(f"{path}: 'backend' must be a string such as transformers or vllm")
     params = data.get("params") or {}
@@ -105,17 +107,42 @@ def build_reranker(preset: RerankerPreset, context: RunContext) -> Reranker:
     its keys are checked against its signature. Errors raised inside a constructor are not
     caught: a ``TypeError`` there is a bug and keeps its traceback.
     """
-    cls = adapter_class(preset)
-    if issubclass(cls, BackendReranker):
-        reranker: Reranker = _build_on_backend(cls, preset, context)
+    cls, typed = _checked(preset)
+    if typed is not None:
+        name, model, engine, params = typed
+        purpose = f"the {getattr(cls, 'method', preset.adapter)} reranker"
+        backend = open_backend(name, model, engine, context, purpose)
+        reranker: Reranker = cls(preset.name, context, backend, params)
     else:
-        if preset.backend is not None:
-            raise HarnessError(f"{preset.where}: adapter {preset.adapter!r} takes no backend")
-        _check_keywords(cls, preset)
         reranker = cls(preset.name, context, **dict(preset.params))
     if preset.order_invariant:
         reranker.order_invariant = True
     return reranker
+
+
+def check_preset(preset: RerankerPreset) -> None:
+    """Every check :func:`build_reranker` makes before loading a model, without loading one:
+    the runner calls it before it writes a run folder, so a bad preset leaves nothing behind."""
+    _checked(preset)
+
+
+def _checked(preset: RerankerPreset) -> tuple[type[Reranker], tuple[str, Any, Any, Any] | None]:
+    """The adapter class and, for a method on a backend, (backend, model, engine, method)
+    params, all validated."""
+    cls = adapter_class(preset)
+    if not issubclass(cls, BackendReranker):
+        if preset.backend is not None:
+            raise HarnessError(f"{preset.where}: adapter {preset.adapter!r} takes no backend")
+        _check_keywords(cls, preset)
+        return cls, None
+    name = backend_of(preset) or DEFAULT_BACKEND
+    where = f"{preset.where} on backend {name!r}"
+    backend_cls = require_backend(cls.method, cls.requires, name)
+    _check_engine_keys(where, preset.params, name)
+    model, engine, params = split_params(
+        where, preset.params, (ModelParams, backend_cls.engine_params, cls.params_type)
+    )
+    return cls, (name, model, engine, params)
 
 
 def adapter_class(preset: RerankerPreset) -> type[Reranker]:
@@ -130,7 +157,7 @@ def adapter_class(preset: RerankerPreset) -> type[Reranker]:
     module_name, class_name = target.split(":", 1)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # any failure of the user's module (syntax, its own raise)
         raise HarnessError(
             f"{preset.where}: cannot import module {module_name!r} for adapter {target!r}: "
             f"{type(exc).__name__}: {exc}"
@@ -147,20 +174,6 @@ def backend_of(preset: RerankerPreset) -> str | None:
     if not issubclass(adapter_class(preset), BackendReranker):
         return None
     return preset.backend or ADAPTER_BACKENDS.get(preset.adapter, DEFAULT_BACKEND)
-
-
-def _build_on_backend(
-    cls: type[BackendReranker], preset: RerankerPreset, context: RunContext
-) -> BackendReranker:
-    name = backend_of(preset) or DEFAULT_BACKEND
-    where = f"{preset.where} on backend {name!r}"
-    backend_cls = require_backend(cls.method, cls.requires, name)
-    _check_engine_keys(where, preset.params, name)
-    model, engine, params = split_params(
-        where, preset.params, (ModelParams, backend_cls.engine_params, cls.params_type)
-    )
-    backend = open_backend(name, model, engine, context, f"the {cls.method} reranker")
-    return cls(preset.name, context, backend, params)
 
 
 def _check_engine_keys(where: str, params: Mapping[str, Any], backend: str) -> None:

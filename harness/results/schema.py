@@ -56,6 +56,8 @@ def check_format(data: Mapping[str, Any], where: str) -> None:
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     """``cls(**data)`` for a flat record, naming missing or unknown keys in one line."""
+    if not isinstance(data, Mapping):
+        raise HarnessError(f"{where}: {cls.__name__} must be a JSON object, got {data!r:.40}")
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -125,11 +127,13 @@ class RunHeader:
 
 
 def _header_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    missing = [
-        k for k in ("config_hash", "config", "reranker", "dataset", "permutations") if k not in data
-    ]
+    sections = ("config_hash", "config", "reranker", "dataset", "permutations")
+    missing = [k for k in sections if k not in data]
     if missing:
         raise HarnessError(f"{where}: not a harness run file (missing {missing})")
+    for key in sections[1:]:
+        if not isinstance(data[key], Mapping):
+            raise HarnessError(f"{where}: '{key}' must be a JSON object")
     dataset = dict(data["dataset"])
     dataset["query_ids"] = tuple(dataset.get("query_ids", ()))
     return {

@@ -20,7 +20,13 @@ from typing import IO, Any
 from harness.errors import HarnessError
 from harness.files import write_text_atomic
 from harness.permutations import OrderLabel
-from harness.results.schema import FORMAT_VERSION, QueryRecord, RunHeader, format_of
+from harness.results.schema import (
+    FORMAT_VERSION,
+    QueryRecord,
+    RunHeader,
+    check_format,
+    format_of,
+)
 
 RUN_FILE = "run.json"
 QUERIES_FILE = "queries.jsonl"
@@ -76,36 +82,43 @@ class Sample:
 class RunStore:
     """Append-only access to one run folder."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, needs_header: bool = False) -> None:
         self.run_dir = run_dir
+        self.needs_header = needs_header  # new folder, or one of an older format
         self._handle: IO[str] | None = None
 
     @classmethod
-    def open(cls, run_dir: Path, header: RunHeader, queries: Sequence[QueryRecord]) -> RunStore:
-        """Create the folder, or reopen it for resuming if its config hash matches.
+    def open(cls, run_dir: Path, config_hash: str) -> RunStore:
+        """Open a folder for (resumed) reranking; nothing is written yet.
 
-        ``run.json`` and ``queries.jsonl`` are (re)written when the folder is new or of an
-        older format, so a resumed format-1 folder leaves in the current format.
+        A folder of another configuration, or of a newer format, is refused. A new folder or
+        one of an older format ``needs_header``: :meth:`write_header` writes ``run.json`` and
+        ``queries.jsonl`` once the run knows it may go on (a resumed format-1 folder then
+        leaves in the current format).
         """
         run_file = run_dir / RUN_FILE
-        if run_file.exists():
-            existing = _read_json(run_file)
-            if existing.get("config_hash") != header.config_hash:
-                raise HarnessError(
-                    f"{run_dir} holds a run with a different configuration "
-                    f"(config hash {existing.get('config_hash')} vs {header.config_hash}); "
-                    "use another --out or delete the folder"
-                )
-            current = format_of(existing) == FORMAT_VERSION
-            if current and (run_dir / QUERIES_FILE).is_file():
-                return cls(run_dir)
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        store = cls(run_dir)
+        if not run_file.exists():
+            return cls(run_dir, needs_header=True)
+        existing = _read_json(run_file)
+        version = format_of(existing)
+        if version is None or version > FORMAT_VERSION:
+            check_format(existing, str(run_file))  # raises: not a run, or a newer harness's
+        if existing.get("config_hash") != config_hash:
+            raise HarnessError(
+                f"{run_dir} holds a run with a different configuration "
+                f"(config hash {existing.get('config_hash')} vs {config_hash}); "
+                "use another --out or delete the folder"
+            )
+        stale = version != FORMAT_VERSION or not (run_dir / QUERIES_FILE).is_file()
+        return cls(run_dir, needs_header=stale)
+
+    def write_header(self, header: RunHeader, queries: Sequence[QueryRecord]) -> None:
+        """Write ``queries.jsonl``, then ``run.json`` (last: it marks the folder usable)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         lines = "".join(json.dumps(q.to_dict(), separators=(",", ":")) + "\n" for q in queries)
-        store.write_text(QUERIES_FILE, lines)
-        store.write_json(RUN_FILE, header.to_dict())  # last: it marks the folder complete
-        return store
+        self.write_text(QUERIES_FILE, lines)
+        self.write_json(RUN_FILE, header.to_dict())
+        self.needs_header = False
 
     def load_samples(self) -> dict[tuple[str, int], Sample]:
         """Every complete sample on disk; a torn last line (crash mid-write) is dropped."""

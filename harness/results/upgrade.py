@@ -1,15 +1,17 @@
 """Bring a run folder of an older format to the current one, keeping every sample.
 
 Format 1 folders lack ``queries.jsonl`` and per-order values, which only the dataset can
-supply: the run's configuration is resolved again, its dataset reloaded and checked against
-the recorded fingerprint, then ``run.json``, ``queries.jsonl`` and ``results.json`` are
-rewritten from the samples already on disk. Nothing is reranked. The original provenance
-(reranker preset and identity, environment, times) is kept as it was recorded.
+supply: the run's data is loaded again (from where the run found it, or from where the user
+says it is now), checked against the recorded fingerprint and query ids, then ``run.json``,
+``queries.jsonl`` and ``results.json`` are rewritten from the samples already on disk.
+Nothing is reranked and no preset file is needed: the recorded configuration, preset,
+identity, dataset record, environment and times are kept as they were.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ from typing import Any
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.rerankers.preset import RerankerPreset
-from harness.results.schema import FORMAT_VERSION, RunResults, format_of
+from harness.results.schema import (
+    FORMAT_VERSION,
+    DatasetRecord,
+    PermutationRecord,
+    RunHeader,
+    RunResults,
+    format_of,
+)
 from harness.results.store import IDENTITY_FILE, RESULTS_FILE, RUN_FILE, RunStore
 
 UPGRADABLE = (1,)
@@ -27,53 +36,71 @@ def upgrade_run(run_dir: Path, dataset: str | None = None) -> RunResults:
     """Upgrade ``run_dir`` in place to the current format; returns its new results.
 
     ``dataset`` names the data where it is now, when it moved since the run (a card name or
-    folder); its fingerprint must still match the recorded one.
+    folder); its fingerprint and query ids must still match the recorded ones.
     """
     from harness.runner import compute_results, prepare_run, save_results
 
-    old = _read(run_dir / RESULTS_FILE, run_dir)
+    path = run_dir / RESULTS_FILE
+    old = _read(path, run_dir)
     version = format_of(old)
     if version == FORMAT_VERSION:
         raise HarnessError(f"{run_dir} is already in run format {FORMAT_VERSION}")
     if version not in UPGRADABLE:
         raise HarnessError(f"{run_dir}: run format {version!r} cannot be upgraded")
-    try:
-        config = RunConfig(**{**old["config"], "out": str(run_dir)})
-        if dataset is not None:
-            config = replace(config, dataset=dataset)
-    except (KeyError, TypeError) as exc:
-        raise HarnessError(f"{run_dir / RESULTS_FILE}: unreadable configuration ({exc})") from exc
-    if config.perms is None:  # format 1 stored no perms for designs that ignore it
-        config = replace(config, perms=RunConfig().perms)
-    prepared = prepare_run(config.validate())
-    recorded = old["dataset"].get("fingerprint")
-    if prepared.header.dataset.fingerprint != recorded:
+    header, identity, config = _recorded(old, path)
+    if dataset is not None:
+        config = replace(config, dataset=dataset)
+    prepared = prepare_run(replace(config, out=str(run_dir)).validate(), preset=header.reranker)
+    found = prepared.header.dataset
+    if found.fingerprint != header.dataset.fingerprint:
         raise HarnessError(
-            f"{run_dir}: its dataset {config.dataset!r} changed since the run (fingerprint "
-            f"{prepared.header.dataset.fingerprint}, recorded {recorded}); cannot upgrade"
+            f"{run_dir}: the data at {config.dataset!r} is not the run's (fingerprint "
+            f"{found.fingerprint}, recorded {header.dataset.fingerprint}); cannot upgrade"
         )
-    reranker = {k: v for k, v in old["reranker"].items() if k not in ("identity",)}
-    header = replace(
-        prepared.header,
-        config_hash=str(old["config_hash"]),
-        reranker=RerankerPreset(**reranker),
-        created=str(old.get("created", prepared.header.created)),
-        run_notes=tuple(old.get("run_notes", ())),
-    )
+    if found.query_ids != header.dataset.query_ids:
+        raise HarnessError(
+            f"{run_dir}: the run's query selection differs from the recorded one "
+            f"({len(found.query_ids)} vs {len(header.dataset.query_ids)} queries); cannot upgrade"
+        )
     prepared = replace(prepared, header=header)
-    store = RunStore.open(run_dir, header, list(prepared.query_records()))
-    samples = store.load_samples()
-    identity = old["reranker"].get("identity") or store.read_json(IDENTITY_FILE)
+    store = RunStore.open(run_dir, header.config_hash)
+    store.write_header(header, list(prepared.query_records()))
     results = compute_results(
         prepared,
-        samples,
-        identity,
+        store.load_samples(),
+        identity or store.read_json(IDENTITY_FILE),
         environment=old.get("environment") or {},
-        wall_time_s=float(old.get("wall_time_s", 0.0)),
+        wall_time_s=float(old.get("wall_time_s") or 0.0),
         finished=str(old.get("finished", "")),
     )
     save_results(run_dir, results)
     return results
+
+
+def _recorded(
+    old: Mapping[str, Any], where: Path
+) -> tuple[RunHeader, Mapping[str, Any], RunConfig]:
+    """The format-1 header as typed records, the reranker's identity and the run's config."""
+    try:
+        reranker = dict(old["reranker"])
+        identity = reranker.pop("identity", None) or {}
+        config = dict(old["config"])
+        if config.get("perms") is None:  # format 1 stored none for designs that ignore it
+            config["perms"] = RunConfig().perms
+        header = RunHeader(
+            config_hash=str(old["config_hash"]),
+            config=dict(old["config"]),
+            reranker=RerankerPreset(**reranker),
+            dataset=DatasetRecord(
+                **{**old["dataset"], "query_ids": tuple(old["dataset"]["query_ids"])}
+            ),
+            permutations=PermutationRecord(**old["permutations"]),
+            created=str(old.get("created", "")),
+            run_notes=tuple(old.get("run_notes", ())),
+        )
+        return header, identity, RunConfig(**config)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise HarnessError(f"{where}: unreadable format-1 results ({exc})") from exc
 
 
 def _read(path: Path, run_dir: Path) -> dict[str, Any]:
