@@ -56,6 +56,9 @@ class GateSpec:
 def _gateable(metric: str) -> None:
     """HarnessError unless ``metric`` can be gated: registered, recorded per query (so it can
     be paired) and with a direction (a descriptive quantity has no "worse")."""
+    gateable = [s.name for s in registry.per_query() if s.has_direction]
+    if metric not in {s.name for s in registry.METRICS}:
+        raise HarnessError(f"unknown metric {metric!r}; gateable metrics: {', '.join(gateable)}")
     spec = registry.get(metric)
     if not spec.per_query:
         raise HarnessError(f"metric {metric!r} is not recorded per query, so it cannot be gated")
