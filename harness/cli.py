@@ -189,7 +189,7 @@ def baseline(
 ) -> None:
     """Record a run's per-query metrics and provenance as a baseline for `harness gate`."""
     from harness.gates.baseline import write_baseline
-    from harness.report.load import read_results
+    from harness.results.store import read_results
 
     with _user_errors():
         written = write_baseline(read_results(run_dir), run_dir, to)
@@ -217,7 +217,7 @@ def gate(
     """Exit 1 when RUN_DIR is less accurate or less stable than the baseline, else 0."""
     from harness.gates.baseline import baseline_from_results, read_baseline
     from harness.gates.gate import evaluate_gate, parse_specs, render_verdict
-    from harness.report.load import read_results
+    from harness.results.store import read_results
 
     with _user_errors():
         specs = parse_specs(max_drop or [], floor or [])
@@ -238,8 +238,8 @@ def export(
     ],
 ) -> None:
     """Write a run's rerankings as TREC run files (trec_eval, ranx and ir_measures read them)."""
-    from harness.report.load import read_results
     from harness.results.export import export_trec
+    from harness.results.store import read_results
 
     with _user_errors():
         results = read_results(run_dir)

@@ -220,7 +220,7 @@ def rerank_pending(
                 completed += len(new)
                 if progress:
                     progress(completed, total)
-        model_identity = reranker.identity() if reranker else store.read_json(IDENTITY_FILE)
+        model_identity = identity if reranker else store.read_json(IDENTITY_FILE)
     finally:
         store.close()
         if reranker is not None:
@@ -265,14 +265,12 @@ def compute_results(
     metrics = summarize(
         prepared.dataset.sets, prepared.dataset.qrels, samples, seed=prepared.config.seed
     )
-    return RunResults.from_dict(
-        {
-            **replace(prepared.header, reranker=reranker).to_dict(),
-            "environment": environment,
-            "wall_time_s": wall_time_s,
-            "finished": finished,
-            **metrics,
-        }
+    return RunResults.assemble(
+        replace(prepared.header, reranker=reranker),
+        metrics,
+        environment=environment,
+        wall_time_s=wall_time_s,
+        finished=finished,
     )
 
 

@@ -17,9 +17,9 @@ from harness.gates.baseline import Baseline, baseline_from_results, read_baselin
 from harness.gates.gate import DEFAULT_GATES, GateSpec, evaluate_gate, parse_specs, render_verdict
 from harness.metrics import registry
 from harness.metrics.paired import holm, sign_flip_pvalue, win_tie_loss
-from harness.report.load import read_results
 from harness.rerankers.base import RerankOutput
 from harness.rerankers.registry import build_reranker
+from harness.results.store import read_results
 from harness.runner import execute_run, prepare_run
 from tests.conftest import write_rankgpt_folder
 

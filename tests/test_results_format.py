@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.report.load import load_run, read_results
+from harness.report.load import load_run
 from harness.results.schema import FORMAT_VERSION, RunHeader, RunResults
-from harness.results.store import QUERIES_FILE, RESULTS_FILE, RUN_FILE, read_queries
+from harness.results.store import QUERIES_FILE, RESULTS_FILE, RUN_FILE, read_queries, read_results
 from harness.runner import execute_run, prepare_run
 from tests.conftest import write_rankgpt_folder
 
@@ -175,11 +175,13 @@ def test_export_of_an_unwritable_place_is_one_line(data, tmp_path):
 
 
 def test_nan_values_survive_the_strict_json_round_trip(data, tmp_path):
-    # One design order: tau is measured against the reference, top-10 spread is 0, and a
-    # strategy with no reference has no ndcg@10_reference (NaN, stored as null).
-    results = _run(data, tmp_path / "run", reranker="identity", strategy="cyclic")
+    # One order per query: no pair of outputs, so every stability value is undefined (NaN).
+    results = _run(data, tmp_path / "run", reranker="identity", strategy="identity")
+    undefined = [m for row in results.per_query.values() for m, v in row.items() if v != v]
+    assert sorted(set(undefined)) == ["kendall_tau", "rbo@10", "top10_jaccard", "top1_agreement"]
     text = (tmp_path / "run" / RESULTS_FILE).read_text()
     assert "NaN" not in text  # strict JSON: NaN is stored as null
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict JSON constant {name}"))
     reread = read_results(tmp_path / "run")
     for query, row in results.per_query.items():
         for metric, value in row.items():

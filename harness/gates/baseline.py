@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import write_text_atomic
+from harness.files import read_json_object, write_text_atomic
 from harness.metrics import registry
 from harness.results.schema import RunResults
 
@@ -177,12 +177,6 @@ def _dumps(payload: Mapping[str, Any]) -> str:
 
 def read_baseline(path: Path) -> Baseline:
     """Load a baseline file; a missing or malformed file is a HarnessError naming it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HarnessError(f"baseline not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: cannot read baseline ({exc})") from exc
-    if not isinstance(data, dict):
-        raise HarnessError(f"{path}: a baseline is a JSON object")
-    return Baseline.from_dict(data, where=str(path))
+    if not path.exists():
+        raise HarnessError(f"baseline not found: {path}")
+    return Baseline.from_dict(read_json_object(path, "baseline"), where=str(path))

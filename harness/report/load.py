@@ -8,7 +8,6 @@ be reported on a machine that never had its data.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +17,11 @@ from harness.errors import HarnessError
 from harness.results.schema import QueryRecord, RunResults
 from harness.results.store import (
     RESULTS_FILE,
-    RUN_FILE,
     SAMPLES_FILE,
     Sample,
     iter_samples,
     read_queries,
+    read_results,
 )
 
 
@@ -54,28 +53,6 @@ class RunData:
 
     def summary_value(self, metric: str) -> float:
         return self.results.summary_value(metric)
-
-
-def read_results(run_dir: Path) -> RunResults:
-    """``results.json`` of a finished run, format-checked; HarnessError saying what the folder
-    is instead."""
-    if not run_dir.is_dir():
-        raise HarnessError(f"run folder not found: {run_dir}")
-    results_file = run_dir / RESULTS_FILE
-    if not results_file.is_file():
-        if (run_dir / RUN_FILE).is_file():
-            raise HarnessError(
-                f"{run_dir} is an unfinished run (no {RESULTS_FILE}); rerun `harness run` with "
-                f"--out {run_dir} to finish it"
-            )
-        raise HarnessError(f"{run_dir} is not a run folder (no {RUN_FILE} or {RESULTS_FILE})")
-    try:
-        data = json.loads(results_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{results_file}: cannot read results ({exc})") from exc
-    if not isinstance(data, dict):
-        raise HarnessError(f"{results_file}: not a harness results file")
-    return RunResults.from_dict(data, where=str(results_file))
 
 
 def load_run(run_dir: Path, *, label: str | None = None) -> RunData:

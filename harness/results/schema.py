@@ -10,9 +10,10 @@ A run folder is self-contained: reports, gates, baselines and exports need nothi
 * ``results.json`` (:class:`RunResults`): the header plus the reranker's identity, the
   environment, and every metric: summary, per query, per order, position bias, parse status.
 
-Every file carries ``format``; a reader refuses a newer one and sends an older one to
-``harness upgrade``. Format history: 1 (untyped, no ``queries.jsonl``, no per-order values;
-``run.json`` said ``"harness_run": 1``), 2 (this one).
+``run.json`` and ``results.json`` carry ``format`` (the JSON-lines files are read only
+through them); a reader refuses a newer one and sends an older one to ``harness upgrade``.
+Format history: 1 (untyped, no ``queries.jsonl``, no per-order values; ``run.json`` said
+``"harness_run": 1``), 2 (this one).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
@@ -47,10 +49,9 @@ def check_format(data: Mapping[str, Any], where: str) -> None:
             f"{where}: written in run format {version} by a newer harness; this one reads "
             f"format {FORMAT_VERSION} (upgrade harness-rerank)"
         )
-    folder = where.rsplit("/", 1)[0] if "/" in where else "."
     raise HarnessError(
-        f"{where}: written in run format {version}; run `harness upgrade {folder}` to bring it "
-        f"to format {FORMAT_VERSION} (it needs the run's dataset once)"
+        f"{where}: written in run format {version}; run `harness upgrade {Path(where).parent}` "
+        f"to bring it to format {FORMAT_VERSION} (it needs the run's dataset once)"
     )
 
 
@@ -283,24 +284,46 @@ class RunResults:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "results.json") -> RunResults:
         header = RunHeader.from_dict(data, where)
+        return cls.assemble(
+            header,
+            data,
+            environment=data.get("environment") or {},
+            wall_time_s=data.get("wall_time_s"),
+            finished=data.get("finished"),
+            where=where,
+        )
+
+    @classmethod
+    def assemble(
+        cls,
+        header: RunHeader,
+        metrics: Mapping[str, Any],
+        *,
+        environment: Mapping[str, Any],
+        wall_time_s: Any,
+        finished: Any,
+        where: str = "results",
+    ) -> RunResults:
+        """Typed results from a header and the metric sections (as ``summarize`` returns
+        them, or as ``results.json`` stores them)."""
         try:
             return cls(
                 header=header,
-                environment=dict(data.get("environment") or {}),
-                wall_time_s=float(data["wall_time_s"]),
-                finished=str(data["finished"]),
+                environment=dict(environment),
+                wall_time_s=float(wall_time_s),
+                finished=str(finished),
                 summary={
                     k: SummaryEntry.from_dict(v, f"{where}: summary {k!r}")
-                    for k, v in data["summary"].items()
+                    for k, v in metrics["summary"].items()
                 },
                 per_query={
                     str(q): {str(k): _value(x) for k, x in row.items()}
-                    for q, row in data["per_query"].items()
+                    for q, row in metrics["per_query"].items()
                 },
-                per_order={str(q): PerOrder.from_dict(v) for q, v in data["per_order"].items()},
-                position_bias=dict(data["position_bias"]),
-                parse_status=dict(data.get("parse_status") or {}),
-                counts=dict(data["counts"]),
+                per_order={str(q): PerOrder.from_dict(v) for q, v in metrics["per_order"].items()},
+                position_bias=dict(metrics["position_bias"]),
+                parse_status=dict(metrics.get("parse_status") or {}),
+                counts=dict(metrics["counts"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed results ({type(exc).__name__}: {exc})") from exc

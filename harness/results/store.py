@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import HarnessError
-from harness.files import write_text_atomic
+from harness.files import read_json_object, write_text_atomic
 from harness.permutations import OrderLabel
 from harness.results.schema import (
     FORMAT_VERSION,
     QueryRecord,
     RunHeader,
+    RunResults,
     check_format,
     format_of,
 )
@@ -99,7 +100,7 @@ class RunStore:
         run_file = run_dir / RUN_FILE
         if not run_file.exists():
             return cls(run_dir, needs_header=True)
-        existing = _read_json(run_file)
+        existing = read_json_object(run_file, "harness run file")
         version = format_of(existing)
         if version is None or version > FORMAT_VERSION:
             check_format(existing, str(run_file))  # raises: not a run, or a newer harness's
@@ -163,7 +164,7 @@ class RunStore:
     def read_json(self, name: str) -> dict[str, Any]:
         """A JSON file of this run, or an empty mapping when it was never written."""
         path = self.run_dir / name
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        return read_json_object(path, name) if path.exists() else {}
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.run_dir / name
@@ -199,14 +200,25 @@ def _iter_records(path: Path, build: Any, what: str) -> Iterator[Any]:
                 raise HarnessError(f"{path}:{number}: corrupt {what} record ({exc})") from exc
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: cannot read ({exc})") from exc
-    if not isinstance(data, dict):
-        raise HarnessError(f"{path}: expected a JSON object")
-    return data
+def read_results_data(run_dir: Path) -> dict[str, Any]:
+    """``results.json`` of a finished run as plain JSON; HarnessError saying what the folder
+    is instead (missing, unfinished, not a run)."""
+    if not run_dir.is_dir():
+        raise HarnessError(f"run folder not found: {run_dir}")
+    results_file = run_dir / RESULTS_FILE
+    if not results_file.is_file():
+        if (run_dir / RUN_FILE).is_file():
+            raise HarnessError(
+                f"{run_dir} is an unfinished run (no {RESULTS_FILE}); rerun `harness run` with "
+                f"--out {run_dir} to finish it"
+            )
+        raise HarnessError(f"{run_dir} is not a run folder (no {RUN_FILE} or {RESULTS_FILE})")
+    return read_json_object(results_file, "harness results file")
+
+
+def read_results(run_dir: Path) -> RunResults:
+    """``results.json`` of a finished run, format-checked and typed."""
+    return RunResults.from_dict(read_results_data(run_dir), where=str(run_dir / RESULTS_FILE))
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:

@@ -10,7 +10,6 @@ identity, dataset record, environment and times are kept as they were.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from harness.results.schema import (
     RunResults,
     format_of,
 )
-from harness.results.store import IDENTITY_FILE, RESULTS_FILE, RUN_FILE, RunStore
+from harness.results.store import IDENTITY_FILE, RESULTS_FILE, RunStore, read_results_data
 
 UPGRADABLE = (1,)
 
@@ -41,7 +40,7 @@ def upgrade_run(run_dir: Path, dataset: str | None = None) -> RunResults:
     from harness.runner import compute_results, prepare_run, save_results
 
     path = run_dir / RESULTS_FILE
-    old = _read(path, run_dir)
+    old = read_results_data(run_dir)
     version = format_of(old)
     if version == FORMAT_VERSION:
         raise HarnessError(f"{run_dir} is already in run format {FORMAT_VERSION}")
@@ -101,16 +100,3 @@ def _recorded(
         return header, identity, RunConfig(**config)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise HarnessError(f"{where}: unreadable format-1 results ({exc})") from exc
-
-
-def _read(path: Path, run_dir: Path) -> dict[str, Any]:
-    if not path.is_file():
-        which = "an unfinished run" if (run_dir / RUN_FILE).is_file() else "not a run folder"
-        raise HarnessError(f"{run_dir} is {which} (no {RESULTS_FILE}); nothing to upgrade")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise HarnessError(f"{path}: cannot read results ({exc})") from exc
-    if not isinstance(data, dict):
-        raise HarnessError(f"{path}: not a harness results file")
-    return data
