@@ -1,0 +1,107 @@
+"""Rank aggregation against brute force over all n! rankings and textbook cases."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from harness.aggregation import (
+    borda,
+    kemeny,
+    kemeny_rankings,
+    pairwise_wins,
+    positions,
+    ranking_cost,
+    reciprocal_rank_fusion,
+)
+
+
+def _kendall_distance(a, b) -> int:
+    pos = {item: r for r, item in enumerate(b)}
+    return sum(pos[a[x]] > pos[a[y]] for x in range(len(a)) for y in range(x + 1, len(a)))
+
+
+def _brute_force(weights: np.ndarray) -> float:
+    return min(ranking_cost(p, weights) for p in itertools.permutations(range(len(weights))))
+
+
+def _random_rankings(rng, m: int, n: int) -> list[list[int]]:
+    return [list(rng.permutation(n)) for _ in range(m)]
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7])
+def test_exact_kemeny_matches_brute_force_on_rankings(n):
+    rng = np.random.default_rng(n)
+    for _ in range(4):
+        rankings = _random_rankings(rng, int(rng.integers(1, 8)), n)
+        consensus = kemeny_rankings(rankings)
+        assert consensus.exact
+        assert sorted(consensus.order) == list(range(n))
+        total = sum(_kendall_distance(consensus.order, r) for r in rankings)
+        assert consensus.cost == pytest.approx(total)
+        assert consensus.cost == pytest.approx(_brute_force(pairwise_wins(rankings)))
+
+
+@pytest.mark.parametrize("n", [4, 6, 7])
+def test_exact_kemeny_matches_brute_force_on_fractional_weights(n):
+    """GPI's weights are preference shares p_ij with p_ij + p_ji = 1, not counts."""
+    rng = np.random.default_rng(100 + n)
+    for _ in range(4):
+        upper = np.triu(rng.random((n, n)), k=1)
+        weights = upper + np.tril(1 - upper.T, k=-1)
+        np.fill_diagonal(weights, 0.0)
+        assert kemeny(weights).cost == pytest.approx(_brute_force(weights))
+
+
+def test_local_search_is_a_local_optimum_never_worse_than_its_start():
+    rng = np.random.default_rng(7)
+    rankings = _random_rankings(rng, 9, 12)
+    weights = pairwise_wins(rankings)
+    exact = kemeny(weights)
+    local = kemeny(weights, exact_limit=0)
+    assert not local.exact and exact.exact
+    assert exact.cost <= local.cost + 1e-9
+    # The start is the net-wins order, which for full rankings is the Borda order.
+    assert local.cost <= ranking_cost(borda(rankings), weights) + 1e-9
+    order = list(local.order)
+    for a in range(len(order)):
+        for b in range(len(order)):
+            moved = order.copy()
+            moved.insert(b, moved.pop(a))
+            assert ranking_cost(moved, weights) >= local.cost - 1e-9
+
+
+def test_local_search_finds_the_consensus_when_all_rankings_agree():
+    ranking = [3, 0, 4, 1, 2]
+    consensus = kemeny(pairwise_wins([ranking] * 3), exact_limit=0)
+    assert consensus.order == tuple(ranking) and consensus.cost == 0
+
+
+def test_condorcet_cycle_costs_one_disagreement_per_ranking_pair():
+    # The classic 3-voter cycle: every ranking of {0,1,2} has total Kendall distance >= 4.
+    rankings = [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    assert kemeny_rankings(rankings).cost == 4
+
+
+def test_borda_and_rrf_textbook_case():
+    rankings = [[0, 1, 2], [0, 2, 1], [1, 0, 2]]
+    # Borda points: item0 = 2+2+1 = 5, item1 = 1+0+2 = 3, item2 = 0+1+0 = 1.
+    assert borda(rankings) == (0, 1, 2)
+    # RRF (k=60): item0 = 1/61+1/61+1/62, item1 = 1/62+1/63+1/61, item2 = 1/63+1/62+1/63.
+    assert reciprocal_rank_fusion(rankings) == (0, 1, 2)
+    # k = 0 is top-heavy: one first place (1) beats two seconds (1/2 + 1/2) only on ties -> index.
+    assert reciprocal_rank_fusion([[0, 1], [1, 0]], k=0) == (0, 1)
+
+
+def test_positions_inverts_rankings_and_bad_input_is_refused():
+    assert positions([[2, 0, 1]]).tolist() == [[1, 2, 0]]
+    with pytest.raises(ValueError, match="permutation"):
+        borda([[0, 0, 1]])
+    with pytest.raises(ValueError, match="at least one"):
+        borda([])
+    with pytest.raises(ValueError, match="square"):
+        kemeny(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="k must be"):
+        reciprocal_rank_fusion([[0, 1]], k=-1)
