@@ -272,14 +272,19 @@ def upgrade(
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn HarnessError into one red line and its exit code (2), with no traceback."""
+    """Turn HarnessError and filesystem errors into one red line and exit code 2, with no
+    traceback."""
     from harness.errors import HarnessError
+    from harness.files import os_error_line
 
     try:
         yield
     except HarnessError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:  # a folder that cannot be written or read, a full disk, ...
+        typer.secho(f"error: {os_error_line(exc)}", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 class _RunDisplay:

@@ -14,6 +14,11 @@ from harness.permutations import STRATEGIES
 from harness.presets import read_yaml
 
 DEFAULT_DATASET = "movielens-100k"
+MAX_ORDERS_PER_QUERY = 10_000
+"""More random orders per query than any stability estimate needs; a typo such as ``--perms
+1000000000`` would otherwise allocate until memory runs out."""
+MAX_SEED = 2**63 - 1
+"""Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
 _INT_FIELDS = {"perms", "queries", "depth", "seed", "batch_size"}
 
 
@@ -40,8 +45,12 @@ class RunConfig:
             raise HarnessError("no reranker given: pass --reranker NAME (see `harness list`)")
         if self.strategy not in STRATEGIES:
             raise HarnessError(f"unknown --strategy {self.strategy!r}; choose from {STRATEGIES}")
-        if self.strategy == "random" and self.perms < 1:
-            raise HarnessError(f"--perms must be at least 1, got {self.perms}")
+        if self.strategy == "random" and not 1 <= self.perms <= MAX_ORDERS_PER_QUERY:
+            raise HarnessError(
+                f"--perms must be between 1 and {MAX_ORDERS_PER_QUERY:,}, got {self.perms:,}"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise HarnessError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
         for name in ("queries", "depth"):
             value = getattr(self, name)
             if value is not None and value < 1:

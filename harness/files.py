@@ -3,6 +3,7 @@ reading a JSON object with a one-line error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -19,10 +20,40 @@ def user_cache_dir(*parts: str) -> Path:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder and rename, so readers never see half a
-    file and an interrupted write leaves the previous version intact."""
+    file and an interrupted write leaves the previous version intact. A path that is a folder,
+    or a folder that cannot be written, is one HarnessError, with no temporary file left."""
+    if path.is_dir():
+        raise HarnessError(f"{path}: is a folder, expected a file path")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise HarnessError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def ensure_writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and parents) and prove a file can be written there, before any long
+    work whose output would go there; HarnessError naming ``what`` and the reason otherwise."""
+    probe = folder / f".harness-write-check.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        raise HarnessError(f"cannot write {what} in {folder}: {exc.strerror or exc}") from exc
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError from the filesystem: the path, then the system's reason."""
+    where = exc.filename if exc.filename is not None else "file system"
+    reason = exc.strerror or str(exc)
+    if exc.filename2 is not None:
+        return f"{where} -> {exc.filename2}: {reason}"
+    return f"{where}: {reason}"
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig, config_hash
-from harness.data.model import CandidateSet, Dataset, TextQuery
+from harness.data.model import CandidateSet, Dataset, TextQuery, describe_dropped
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError
@@ -85,7 +85,9 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     depth = config.depth if config.depth is not None else card.defaults.get("depth")
     dataset = select(full, queries=queries, depth=depth)
     if not dataset.sets:
-        raise HarnessError(f"dataset {card.name!r} has no candidate sets to rerank")
+        dropped = describe_dropped(full.notes)
+        why = f" ({dropped}; check the judgments (qrels) the card names)" if dropped else ""
+        raise HarnessError(f"dataset {card.name!r} has no candidate sets to rerank{why}")
     unjudged = [s.query_id for s in dataset.sets if not has_relevant(dataset.qrels.get(s.query_id))]
     if unjudged:  # loaders drop these; a custom loader might not, and nDCG would be undefined
         raise HarnessError(
@@ -94,6 +96,9 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         )
 
     notes = []
+    dropped = describe_dropped(full.notes)
+    if dropped:
+        notes.append(f"{len(full.sets)} queries available, {dropped}")
     longest = max(len(s) for s in full.sets)
     if depth is not None and depth > longest:
         notes.append(f"--depth {depth} exceeds the longest list ({longest}); full lists are used")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -238,12 +239,59 @@ def test_metrics_that_cannot_be_gated_are_refused(metric, fragment):
         parse_specs([f"{metric}=0.1"])
 
 
-def test_nan_queries_are_skipped_and_all_nan_passes():
+def test_a_metric_undefined_for_every_query_fails_loudly():
     spec = GateSpec("kendall_tau", margin=0.02, floor=0.06)
     old, new = _snapshot([math.nan] * 4, "kendall_tau"), _snapshot([math.nan] * 4, "kendall_tau")
     verdict = evaluate_gate(old, new, [spec])
-    assert verdict.passed and verdict.metrics[0].n == 0
-    assert "n/a" in render_verdict(verdict, run_label="r", baseline_label="b")
+    assert not verdict.passed and verdict.metrics[0].n == 0
+    text = render_verdict(verdict, run_label="r", baseline_label="b")
+    assert "undefined for every query" in text and "**FAIL**" in text
+
+
+def test_queries_undefined_in_both_runs_are_counted_not_hidden():
+    spec = GateSpec("ndcg@10", margin=0.01, floor=0.05)
+    values = [0.5, math.nan, 0.4, 0.6]
+    verdict = evaluate_gate(_snapshot(values), _snapshot(values), [spec])
+    assert verdict.passed and verdict.metrics[0].n == 3 and verdict.metrics[0].n_total == 4
+    assert "3 of 4 defined" in render_verdict(verdict, run_label="r", baseline_label="b")
+
+
+def test_a_metric_that_becomes_undefined_fails():
+    spec = GateSpec("ndcg@10", margin=0.01, floor=0.05)
+    verdict = evaluate_gate(_snapshot([0.5, 0.5, 0.4]), _snapshot([0.5, math.nan, 0.4]), [spec])
+    assert not verdict.passed and verdict.metrics[0].newly_undefined == 1
+    assert "undefined for 1 queries defined in the baseline" in verdict.metrics[0].reason
+
+
+def test_declared_invariance_of_the_baseline_stays_enforced():
+    spec = GateSpec("ndcg@10", margin=0.01, floor=0.05)
+    old = _snapshot([0.5] * 4, invariant=True)
+    moved = replace(_snapshot([0.5] * 4), per_query={"kendall_tau": (1.0, 0.8, 1.0, 1.0),
+                                                     "ndcg@10": (0.5,) * 4})  # fmt: skip
+    verdict = evaluate_gate(old, moved, [spec])
+    assert verdict.invariance is not None and not verdict.passed
+    assert any("still enforced" in note for note in verdict.notes)
+
+
+def test_every_verdict_says_what_drop_it_can_detect():
+    rng = np.random.default_rng(3)
+    spec = GateSpec("ndcg@10", margin=0.01, floor=0.05)
+    old = rng.uniform(0.3, 0.7, size=40)
+    many = evaluate_gate(_snapshot(old), _snapshot(old + rng.normal(0, 0.05, 40)), [spec])
+    detects = many.metrics[0].detectable
+    # margin + (z_0.95 + z_0.8) * sd / sqrt(40) for sd ~ 0.05: about 0.01 + 0.0196.
+    assert 0.02 < detects < 0.04
+    few = evaluate_gate(_snapshot(old[:4]), _snapshot(old[:4] - 0.01), [spec])
+    assert math.isinf(few.metrics[0].detectable)  # 2**-4 > 0.05: only the floor can fail
+    assert "floor only (4 queries)" in render_verdict(few, run_label="r", baseline_label="b")
+
+
+def test_gate_options_are_checked_before_any_work():
+    snap = _snapshot([0.5] * 3)
+    with pytest.raises(HarnessError, match="--seed"):
+        evaluate_gate(snap, snap, DEFAULT_GATES, seed=-1)
+    with pytest.raises(HarnessError, match="no metric to gate"):
+        evaluate_gate(snap, snap, ())
 
 
 def test_parse_specs_defaults_overrides_and_floors():

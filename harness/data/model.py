@@ -88,3 +88,25 @@ class Dataset:
     fingerprint: str
     source: str
     notes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def dropped_queries(notes: Mapping[str, Any]) -> dict[str, int]:
+    """The loader's counts of queries or users left out (note keys naming ``dropped`` or
+    ``skipped``, with a positive count), so the console and summaries can say so."""
+    return {
+        key: value
+        for key, value in notes.items()
+        if ("dropped" in key or "skipped" in key)
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and value > 0
+    }
+
+
+def describe_dropped(notes: Mapping[str, Any]) -> str:
+    """``"12 dropped: dropped_unjudged_queries 12"`` or ``""`` when the loader dropped none."""
+    dropped = dropped_queries(notes)
+    if not dropped:
+        return ""
+    parts = ", ".join(f"{key.replace('_', ' ')} {count}" for key, count in dropped.items())
+    return f"{sum(dropped.values())} left out by the loader: {parts}"

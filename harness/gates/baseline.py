@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import read_json_object, write_text_atomic
+from harness.files import ensure_writable_folder, read_json_object, write_text_atomic
 from harness.metrics import registry
 from harness.results.schema import RunResults
 
@@ -151,8 +151,10 @@ def _descriptive() -> set[str]:
 
 def write_baseline(results: RunResults, run_dir: Path, to: Path) -> Baseline:
     """Write the baseline of a finished run to ``to`` (parents created); returns it."""
+    if to.is_dir():
+        raise HarnessError(f"--to {to}: is a folder, expected a baseline file path (NAME.json)")
+    ensure_writable_folder(to.parent, "the baseline")
     baseline = baseline_from_results(results, run_dir)
-    to.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(to, _dumps(baseline.to_dict()))
     return baseline
 

@@ -31,7 +31,12 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.gates.baseline import Baseline
 from harness.metrics import registry
-from harness.metrics.paired import holm, paired_difference_ci, sign_flip_pvalue
+from harness.metrics.paired import (
+    detectable_drop,
+    holm,
+    paired_difference_ci,
+    sign_flip_pvalue,
+)
 
 INVARIANCE_TOLERANCE = 1e-6
 
@@ -88,6 +93,9 @@ class MetricVerdict:
     p_value: float  # one-sided, before correction
     p_holm: float
     alpha: float
+    n_total: int = 0  # queries in the comparison; n of them are defined in both runs
+    newly_undefined: int = 0  # defined in the baseline, undefined (NaN) in the new run
+    detectable: float = math.inf  # true mean drop found with 80% power (Holm's first step)
 
     @property
     def drop(self) -> float:
@@ -104,13 +112,17 @@ class MetricVerdict:
 
     @property
     def passed(self) -> bool:
-        return self.n == 0 or not (self.significant or self.below_floor)
+        return self.n > 0 and not (self.newly_undefined or self.significant or self.below_floor)
 
     @property
     def reason(self) -> str:
         if self.n == 0:
-            return "pass (undefined for every query)"
+            return (
+                "FAIL: undefined for every query, so nothing can be compared (gate another metric)"
+            )
         reasons = []
+        if self.newly_undefined:
+            reasons.append(f"undefined for {self.newly_undefined} queries defined in the baseline")
         if self.significant:
             reasons.append(f"drop beyond margin (p={self.p_holm:.3g} < {self.alpha:g})")
         if self.below_floor:
@@ -242,12 +254,25 @@ def evaluate_gate(
     """Compare ``new`` against ``baseline`` on ``specs`` (see the module docstring)."""
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha must be between 0 and 1, got {alpha}")
+    if not 0 <= seed <= 2**63 - 1:
+        raise HarnessError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+    if not specs:
+        raise HarnessError("no metric to gate: give at least one --max-drop METRIC=MARGIN")
     check_compatible(baseline, new)
-    rows = [_metric_verdict(baseline, new, spec, alpha, seed) for spec in specs]
+    rows = [_metric_verdict(baseline, new, spec, alpha / len(specs), seed) for spec in specs]
+    rows = [replace(row, alpha=alpha) for row in rows]
     adjusted = holm([row.p_value for row in rows])
     metrics = tuple(replace(row, p_holm=float(p)) for row, p in zip(rows, adjusted, strict=True))
-    invariance = _invariance(new) if new.order_invariant else None
+    # A declared invariance is a contract: a baseline that declared it keeps it enforced even
+    # when the new run's preset stops declaring it (which would otherwise switch the check off).
+    declared = new.order_invariant or baseline.order_invariant
+    invariance = _invariance(new) if declared else None
     notes = []
+    if baseline.order_invariant and not new.order_invariant:
+        notes.append(
+            "the baseline's reranker declared order invariance and this run's does not: "
+            "invariance is still enforced (record a new baseline to drop the contract)"
+        )
     if baseline.reranker.get("name") != new.reranker.get("name"):
         notes.append(
             f"reranker changed: {baseline.reranker.get('name')} -> {new.reranker.get('name')}"
@@ -260,25 +285,32 @@ def evaluate_gate(
 
 
 def _metric_verdict(
-    baseline: Baseline, new: Baseline, spec: GateSpec, alpha: float, seed: int
+    baseline: Baseline, new: Baseline, spec: GateSpec, test_alpha: float, seed: int
 ) -> MetricVerdict:
-    """One metric's paired comparison; ``p_holm`` is filled in once all metrics are tested."""
+    """One metric's paired comparison over the queries where it is defined in both runs;
+    ``p_holm`` is filled in once all metrics are tested. ``test_alpha`` (alpha over the number
+    of gated metrics, Holm's strictest step) sizes the detectable drop."""
     old_values, new_values = baseline.vector(spec.metric), new.vector(spec.metric)
     queries = baseline.query_ids
     b = np.array([old_values[q] for q in queries])
     w = np.array([new_values[q] for q in queries])
+    newly_undefined = int(np.sum(~np.isnan(b) & np.isnan(w)))
     keep = ~(np.isnan(b) | np.isnan(w))
     b, w = b[keep], w[keep]
     nan = math.nan
     if b.size == 0:
-        return MetricVerdict(spec, 0, nan, nan, nan, (nan, nan), 1.0, nan, alpha)
+        return MetricVerdict(
+            spec, 0, nan, nan, nan, (nan, nan), 1.0, nan, test_alpha, len(queries), newly_undefined
+        )
     diff = w - b
     oriented = diff if spec.higher_is_better else -diff
     p = sign_flip_pvalue(oriented + spec.margin, alternative="less", seed=seed)
     mean, low, high = paired_difference_ci(diff, seed=seed)
+    detectable = detectable_drop(diff, margin=spec.margin, alpha=test_alpha)
     return MetricVerdict(
-        spec, int(b.size), float(b.mean()), float(w.mean()), mean, (low, high), p, nan, alpha
-    )
+        spec, int(b.size), float(b.mean()), float(w.mean()), mean, (low, high), p, nan,
+        test_alpha, len(queries), newly_undefined, detectable,
+    )  # fmt: skip
 
 
 def _invariance(new: Baseline) -> InvarianceVerdict:
@@ -310,32 +342,46 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         f"{perms.get('random_orders')} random orders, seed {perms.get('seed')}). "
         f"Per metric: one-sided paired sign-flip test of H0 'mean drop <= margin', "
         f"Holm-adjusted across {len(verdict.metrics)} metrics, alpha {verdict.alpha:g}; "
-        "plus a hard floor on the mean drop.",
+        "plus a hard floor on the mean drop. 'Detects' is the true mean drop the test finds "
+        "with 80% power at Holm's strictest level, given this spread of per-query differences; "
+        "smaller drops pass unless they exceed the floor.",
         "",
-        _row("metric", "baseline", "new", "difference [95% CI]", "p (Holm)", "margin", "floor",
-             "verdict"),
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        _row("metric", "queries", "baseline", "new", "difference [95% CI]", "p (Holm)",
+             "margin", "floor", "detects", "verdict"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for m in verdict.metrics:
         arrow = "↑" if m.spec.higher_is_better else "↓"
         interval = f"[{_f(m.ci95[0], signed=True)}, {_f(m.ci95[1], signed=True)}]"
+        counted = f"{m.n}" if m.n == m.n_total else f"{m.n} of {m.n_total} defined"
         lines.append(
-            _row(f"{m.spec.metric} {arrow}", _f(m.baseline_mean), _f(m.new_mean),
+            _row(f"{m.spec.metric} {arrow}", counted, _f(m.baseline_mean), _f(m.new_mean),
                  f"{_f(m.diff, signed=True)} {interval}", f"{_p(m.p_value)} ({_p(m.p_holm)})",
-                 f"{m.spec.margin:g}", f"{m.spec.floor:g}", _bold_if(not m.passed, m.reason))
+                 f"{m.spec.margin:g}", f"{m.spec.floor:g}", _detects(m),
+                 _bold_if(not m.passed, m.reason))
         )  # fmt: skip
     if verdict.invariance is not None:
         bad = verdict.invariance.violations
         moved = f"FAIL: {len(bad)} queries moved {_few([q for q, _ in bad])}"
         lines.append(
-            _row("order invariance (declared)", "1", f"min tau {_f(verdict.invariance.min_tau)}",
-                 "", "", f"1 ranking per query, tau >= 1 - {INVARIANCE_TOLERANCE:g}", "",
+            _row("order invariance (declared)", "", "1",
+                 f"min tau {_f(verdict.invariance.min_tau)}", "", "",
+                 f"1 ranking per query, tau >= 1 - {INVARIANCE_TOLERANCE:g}", "", "",
                  _bold_if(bool(bad), moved if bad else "pass"))
         )  # fmt: skip
     if verdict.notes:
         lines += ["", *(f"- note: {n}" for n in verdict.notes)]
     lines += ["", f"**{'PASS' if verdict.passed else 'FAIL'}**"]
     return "\n".join(lines) + "\n"
+
+
+def _detects(m: MetricVerdict) -> str:
+    """``0.0312`` or, where no outcome can be significant, only the floor."""
+    if m.n == 0:
+        return "n/a"
+    if math.isinf(m.detectable):
+        return f"floor only ({m.n} queries)"
+    return _f(min(m.detectable, m.spec.floor))
 
 
 def _row(*cells: str) -> str:

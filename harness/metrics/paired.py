@@ -93,3 +93,22 @@ def win_tie_loss(diff: np.ndarray, *, tolerance: float = 1e-9) -> tuple[int, int
         int(np.sum(np.abs(d) <= tolerance)),
         int(np.sum(d < -tolerance)),
     )
+
+
+def detectable_drop(diff: np.ndarray, *, margin: float, alpha: float, power: float = 0.8) -> float:
+    """The smallest true mean drop a one-sided paired test at level ``alpha`` would find with
+    probability ``power``, given the spread of these per-query differences (normal
+    approximation: margin + (z_(1-alpha) + z_power) * sd / sqrt(n)).
+
+    ``inf`` when no outcome can be significant: with n queries the smallest sign-flip p-value
+    is 2**-n (5 queries: 1/32), so below log2(1/alpha) queries only a hard floor can fail.
+    """
+    from scipy.stats import norm
+
+    d = np.asarray(diff, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    n = d.size
+    if n == 0 or 2.0**-n >= alpha:
+        return float("inf")
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    return float(margin + (norm.ppf(1 - alpha) + norm.ppf(power)) * sd / np.sqrt(n))

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.errors import HarnessError
+from harness.files import ensure_writable_folder, write_text_atomic
 from harness.report.compare import compare_runs, incomparable_reason, moved_most
 from harness.report.document import Report, Section
 from harness.report.figures import build_figures
@@ -42,19 +44,22 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> ReportFil
     from harness.report.markdown import render_markdown
 
     runs = load_runs(run_dirs)
-    report = build_report(runs)
     stem = out if out is not None else Path("reports") / default_name(runs)
     if stem.suffix in {".html", ".md"}:
         stem = stem.with_suffix("")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    figures = stem.parent / f"{stem.name}_figures"
-    figures.mkdir(exist_ok=True)
-    for figure in report.figures:
-        (figures / f"{figure.key}.png").write_bytes(figure.png)
     html = stem.with_name(stem.name + ".html")
     markdown = stem.with_name(stem.name + ".md")
-    html.write_text(render_html(report), encoding="utf-8")
-    markdown.write_text(render_markdown(report, figures_dir=figures.name), encoding="utf-8")
+    figures = stem.parent / f"{stem.name}_figures"
+    for path in (html, markdown):
+        if path.is_dir():
+            raise HarnessError(f"{path}: is a folder, expected where the report file goes")
+    ensure_writable_folder(stem.parent, "the report")
+    report = build_report(runs)
+    ensure_writable_folder(figures, "the report's figures")
+    for figure in report.figures:
+        (figures / f"{figure.key}.png").write_bytes(figure.png)
+    write_text_atomic(html, render_html(report))
+    write_text_atomic(markdown, render_markdown(report, figures_dir=figures.name))
     return ReportFiles(html=html, markdown=markdown, figures=figures)
 
 

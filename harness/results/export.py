@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.files import write_text_atomic
+from harness.files import ensure_writable_folder, write_text_atomic
 from harness.results.store import Sample, iter_samples, read_queries
 
 QRELS_FILE = "qrels.txt"
@@ -50,6 +50,9 @@ def trec_lines(sample: Sample, tag: str) -> list[str]:
 
 def export_trec(run_dir: Path, out_dir: Path, reranker: str) -> TrecExport:
     """Write one TREC run file per order index of ``run_dir``, plus qrels and an index."""
+    if out_dir.is_file():
+        raise HarnessError(f"--trec {out_dir}: is a file, expected a folder for the TREC export")
+    ensure_writable_folder(out_dir, "the TREC export")
     queries = read_queries(run_dir)
     by_order: dict[int, list[Sample]] = defaultdict(list)
     for sample in iter_samples(run_dir):

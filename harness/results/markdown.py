@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from harness.data.model import describe_dropped
 from harness.metrics import registry
 from harness.results.schema import RunResults
 
@@ -19,6 +20,11 @@ def render_summary(results: RunResults) -> str:
         f"seed {perms.seed}; depth {results.header.depth or 'all'}); "
         f"config `{results.header.config_hash}`",
         "",
+    ]
+    dropped = describe_dropped(dataset.notes)
+    if dropped:
+        lines += [f"Queries: {dataset.queries_available} available, {dropped}.", ""]
+    lines += [
         "| metric | value | 95% CI | what it shows |",
         "|---|---:|---:|---|",
     ]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import HarnessError
-from harness.files import read_json_object, write_text_atomic
+from harness.files import ensure_writable_folder, read_json_object, write_text_atomic
 from harness.permutations import OrderLabel
 from harness.results.schema import (
     FORMAT_VERSION,
@@ -115,7 +115,7 @@ class RunStore:
 
     def write_header(self, header: RunHeader, queries: Sequence[QueryRecord]) -> None:
         """Write ``queries.jsonl``, then ``run.json`` (last: it marks the folder usable)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(self.run_dir, "the run folder")
         lines = "".join(json.dumps(q.to_dict(), separators=(",", ":")) + "\n" for q in queries)
         self.write_text(QUERIES_FILE, lines)
         self.write_json(RUN_FILE, header.to_dict())
