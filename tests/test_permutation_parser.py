@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.rerankers.permutation_parser import ascii_digits, parse_permutation, worst_status
 
@@ -74,8 +76,32 @@ def test_repairs_are_counted() -> None:
     assert parse_permutation("[\uff11] > [2]", 2).repairs == {"look_alike_digits": 1}
 
 
-def test_ascii_digits_maps_every_decimal_digit_and_nothing_else() -> None:
-    assert ascii_digits("\uff10\u0660\u06f5\u0966\u09ea 7 x²") == "00504 7 x²"
+def test_ascii_digits_maps_every_look_alike_digit_and_nothing_else() -> None:
+    assert ascii_digits("\uff10\u0660\u06f5\u0966\u09ea 7 x²") == "00504 7 x2"
+    # superscript, subscript, circled, dingbat, "digit full stop": rank_llm's table and more
+    assert ascii_digits("⁰¹⁹ ₀₅₉ ①⑨ ❶❾ \U0001f100\U0001f109") == "019 059 19 19 09"
+    assert ascii_digits("Ⅻ ½ ⑩ abc [] >") == "Ⅻ ½ ⑩ abc [] >"  # no single digit value
+
+
+def test_look_alike_digits_parse_as_their_digits() -> None:
+    parsed = parse_permutation("[³] > [①] > [₂]", 3)
+    assert parsed.permutation == (2, 0, 1) and parsed.look_alike_digits
+    assert parsed.status == "wrong_format"  # recorded as a repair
+
+
+def test_a_huge_identifier_is_out_of_range_not_a_crash() -> None:
+    parsed = parse_permutation("[" + "9" * 5000 + "] > [2]", 3)
+    assert parsed.out_of_range == 1 and parsed.permutation == (1, 0, 2)
+    assert parse_permutation("[0003] > [1] > [2]", 3).permutation == (2, 0, 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200), size=st.integers(min_value=1, max_value=40))
+def test_any_answer_parses_to_a_permutation(text: str, size: int) -> None:
+    parsed = parse_permutation(text, size)
+    assert sorted(parsed.permutation) == list(range(size))
+    assert parsed.named + parsed.missing == size
+    assert parsed.status in ("ok", "missing", "repetition", "wrong_format")
 
 
 def test_worst_status_orders_by_severity() -> None:

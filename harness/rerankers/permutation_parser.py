@@ -3,8 +3,9 @@
 The repair rules are the ones users of the existing toolkits rely on, applied in this order:
 
 1. drop everything up to and including the last ``</think>`` (reasoning models think first);
-2. map look-alike digits (fullwidth, Arabic-Indic, Devanagari: any Unicode decimal digit,
-   category Nd) to ASCII;
+2. map look-alike digits to ASCII: every Unicode character with a digit value (fullwidth,
+   Arabic-Indic, Devanagari, superscript, subscript, circled and dingbat digits such as
+   ``²``, ``₃``, ``④``, ``❺``), a superset of the table rank_llm applies;
 3. keep the numbers, in the order they appear, and make them 0-based;
 4. drop out-of-range numbers and repeated ones (the first mention wins);
 5. append the identifiers the answer never named, in the order they were shown.
@@ -73,7 +74,10 @@ def parse_permutation(text: str, size: int) -> ParsedPermutation:
     seen: dict[int, None] = {}
     duplicates = out_of_range = 0
     for match in NUMBER.finditer(ascii_answer):
-        index = int(match.group()) - 1
+        digits = match.group().lstrip("0") or "0"
+        # Longer than any identifier: out of range, and never handed to int() (Python refuses
+        # to convert more than 4,300 digits).
+        index = int(digits) - 1 if len(digits) <= len(str(size)) else size
         if not 0 <= index < size:
             out_of_range += 1
         elif index in seen:
@@ -104,10 +108,13 @@ def parse_permutation(text: str, size: int) -> ParsedPermutation:
 
 
 def ascii_digits(text: str) -> str:
-    """Replace every Unicode decimal digit (category Nd) by its ASCII digit."""
-    return "".join(
-        str(unicodedata.decimal(ch)) if not ch.isascii() and ch.isdecimal() else ch for ch in text
-    )
+    """Replace every non-ASCII character that has a digit value by its ASCII digit."""
+    return "".join(ch if ch.isascii() else _ascii_digit(ch) for ch in text)
+
+
+def _ascii_digit(ch: str) -> str:
+    value = unicodedata.digit(ch, None)
+    return ch if value is None else str(value)
 
 
 def worst_status(statuses: list[ParseStatus] | tuple[ParseStatus, ...]) -> ParseStatus:
