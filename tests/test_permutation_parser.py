@@ -79,7 +79,9 @@ def test_repairs_are_counted() -> None:
 def test_ascii_digits_maps_every_look_alike_digit_and_nothing_else() -> None:
     assert ascii_digits("\uff10\u0660\u06f5\u0966\u09ea 7 x²") == "00504 7 x2"
     # superscript, subscript, circled, dingbat, "digit full stop": rank_llm's table and more
-    assert ascii_digits("⁰¹⁹ ₀₅₉ ①⑨ ❶❾ \U0001f100\U0001f109") == "019 059 19 19 09"
+    # U+1F100 is DIGIT ZERO FULL STOP and U+1F109 DIGIT EIGHT COMMA: Unicode's digit value,
+    # where rank_llm's table maps by position (and reads U+1F109 as 9)
+    assert ascii_digits("⁰¹⁹ ₀₅₉ ①⑨ ❶❾ \U0001f100\U0001f109") == "019 059 19 19 08"
     assert ascii_digits("Ⅻ ½ ⑩ abc [] >") == "Ⅻ ½ ⑩ abc [] >"  # no single digit value
 
 
