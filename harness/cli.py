@@ -89,15 +89,19 @@ def run(
         console = _stderr_console()
         for note in prepared.notes:
             console.print(f"[yellow]note:[/] {note}")
-        with _progress(console, f"{prepared.preset.name} on {prepared.card.name}") as display:
+        console.print(_work_line(prepared))
+        with (
+            _progress(console, f"{prepared.preset.name} on {prepared.card.name}") as display,
+            _terminate_as_interrupt() as received,
+        ):
             try:
                 results = execute_run(prepared, progress=display.update, stage=display.stage)
             except KeyboardInterrupt:
                 console.print(
-                    f"\n[yellow]interrupted[/]: finished orders are saved in {prepared.run_dir}; "
-                    "rerun the same command to resume"
+                    f"\n[yellow]interrupted ({received.name})[/]: finished orders are saved in "
+                    f"{prepared.run_dir}; rerun the same command to resume"
                 )
-                raise typer.Exit(130) from None
+                raise typer.Exit(received.exit_code) from None
     typer.echo(render_summary(results))
     typer.echo(f"results: {prepared.run_dir / 'results.json'}")
 
@@ -134,7 +138,7 @@ def list_presets() -> None:
 def _stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)  # long lines stay whole in CI logs
 
 
 @app.command("datasets")
@@ -270,6 +274,42 @@ def upgrade(
     )
 
 
+def _work_line(prepared) -> str:
+    """What the run will do, said before it starts (a typo in --perms shows here first)."""
+    sets = len(prepared.plans)
+    return (
+        f"work: {sets} queries x {prepared.total_orders // max(sets, 1)} orders = "
+        f"{prepared.total_orders:,} reranked orders ({prepared.preset.name}, batches of "
+        f"{prepared.config.batch_size}); folder {prepared.run_dir}"
+    )
+
+
+class _Signal:
+    """Which signal stopped the run: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
+
+    def __init__(self) -> None:
+        self.name, self.exit_code = "Ctrl-C", 130
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[_Signal]:
+    """SIGTERM (what CI runners and `timeout` send) stops a run as Ctrl-C does: finished
+    orders are kept and the user is told how to resume."""
+    import signal
+
+    received = _Signal()
+
+    def on_terminate(signum, frame) -> None:
+        received.name, received.exit_code = "SIGTERM", 128 + signal.SIGTERM
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_terminate)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Turn HarnessError and filesystem errors into one red line and exit code 2, with no
@@ -285,6 +325,9 @@ def _user_errors() -> Iterator[None]:
     except OSError as exc:  # a folder that cannot be written or read, a full disk, ...
         typer.secho(f"error: {os_error_line(exc)}", fg="red", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted (Ctrl-C); nothing more was written", fg="yellow", err=True)
+        raise typer.Exit(130) from None
 
 
 class _RunDisplay:

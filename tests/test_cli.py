@@ -75,7 +75,9 @@ def test_config_file_with_flag_override(rankgpt_folder, tmp_path):
         (["--reranker", "nope"], "unknown reranker 'nope'"),
         (["--reranker", "identity", "--dataset", "nope"], "unknown dataset 'nope'"),
         (["--reranker", "identity", "--dataset", "./missing/dir"], "dataset path not found"),
-        (["--reranker", "identity", "--perms", "0"], "--perms must be at least 1"),
+        (["--reranker", "identity", "--perms", "0"], "--perms must be between 1 and 10,000"),
+        (["--reranker", "identity", "--perms", "1000000000"], "got 1,000,000,000"),
+        (["--reranker", "identity", "--seed", "-1"], "--seed must be between 0"),
         (["--reranker", "identity", "--depth", "0"], "--depth must be at least 1"),
         (["--reranker", "identity", "--strategy", "shuffle"], "unknown --strategy"),
         (["--reranker", "missing.yaml"], "reranker preset file not found"),
@@ -153,3 +155,77 @@ def test_config_file_with_wrong_types_is_a_clear_error(tmp_path, line, fragment)
     config = tmp_path / "run.yaml"
     config.write_text(f"reranker: identity\n{line}\n")
     _assert_user_error(_invoke("run", "--config", str(config)), fragment)
+
+
+def test_unwritable_outputs_are_one_line_errors_and_leave_no_temporary_files(
+    rankgpt_folder, tmp_path
+):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    run = ["run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--perms", "2"]
+    _assert_user_error(_invoke(*run, "--out", str(a_file)), "cannot write the run folder")
+    _assert_user_error(_invoke(*run, "--out", str(a_file / "x")), "cannot write the run folder")
+    out = tmp_path / "run"
+    assert _invoke(*run, "--out", str(out)).exit_code == 0
+    (tmp_path / "rep.html").mkdir()
+    _assert_user_error(_invoke("report", str(out), "--out", str(tmp_path / "rep")), "is a folder")
+    _assert_user_error(
+        _invoke("report", str(out), "--out", str(a_file / "rep")), "cannot write the report"
+    )
+    _assert_user_error(_invoke("baseline", str(out), "--to", str(tmp_path)), "is a folder")
+    _assert_user_error(
+        _invoke("baseline", str(out), "--to", str(a_file / "b.json")), "cannot write the baseline"
+    )
+    _assert_user_error(_invoke("export", str(out), "--trec", str(a_file)), "is a file")
+    leftovers = [
+        p for p in tmp_path.rglob(".*") if p.name.endswith(".tmp") or "write-check" in p.name
+    ]
+    assert leftovers == []
+
+
+def test_a_dataset_whose_queries_were_all_dropped_says_why(rankgpt_folder):
+    qrels = rankgpt_folder / "qrels.txt"
+    qrels.write_text("\n".join(f"q{i} 0 q{i}-d01 0" for i in range(4)) + "\n")
+    result = _invoke("run", "--reranker", "identity", "--dataset", str(rankgpt_folder))
+    _assert_user_error(result, "no candidate sets to rerank")
+    assert "dropped unjudged queries 4" in result.output and "qrels" in result.output
+
+
+def test_dropped_queries_are_said_on_the_console_and_in_the_summary(rankgpt_folder, tmp_path):
+    path = rankgpt_folder / "candidates.json"
+    entries = json.loads(path.read_text())
+    entries[0]["hits"] = []
+    path.write_text(json.dumps(entries))
+    out = tmp_path / "run"
+    result = _invoke(
+        "run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--perms", "2",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "skipped empty queries 1" in result.output
+    assert "skipped empty queries 1" in (out / "summary.md").read_text()
+    assert "work: 3 queries x 3 orders = 9 reranked orders" in result.output
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_folder, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--reranker", "identity", "--dataset",
+         str(rankgpt_folder), "--perms", "10000", "--batch-size", "1", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    samples = out / "samples.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if samples.is_file() and samples.stat().st_size > 0:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, output
+    assert "interrupted (SIGTERM)" in output and "rerun the same command to resume" in output
+    assert "Traceback" not in output
+    assert samples.read_text().count("\n") >= 1
