@@ -179,6 +179,32 @@ def _no_stage(_: str) -> AbstractContextManager[None]:
     return nullcontext()
 
 
+def _sample_checker(prepared: PreparedRun) -> Callable[[Sample], str | None]:
+    """What is wrong with a sample on disk for this run: a query or order index the plan does
+    not have, or an order shown that is not the plan's (samples of another run or seed)."""
+    plans = {plan.query_id: plan for plan in prepared.plans}
+    doc_ids = {cset.query_id: set(cset.doc_ids) for cset in prepared.dataset.sets}
+
+    def check(sample: Sample) -> str | None:
+        plan = plans.get(sample.query_id)
+        key = f"sample ({sample.query_id!r}, order {sample.order_index})"
+        if plan is None:
+            return f"{key}: this run has no query {sample.query_id!r}"
+        if not 0 <= sample.order_index < len(plan):
+            return f"{key}: this run has {len(plan)} orders for that query"
+        if sample.shown != tuple(int(i) for i in plan.orders[sample.order_index]):
+            return (
+                f"{key} shows another order than this run's plan: it belongs to another run "
+                "(seed or strategy); remove it or use another --out"
+            )
+        ranking = sample.ranking
+        if len(ranking) != len(plan.orders[0]) or set(ranking) != doc_ids[sample.query_id]:
+            return f"{key} ranks other candidates than the query has"
+        return None
+
+    return check
+
+
 def rerank_pending(
     prepared: PreparedRun,
     *,
@@ -192,7 +218,7 @@ def rerank_pending(
     """
     config = prepared.config
     store = RunStore.open(prepared.run_dir, prepared.header.config_hash)
-    done = store.load_samples()
+    done = store.load_samples(check=_sample_checker(prepared))
     total = prepared.total_orders
     pending = [
         (cset, plan, [i for i in range(len(plan)) if (plan.query_id, i) not in done])

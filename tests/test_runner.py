@@ -192,3 +192,21 @@ def test_perms_does_not_split_a_non_random_run(rankgpt_folder, tmp_path):
     out = tmp_path / "run"
     _run(rankgpt_folder, out, strategy="cyclic", perms=5)
     _run(rankgpt_folder, out, strategy="cyclic", perms=7)  # same run: resumes, no error
+
+
+def test_samples_of_another_run_are_refused_on_resume_naming_the_line(rankgpt_folder, tmp_path):
+    _run(rankgpt_folder, tmp_path / "mine", reranker="identity", seed=0)
+    _run(rankgpt_folder, tmp_path / "other", reranker="identity", seed=1)
+    mine = tmp_path / "mine" / SAMPLES_FILE
+    lines = mine.read_text().splitlines()
+    foreign = (tmp_path / "other" / SAMPLES_FILE).read_text().splitlines()
+    # Order 3 of q0 under seed 1 replaces the same key: identical shape, another shown order.
+    row = next(i for i, line in enumerate(lines) if '"order_index":3,' in line)
+    lines[row] = next(line for line in foreign if '"q0"' in line and '"order_index":3,' in line)
+    mine.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HarnessError, match=rf"samples.jsonl:{row + 1}: .*another run"):
+        _run(rankgpt_folder, tmp_path / "mine", reranker="identity", seed=0)
+    lines[row] = lines[row].replace('"q0"', '"q9"')
+    mine.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HarnessError, match="this run has no query 'q9'"):
+        _run(rankgpt_folder, tmp_path / "mine", reranker="identity", seed=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -121,8 +121,14 @@ class RunStore:
         self.write_json(RUN_FILE, header.to_dict())
         self.needs_header = False
 
-    def load_samples(self) -> dict[tuple[str, int], Sample]:
-        """Every complete sample on disk; a torn last line (crash mid-write) is dropped."""
+    def load_samples(
+        self, check: Callable[[Sample], str | None] | None = None
+    ) -> dict[tuple[str, int], Sample]:
+        """Every complete sample on disk; a torn last line (crash mid-write) is dropped.
+
+        ``check`` returns what is wrong with a sample (e.g. not this run's order), or None;
+        a problem is a HarnessError naming the file and line.
+        """
         path = self.run_dir / SAMPLES_FILE
         samples: dict[tuple[str, int], Sample] = {}
         if not path.exists():
@@ -137,6 +143,9 @@ class RunStore:
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                     message = f"{path}:{number}: corrupt sample record ({exc})"
                     raise HarnessError(message) from exc
+                problem = check(sample) if check is not None else None
+                if problem:
+                    raise HarnessError(f"{path}:{number}: {problem}")
                 samples[sample.key] = sample
                 good_bytes += len(raw)
         if good_bytes < path.stat().st_size:
