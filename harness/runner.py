@@ -23,7 +23,12 @@ from harness.errors import HarnessError
 from harness.permutations import PermutationPlan, plan_permutations
 from harness.rerankers.base import Reranker, RunContext
 from harness.rerankers.preset import RerankerPreset
-from harness.rerankers.registry import build_reranker, check_preset, resolve_preset
+from harness.rerankers.registry import (
+    adapter_class,
+    build_reranker,
+    check_preset,
+    resolve_preset,
+)
 from harness.results.provenance import environment, utc_now
 from harness.results.schema import (
     DatasetRecord,
@@ -265,13 +270,20 @@ def write_results(prepared: PreparedRun, reranked: RerankedRun) -> RunResults:
         prepared,
         reranked.samples,
         reranked.reranker_identity,
-        environment=environment(),
+        environment=environment() | {"device_used": _device_used(prepared)},
         # Reranking wall time of this invocation (only the remainder when it resumed).
         wall_time_s=round(reranked.seconds, 3),
         finished=utc_now(),
     )
     save_results(prepared.run_dir, results)
     return results
+
+
+def _device_used(prepared: PreparedRun) -> str:
+    """``--device`` when the reranker computes there, else ``none`` (a control such as
+    first-stage asked for ``cuda`` still ran on no device at all)."""
+    uses_device = adapter_class(prepared.preset).uses_device
+    return prepared.config.device if uses_device else "none"
 
 
 def compute_results(

@@ -210,3 +210,9 @@ def test_samples_of_another_run_are_refused_on_resume_naming_the_line(rankgpt_fo
     mine.write_text("\n".join(lines) + "\n")
     with pytest.raises(HarnessError, match="this run has no query 'q9'"):
         _run(rankgpt_folder, tmp_path / "mine", reranker="identity", seed=0)
+
+
+def test_the_device_recorded_is_the_one_used(rankgpt_folder, tmp_path):
+    results = _run(rankgpt_folder, tmp_path / "run", perms=2, device="cuda")
+    assert results.config["device"] == "cuda"  # what was asked, part of the configuration
+    assert results.environment["device_used"] == "none"  # first-stage computes on no device

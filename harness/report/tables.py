@@ -33,7 +33,8 @@ def provenance_table(runs: Sequence[RunData]) -> Table:
         config = r.results.config
         return (
             f"{env.get('machine', '?')}, {env.get('cpu_count', '?')} CPUs, device "
-            f"{config.get('device', '?')}, batch {config.get('batch_size', '?')}; "
+            f"{env.get('device_used', config.get('device', '?'))}, "
+            f"batch {config.get('batch_size', '?')}; "
             f"{env.get('platform', '')}"
         )
 

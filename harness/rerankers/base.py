@@ -74,6 +74,9 @@ class Reranker(ABC):
     """
 
     order_invariant: bool = False
+    uses_device: bool = False
+    """Whether the run's ``--device`` is where this reranker computes (a model does; the
+    controls compute nothing there), so provenance records the device actually used."""
 
     def __init__(self, name: str, context: RunContext) -> None:
         self.name = name

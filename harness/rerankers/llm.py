@@ -18,6 +18,7 @@ from harness.rerankers.base import Reranker, RunContext
 class BackendReranker(Reranker):
     """A reranking method on a :class:`Backend`."""
 
+    uses_device = True
     method: ClassVar[str]
     requires: ClassVar[frozenset[Capability]]
     params_type: ClassVar[type]
