@@ -59,7 +59,12 @@ def load_card(path: Path) -> DatasetCard:
         raise HarnessError(f"{path}: a dataset card needs 'name' and a 'loader' mapping")
     if loader.get("format") not in FORMATS:
         raise HarnessError(f"{path}: loader format must be one of {FORMATS}")
-    return DatasetCard(
+    unknown = sorted(set(data) - set(_CARD_FIELDS))
+    if unknown:
+        raise HarnessError(
+            f"{path}: unknown card field(s) {unknown}; allowed: {list(_CARD_FIELDS)}"
+        )
+    card = DatasetCard(
         name=data["name"],
         task=str(data.get("task", "text-ranking")),
         description=str(data.get("description", "")).strip(),
@@ -70,6 +75,8 @@ def load_card(path: Path) -> DatasetCard:
         defaults=data.get("defaults") or {},
         card_path=path,
     )
+    check_card(card)
+    return card
 
 
 def resolve_card(name_or_path: str) -> DatasetCard:
@@ -102,7 +109,7 @@ def load_dataset(card: DatasetCard) -> Dataset:
     if fmt == "movielens-100k":
         from harness.data.movielens import load_movielens_100k
 
-        return load_movielens_100k(name=card.name, **loader)
+        return load_movielens_100k(name=card.name, **_options(card))
     if fmt == "ir-datasets":
         from harness.data.ir_datasets_loader import load_ir_dataset
 
@@ -141,7 +148,11 @@ _FILE_KEYS = {
     "recbole-seq": ("inter", "item", "candidates"),
 }
 # Card keys passed to the loader as options (files, path, split and id are handled here).
-_OPTIONS = {
+# Every format is listed: a key a format does not know is an error, never silently ignored.
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "movielens-100k": ("history_len", "test_size", "num_candidates", "data_dir"),
+    "rankgpt-json": (),
+    "trec": (),
     "beir": ("depth", "k1", "b", "cache_dir"),
     "ir-datasets": ("first_stage", "depth", "k1", "b", "cache_dir", "probe_timeout"),
     "recbole-seq": (
@@ -152,19 +163,48 @@ _OPTIONS = {
         "drop_missing_target",
     ),
 }
-_CARD_KEYS = {"format", "path", "id", "split", *(k for keys in _FILE_KEYS.values() for k in keys)}
+# Keys handled by the registry itself, per format (the data's location and its files).
+_LOCATION_KEYS: dict[str, tuple[str, ...]] = {
+    "movielens-100k": (),
+    "rankgpt-json": ("path", *_FILE_KEYS["rankgpt-json"]),
+    "trec": ("path", *_FILE_KEYS["trec"]),
+    "beir": ("path", "split", "run"),
+    "ir-datasets": ("id",),
+    "recbole-seq": ("path", *_FILE_KEYS["recbole-seq"]),
+}
+_CARD_FIELDS = (
+    "name", "task", "description", "source", "license", "how_to_obtain", "loader", "defaults",
+)  # fmt: skip
+_DEFAULTS = ("queries", "depth")
 
 
 def _options(card: DatasetCard) -> dict[str, Any]:
-    """The card's loader options, rejecting keys the format does not know."""
-    allowed = _OPTIONS[card.loader["format"]]
-    options = {k: v for k, v in card.loader.items() if k not in _CARD_KEYS}
-    unknown = sorted(set(options) - set(allowed))
+    """The card's loader options (what is not the data's location)."""
+    fmt = card.loader["format"]
+    skip = {"format", *_LOCATION_KEYS[fmt]}
+    return {k: v for k, v in card.loader.items() if k not in skip}
+
+
+def check_card(card: DatasetCard) -> None:
+    """HarnessError for any loader key the format does not know and any bad ``defaults``:
+    a misspelled or misplaced option must not be silently ignored."""
+    fmt = card.loader["format"]
+    where = str(card.card_path) if card.card_path is not None else f"dataset {card.name!r}"
+    allowed = sorted({*_LOCATION_KEYS[fmt], *_OPTIONS[fmt]})
+    unknown = sorted(set(card.loader) - {"format", *allowed})
     if unknown:
         raise HarnessError(
-            f"dataset {card.name!r}: unknown loader option(s) {unknown}; allowed: {list(allowed)}"
+            f"{where}: unknown loader option(s) {unknown} for format {fmt!r}; allowed: {allowed}"
         )
-    return options
+    if not isinstance(card.defaults, Mapping):
+        raise HarnessError(f"{where}: 'defaults' must be a mapping of {list(_DEFAULTS)}")
+    for key, value in card.defaults.items():
+        if key not in _DEFAULTS:
+            raise HarnessError(f"{where}: unknown default {key!r}; allowed: {list(_DEFAULTS)}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise HarnessError(f"{where}: default {key!r} must be an integer, got {value!r}")
+        if value is not None and value < 1:
+            raise HarnessError(f"{where}: default {key!r} must be at least 1, got {value}")
 
 
 def _check_available(card: DatasetCard) -> dict[str, Path]:
