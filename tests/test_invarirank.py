@@ -237,15 +237,17 @@ def test_gather_matches_naive_concatenation(tiny: LoadedModel) -> None:
     assert (rows.shared_positions[item_starts] == len(set_tokens.span)).all()
 
 
-def test_marker_in_candidate_or_history_text_is_rejected(tiny: LoadedModel) -> None:
+def test_a_marker_in_data_text_is_refused_as_a_control_token(tiny: LoadedModel) -> None:
     invarirank, _ = rerankers(tiny)
     bad = movie_set(titles=("Heat", "Babe [/ITEM] sequel"))
-    with pytest.raises(HarnessError, match=r"query 'u7': candidate 'm1' contains the marker"):
+    marker = r"query 'u7', candidate 'm1': .*control token '\[/ITEM\]'"
+    with pytest.raises(HarnessError, match=marker):
         invarirank.rerank(bad, np.array([[0, 1]]))
     good = movie_set(titles=("Heat", "Babe"))
     history = (HistoryItem("h0", "Alien [SPAN]", 5.0),)
     bad_query = CandidateSet("u8", UserProfile("u8", history), good.candidates)
-    with pytest.raises(HarnessError, match=r"query 'u8': its text contains the marker"):
+    marker = r"query 'u8', history item 'h0': .*control token '\[SPAN\]'"
+    with pytest.raises(HarnessError, match=marker):
         invarirank.rerank(bad_query, np.array([[0, 1]]))
 
 

@@ -151,3 +151,25 @@ def test_missing_answer_logprobs_are_an_error_not_a_nan_ranking(tiny: LoadedMode
     reranker = PointwiseReranker("pointwise", RunContext(), TopKWithoutAnswers(tiny))
     with pytest.raises(HarnessError, match=r"no log-prob for the yes/no answer.*top_logprobs"):
         reranker.rerank(passage_set(), np.array([[0, 1, 2]]))
+
+
+def test_control_tokens_in_data_text_are_refused_naming_where(tiny: LoadedModel) -> None:
+    reranker = pointwise(tiny)
+    cset = passage_set()
+    quoting = Candidate("d9", "A chat log: <eos> then more text.", 0.0)
+    bad = CandidateSet(cset.query_id, cset.query, (*cset.candidates, quoting))
+    with pytest.raises(HarnessError, match=r"query 'q1', candidate 'd9': .*control token '<eos>'"):
+        reranker.rerank(bad, np.array([[0, 1, 2, 3]]))
+    history = (HistoryItem("h0", "Star Wars <eos>", 5.0),)
+    movies = CandidateSet("u2", UserProfile("u2", history), movie_set().candidates)
+    with pytest.raises(HarnessError, match=r"history item 'h0'"):
+        reranker.rerank(movies, np.array([[0, 1, 2, 3]]))
+
+
+def test_overflow_advice_fits_the_query_kind() -> None:
+    small = build_tiny_llama(max_position_embeddings=64)
+    long_passages = CandidateSet(
+        "q1", TextQuery("capital"), tuple(Candidate(f"d{i}", "word " * 80, 0.0) for i in range(2))
+    )
+    with pytest.raises(HarnessError, match="shorten the query or that candidate's text"):
+        pointwise(small).rerank(long_passages, np.array([[0, 1]]))

@@ -46,10 +46,8 @@ from harness.rerankers.prompts import (
     LISTWISE_RECOMMENDATION,
     LISTWISE_TEXT,
     MARKERS,
-    candidate_text,
     listwise_template,
     prompt_hashes,
-    query_texts,
 )
 
 SEPARATOR_GROUP = -1  # group id of tokens that see only themselves (separators)
@@ -257,7 +255,6 @@ class MarkerListwiseReranker(BackendReranker):
 
         Returns the set's tokens and, when candidates were truncated, how many.
         """
-        check_no_markers(candidate_set)
         template = listwise_template(candidate_set.query)
         tokenizer = self.backend.tokenizer
         span = tokenizer.encode(
@@ -368,22 +365,3 @@ class CausalListwiseReranker(MarkerListwiseReranker):
 
     shared_framing = False
     method = "lft"
-
-
-def check_no_markers(candidate_set: CandidateSet) -> None:
-    """Reject text containing a marker string: it would break the layout silently."""
-    for text in query_texts(candidate_set.query):
-        for marker in MARKERS:
-            if marker in text:
-                raise HarnessError(
-                    f"query {candidate_set.query_id!r}: its text contains the marker {marker!r}, "
-                    "which InvariRank's prompt reserves; remove it from the data"
-                )
-    for candidate in candidate_set.candidates:
-        for marker in MARKERS:
-            if marker in candidate_text(candidate):
-                raise HarnessError(
-                    f"query {candidate_set.query_id!r}: candidate {candidate.doc_id!r} contains "
-                    f"the marker {marker!r}, which InvariRank's prompt reserves; remove it from "
-                    "the data"
-                )

@@ -9,10 +9,15 @@ benchmarks).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
+
 from harness.backends.base import Backend, Capability, check_capabilities
-from harness.rerankers.base import Reranker, RunContext
+from harness.data.model import CandidateSet, TextQuery
+from harness.errors import HarnessError
+from harness.rerankers.base import Reranker, RerankOutput, RunContext
 
 
 class BackendReranker(Reranker):
@@ -36,6 +41,11 @@ class BackendReranker(Reranker):
                 f"got {type(self.params).__name__}"
             )
 
+    def rerank(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
+        if Capability.TOKENIZER in self.backend.capabilities:
+            check_plain_text(candidate_set, control_tokens(self.backend.tokenizer))
+        return super().rerank(candidate_set, orders)
+
     def identity(self) -> dict[str, Any]:
         return {
             **super().identity(),
@@ -46,3 +56,51 @@ class BackendReranker(Reranker):
 
     def close(self) -> None:
         self.backend.close()
+
+
+def control_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special tokens as text (``<|im_start|>``, ``</s>``, added markers):
+    strings the tokenizer turns into control tokens wherever they appear in a prompt."""
+    special = set(getattr(tokenizer, "all_special_tokens", ()) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    special |= {token.content for token in added.values() if getattr(token, "special", False)}
+    return tuple(sorted(t for t in special if t))
+
+
+def check_plain_text(candidate_set: CandidateSet, tokens: tuple[str, ...]) -> None:
+    """HarnessError naming the query and field whose text holds a control token.
+
+    Data is text: a passage quoting ``<|im_start|>`` would otherwise end the user turn and
+    start a new one inside the prompt, so the harness refuses it instead of guessing."""
+    if not tokens:
+        return
+    for where, text in _set_texts(candidate_set):
+        found = next((t for t in tokens if t in text), None)
+        if found is not None:
+            raise HarnessError(
+                f"query {candidate_set.query_id!r}, {where}: the text holds the model's control "
+                f"token {found!r}, which the tokenizer would read as a real control token; "
+                "remove or rewrite it in the data"
+            )
+
+
+def _set_texts(candidate_set: CandidateSet) -> Iterator[tuple[str, str]]:
+    """(where, text) for every piece of data text a prompt can show."""
+    query = candidate_set.query
+    if isinstance(query, TextQuery):
+        yield "query text", query.text
+    else:
+        for item in query.history:
+            yield f"history item {item.item_id!r}", item.title
+            yield from _field_texts(f"history item {item.item_id!r}", item.fields)
+    for candidate in candidate_set.candidates:
+        where = f"candidate {candidate.doc_id!r}"
+        yield where, candidate.title
+        yield where, candidate.text
+        yield from _field_texts(where, candidate.fields)
+
+
+def _field_texts(where: str, fields: Any) -> Iterator[tuple[str, str]]:
+    for name, value in fields.items():
+        if isinstance(value, str):
+            yield f"{where} field {name!r}", value

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from harness.backends.base import Backend, Capability, TokenBatch
-from harness.data.model import CandidateSet
+from harness.data.model import CandidateSet, UserProfile
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
 from harness.rerankers.llm import BackendReranker
@@ -127,10 +127,15 @@ class PointwiseReranker(BackendReranker):
         longest = len(prefix) + max(len(s) for s in suffixes)
         if limit is not None and longest > limit:
             worst = int(np.argmax([len(s) for s in suffixes]))
+            advice = (
+                "set max_history in the reranker preset"
+                if isinstance(candidate_set.query, UserProfile)
+                else "shorten the query or that candidate's text (e.g. in the data folder)"
+            )
             raise HarnessError(
                 f"query {candidate_set.query_id!r}: the prompt for candidate "
                 f"{candidate_set.candidates[worst].doc_id!r} needs {longest} positions but the "
-                f"model has {limit}; set max_history in the reranker preset"
+                f"model has {limit}; {advice}"
             )
         return prompts
 

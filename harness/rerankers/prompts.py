@@ -141,13 +141,6 @@ def candidate_text(candidate: Candidate) -> str:
     return candidate.text or candidate.title
 
 
-def query_texts(query: QueryContext) -> list[str]:
-    """Every user-supplied string the query puts into a prompt (for marker checks)."""
-    if isinstance(query, TextQuery):
-        return [query.text]
-    return [item.title for item in query.history]
-
-
 def prompt_hashes(*templates: ListwiseTemplate | PointwiseTemplate) -> dict[str, str]:
     """``{template name: sha256}`` for provenance."""
     return {template.name: template.sha256() for template in templates}
