@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -81,7 +82,16 @@ def merge_config(config_path: Path | None, overrides: Mapping[str, Any]) -> RunC
                 raise HarnessError(f"{config_path}: '{key}' must be {kind}, got {value!r}")
         config = replace(config, **data)
     given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(config, **given).validate()
+    config = replace(config, **given)
+    return replace(config, dataset=_normalized_dataset(config.dataset)).validate()
+
+
+def _normalized_dataset(dataset: str) -> str:
+    """``./data/`` and ``data`` are the same folder, so the same configuration: a path-like
+    value is normalised (a card name or an ``irds:`` id is left as given)."""
+    if dataset.startswith("irds:") or ("/" not in dataset and not dataset.startswith(".")):
+        return dataset
+    return os.path.normpath(dataset)
 
 
 def config_hash(payload: Mapping[str, Any]) -> str:

@@ -222,7 +222,7 @@ def rerank_pending(
     model is loaded only if something is left to do.
     """
     config = prepared.config
-    store = RunStore.open(prepared.run_dir, prepared.header.config_hash)
+    store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
     done = store.load_samples(check=_sample_checker(prepared))
     total = prepared.total_orders
     pending = [

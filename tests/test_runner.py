@@ -216,3 +216,22 @@ def test_the_device_recorded_is_the_one_used(rankgpt_folder, tmp_path):
     results = _run(rankgpt_folder, tmp_path / "run", perms=2, device="cuda")
     assert results.config["device"] == "cuda"  # what was asked, part of the configuration
     assert results.environment["device_used"] == "none"  # first-stage computes on no device
+
+
+def test_resuming_with_another_configuration_names_the_setting(rankgpt_folder, tmp_path):
+    _run(rankgpt_folder, tmp_path / "run", reranker="identity", perms=3)
+    with pytest.raises(HarnessError, match=r"perms: 3 -> 4"):
+        _run(rankgpt_folder, tmp_path / "run", reranker="identity", perms=4)
+    with pytest.raises(HarnessError, match=r"reranker name: 'identity' -> 'first-stage'"):
+        _run(rankgpt_folder, tmp_path / "run", reranker="first-stage", perms=3)
+
+
+def test_the_same_folder_written_two_ways_is_the_same_configuration(rankgpt_folder, monkeypatch):
+    from harness.config import merge_config
+
+    monkeypatch.chdir(rankgpt_folder.parent)
+    name = rankgpt_folder.name
+    given = [{"dataset": d, "reranker": "identity"} for d in (name, f"./{name}", f"{name}/")]
+    assert {merge_config(None, g).dataset for g in given} == {name}
+    irds = merge_config(None, {"dataset": "irds:a/b", "reranker": "identity"})
+    assert irds.dataset == "irds:a/b"

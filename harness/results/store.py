@@ -89,7 +89,7 @@ class RunStore:
         self._handle: IO[str] | None = None
 
     @classmethod
-    def open(cls, run_dir: Path, config_hash: str) -> RunStore:
+    def open(cls, run_dir: Path, config_hash: str, header: RunHeader | None = None) -> RunStore:
         """Open a folder for (resumed) reranking; nothing is written yet.
 
         A folder of another configuration, or of a newer format, is refused. A new folder or
@@ -105,9 +105,10 @@ class RunStore:
         if version is None or version > FORMAT_VERSION:
             check_format(existing, str(run_file))  # raises: not a run, or a newer harness's
         if existing.get("config_hash") != config_hash:
+            differences = "" if header is None else _differences(existing, header.to_dict())
             raise HarnessError(
                 f"{run_dir} holds a run with a different configuration "
-                f"(config hash {existing.get('config_hash')} vs {config_hash}); "
+                f"({differences or 'config hash ' + str(existing.get('config_hash'))}); "
                 "use another --out or delete the folder"
             )
         stale = version != FORMAT_VERSION or not (run_dir / QUERIES_FILE).is_file()
@@ -232,3 +233,21 @@ def read_results(run_dir: Path) -> RunResults:
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def _differences(recorded: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:
+    """``perms: 20 -> 5; reranker.params.max_history: None -> 10``: the settings that make the
+    configuration hashes differ (run settings, reranker preset, dataset content)."""
+    changes = []
+    for section in ("config", "reranker"):
+        old, now = recorded.get(section) or {}, new.get(section) or {}
+        for key in sorted(old.keys() | now.keys()):
+            if key in ("source", "identity") or old.get(key) == now.get(key):
+                continue
+            name = key if section == "config" else f"reranker {key}"
+            changes.append(f"{name}: {old.get(key)!r} -> {now.get(key)!r}")
+    fingerprint = (recorded.get("dataset") or {}).get("fingerprint")
+    if fingerprint != (new.get("dataset") or {}).get("fingerprint"):
+        changes.append("the dataset's content (fingerprint) changed")
+    shown = changes[:limit] + ([f"and {len(changes) - limit} more"] if len(changes) > limit else [])
+    return "; ".join(shown)
