@@ -365,3 +365,14 @@ def test_invariance_uses_the_exact_distinct_ranking_count_not_only_mean_tau():
     verdict = evaluate_gate(_snapshot([0.5, 0.5]), new, [GateSpec("ndcg@10", 0.01, 0.03)])
     assert not verdict.passed
     assert [q for q, _ in verdict.invariance.violations] == ["q1"]
+
+
+def test_a_baseline_lacking_a_metric_is_named_as_the_culprit(tmp_path):
+    snap = _snapshot([0.5, 0.6, 0.7])
+    data = snap.to_dict()
+    del data["per_query"]["ndcg@10"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    old = read_baseline(path)
+    with pytest.raises(HarnessError, match=rf"{path}: does not record metric 'ndcg@10'"):
+        evaluate_gate(old, snap, [GateSpec("ndcg@10", 0.01, 0.03)])

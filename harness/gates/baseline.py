@@ -35,6 +35,7 @@ class Baseline:
     permutations: Mapping[str, Any]
     config_hash: str
     source: Mapping[str, Any] = field(default_factory=dict)
+    origin: str = field(default="", compare=False)  # the file or run folder, for errors
 
     @property
     def order_invariant(self) -> bool:
@@ -53,7 +54,10 @@ class Baseline:
         """``{query id: value}`` of one metric; HarnessError listing the metrics it has."""
         if metric not in self.per_query:
             known = ", ".join(sorted(self.per_query))
-            raise HarnessError(f"metric {metric!r} is not recorded per query; known: {known}")
+            raise HarnessError(
+                f"{self.origin or 'baseline'}: does not record metric {metric!r} per query "
+                f"(it has: {known}); record it again with this harness, or gate other metrics"
+            )
         return dict(zip(self.query_ids, self.per_query[metric], strict=True))
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class Baseline:
                 permutations=dict(data["permutations"]),
                 config_hash=str(data["config_hash"]),
                 source=dict(data.get("source") or {}),
+                origin=where,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed baseline ({exc})") from exc
@@ -114,6 +119,7 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
     permutations = results.permutations
     packages = results.environment.get("packages") or {}
     return Baseline(
+        origin=f"run {run_dir}" if str(run_dir) else "run",
         query_ids=query_ids,
         per_query=per_query,
         reranker={
