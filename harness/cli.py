@@ -66,6 +66,7 @@ def run(
     # Spinning OpenMP threads make torch ~10x slower when other processes share the cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from harness.config import merge_config
+    from harness.errors import HarnessError
     from harness.results.markdown import render_summary
     from harness.runner import execute_run, prepare_run
 
@@ -102,6 +103,13 @@ def run(
                     f"{prepared.run_dir}; rerun the same command to resume"
                 )
                 raise typer.Exit(received.exit_code) from None
+            except Exception as exc:  # keep the user's work visible, whatever went wrong
+                kept = f"finished orders are kept in {prepared.run_dir}"
+                if isinstance(exc, HarnessError):
+                    exc.args = (f"{exc} ({kept})",)
+                else:
+                    console.print(f"\n[red]failed[/]: {kept}; rerun the same command to resume")
+                raise
     typer.echo(render_summary(results))
     typer.echo(f"results: {prepared.run_dir / 'results.json'}")
 
