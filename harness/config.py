@@ -14,7 +14,11 @@ from harness.permutations import STRATEGIES
 from harness.presets import read_yaml
 
 DEFAULT_DATASET = "movielens-100k"
-_INT_FIELDS = {"perms", "queries", "depth", "seed", "batch_size"}
+_INT_FIELDS = {"perms", "queries", "depth", "seed", "batch_size", "count", "repeats"}
+_COUNTED = ("fixed", "sweep", "templates")
+OPTIONAL_DEFAULTS = {"count": None, "pin": None, "templates": None, "repeats": 0}
+"""Settings added after format 2 was fixed: left out of the resolved configuration (and so of
+the config hash) while at their default, so earlier runs keep their hash and still resume."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,10 @@ class RunConfig:
     out: str | None = None
     device: str = "cpu"
     batch_size: int = 4
+    count: int | None = None
+    pin: str | None = None
+    templates: str | None = None
+    repeats: int = 0
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -46,6 +54,24 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise HarnessError(f"--{name} must be at least 1, got {value}")
+        if self.count is not None:
+            if self.strategy not in _COUNTED:
+                raise HarnessError(
+                    f"--count applies to the strategies {', '.join(_COUNTED)}, "
+                    f"not {self.strategy!r}"
+                )
+            if self.count < 1:
+                raise HarnessError(f"--count must be at least 1, got {self.count}")
+        if self.pin is not None and self.strategy != "fixed":
+            raise HarnessError("--pin applies only to --strategy fixed")
+        if (self.templates is not None) != (self.strategy == "templates"):
+            raise HarnessError(
+                "--strategy templates needs --templates FILE"
+                if self.templates is None
+                else "--templates applies only to --strategy templates"
+            )
+        if self.repeats < 0:
+            raise HarnessError(f"--repeats must be at least 0, got {self.repeats}")
         if self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.device != "cpu" and not self.device.startswith("cuda"):

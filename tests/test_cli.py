@@ -80,6 +80,11 @@ def test_config_file_with_flag_override(rankgpt_folder, tmp_path):
         (["--reranker", "identity", "--strategy", "shuffle"], "unknown --strategy"),
         (["--reranker", "missing.yaml"], "reranker preset file not found"),
         ([], "no reranker given"),
+        (["--reranker", "identity", "--count", "3"], "--count applies to the strategies"),
+        (["--reranker", "identity", "--pin", "0@1"], "--pin applies only to --strategy fixed"),
+        (["--reranker", "identity", "--strategy", "templates"], "needs --templates FILE"),
+        (["--reranker", "identity", "--repeats", "-1"], "--repeats must be at least 0"),
+        (["--reranker", "identity", "--strategy", "fixed", "--pin", "x"], "--pin must be"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args, fragment):
@@ -153,3 +158,14 @@ def test_config_file_with_wrong_types_is_a_clear_error(tmp_path, line, fragment)
     config = tmp_path / "run.yaml"
     config.write_text(f"reranker: identity\n{line}\n")
     _assert_user_error(_invoke("run", "--config", str(config)), fragment)
+
+
+def test_a_malformed_templates_file_names_file_and_line(rankgpt_folder, tmp_path):
+    templates = tmp_path / "orders.jsonl"
+    templates.write_text("[0, null, 2]\n[0, 1, 1]\n")
+    result = _invoke(
+        "run", "--reranker", "identity", "--dataset", str(rankgpt_folder),
+        "--strategy", "templates", "--templates", str(templates),
+    )  # fmt: skip
+    _assert_user_error(result, f"{templates}:2: candidate 1 appears more than once")
+    assert len(result.output.strip().splitlines()) == 1
