@@ -185,3 +185,24 @@ def test_repeats_are_spread_over_batches():
     assert repeat_rows == [3, 7]  # 9 other rows: one rerun after every third of them
     batches = [order[i : i + 3] for i in range(0, len(order), 3)]
     assert [b for b in batches if 0 in b] != [b for b in batches if 9 in b]
+
+
+def test_the_report_shows_each_stability_metric_beside_its_floor(rankgpt_folder, tmp_path):
+    from harness.report.build import write_report
+
+    floored = tmp_path / "floored"
+    _run(rankgpt_folder, floored, reranker="identity", perms=4, repeats=2)
+    plain = tmp_path / "plain"
+    _run(rankgpt_folder, plain, reranker="first-stage", perms=4)
+    files = write_report([floored, plain], tmp_path / "report")
+    md = files.markdown.read_text(encoding="utf-8")
+    html = files.html.read_text(encoding="utf-8")
+    for text in ("Stability and its noise floor", "noise floor 1.0000 [1.0000, 1.0000], outside"):
+        assert text in md and text in html
+    assert "| ppi | pairwise preference instability" in md
+    # the identity control copies its input: far above a zero floor
+    section = md.split("### Stability and its noise floor")[1].split("###")[0]
+    assert "| gpi |" in section and "floor 0.0000 [0.0000, 0.0000], outside" in section
+    summary = (floored / "summary.md").read_text(encoding="utf-8")
+    assert "| metric | value | 95% CI | noise floor | what it shows |" in summary
+    assert "Noise floor: the first-stage order shown 3 times" in summary

@@ -55,7 +55,7 @@ def floor_text(results: RunResults, metric: str) -> str:
     low, high = floor.get("ci95") or (None, None)
     text = f"{_fmt(floor.get('value'))} [{_fmt(low)}, {_fmt(high)}]"
     if "within_floor" in floor:
-        text += ", within" if floor["within_floor"] else ", above"
+        text += ", within" if floor["within_floor"] else ", outside"
     return text
 
 
@@ -72,7 +72,7 @@ def floor_note(results: RunResults) -> str:
         f"{repeats} reruns, in other batches), so nothing about the order changed; each "
         "stability metric is computed again over those reruns (means over queries, bootstrap "
         "95% CI). 'within' = the instability measured across orders is no larger than the "
-        "floor's, i.e. it cannot be told apart from run-to-run jitter."
+        "floor's, i.e. it cannot be told apart from run-to-run jitter; 'outside' = larger."
     )
     if within:
         note += f" Within the floor here: {', '.join(within)}."
