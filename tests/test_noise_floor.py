@@ -154,6 +154,10 @@ def test_new_designs_resume_bit_identically(rankgpt_folder, tmp_path, options):
         options = {**options, "templates": str(templates)}
     out = tmp_path / "run"
     clean = _run(rankgpt_folder, out, reranker="identity", batch_size=3, **options)
+    if options["strategy"] == "fixed":
+        assert "pin relevant@-1, 5 completions + identity reference + 2 identity repeats" in (
+            render_summary(clean)
+        )
     samples = out / "samples.jsonl"
     lines = samples.read_text().splitlines(keepends=True)
     samples.write_text("".join(lines[: len(lines) // 2]))

@@ -12,7 +12,7 @@ from harness.metrics.registry import TOP_K
 from harness.report.compare import ALL_PAIRS_UP_TO, PairedResult, moved_most
 from harness.report.document import Section, Table, fmt, fmt_p, fmt_signed, with_interval
 from harness.report.load import RunData
-from harness.results.markdown import REPAIR_NOTE, floor_note, floor_text
+from harness.results.markdown import REPAIR_NOTE, design_text, floor_note, floor_text
 
 MOVED_QUERIES = 5
 
@@ -55,10 +55,7 @@ def provenance_table(runs: Sequence[RunData]) -> Table:
 
     def perms(r: RunData) -> str:
         p = r.results.permutations
-        return (
-            f"{p.strategy}: {p.random_orders} random + identity, seed "
-            f"{p.seed}; {p.total_orders} orders"
-        )
+        return f"{p.strategy}: {design_text(r.results)}, seed {p.seed}; {p.total_orders} orders"
 
     rows = (
         row("reranker", lambda r: f"{r.reranker} ({r.results.reranker.adapter})"),

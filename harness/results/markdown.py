@@ -16,7 +16,7 @@ def render_summary(results: RunResults) -> str:
         f"# {results.reranker.name} on {dataset.name}",
         "",
         f"{counts['queries']} queries, {counts['samples']} reranked orders "
-        f"(strategy `{perms.strategy}`, {perms.random_orders} random + identity reference; "
+        f"(strategy `{perms.strategy}`, {design_text(results)}; "
         f"seed {perms.seed}; depth {results.header.depth or 'all'}); "
         f"config `{results.header.config_hash}`",
         "",
@@ -44,6 +44,28 @@ def render_summary(results: RunResults) -> str:
             cells = " | ".join(f"{rates.get(s, 0.0):.1%}" for s in _statuses(parse))
             lines.append(f"| {family} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def design_text(results: RunResults) -> str:
+    """The orders of the design in words: ``20 random + identity reference``,
+    ``pin relevant@0, 20 completions + identity reference``, ``..., + 2 identity repeats``."""
+    config, perms = results.config, results.permutations
+    strategy = perms.strategy
+    if strategy == "random":
+        text = f"{perms.random_orders} random + identity reference"
+    elif strategy == "fixed":
+        text = (
+            f"pin {config.get('pin') or 'relevant@0'}, {config.get('count') or 20} completions "
+            "+ identity reference"
+        )
+    elif strategy == "templates":
+        text = f"templates {config.get('templates')}, {config.get('count') or 1} per partial one"
+    elif strategy == "sweep":
+        text = f"{config.get('count') or 1} completion(s) per position"
+    else:
+        text = f"{perms.total_orders} orders in all"
+    repeats = config.get("repeats") or 0
+    return text + (f" + {repeats} identity repeats" if repeats else "")
 
 
 def floor_text(results: RunResults, metric: str) -> str:
