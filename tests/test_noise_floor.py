@@ -4,6 +4,7 @@ designs end to end, and run-folder compatibility."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,16 @@ def test_the_report_shows_each_stability_metric_beside_its_floor(rankgpt_folder,
     summary = (floored / "summary.md").read_text(encoding="utf-8")
     assert "| metric | value | 95% CI | noise floor | what it shows |" in summary
     assert "Noise floor: the first-stage order shown 3 times" in summary
+
+
+def test_parse_repair_rate_counts_repaired_design_orders():
+    sets, qrels = _sets_and_qrels(queries=2)
+    samples = _samples(sets, lambda o: o, repeats=0, perms=4)
+    statuses = ["ok", "missing", "ok", "wrong_format", "repetition"]  # rows 0..4, row 0 reference
+    for key, sample in list(samples.items()):
+        facts = {**sample.facts, "parse_status": statuses[sample.order_index]}
+        samples[key] = replace(sample, facts=facts)
+    result = summarize(sets, qrels, samples, seed=0)
+    # the design is rows 1..4 (the reference is left out): 3 of 4 needed a repair
+    assert result["summary"]["parse_repair_rate"]["value"] == pytest.approx(0.75)
+    assert result["parse_status"]["random"]["ok"] == pytest.approx(0.25)
