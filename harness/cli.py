@@ -40,7 +40,36 @@ def run(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="random | identity | reversed | cyclic | sweep | exhaustive [default: random]."
+            help="random | identity | reversed | cyclic | sweep | exhaustive | fixed | templates "
+            "[default: random]."
+        ),
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(
+            help="Seeded completions: per pin (fixed) [20], per position (sweep) [1 = the others "
+            "in first-stage order], per partial template (templates) [1]."
+        ),
+    ] = None,
+    pin: Annotated[
+        str | None,
+        typer.Option(
+            help="fixed: ITEM@POSITION to pin, ITEM a first-stage index or 'relevant' (the first "
+            "judged-relevant candidate), POSITION 0-based, -1 = last [relevant@0]."
+        ),
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option(
+            help="templates: a file with one JSON array per line of first-stage indices or "
+            "null (null = filled by a seeded shuffle)."
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None,
+        typer.Option(
+            help="Rerun the identity order R more times (in other batches) and report the "
+            "noise floor beside each stability metric [0]."
         ),
     ] = None,
     queries: Annotated[
@@ -84,6 +113,10 @@ def run(
                 "out": None if out is None else str(out),
                 "device": device,
                 "batch_size": batch_size,
+                "count": count,
+                "pin": pin,
+                "templates": None if templates is None else str(templates),
+                "repeats": repeats,
             },
         )
         prepared = prepare_run(settings)

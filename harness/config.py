@@ -20,7 +20,11 @@ MAX_ORDERS_PER_QUERY = 10_000
 1000000000`` would otherwise allocate until memory runs out."""
 MAX_SEED = 2**63 - 1
 """Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
-_INT_FIELDS = {"perms", "queries", "depth", "seed", "batch_size"}
+_INT_FIELDS = {"perms", "queries", "depth", "seed", "batch_size", "count", "repeats"}
+_COUNTED = ("fixed", "sweep", "templates")
+OPTIONAL_DEFAULTS = {"count": None, "pin": None, "templates": None, "repeats": 0}
+"""Settings added after format 2 was fixed: left out of the resolved configuration (and so of
+the config hash) while at their default, so earlier runs keep their hash and still resume."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,10 @@ class RunConfig:
     out: str | None = None
     device: str = "cpu"
     batch_size: int = 4
+    count: int | None = None
+    pin: str | None = None
+    templates: str | None = None
+    repeats: int = 0
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -56,6 +64,28 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise HarnessError(f"--{name} must be at least 1, got {value}")
+        if self.count is not None:
+            if self.strategy not in _COUNTED:
+                raise HarnessError(
+                    f"--count applies to the strategies {', '.join(_COUNTED)}, "
+                    f"not {self.strategy!r}"
+                )
+            if not 1 <= self.count <= MAX_ORDERS_PER_QUERY:
+                raise HarnessError(
+                    f"--count must be between 1 and {MAX_ORDERS_PER_QUERY:,}, got {self.count:,}"
+                )
+        if self.pin is not None and self.strategy != "fixed":
+            raise HarnessError("--pin applies only to --strategy fixed")
+        if (self.templates is not None) != (self.strategy == "templates"):
+            raise HarnessError(
+                "--strategy templates needs --templates FILE"
+                if self.templates is None
+                else "--templates applies only to --strategy templates"
+            )
+        if not 0 <= self.repeats <= MAX_ORDERS_PER_QUERY:
+            raise HarnessError(
+                f"--repeats must be between 0 and {MAX_ORDERS_PER_QUERY:,}, got {self.repeats:,}"
+            )
         if self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.device != "cpu" and not self.device.startswith("cuda"):

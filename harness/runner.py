@@ -6,6 +6,7 @@ what is pending, appending samples as it goes, then computes and writes the resu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -15,12 +16,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig, config_hash
+from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
 from harness.data.model import CandidateSet, Dataset, TextQuery, describe_dropped
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError
-from harness.permutations import PermutationPlan, plan_permutations
+from harness.permutations import (
+    PermutationPlan,
+    Pin,
+    Template,
+    plan_permutations,
+    read_templates,
+)
 from harness.rerankers.base import Reranker, RunContext
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
@@ -115,11 +122,20 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
             "(the dataset's default; pass --queries N for more)"
         )
 
-    plans = tuple(_plan(cset, dataset, config) for cset in dataset.sets)
+    pin = Pin.parse(config.pin) if config.pin is not None else None
+    templates = read_templates(Path(config.templates)) if config.templates else ()
+    plans = tuple(_plan(cset, dataset, config, pin, templates) for cset in dataset.sets)
     resolved = config.to_dict() | {"queries": queries, "depth": depth}
     resolved.pop("out")
     if config.strategy != "random":
         resolved["perms"] = None  # only random uses it; it must not split the same run in two
+    for key, default in OPTIONAL_DEFAULTS.items():
+        if resolved[key] == default:
+            del resolved[key]  # earlier runs keep their config hash
+    if config.templates:  # what was shown, not where the file was
+        resolved["templates_sha256"] = hashlib.sha256(
+            Path(config.templates).read_bytes()
+        ).hexdigest()
     identity_payload = {
         "config": resolved,
         "reranker": {k: v for k, v in preset.to_dict().items() if k != "source"},
@@ -247,6 +263,7 @@ def rerank_pending(
         if reranker is not None:
             store.write_json(IDENTITY_FILE, identity)
         for cset, plan, rows in pending:
+            rows = _schedule(plan, rows)
             for start in range(0, len(rows), config.batch_size):
                 batch = rows[start : start + config.batch_size]
                 assert reranker is not None
@@ -344,7 +361,31 @@ def _rerank(
     ]
 
 
-def _plan(cset: CandidateSet, dataset: Dataset, config: RunConfig) -> PermutationPlan:
+def _schedule(plan: PermutationPlan, rows: list[int]) -> list[int]:
+    """The pending rows in the order they are reranked: the identity repeats of ``--repeats``
+    are spread evenly among the other rows, so that (where a backend batches orders) each
+    rerun shares its batch with different orders than order 0 and the other reruns. Which
+    order a row is never changes, only its batch."""
+    repeats = [r for r in rows if plan.labels[r].is_repeat]
+    if not repeats:
+        return rows
+    others = [r for r in rows if not plan.labels[r].is_repeat]
+    spaced: list[int] = []
+    start = 0
+    for k, row in enumerate(repeats, start=1):
+        cut = round(k * len(others) / (len(repeats) + 1))
+        spaced += [*others[start:cut], row]
+        start = cut
+    return spaced + others[start:]
+
+
+def _plan(
+    cset: CandidateSet,
+    dataset: Dataset,
+    config: RunConfig,
+    pin: Pin | None = None,
+    templates: tuple[Template, ...] = (),
+) -> PermutationPlan:
     judged = dataset.qrels.get(cset.query_id, {})
     relevant = [i for i, c in enumerate(cset.candidates) if judged.get(c.doc_id, 0) > 0]
     return plan_permutations(
@@ -354,6 +395,10 @@ def _plan(cset: CandidateSet, dataset: Dataset, config: RunConfig) -> Permutatio
         perms=config.perms,
         seed=config.seed,
         relevant_positions=relevant,
+        count=config.count,
+        pin=pin,
+        templates=templates,
+        repeats=config.repeats,
     )
 
 
@@ -363,6 +408,14 @@ def _default_run_dir(config: RunConfig, dataset_name: str) -> Path:
     parts = [reranker, dataset_name, config.strategy]
     if config.strategy == "random":
         parts.append(f"p{config.perms}")
+    if config.pin is not None:
+        parts.append(f"pin{config.pin}")
+    if config.templates is not None:
+        parts.append(Path(config.templates).stem)
+    if config.count is not None:
+        parts.append(f"c{config.count}")
+    if config.repeats:
+        parts.append(f"r{config.repeats}")
     if config.queries is not None:
         parts.append(f"q{config.queries}")
     if config.depth is not None:

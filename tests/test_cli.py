@@ -82,6 +82,11 @@ def test_config_file_with_flag_override(rankgpt_folder, tmp_path):
         (["--reranker", "identity", "--strategy", "shuffle"], "unknown --strategy"),
         (["--reranker", "missing.yaml"], "reranker preset file not found"),
         ([], "no reranker given"),
+        (["--reranker", "identity", "--count", "3"], "--count applies to the strategies"),
+        (["--reranker", "identity", "--pin", "0@1"], "--pin applies only to --strategy fixed"),
+        (["--reranker", "identity", "--strategy", "templates"], "needs --templates FILE"),
+        (["--reranker", "identity", "--repeats", "-1"], "--repeats must be between 0 and 10,000"),
+        (["--reranker", "identity", "--strategy", "fixed", "--pin", "x"], "--pin must be"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args, fragment):
@@ -229,3 +234,14 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_fold
     assert "interrupted (SIGTERM)" in output and "rerun the same command to resume" in output
     assert "Traceback" not in output
     assert samples.read_text().count("\n") >= 1
+
+
+def test_a_malformed_templates_file_names_file_and_line(rankgpt_folder, tmp_path):
+    templates = tmp_path / "orders.jsonl"
+    templates.write_text("[0, null, 2]\n[0, 1, 1]\n")
+    result = _invoke(
+        "run", "--reranker", "identity", "--dataset", str(rankgpt_folder),
+        "--strategy", "templates", "--templates", str(templates),
+    )  # fmt: skip
+    _assert_user_error(result, f"{templates}:2: candidate 1 appears more than once")
+    assert len(result.output.strip().splitlines()) == 1

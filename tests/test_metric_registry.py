@@ -75,6 +75,8 @@ def test_headline_order_is_unchanged():
         "kendall_tau",
         "rbo@10",
         "top1_agreement",
+        "ppi",
+        "gpi",
         "position_bias_mad",
         "latency_ms_p50",
         "latency_ms_p95",

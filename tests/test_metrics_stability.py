@@ -11,8 +11,10 @@ from harness.metrics.stability import (
     kendall_tau,
     pairwise_stability,
     rbo,
+    spearman_rho,
     top1_agreement,
     top_k_jaccard,
+    top_k_set_agreement,
 )
 
 IDS = [f"d{i}" for i in range(20)]
@@ -115,13 +117,18 @@ def test_pairwise_is_mean_of_pairs():
     base = IDS[:15]
     rankings = [base, swap(base, 3), base[::-1]]
     out = pairwise_stability(rankings, k=5, p=0.8)
-    assert set(out) == {"kendall_tau", "rbo@5", "top1_agreement", "top5_jaccard"}
+    assert set(out) == {
+        "kendall_tau", "rbo@5", "top1_agreement", "top5_jaccard", "spearman",
+        "top5_set_agreement",
+    }  # fmt: skip
     pairs = list(itertools.combinations(rankings, 2))
     expected = {
         "kendall_tau": np.mean([kendall_tau(a, b) for a, b in pairs]),
         "rbo@5": np.mean([rbo(a, b, 0.8, 5) for a, b in pairs]),
         "top1_agreement": np.mean([top1_agreement(a, b) for a, b in pairs]),
         "top5_jaccard": np.mean([top_k_jaccard(a, b, 5) for a, b in pairs]),
+        "spearman": np.mean([spearman_rho(a, b) for a, b in pairs]),
+        "top5_set_agreement": np.mean([top_k_set_agreement(a, b, 5) for a, b in pairs]),
     }
     assert out == pytest.approx(expected)
     assert out["top1_agreement"] == pytest.approx(1 / 3)  # only base and swap(base, 3) agree
@@ -139,15 +146,29 @@ def test_pairwise_random_matches_scalar_functions():
         assert out[f"top{k}_jaccard"] == pytest.approx(
             np.mean([top_k_jaccard(a, b, k) for a, b in pairs])
         )
+        assert out["spearman"] == pytest.approx(np.mean([spearman_rho(a, b) for a, b in pairs]))
+        assert out[f"top{k}_set_agreement"] == pytest.approx(
+            np.mean([top_k_set_agreement(a, b, k) for a, b in pairs])
+        )
 
 
 def test_pairwise_degenerate_and_invalid():
     out = pairwise_stability([IDS])
-    assert set(out) == {"kendall_tau", "rbo@10", "top1_agreement", "top10_jaccard"}
+    assert set(out) == {
+        "kendall_tau", "rbo@10", "top1_agreement", "top10_jaccard", "spearman",
+        "top10_set_agreement",
+    }  # fmt: skip
     assert all(np.isnan(v) for v in out.values())
     assert all(np.isnan(v) for v in pairwise_stability([]).values())
     assert pairwise_stability([IDS, IDS]) == pytest.approx(
-        {"kendall_tau": 1, "rbo@10": 1, "top1_agreement": 1, "top10_jaccard": 1}
+        {
+            "kendall_tau": 1,
+            "rbo@10": 1,
+            "top1_agreement": 1,
+            "top10_jaccard": 1,
+            "spearman": 1,
+            "top10_set_agreement": 1,
+        }
     )
     with pytest.raises(ValueError):
         pairwise_stability([IDS, [*IDS[:-1], "other"]])

@@ -8,17 +8,19 @@ import pytest
 from scipy.stats import chisquare
 
 from harness.errors import HarnessError
-from harness.permutations import STRATEGIES, OrderLabel, plan_permutations
+from harness.permutations import STRATEGIES, OrderLabel, Pin, plan_permutations, read_templates
 
 
 def _is_permutation(row: np.ndarray, n: int) -> bool:
     return sorted(row.tolist()) == list(range(n))
 
 
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "exhaustive"])
+@pytest.mark.parametrize(
+    "strategy", [s for s in STRATEGIES if s not in ("exhaustive", "templates")]
+)
 def test_every_plan_starts_with_identity_and_rows_are_permutations(strategy):
     plan = plan_permutations(strategy, "q1", 6, perms=5, seed=0, relevant_positions=[1, 4])
-    expected = "reference" if strategy in ("random", "reversed") else "identity"
+    expected = "reference" if strategy in ("random", "reversed", "fixed") else "identity"
     assert plan.labels[0] == OrderLabel(expected)
     assert plan.labels[0].is_reference == (expected == "reference")
     assert plan.orders.shape[1] == 6
@@ -151,3 +153,143 @@ def test_order_label_parameters_are_checked():
         OrderLabel("random")  # a random order needs its index
     with pytest.raises(ValueError):
         OrderLabel("sweep", index=1)
+
+
+# --- fixed, sweep with repeats, templates, identity repeats -------------------------------
+
+
+def test_fixed_pins_one_item_and_shuffles_the_rest_with_a_seeded_stream():
+    plan = plan_permutations("fixed", "q", 8, perms=1, seed=0, pin=Pin(3, 5), count=12)
+    assert plan.labels[0] == OrderLabel("reference")
+    assert [str(label) for label in plan.labels[1:3]] == ["fixed:3@5#0", "fixed:3@5#1"]
+    assert len(plan) == 13
+    assert all(row[5] == 3 and _is_permutation(row, 8) for row in plan.orders[1:])
+    assert len({tuple(row) for row in plan.orders[1:].tolist()}) > 6  # the rest is shuffled
+    more = plan_permutations("fixed", "q", 8, perms=1, seed=0, pin=Pin(3, 5), count=20)
+    np.testing.assert_array_equal(more.orders[:13], plan.orders)  # a stream, extended
+    other = plan_permutations("fixed", "q2", 8, perms=1, seed=0, pin=Pin(3, 5), count=12)
+    assert not np.array_equal(other.orders, plan.orders)
+
+
+def test_fixed_pin_relevant_negative_positions_and_errors():
+    plan = plan_permutations(
+        "fixed", "q", 6, perms=1, seed=0, relevant_positions=[4, 2], pin=Pin.parse("relevant@-1")
+    )
+    assert plan.labels[1] == OrderLabel("fixed", item=2, position=5, draw=0)
+    assert len(plan) == 21  # default count 20 + reference
+    with pytest.raises(HarnessError, match="no judged-relevant candidate"):
+        plan_permutations("fixed", "q", 6, perms=1, seed=0, pin=Pin("relevant", 0))
+    with pytest.raises(HarnessError, match="has 6 candidates"):
+        plan_permutations("fixed", "q", 6, perms=1, seed=0, pin=Pin(6, 0))
+    for bad in ("3", "x@1", "1@y", "-1@0"):
+        with pytest.raises(HarnessError, match="--pin"):
+            Pin.parse(bad)
+
+
+def test_sweep_with_repeats_adds_shuffled_completions_per_position():
+    n = 5
+    plan = plan_permutations("sweep", "q", n, perms=1, seed=0, relevant_positions=[1], count=3)
+    base = plan_permutations("sweep", "q", n, perms=1, seed=0, relevant_positions=[1])
+    # count 1 is today's sweep, unchanged; count 3 adds 2 shuffled completions per position
+    assert [lab for lab in plan.labels if lab.draw is None] == list(base.labels)
+    assert len(plan) == len(base) + 2 * n
+    for row, label in zip(plan.orders, plan.labels, strict=True):
+        if label.family == "sweep":
+            assert row[label.position] == label.item
+    drawn = [lab for lab in plan.labels if lab.draw is not None]
+    assert {(lab.position, lab.draw) for lab in drawn} == {(p, d) for p in range(n) for d in (1, 2)}
+
+
+def test_templates_fill_null_positions_by_a_seeded_shuffle(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("# pinned ends\n[4, null, null, null, 0]\n\n[0, 1, 2, 3, 4]\n[null, 2]\n")
+    templates = read_templates(path)
+    assert [t.source for t in templates] == [f"{path}:2", f"{path}:4", f"{path}:5"]
+    plan = plan_permutations("templates", "q", 5, perms=1, seed=0, templates=templates, count=3)
+    assert [str(label) for label in plan.labels] == [
+        "reference",
+        "template:0#0", "template:0#1", "template:0#2",
+        "template:1#0",  # a full template needs no completions
+        "template:2#0", "template:2#1", "template:2#2",
+    ]  # fmt: skip
+    for row, label in zip(plan.orders, plan.labels, strict=True):
+        assert _is_permutation(row, 5)
+        if label.family == "template" and label.index == 0:
+            assert row[0] == 4 and row[4] == 0
+        if label.family == "template" and label.index == 2:
+            assert row[1] == 2
+    np.testing.assert_array_equal(plan.orders[4], [0, 1, 2, 3, 4])
+    again = plan_permutations("templates", "q", 5, perms=1, seed=0, templates=templates, count=3)
+    np.testing.assert_array_equal(again.orders, plan.orders)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[0, 1]\n{bad\n", r"t.jsonl:2: not JSON"),
+        ('[0, "a"]\n', r"t.jsonl:1: entries must be candidate indices"),
+        ("[0, 0]\n", r"t.jsonl:1: candidate 0 appears more than once"),
+        ("[]\n", r"t.jsonl:1: a template must be a non-empty JSON array"),
+        ("[-2]\n", r"t.jsonl:1: candidate index -2 is negative"),
+        ("[true]\n", r"t.jsonl:1: entries must be"),
+        ("# nothing\n", r"holds no templates"),
+    ],
+)
+def test_malformed_templates_are_one_line_errors_naming_file_and_line(tmp_path, text, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text(text)
+    with pytest.raises(HarnessError, match=message) as info:
+        read_templates(path)
+    assert "\n" not in str(info.value)
+
+
+def test_templates_that_do_not_fit_a_query_name_the_line_and_query(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("[0, 1, 2, 3, 4, 5]\n[9]\n")
+    templates = read_templates(path)
+    with pytest.raises(HarnessError, match=r"t.jsonl:1: template has 6 positions but query 'q'"):
+        plan_permutations("templates", "q", 5, perms=1, seed=0, templates=templates)
+    with pytest.raises(HarnessError, match=r"t.jsonl:2: candidate 9 is out of range"):
+        plan_permutations("templates", "q", 5, perms=1, seed=0, templates=templates[1:])
+    with pytest.raises(HarnessError, match="needs --templates"):
+        plan_permutations("templates", "q", 5, perms=1, seed=0)
+
+
+@pytest.mark.parametrize("strategy", ["random", "cyclic", "reversed"])
+def test_repeats_append_identity_rows_outside_the_design(strategy):
+    plain = plan_permutations(strategy, "q", 6, perms=4, seed=0)
+    plan = plan_permutations(strategy, "q", 6, perms=4, seed=0, repeats=3)
+    np.testing.assert_array_equal(plan.orders[: len(plain)], plain.orders)
+    assert plan.labels[len(plain) :] == tuple(OrderLabel("repeat", index=r) for r in (1, 2, 3))
+    for row in plan.orders[len(plain) :]:
+        np.testing.assert_array_equal(row, np.arange(6))
+    assert [label.in_design for label in plan.labels].count(False) == 3 + (strategy != "cyclic")
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        OrderLabel("fixed", item=2, position=19, draw=4),
+        OrderLabel("sweep", item=4, position=0, draw=2),
+        OrderLabel("template", index=3, draw=0),
+        OrderLabel("repeat", index=2),
+    ],
+)
+def test_new_order_labels_round_trip(label):
+    assert OrderLabel.parse(str(label)) == label
+
+
+@pytest.mark.parametrize(
+    "text", ["fixed:2@3", "template:1", "repeat:0", "repeat", "sweep:1@2#0", "random:1#2"]
+)
+def test_new_malformed_order_labels_are_refused(text):
+    with pytest.raises(ValueError, match="not an order label"):
+        OrderLabel.parse(text)
+
+
+def test_labels_sort_even_when_some_have_no_draw():
+    labels = [
+        OrderLabel("sweep", item=1, position=2, draw=1),
+        OrderLabel("sweep", item=1, position=2),
+    ]
+    assert sorted(labels)[0].draw is None

@@ -6,8 +6,8 @@ default?) cannot drift between them. Names with a cutoff are built from ``TOP_K`
 
 Lookups: :func:`get` (one metric, HarnessError naming the known ones otherwise),
 :func:`per_query`, :func:`per_order`, :func:`descriptive`, :func:`summarized`,
-:func:`headline`, :func:`compared` and :func:`default_gates`, each in registry order (the
-order results and tables use).
+:func:`headline`, :func:`compared`, :func:`with_floor` and :func:`default_gates`, each in
+registry order (the order results and tables use).
 Importing this module is cheap (no numpy), so the CLI and readers may use it freely.
 """
 
@@ -46,6 +46,8 @@ class MetricSpec:
     that are not summarised. ``headline``: shown in ``summary.md`` and the report's
     headline table. ``compared``: a row of the report's paired comparison table.
     ``gate_margin``: gated by default with this margin (floor ``FLOOR_FACTOR`` x margin).
+    ``floor``: a stability quantity that ``--repeats`` also measures under NO change of order
+    (the noise floor), shown beside it.
     """
 
     name: str
@@ -57,6 +59,7 @@ class MetricSpec:
     headline: bool = False
     compared: bool = False
     gate_margin: float | None = None
+    floor: bool = False
 
     @property
     def higher_is_better(self) -> bool:
@@ -86,6 +89,14 @@ KENDALL_TAU = "kendall_tau"
 RBO = at_k("rbo")
 TOP1_AGREEMENT = "top1_agreement"
 TOPK_JACCARD = f"top{TOP_K}_jaccard"
+SPEARMAN = "spearman"
+TOPK_SET_AGREEMENT = f"top{TOP_K}_set_agreement"
+PPI = "ppi"
+GPI = "gpi"
+BEST_RELEVANT_RANK_MEAN = "best_relevant_rank_mean"
+BEST_RELEVANT_RANK_VAR = "best_relevant_rank_var"
+TIE_RATE = "tie_rate"
+PARSE_REPAIR_RATE = "parse_repair_rate"
 DISTINCT_RANKINGS = "distinct_rankings"
 POSITION_BIAS_MAD = "position_bias_mad"
 LATENCY_MS = "latency_ms"
@@ -111,24 +122,51 @@ METRICS: tuple[MetricSpec, ...] = (
         gate_margin=0.01,
     ),
     MetricSpec(MRR, "effectiveness", "higher", per_order=True, headline=True, compared=True),
-    MetricSpec(NDCG_STD, "effectiveness spread across orders (std)", "lower"),
-    MetricSpec(NDCG_RANGE, "effectiveness spread across orders", "lower", headline=True),
+    MetricSpec(NDCG_STD, "effectiveness spread across orders (std)", "lower", floor=True),
+    MetricSpec(
+        NDCG_RANGE, "effectiveness spread across orders", "lower", headline=True, floor=True,
+    ),
     # The reranker's own output for the first-stage order: still effectiveness, so higher.
     MetricSpec(NDCG_REFERENCE, "effectiveness on the first-stage order", "higher"),
+    MetricSpec(BEST_RELEVANT_RANK_MEAN, "rank of the best relevant item (1 = top)", "lower"),
+    MetricSpec(
+        BEST_RELEVANT_RANK_VAR, "variance of the best relevant item's rank across orders",
+        "lower", floor=True,
+    ),
     MetricSpec(
         KENDALL_TAU, "stability (1 = order-invariant)", "higher", headline=True, compared=True,
-        gate_margin=0.02,
+        gate_margin=0.02, floor=True,
     ),
     MetricSpec(
         RBO, "stability, top-weighted", "higher", headline=True, compared=True,
-        gate_margin=0.02,
+        gate_margin=0.02, floor=True,
     ),
-    MetricSpec(TOP1_AGREEMENT, "stability of the top item", "higher", headline=True),
-    MetricSpec(TOPK_JACCARD, f"overlap of the top-{TOP_K} sets", "higher"),
-    MetricSpec(DISTINCT_RANKINGS, "different rankings over the orders (1 = invariant)", "lower"),
+    MetricSpec(TOP1_AGREEMENT, "stability of the top item", "higher", headline=True, floor=True),
+    MetricSpec(TOPK_JACCARD, f"overlap of the top-{TOP_K} sets", "higher", floor=True),
+    MetricSpec(SPEARMAN, "stability, Spearman's rho (1 = order-invariant)", "higher", floor=True),
+    MetricSpec(
+        TOPK_SET_AGREEMENT, f"same top-{TOP_K} set (share of pairs of orders)", "higher",
+        floor=True,
+    ),
+    MetricSpec(
+        PPI, "pairwise preference instability across position buckets (0 = none)", "lower",
+        headline=True, floor=True,
+    ),
+    MetricSpec(
+        GPI, "preferences no consensus ranking satisfies (0 = all orders agree)", "lower",
+        headline=True, floor=True,
+    ),
+    MetricSpec(
+        DISTINCT_RANKINGS, "different rankings over the orders (1 = invariant)", "lower",
+        floor=True,
+    ),
     MetricSpec(
         POSITION_BIAS_MAD, "position bias (0 = none)", "lower", summary="pooled over queries",
         headline=True,
+    ),
+    MetricSpec(TIE_RATE, "adjacent ranks decided by tie-breaking (score-based rerankers)", "lower"),
+    MetricSpec(
+        PARSE_REPAIR_RATE, "outputs the parser had to repair (generative rerankers)", "lower",
     ),
     MetricSpec(LATENCY_MS, "latency per order, ms (median over the query's orders)", "lower"),
     *(
@@ -178,6 +216,11 @@ def headline() -> tuple[MetricSpec, ...]:
 def compared() -> tuple[MetricSpec, ...]:
     """The rows of the report's paired comparison table."""
     return tuple(spec for spec in METRICS if spec.compared)
+
+
+def with_floor() -> tuple[MetricSpec, ...]:
+    """Stability quantities that ``--repeats`` also measures under no change of order."""
+    return tuple(spec for spec in METRICS if spec.floor)
 
 
 def default_gates() -> tuple[MetricSpec, ...]:

@@ -84,7 +84,8 @@ _PAIR_CHUNK_ELEMENTS = 4_000_000
 def pairwise_stability(
     rankings: Sequence[Sequence[str]], k: int = 10, p: float = 0.9
 ) -> dict[str, float]:
-    """Mean Kendall tau, RBO@k, top-1 agreement and top-k Jaccard over all unordered pairs.
+    """Mean Kendall tau, RBO@k, top-1 agreement, top-k Jaccard, Spearman's rho and exact
+    top-k set agreement over all unordered pairs.
 
     ``rankings`` are outputs for different input orders of one query, so all must be
     permutations of the same ids. With fewer than 2 rankings there is no pair to compare and
@@ -92,7 +93,10 @@ def pairwise_stability(
     """
     if not 0 < p < 1 or k < 1:
         raise ValueError(f"need 0 < p < 1 and k >= 1, got p={p}, k={k}")
-    keys = ("kendall_tau", f"rbo@{k}", "top1_agreement", f"top{k}_jaccard")
+    keys = (
+        "kendall_tau", f"rbo@{k}", "top1_agreement", f"top{k}_jaccard", "spearman",
+        f"top{k}_set_agreement",
+    )  # fmt: skip
     if len(rankings) < 2:
         return dict.fromkeys(keys, float("nan"))
     index = {doc: i for i, doc in enumerate(rankings[0])}
@@ -102,17 +106,27 @@ def pairwise_stability(
         raise ValueError("rankings are empty")
     i, j = np.triu_indices(m, 1)
     if n < 2:
-        tau = np.ones(len(i))
+        tau = rho = np.ones(len(i))
     else:  # no ties, so tau-b = (concordant - discordant) / (n choose 2)
         u, v = np.triu_indices(n, 1)
         # float64: a single swap among 1,000 items moves a mean tau by ~1e-7
         signs = np.sign(ranks[:, u] - ranks[:, v]).astype(np.float64)  # [m, n choose 2]
         tau = (signs @ signs.T)[i, j] / len(u)
+        # no ties, so Spearman's rho = 1 - 6 sum d^2 / (n (n^2 - 1)); chunked like RBO below
+        rho = np.concatenate(
+            [
+                1
+                - 6
+                * ((ranks[i[s : s + 4096]] - ranks[j[s : s + 4096]]) ** 2).sum(1)
+                / (n * (n * n - 1))
+                for s in range(0, len(i), 4096)
+            ]
+        )
     kk = min(k, n)
     # Pairs are processed in chunks so that thousands of orders (a sweep over 100 candidates
     # has ~2,000, i.e. ~2M pairs) need bounded memory: [chunk, n, kk] booleans at a time.
     chunk = max(1, _PAIR_CHUNK_ELEMENTS // (n * kk))
-    rbo_parts, jaccard_parts = [], []
+    rbo_parts, jaccard_parts, same_parts = [], [], []
     for start in range(0, len(i), chunk):
         a, b = i[start : start + chunk], j[start : start + chunk]
         # X_d = number of candidates in the top d of both = those whose worse rank is < d.
@@ -121,6 +135,49 @@ def pairwise_stability(
         rbo_parts.append(_rbo_ext(overlap, p))
         x_k = overlap[:, -1]
         jaccard_parts.append(x_k / (2 * kk - x_k))
+        same_parts.append(x_k == kk)
     top = ranks.argmin(1)
-    values = (tau, np.concatenate(rbo_parts), top[i] == top[j], np.concatenate(jaccard_parts))
+    values = (
+        tau, np.concatenate(rbo_parts), top[i] == top[j], np.concatenate(jaccard_parts), rho,
+        np.concatenate(same_parts),
+    )  # fmt: skip
     return {key: float(np.mean(val)) for key, val in zip(keys, values, strict=True)}
+
+
+def spearman_rho(a: Sequence[str], b: Sequence[str]) -> float:
+    """Spearman's rho between two full rankings of the same ids (1.0 when n < 2)."""
+    index = {doc: i for i, doc in enumerate(a)}
+    if len(index) != len(a):
+        raise ValueError("rankings must be permutations of the same set of distinct ids")
+    rb = _rank_vector(b, index)
+    n = len(a)
+    if n < 2:
+        return 1.0
+    d = rb - np.arange(n)
+    return float(1 - 6 * (d * d).sum() / (n * (n * n - 1)))
+
+
+def top_k_set_agreement(a: Sequence[str], b: Sequence[str], k: int = 10) -> float:
+    """1.0 when both rankings hold exactly the same set of ids in their top k, else 0.0."""
+    return float(set(a[:k]) == set(b[:k]))
+
+
+def best_relevant_ranks(rankings: Sequence[Sequence[str]], relevant: set[str]) -> np.ndarray:
+    """1-based rank of the best-placed relevant id in each ranking; NaN where none is relevant."""
+    ranks = []
+    for ranking in rankings:
+        hits = [r for r, doc in enumerate(ranking, start=1) if doc in relevant]
+        ranks.append(float(hits[0]) if hits else float("nan"))
+    return np.array(ranks, dtype=np.float64)
+
+
+def tie_rate(scores: Sequence[float]) -> float:
+    """Share of adjacent ranks (by score, best first) whose scores are exactly equal.
+
+    Those pairs are ordered by tie-breaking, not by the reranker: where tie-breaking uses the
+    input position, ties leak the order in. NaN with fewer than two scores.
+    """
+    values = np.sort(np.asarray(scores, dtype=np.float64))
+    if values.size < 2:
+        return float("nan")
+    return float(np.mean(values[1:] == values[:-1]))

@@ -21,10 +21,12 @@ from harness.report.load import RunData, load_runs
 from harness.report.tables import (
     MOVED_QUERIES,
     comparison_section,
+    floor_section,
     headline_table,
     moved_section,
     parse_table,
     provenance_table,
+    repair_paragraphs,
 )
 from harness.results.provenance import utc_now
 
@@ -89,13 +91,20 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
             ),
             tables=(headline_table(runs),),
         ),
+        *(section for section in (floor_section(runs),) if section is not None),
         comparison_section(comparisons, reason, len(runs)),
         Section("Plots", paragraphs=tuple(plot_notes), figures=tuple(figures)),
         moved_section(runs),
     ]
     parse = parse_table(runs)
     if parse is not None:
-        sections.append(Section("Parse status of generated outputs", tables=(parse,)))
+        sections.append(
+            Section(
+                "Parse status of generated outputs",
+                paragraphs=repair_paragraphs(runs),
+                tables=(parse,),
+            )
+        )
     queries = {len(r.query_ids) for r in runs}
     subtitle = (
         f"{', '.join(labels)} on {', '.join(datasets)}; "

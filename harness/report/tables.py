@@ -12,6 +12,7 @@ from harness.metrics.registry import TOP_K
 from harness.report.compare import ALL_PAIRS_UP_TO, PairedResult, moved_most
 from harness.report.document import Section, Table, fmt, fmt_p, fmt_signed, with_interval
 from harness.report.load import RunData
+from harness.results.markdown import REPAIR_NOTE, design_text, floor_note, floor_text
 
 MOVED_QUERIES = 5
 
@@ -55,10 +56,7 @@ def provenance_table(runs: Sequence[RunData]) -> Table:
 
     def perms(r: RunData) -> str:
         p = r.results.permutations
-        return (
-            f"{p.strategy}: {p.random_orders} random + identity, seed "
-            f"{p.seed}; {p.total_orders} orders"
-        )
+        return f"{p.strategy}: {design_text(r.results)}, seed {p.seed}; {p.total_orders} orders"
 
     rows = (
         row("reranker", lambda r: f"{r.reranker} ({r.results.reranker.adapter})"),
@@ -94,6 +92,8 @@ def headline_table(runs: Sequence[RunData]) -> Table:
             cell = with_interval(entry.value, entry.ci95)
             if entry.ci95 is None and entry.no_bias_floor is not None:
                 cell += f" (no-bias floor {fmt(entry.no_bias_floor)})"
+            if r.results.floor(spec.name) is not None:
+                cell += f" (noise floor {floor_text(r.results, spec.name)})"
             cells.append(cell)
         rows.append((spec.name, spec.shows, *cells))
     return Table(
@@ -196,6 +196,45 @@ def moved_section(runs: Sequence[RunData]) -> Section:
     return Section(
         "Queries whose ranking moved most", paragraphs=tuple(paragraphs), tables=tuple(tables)
     )
+
+
+def floor_section(runs: Sequence[RunData]) -> Section | None:
+    """Each stability metric beside its noise floor, for the runs made with ``--repeats``."""
+    floored = [r for r in runs if r.results.noise_floor]
+    if not floored:
+        return None
+    rows = []
+    for spec in registry.with_floor():
+        cells = [
+            f"{fmt(r.results.summary_value(spec.name))}; floor {floor_text(r.results, spec.name)}"
+            for r in floored
+        ]
+        rows.append((spec.name, spec.shows, *cells))
+    rows.append(
+        (
+            "score_spread",
+            "largest change of a candidate's score over the reruns",
+            *(floor_text(r.results, "score_spread") or "n/a" for r in floored),
+        )
+    )
+    table = Table(
+        header=("metric", "what it shows", *(r.label for r in floored)),
+        rows=tuple(rows),
+        numeric=(False, False, *(True,) * len(floored)),
+    )
+    notes = tuple(f"{r.label}: {floor_note(r.results)}" for r in floored)
+    return Section("Stability and its noise floor", paragraphs=notes, tables=(table,))
+
+
+def repair_paragraphs(runs: Sequence[RunData]) -> tuple[str, ...]:
+    """The parse-repair rate of each generative run, with why it matters for stability."""
+    found = [
+        f"{r.label}: {fmt(r.results.summary_value(registry.PARSE_REPAIR_RATE))} of orders "
+        "needed a repair"
+        for r in runs
+        if not math.isnan(r.results.summary_value(registry.PARSE_REPAIR_RATE))
+    ]
+    return (*found, REPAIR_NOTE) if found else ()
 
 
 def parse_table(runs: Sequence[RunData]) -> Table | None:

@@ -8,7 +8,9 @@ A run folder is self-contained: reports, gates, baselines and exports need nothi
   doc ids in first-stage order (``Sample.shown`` indexes them) and its graded judgments.
 * ``samples.jsonl`` (:class:`harness.results.store.Sample`): one reranked order per line.
 * ``results.json`` (:class:`RunResults`): the header plus the reranker's identity, the
-  environment, and every metric: summary, per query, per order, position bias, parse status.
+  environment, and every metric: summary, per query, per order, position bias, parse status,
+  and (runs with ``--repeats``) the noise floor. Sections added within format 2 are
+  optional, so folders written before them still load.
 
 ``run.json`` and ``results.json`` carry ``format`` (the JSON-lines files are read only
 through them); a reader refuses a newer one and sends an older one to ``harness upgrade``.
@@ -237,6 +239,9 @@ class RunResults:
     position_bias: Mapping[str, Any]
     parse_status: Mapping[str, Mapping[str, float]]
     counts: Mapping[str, int]
+    # ``--repeats`` only: {"repeats", "summary": {metric: {value, ci95, n, within_floor}},
+    # "per_query"}; empty for runs without repeats (and every run written before them).
+    noise_floor: Mapping[str, Any] = field(default_factory=dict)
 
     # Shorthands for the header parts every reader needs.
     @property
@@ -263,6 +268,13 @@ class RunResults:
         """``{query id: value}`` of a per-query metric (NaN where a query lacks it)."""
         return {q: float(v.get(metric, math.nan)) for q, v in self.per_query.items()}
 
+    def floor(self, metric: str) -> Mapping[str, Any] | None:
+        """The noise-floor entry of ``metric`` (``value``, ``ci95``, ``n`` and, for stability
+        metrics, ``within_floor``), or None when the run has no ``--repeats``."""
+        if not self.noise_floor:
+            return None
+        return self.noise_floor.get("summary", {}).get(metric)
+
     def summary_value(self, metric: str) -> float:
         entry = self.summary.get(metric)
         return math.nan if entry is None else entry.value
@@ -279,6 +291,8 @@ class RunResults:
             "parse_status": self.parse_status,
             "counts": self.counts,
         }
+        if self.noise_floor:
+            body["noise_floor"] = self.noise_floor
         return self.header.to_dict() | _plain(body)
 
     @classmethod
@@ -324,9 +338,28 @@ class RunResults:
                 position_bias=dict(metrics["position_bias"]),
                 parse_status=dict(metrics.get("parse_status") or {}),
                 counts=dict(metrics["counts"]),
+                noise_floor=_noise_floor(metrics.get("noise_floor")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed results ({type(exc).__name__}: {exc})") from exc
+
+
+def _noise_floor(data: Any) -> dict[str, Any]:
+    """The optional ``noise_floor`` section, its numbers back to floats (null is NaN)."""
+    if not data:
+        return {}
+    summary = {
+        str(name): {
+            **entry,
+            "value": _number(entry.get("value")),
+            "ci95": [_number(x) for x in entry.get("ci95") or (None, None)],
+        }
+        for name, entry in data["summary"].items()
+    }
+    per_query = {
+        str(q): {str(k): _value(x) for k, x in row.items()} for q, row in data["per_query"].items()
+    }
+    return {"repeats": int(data["repeats"]), "summary": summary, "per_query": per_query}
 
 
 def _number(value: Any) -> float:

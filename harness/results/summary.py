@@ -1,16 +1,27 @@
 """Turn a run's samples into per-query metric vectors and a summary with bootstrap intervals.
 
 Which orders count: the strategy's own orders (its *design*). The identity order that
-``random`` and ``reversed`` add as a reference (label ``reference``) is not part of their
-design, so it is left out of the means, spreads and position bias — it would pull them towards
-the first stage. Only stability uses it, and only when the design has a single order
-(``reversed``, ``--perms 1``), which it is then compared against.
+``random``, ``reversed``, ``fixed`` and ``templates`` add as a reference (label
+``reference``) is not part of their design, so it is left out of the means, spreads and
+position bias — it would pull them towards the first stage. Only stability uses it, and only
+when the design has a single order (``reversed``, ``--perms 1``), which it is then compared
+against. The identity reruns of ``--repeats`` (label ``repeat``) are never part of the
+design: with order 0 they form the *noise floor* group, over which every stability metric of
+``registry.with_floor()`` is computed again (section ``noise_floor``).
 
 Definitions, per query over the design orders:
 
 * ``ndcg@10``, ``mrr@10``: mean of each output's value (ranx); ``ndcg@10_std`` /
   ``ndcg@10_range``: their spread; ``ndcg@10_reference``: the identity order's value.
-* ``kendall_tau``, ``rbo@10``, ``top1_agreement``, ``top10_jaccard``: mean over all pairs.
+* ``kendall_tau``, ``rbo@10``, ``top1_agreement``, ``top10_jaccard``, ``spearman``,
+  ``top10_set_agreement``: mean over all pairs.
+* ``ppi``, ``gpi``: preference consistency (``harness.metrics.preference``) over the same
+  orders as the pairwise metrics.
+* ``best_relevant_rank_mean`` / ``_var``: the 1-based rank of the best-placed relevant
+  candidate, mean and (population) variance over the orders.
+* ``tie_rate``: share of adjacent output ranks with exactly equal scores, mean over orders
+  (NaN when the reranker gives no scores); ``parse_repair_rate``: share of orders whose
+  generated output needed a repair (status other than ``ok``; NaN for non-generative ones).
 * ``position_bias_mad``: mean absolute deviation of the top-10 exposure of each input
   position from the no-bias share min(10, n)/n. The summary value pools every query's outputs
   before taking the deviation (per-query values are noisier and biased upwards).
@@ -41,8 +52,16 @@ from harness.metrics.position_bias import (
     position_bias_mad,
     rank_given_position_counts,
 )
+from harness.metrics.preference import (
+    global_preference_inconsistency,
+    pairwise_preference_instability,
+    preference_range,
+)
 from harness.metrics.registry import (
+    BEST_RELEVANT_RANK_MEAN,
+    BEST_RELEVANT_RANK_VAR,
     DISTINCT_RANKINGS,
+    GPI,
     LATENCY_MS,
     LATENCY_PERCENTILES,
     N_CANDIDATES,
@@ -51,11 +70,14 @@ from harness.metrics.registry import (
     NDCG_RANGE,
     NDCG_REFERENCE,
     NDCG_STD,
+    PARSE_REPAIR_RATE,
     POSITION_BIAS_MAD,
+    PPI,
+    TIE_RATE,
     TOP_K,
     latency_percentile,
 )
-from harness.metrics.stability import pairwise_stability
+from harness.metrics.stability import best_relevant_ranks, pairwise_stability, tie_rate
 from harness.results.store import Sample
 
 
@@ -69,6 +91,7 @@ def summarize(
     """Compute ``summary``, ``per_query``, ``position_bias``, ``parse_status``, ``per_order``
     (every order's ``registry.per_order()`` values, the reference included, by order index)
     and ``counts``; metric names, order and aggregation come from ``harness.metrics.registry``.
+    When the samples hold identity repeats (``--repeats``), also ``noise_floor``.
     """
     by_query: dict[str, list[Sample]] = defaultdict(list)
     for sample in samples.values():
@@ -84,6 +107,7 @@ def summarize(
 
     per_query: dict[str, dict[str, float]] = {}
     per_order: dict[str, dict[str, list[float]]] = {}
+    floors: dict[str, dict[str, float]] = {}
     exposures, design_arrays, design_labels = [], {}, set()
     cursor = 0
     for cset in sets:
@@ -91,7 +115,7 @@ def summarize(
         rows = slice(cursor, cursor + len(query_samples))
         cursor += len(query_samples)
         query_scores = {metric: values[rows] for metric, values in scores.items()}
-        design = np.array([not s.label.is_reference for s in query_samples])
+        design = np.array([s.label.in_design for s in query_samples])
         chosen = [s for s, d in zip(query_samples, design, strict=True) if d]
         design_arrays[cset.query_id] = _index_arrays(cset, chosen)
         exposure = exposure_counts(*design_arrays[cset.query_id], k=TOP_K)
@@ -102,8 +126,11 @@ def summarize(
             **{metric: row.tolist() for metric, row in query_scores.items()},
         }
         per_query[cset.query_id] = _query_values(
-            cset, query_samples, query_scores, design, exposure
+            cset, query_samples, query_scores, design, exposure, qrels.get(cset.query_id, {})
         )
+        floor = _floor_values(cset, query_samples, query_scores, qrels.get(cset.query_id, {}))
+        if floor is not None:
+            floors[cset.query_id] = floor
 
     random_design = all(label.family == "random" for label in design_labels)
     pooled = _pooled_position_bias(exposures, random_design)
@@ -118,7 +145,7 @@ def summarize(
     summary = {
         spec.name: _summary_entry(spec, per_query, computed, seed) for spec in registry.summarized()
     }
-    return {
+    sections = {
         "summary": summary,
         "per_query": per_query,
         "position_bias": pooled | _rank_matrix(sets, design_arrays),
@@ -126,6 +153,9 @@ def summarize(
         "per_order": per_order,
         "counts": {"queries": len(sets), "samples": int(sum(len(q) for q in by_query.values()))},
     }
+    if floors:
+        sections["noise_floor"] = _noise_floor(floors, summary, by_query, seed)
+    return sections
 
 
 def _query_values(
@@ -134,6 +164,7 @@ def _query_values(
     scores: Mapping[str, np.ndarray],
     design: np.ndarray,
     exposure: tuple[np.ndarray, np.ndarray],
+    judged: Mapping[str, int],
 ) -> dict[str, float]:
     """One query's row, keyed and ordered as ``registry.per_query()``."""
     values: dict[str, float] = {N_CANDIDATES: len(cset), N_ORDERS: int(design.sum())}
@@ -145,14 +176,123 @@ def _query_values(
     is_identity = samples[0].order_index == 0  # order 0 is always the identity order
     values[NDCG_REFERENCE] = float(scores[NDCG][0]) if is_identity else float("nan")
     chosen = [s for s, d in zip(samples, design, strict=True) if d]
-    compared = chosen if len(chosen) >= 2 else samples  # a lone design order vs the reference
+    shown_orders = [s for s in samples if not s.label.is_repeat]  # design and reference
+    compared = chosen if len(chosen) >= 2 else shown_orders  # a lone design order vs reference
     values.update(pairwise_stability([s.ranking for s in compared], k=TOP_K))
-    values[DISTINCT_RANKINGS] = len({s.ranking for s in samples})  # every order, reference too
+    shown, output = _index_arrays(cset, compared)
+    values[PPI] = pairwise_preference_instability(shown, output)
+    values[GPI] = global_preference_inconsistency(output)
+    relevant = {doc for doc, grade in judged.items() if grade > 0}
+    best = best_relevant_ranks([s.ranking for s in chosen], relevant)
+    values[BEST_RELEVANT_RANK_MEAN] = _nan_stat(np.mean, best)
+    values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
+    # every shown order, the reference too; identity repeats are the noise floor's
+    values[DISTINCT_RANKINGS] = len({s.ranking for s in shown_orders})
     expected = min(TOP_K, len(cset)) / len(cset)
     values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))
+    ties = [tie_rate(list(s.scores.values())) for s in chosen if s.scores]
+    values[TIE_RATE] = _nan_stat(np.mean, np.array(ties, dtype=float))
+    statuses = [s.facts.get("parse_status", "not_applicable") for s in chosen]
+    parsed = [status != "ok" for status in statuses if status != "not_applicable"]
+    values[PARSE_REPAIR_RATE] = float(np.mean(parsed)) if parsed else float("nan")
     latencies = [s.facts.get("latency_ms", np.nan) for s in samples]
     values[LATENCY_MS] = float(np.median(latencies))
+    return {spec.name: values[spec.name] for spec in registry.per_query()}
+
+
+def _nan_stat(stat, values: np.ndarray) -> float:
+    """``stat`` of the non-NaN values; NaN when there are none."""
+    values = values[~np.isnan(values)]
+    return float(stat(values)) if values.size else float("nan")
+
+
+SCORE_SPREAD = "score_spread"
+"""Noise floor only: the largest change of any candidate's score over the identity repeats."""
+
+
+def _floor_values(
+    cset: CandidateSet,
+    samples: list[Sample],
+    scores: Mapping[str, np.ndarray],
+    judged: Mapping[str, int],
+) -> dict[str, float] | None:
+    """The noise floor of one query: every ``registry.with_floor()`` metric over order 0 and
+    its ``repeat`` reruns (the same order shown R + 1 times), plus ``score_spread``. None
+    when the query has no repeats."""
+    rows = [i for i, s in enumerate(samples) if s.order_index == 0 or s.label.is_repeat]
+    group = [samples[i] for i in rows]
+    if len(group) < 2 or group[0].order_index != 0:
+        return None
+    values = pairwise_stability([s.ranking for s in group], k=TOP_K)
+    ndcg = scores[NDCG][rows]
+    values[NDCG_STD] = float(np.std(ndcg))
+    values[NDCG_RANGE] = float(np.max(ndcg) - np.min(ndcg))
+    _, output = _index_arrays(cset, group)
+    rank = np.argsort(output, axis=1)  # rank of each candidate in each rerun
+    u, v = np.triu_indices(len(cset), 1)
+    cells = np.broadcast_to(np.arange(len(group))[:, None], (len(group), len(u)))
+    # every rerun is its own cell: the share of pairs whose preference flips at all
+    values[PPI] = preference_range(cells, rank[:, u] < rank[:, v])
+    values[GPI] = global_preference_inconsistency(output)
+    values[DISTINCT_RANKINGS] = len({s.ranking for s in group})
+    relevant = {doc for doc, grade in judged.items() if grade > 0}
+    best = best_relevant_ranks([s.ranking for s in group], relevant)
+    values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
+    values[SCORE_SPREAD] = _score_spread(group)
     return values
+
+
+def _score_spread(group: list[Sample]) -> float:
+    """max over candidates of (max - min) of its score across the group; NaN without scores."""
+    if any(not s.scores for s in group):
+        return float("nan")
+    ids = list(group[0].scores or {})
+    matrix = np.array([[float((s.scores or {})[d]) for d in ids] for s in group])
+    return float((matrix.max(axis=0) - matrix.min(axis=0)).max()) if ids else float("nan")
+
+
+def _noise_floor(
+    floors: Mapping[str, Mapping[str, float]],
+    summary: Mapping[str, Mapping[str, Any]],
+    by_query: Mapping[str, list[Sample]],
+    seed: int,
+) -> dict[str, Any]:
+    """The run's noise floor: per-query floor values, their bootstrap means, and for each
+    stability metric whether its measured value is within the floor.
+
+    "Within the floor" means the measured summary value is no worse than the floor's 95%
+    interval bound on the worse side (for higher-is-better metrics: value >= the floor's
+    lower bound; lower-is-better: value <= its upper bound), i.e. the instability measured
+    under changes of order is no larger than what rerunning the same order already gives.
+    """
+    repeats = max(
+        (s.label.index or 0 for samples in by_query.values() for s in samples if s.label.is_repeat),
+        default=0,
+    )
+    names = [spec.name for spec in registry.with_floor()] + [SCORE_SPREAD]
+    entries: dict[str, Any] = {}
+    for name in names:
+        vector = np.array([row.get(name, np.nan) for row in floors.values()], dtype=float)
+        mean, low, high = bootstrap_mean_ci(vector, seed=seed)
+        entry: dict[str, Any] = {
+            "value": mean,
+            "ci95": [low, high],
+            "n": int((~np.isnan(vector)).sum()),
+        }
+        measured = summary.get(name, {}).get("value", np.nan)
+        if name != SCORE_SPREAD and not (np.isnan(measured) or np.isnan(mean)):
+            spec = registry.get(name)
+            tolerance = 1e-9
+            if spec.higher_is_better:
+                entry["within_floor"] = bool(measured >= low - tolerance)
+            else:
+                entry["within_floor"] = bool(measured <= high + tolerance)
+        entries[name] = entry
+    return {
+        "repeats": int(repeats),
+        "summary": entries,
+        "per_query": {q: dict(row) for q, row in floors.items()},
+    }
 
 
 def _index_arrays(cset: CandidateSet, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:

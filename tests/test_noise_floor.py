@@ -1,0 +1,226 @@
+"""Identity repeats (--repeats): the noise floor beside each stability metric, the new order
+designs end to end, and run-folder compatibility."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.config import RunConfig
+from harness.data.model import Candidate, CandidateSet, TextQuery
+from harness.metrics import registry
+from harness.permutations import OrderLabel, plan_permutations
+from harness.results.markdown import render_summary
+from harness.results.schema import RunResults
+from harness.results.store import Sample, read_results
+from harness.results.summary import summarize
+from harness.runner import _schedule, execute_run, prepare_run
+
+
+def _sets_and_qrels(queries: int = 3, n: int = 9):
+    sets = []
+    for q in range(queries):
+        qid = f"q{q}"
+        cands = tuple(Candidate(f"{qid}d{i}", f"text {i}", float(-i)) for i in range(n))
+        sets.append(CandidateSet(qid, TextQuery(f"query {q}"), cands))
+    qrels = {c.query_id: {c.doc_ids[1]: 2, c.doc_ids[4]: 1} for c in sets}
+    return sets, qrels
+
+
+def _samples(sets, output, *, repeats: int, jitter=None, perms: int = 6):
+    """Samples of a reranker ``output(shown) -> candidate indices`` under random orders plus
+    ``repeats`` identity reruns; ``jitter(rerun) -> output`` replaces the reruns' output."""
+    samples = {}
+    for cset in sets:
+        plan = plan_permutations(
+            "random", cset.query_id, len(cset), perms=perms, seed=0, repeats=repeats
+        )
+        for row, (order, label) in enumerate(zip(plan.orders, plan.labels, strict=True)):
+            ranked = output(order) if not (label.is_repeat and jitter) else jitter(label.index)
+            ranking = tuple(cset.doc_ids[i] for i in ranked)
+            scores = {doc: float(len(ranking) - r) for r, doc in enumerate(ranking)}
+            samples[(cset.query_id, row)] = Sample(
+                cset.query_id, row, label, tuple(int(i) for i in order), ranking, scores,
+                {"latency_ms": 1.0},
+            )  # fmt: skip
+    return samples
+
+
+def test_identity_repeats_of_a_deterministic_reranker_give_a_floor_of_exactly_zero():
+    sets, qrels = _sets_and_qrels()
+    copying = summarize(sets, qrels, _samples(sets, lambda o: o, repeats=3), seed=0)
+    floor = copying["noise_floor"]
+    assert floor["repeats"] == 3
+    entries = floor["summary"]
+    assert [name for name in entries] == [s.name for s in registry.with_floor()] + ["score_spread"]
+    assert entries["kendall_tau"]["value"] == 1.0
+    assert entries["ppi"]["value"] == 0.0
+    assert entries["gpi"]["value"] == 0.0
+    assert entries["distinct_rankings"]["value"] == 1.0
+    assert entries["ndcg@10_range"]["value"] == 0.0
+    assert entries["score_spread"]["value"] == 0.0
+    # the copying reranker is far outside its floor; repeats are not design orders
+    assert entries["kendall_tau"]["within_floor"] is False
+    assert entries["ppi"]["within_floor"] is False
+    assert copying["summary"]["ppi"]["value"] > 0.5
+    assert copying["summary"]["gpi"]["value"] > 0.0
+    assert all(row[registry.N_ORDERS] == 6 for row in copying["per_query"].values())
+    # without repeats there is no floor section, and the design metrics are the same
+    plain = summarize(sets, qrels, _samples(sets, lambda o: o, repeats=0), seed=0)
+    assert "noise_floor" not in plain
+    assert plain["per_query"]["q0"]["kendall_tau"] == copying["per_query"]["q0"]["kendall_tau"]
+
+
+def test_an_invariant_reranker_is_within_a_zero_floor():
+    sets, qrels = _sets_and_qrels()
+    fixed = summarize(sets, qrels, _samples(sets, lambda o: np.arange(9), repeats=2), seed=0)
+    for spec in registry.with_floor():
+        if spec.name in fixed["noise_floor"]["summary"] and spec.name != "best_relevant_rank_var":
+            assert fixed["noise_floor"]["summary"][spec.name]["within_floor"] is True, spec.name
+    assert fixed["summary"]["ppi"]["value"] == 0.0
+    assert fixed["summary"]["gpi"]["value"] == 0.0
+
+
+def test_jitter_under_no_change_of_order_shows_in_the_floor_and_explains_small_instability():
+    sets, qrels = _sets_and_qrels()
+    swap = np.array([1, 0, *range(2, 9)])
+
+    def jitter(rerun: int) -> np.ndarray:  # every other rerun swaps the top two
+        return swap if rerun % 2 else np.arange(9)
+
+    # the "order-sensitive" part is the same jitter: swap the top two for some orders
+    def output(order: np.ndarray) -> np.ndarray:
+        return swap if order[0] % 2 else np.arange(9)
+
+    result = summarize(sets, qrels, _samples(sets, output, repeats=4, jitter=jitter), seed=0)
+    floor = result["noise_floor"]["summary"]
+    assert floor["top1_agreement"]["value"] < 1.0
+    assert floor["distinct_rankings"]["value"] == 2.0
+    assert floor["ppi"]["value"] == pytest.approx(1 / 36)  # 1 of the 36 pairs flips
+    assert floor["score_spread"]["value"] == 1.0  # scores follow the ranking: top two swap
+    assert floor["top10_set_agreement"]["within_floor"] is True
+
+
+def _run(folder: Path, out: Path, **overrides) -> RunResults:
+    config = RunConfig(
+        reranker=overrides.pop("reranker", "first-stage"), dataset=str(folder), out=str(out),
+        **overrides,
+    ).validate()  # fmt: skip
+    return execute_run(prepare_run(config))
+
+
+def test_first_stage_with_repeats_end_to_end(rankgpt_folder, tmp_path):
+    results = _run(rankgpt_folder, tmp_path / "run", perms=4, repeats=2)
+    assert results.noise_floor["repeats"] == 2
+    assert results.floor("kendall_tau")["value"] == 1.0
+    assert results.floor("kendall_tau")["within_floor"] is True
+    assert results.summary["ppi"].value == 0.0
+    assert results.summary["gpi"].value == 0.0
+    assert results.summary["tie_rate"].value == 0.0
+    assert np.isnan(results.summary["parse_repair_rate"].value)
+    summary = render_summary(results)
+    assert "noise floor" in summary and "Within the floor here: ndcg@10_std" in summary
+    loaded = read_results(tmp_path / "run")
+    assert loaded.noise_floor == json.loads(json.dumps(loaded.noise_floor))  # plain JSON
+    assert loaded.floor("ppi")["value"] == 0.0
+    assert loaded.counts["samples"] == 4 * (4 + 1 + 2)
+
+
+def test_runs_without_new_options_keep_their_config_hash(rankgpt_folder, tmp_path):
+    config = RunConfig(reranker="identity", dataset=str(rankgpt_folder), perms=3).validate()
+    prepared = prepare_run(config)
+    for key in ("count", "pin", "templates", "repeats"):
+        assert key not in prepared.header.config
+    with_repeats = prepare_run(RunConfig(**{**config.to_dict(), "repeats": 1}).validate())
+    assert with_repeats.header.config_hash != prepared.header.config_hash
+    assert with_repeats.run_dir.name.endswith("r1-s0")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"strategy": "fixed", "pin": "relevant@-1", "count": 5, "repeats": 2},
+        {"strategy": "sweep", "count": 2},
+        {"strategy": "templates", "count": 3},
+    ],
+)
+def test_new_designs_resume_bit_identically(rankgpt_folder, tmp_path, options):
+    if options["strategy"] == "templates":
+        templates = tmp_path / "orders.jsonl"
+        templates.write_text("[null, null, 0]\n[11, null]\n")
+        options = {**options, "templates": str(templates)}
+    out = tmp_path / "run"
+    clean = _run(rankgpt_folder, out, reranker="identity", batch_size=3, **options)
+    if options["strategy"] == "fixed":
+        assert "pin relevant@-1, 5 completions + identity reference + 2 identity repeats" in (
+            render_summary(clean)
+        )
+    samples = out / "samples.jsonl"
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[: len(lines) // 2]))
+    resumed = _run(rankgpt_folder, out, reranker="identity", batch_size=3, **options)
+    stable = ("summary", "per_query", "per_order", "position_bias", "noise_floor", "config_hash")
+    a, b = clean.to_dict(), resumed.to_dict()
+    for key in stable:
+        assert _drop_latency(a.get(key)) == _drop_latency(b.get(key)), key
+    by_key = {(s["query_id"], s["order_index"]): s for s in map(json.loads, lines)}
+    again = [json.loads(line) for line in samples.read_text().splitlines()]
+    for sample in again:  # the same labels and shown orders, wherever the row was reranked
+        old = by_key[(sample["query_id"], sample["order_index"])]
+        assert (sample["label"], sample["shown"]) == (old["label"], old["shown"])
+        OrderLabel.parse(sample["label"])
+
+
+def _drop_latency(value):
+    if isinstance(value, dict):
+        return {k: _drop_latency(v) for k, v in value.items() if not k.startswith("latency")}
+    return value
+
+
+def test_repeats_are_spread_over_batches():
+    plan = plan_permutations("random", "q", 5, perms=8, seed=0, repeats=2)
+    rows = list(range(len(plan)))
+    order = _schedule(plan, rows)
+    assert sorted(order) == rows
+    repeat_rows = [i for i, row in enumerate(order) if plan.labels[row].is_repeat]
+    assert repeat_rows == [3, 7]  # 9 other rows: one rerun after every third of them
+    batches = [order[i : i + 3] for i in range(0, len(order), 3)]
+    assert [b for b in batches if 0 in b] != [b for b in batches if 9 in b]
+
+
+def test_the_report_shows_each_stability_metric_beside_its_floor(rankgpt_folder, tmp_path):
+    from harness.report.build import write_report
+
+    floored = tmp_path / "floored"
+    _run(rankgpt_folder, floored, reranker="identity", perms=4, repeats=2)
+    plain = tmp_path / "plain"
+    _run(rankgpt_folder, plain, reranker="first-stage", perms=4)
+    files = write_report([floored, plain], tmp_path / "report")
+    md = files.markdown.read_text(encoding="utf-8")
+    html = files.html.read_text(encoding="utf-8")
+    for text in ("Stability and its noise floor", "noise floor 1.0000 [1.0000, 1.0000], outside"):
+        assert text in md and text in html
+    assert "| ppi | pairwise preference instability" in md
+    # the identity control copies its input: far above a zero floor
+    section = md.split("### Stability and its noise floor")[1].split("###")[0]
+    assert "| gpi |" in section and "floor 0.0000 [0.0000, 0.0000], outside" in section
+    summary = (floored / "summary.md").read_text(encoding="utf-8")
+    assert "| metric | value | 95% CI | noise floor | what it shows |" in summary
+    assert "Noise floor: the first-stage order shown 3 times" in summary
+
+
+def test_parse_repair_rate_counts_repaired_design_orders():
+    sets, qrels = _sets_and_qrels(queries=2)
+    samples = _samples(sets, lambda o: o, repeats=0, perms=4)
+    statuses = ["ok", "missing", "ok", "wrong_format", "repetition"]  # rows 0..4, row 0 reference
+    for key, sample in list(samples.items()):
+        facts = {**sample.facts, "parse_status": statuses[sample.order_index]}
+        samples[key] = replace(sample, facts=facts)
+    result = summarize(sets, qrels, samples, seed=0)
+    # the design is rows 1..4 (the reference is left out): 3 of 4 needed a repair
+    assert result["summary"]["parse_repair_rate"]["value"] == pytest.approx(0.75)
+    assert result["parse_status"]["random"]["ok"] == pytest.approx(0.25)
