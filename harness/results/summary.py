@@ -16,6 +16,8 @@ Definitions, per query over the design orders:
   before taking the deviation (per-query values are noisier and biased upwards).
 * ``latency_ms``: per-order latency (call wall time / orders in the call), every order
   counted; the summary gives its p50 and p95.
+* ``forward_passes``: mean model forward passes per order, every order counted (a
+  meta-reranker's orders sum their inner calls).
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
 Which metrics exist, their order and how each is summarised are declared in
@@ -43,6 +45,7 @@ from harness.metrics.position_bias import (
 )
 from harness.metrics.registry import (
     DISTINCT_RANKINGS,
+    FORWARD_PASSES,
     LATENCY_MS,
     LATENCY_PERCENTILES,
     N_CANDIDATES,
@@ -152,6 +155,7 @@ def _query_values(
     values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))
     latencies = [s.facts.get("latency_ms", np.nan) for s in samples]
     values[LATENCY_MS] = float(np.median(latencies))
+    values[FORWARD_PASSES] = float(np.mean([s.facts.get("forward_passes", 0) for s in samples]))
     return values
 
 
