@@ -170,6 +170,6 @@ class CapCalParams(FirstParams):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not math.isfinite(self.alpha):
-            raise ValueError(f"alpha must be finite, got {self.alpha!r}")
+            raise HarnessError(f"alpha must be finite, got {self.alpha!r}")
         if not self.placeholder.strip():
-            raise ValueError("placeholder must not be empty")
+            raise HarnessError("placeholder must not be empty")

@@ -102,7 +102,7 @@ class StellaArtifact:
 
     @classmethod
     def load(cls, path: Path) -> StellaArtifact:
-        data = read_json_object(path)
+        data = read_json_object(path, "STELLA calibration file")
         if data.get("format") != ARTIFACT_FORMAT:
             raise HarnessError(f"{path}: not a STELLA calibration file ({ARTIFACT_FORMAT})")
         matrix = np.asarray(data.get("transition_matrix"), dtype=np.float64)
