@@ -120,14 +120,14 @@ def test_stella_refuses_an_artifact_built_for_something_else(data, tmp_path):
     config = RunConfig(
         reranker=str(stella), dataset=str(data), queries=2, perms=2, out=str(tmp_path / "run")
     ).validate()
-    with pytest.raises(HarnessError, match="calibration is for 5 candidates, query .q0. has 6"):
+    with pytest.raises(HarnessError, match=r"calibration is for 5 candidates, query .q0. has 6"):
         execute_run(prepare_run(config))
     # built for another inner reranker (its params differ)
     _preset(presets, "other", "adapter: identity\nparams: {}\n")
     wrong = _preset(
         presets, "wrong", "adapter: stella\nparams: {inner: other.yaml, artifact: stella.json}\n"
     )
-    with pytest.raises(HarnessError, match="built for something else.*reranker"):
+    with pytest.raises(HarnessError, match=r"built for something else.*reranker"):
         build_reranker(load_preset(wrong), CONTEXT)
     # a file that is not a calibration, and a missing one: refused before any model loads
     (presets / "junk.json").write_text(json.dumps({"format": "other"}), "utf-8")
