@@ -119,7 +119,8 @@ def list_presets() -> None:
         )
         for preset in available_presets():
             invariant = "yes" if preset.order_invariant else "no"
-            backend = backend_of(preset) or "none (no model)"
+            inner = preset.params.get("inner") if isinstance(preset.params, dict) else None
+            backend = backend_of(preset) or (f"inner: {inner}" if inner else "none (no model)")
             rerankers.add_row(
                 preset.name, preset.adapter, backend, invariant, Text(preset.description)
             )

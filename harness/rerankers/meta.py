@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,7 +79,7 @@ class PscParams(MetaParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("shuffles", self.shuffles)
+        positive_int("shuffles", self.shuffles)
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(
                 f"unknown aggregation {self.aggregation!r}; use one of {', '.join(AGGREGATIONS)}"
@@ -93,10 +94,11 @@ class BootstrapParams(MetaParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("replicas", self.replicas)
+        positive_int("replicas", self.replicas)
 
 
-def _positive(key: str, value: Any) -> None:
+def positive_int(key: str, value: Any) -> None:
+    """ValueError unless ``value`` is an integer >= 1 (booleans are not integers here)."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"param {key!r} must be an integer >= 1, got {value!r}")
 
@@ -207,16 +209,19 @@ class MetaReranker(Reranker):
 
 
 class _EnsembleReranker(MetaReranker):
-    """Rerank several inner orders per outer order and aggregate their outputs."""
+    """Rerank several inner orders per outer order — the shown order permuted by each of the
+    method's content-seeded position permutations — and aggregate their outputs."""
+
+    @abstractmethod
+    def position_permutations(self, candidate_set: CandidateSet) -> np.ndarray:
+        """[k, n] position permutations applied to every shown order of this set."""
+
+    @abstractmethod
+    def aggregate(self, rankings: list[list[int]]) -> tuple[tuple[int, ...], dict[str, Any]]:
+        """One consensus of candidate-index rankings, and facts about how it was formed."""
 
     def inner_orders(self, shown: np.ndarray, permutations: np.ndarray) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def position_permutations(self, candidate_set: CandidateSet) -> np.ndarray:
-        raise NotImplementedError
-
-    def aggregate(self, rankings: list[list[int]]) -> tuple[tuple[int, ...], dict[str, Any]]:
-        raise NotImplementedError
+        return [shown[p] for p in permutations]
 
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
         started = time.perf_counter()
@@ -265,9 +270,6 @@ class PermutationSelfConsistency(_EnsembleReranker):
         n = len(candidate_set)
         return np.array([rng.permutation(n) for _ in range(self.params.shuffles)])
 
-    def inner_orders(self, shown: np.ndarray, permutations: np.ndarray) -> list[np.ndarray]:
-        return [shown[p] for p in permutations]
-
     def aggregate(self, rankings: list[list[int]]) -> tuple[tuple[int, ...], dict[str, Any]]:
         name = self.params.aggregation
         if name == "kemeny":
@@ -302,9 +304,6 @@ class Bootstrapping(_EnsembleReranker):
         n = len(candidate_set)
         rows = [np.arange(n)] + [rng.permutation(n) for _ in range(self.params.replicas - 1)]
         return np.array(rows)
-
-    def inner_orders(self, shown: np.ndarray, permutations: np.ndarray) -> list[np.ndarray]:
-        return [shown[p] for p in permutations]
 
     def aggregate(self, rankings: list[list[int]]) -> tuple[tuple[int, ...], dict[str, Any]]:
         return aggregation.borda(rankings), {"aggregation": "borda"}

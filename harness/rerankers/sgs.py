@@ -18,7 +18,7 @@ import numpy as np
 
 from harness.data.model import CandidateSet
 from harness.rerankers.base import RerankOutput
-from harness.rerankers.meta import InnerTally, MetaParams, MetaReranker, _positive, content_rng
+from harness.rerankers.meta import InnerTally, MetaParams, MetaReranker, content_rng, positive_int
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class SgsParams(MetaParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("selection_size", self.selection_size)
+        positive_int("selection_size", self.selection_size)
 
 
 class StochasticGreedySelection(MetaReranker):
@@ -50,6 +50,7 @@ class StochasticGreedySelection(MetaReranker):
         started = time.perf_counter()
         steps = self.step_permutations(candidate_set)
         ids = candidate_set.doc_ids
+        position = {doc_id: i for i, doc_id in enumerate(ids)}
         done = []
         for row in orders:
             remaining = [int(i) for i in row]
@@ -65,10 +66,9 @@ class StochasticGreedySelection(MetaReranker):
                 shown = np.array([[local[i] for i in remaining]], dtype=np.int64)
                 output = self.inner.rerank(sub, shown)[0]
                 tally.add(output.facts)
-                position = {doc_id: i for i, doc_id in enumerate(ids)}
                 chosen = [position[d] for d in output.ranking[: self.params.selection_size]]
                 selected.extend(chosen)
-                remaining = [i for i in remaining if i not in set(chosen)]
+                remaining = [i for i in remaining if i not in chosen]
                 if len(remaining) > 1:
                     remaining = [remaining[k] for k in steps[step]]
                 step += 1
