@@ -71,6 +71,7 @@ def test_calibration_artifact_inference_round_trip(data, tmp_path):
     identity = results.reranker.identity
     assert identity["method"] == "stella"
     assert identity["calibration"]["candidate_count"] == 6
+    assert len(identity["calibration"]["matrix_sha256"]) == 64
     from harness.results.store import iter_samples
 
     for sample in iter_samples(tmp_path / "run"):

@@ -24,6 +24,7 @@ model, prompt, inner preset or candidate count is refused, and so is a query it 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -44,6 +45,16 @@ from harness.rerankers.preset import RerankerPreset
 ARTIFACT_FORMAT = "harness-stella/1"
 # What must match between the artifact and the inner reranker at inference.
 BOUND = ("reranker", "model", "prompt", "candidate_count")
+# What a STELLA run's identity repeats from its calibration.
+CALIBRATION_FACTS = (
+    "dataset",
+    "dataset_fingerprint",
+    "candidate_count",
+    "probe_query_ids",
+    "repeats",
+    "smoothing",
+    "seed",
+)
 
 
 @dataclass(frozen=True)
@@ -284,18 +295,12 @@ class Stella(MetaReranker):
 
     def identity(self) -> dict[str, Any]:
         provenance = self.artifact.provenance
+        matrix = json.dumps(self.artifact.to_dict()["transition_matrix"]).encode()
         return {
             **super().identity(),
             "calibration": {
-                k: provenance.get(k)
-                for k in (
-                    "dataset",
-                    "dataset_fingerprint",
-                    "candidate_count",
-                    "repeats",
-                    "smoothing",
-                    "seed",
-                )
+                "matrix_sha256": hashlib.sha256(matrix).hexdigest(),
+                **{k: provenance.get(k) for k in CALIBRATION_FACTS},
             },
         }
 
