@@ -164,7 +164,8 @@ def list_presets() -> None:
         )
         for preset in available_presets():
             invariant = "yes" if preset.order_invariant else "no"
-            backend = backend_of(preset) or "none (no model)"
+            inner = preset.params.get("inner") if isinstance(preset.params, dict) else None
+            backend = backend_of(preset) or (f"inner: {inner}" if inner else "none (no model)")
             rerankers.add_row(
                 preset.name, preset.adapter, backend, invariant, Text(preset.description)
             )
@@ -292,6 +293,49 @@ def export(
     typer.echo(
         f"trec: {len(written.run_files)} run files in {written.folder} "
         f"(qrels: {written.qrels.name}, orders: {written.orders.name})"
+    )
+
+
+@app.command("stella-calibrate")
+def stella_calibrate(
+    reranker: Annotated[str, typer.Option(help="The inner reranker preset STELLA will wrap.")],
+    out: Annotated[Path, typer.Option(help="Calibration file to write (JSON).")],
+    probe_queries: Annotated[
+        int, typer.Option(help="Probe on the LAST N queries (--queries evaluates the first).")
+    ],
+    dataset: Annotated[str, typer.Option(help="Dataset card name or data folder.")] = (
+        "movielens-100k"
+    ),
+    depth: Annotated[
+        int | None, typer.Option(help="Keep the top K candidates (STELLA needs one count).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Orders per (relevant item, position).")] = 5,
+    smoothing: Annotated[float, typer.Option(help="Added to every transition count.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the probe orders.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Orders per reranker call.")] = 4,
+) -> None:
+    """Calibrate STELLA's position-transition matrix on held-out probe queries."""
+    from harness.rerankers.base import RunContext
+    from harness.rerankers.stella import run_calibration
+
+    with _user_errors():
+        artifact = run_calibration(
+            reranker,
+            dataset,
+            out,
+            probe_queries=probe_queries,
+            depth=depth,
+            repeats=repeats,
+            smoothing=smoothing,
+            seed=seed,
+            context=RunContext(device=device, seed=seed, batch_size=batch_size),
+        )
+    provenance = artifact.provenance
+    typer.echo(
+        f"STELLA calibration for {artifact.size} candidates from "
+        f"{len(provenance['probe_query_ids'])} probe queries ({provenance['inner_calls']} inner "
+        f"calls): {out}"
     )
 
 

@@ -138,3 +138,49 @@ def test_report_screenshot_is_kept_as_an_artifact(report_html, tmp_path):
     assert shot.is_file(), result.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
     print(f"report screenshot: {shot}")
+
+
+@pytest.fixture(scope="module")
+def mitigation_html(tmp_path_factory) -> Path:
+    from tests.test_report_mitigation import mitigation_runs
+
+    root = tmp_path_factory.mktemp("browser-mitigation")
+    folders = [str(f) for f in mitigation_runs(root)]
+    result = CliRunner().invoke(app, ["report", *folders, "--out", str(root / "mitigation")])
+    assert result.exit_code == 0, result.output
+    return root / "mitigation.html"
+
+
+def test_mitigation_report_loads_decodes_every_image_and_is_kept_as_a_screenshot(
+    mitigation_html, tmp_path
+):
+    html = mitigation_html.read_text(encoding="utf-8")
+    checked = html.replace(CSP, CSP + "; script-src 'unsafe-inline'", 1)
+    checked = checked.replace("<head>", "<head>" + CHECKER, 1)
+    page = tmp_path / "checked.html"
+    page.write_text(checked, encoding="utf-8")
+    result = _chromium(
+        ["--virtual-time-budget=10000", "--dump-dom", page.as_uri()], tmp_path / "profile"
+    )
+    match = re.search(r'<pre id="harness-check">(.*?)</pre>', result.stdout, re.S)
+    assert match, f"checker found no result; chromium said:\n{result.stderr[-2000:]}"
+    found = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert found["runs"] == 5
+    alts = [image["alt"] for image in found["images"]]
+    assert any("stability vs cost" in alt.lower() for alt in alts), alts
+    for image in found["images"]:
+        assert image["complete"] and image["opaque"], image
+    assert found["resources"] == [] and found["violations"] == []
+    folder = Path(
+        os.environ.get("HARNESS_TEST_ARTIFACTS", REPO_ROOT / "reports" / "test-artifacts")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / "report-mitigation-screenshot.png"
+    shot.unlink(missing_ok=True)
+    result = _chromium(
+        ["--window-size=1280,5200", f"--screenshot={shot}", mitigation_html.as_uri()],
+        tmp_path / "profile2",
+    )
+    assert shot.is_file(), result.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    print(f"mitigation report screenshot: {shot}")

@@ -100,6 +100,7 @@ PARSE_REPAIR_RATE = "parse_repair_rate"
 DISTINCT_RANKINGS = "distinct_rankings"
 POSITION_BIAS_MAD = "position_bias_mad"
 LATENCY_MS = "latency_ms"
+FORWARD_PASSES = "forward_passes"
 N_CANDIDATES = "n_candidates"
 N_ORDERS = "n_orders"
 LATENCY_PERCENTILES = (50, 95)
@@ -169,6 +170,8 @@ METRICS: tuple[MetricSpec, ...] = (
         PARSE_REPAIR_RATE, "outputs the parser had to repair (generative rerankers)", "lower",
     ),
     MetricSpec(LATENCY_MS, "latency per order, ms (median over the query's orders)", "lower"),
+    # Cost: a meta-reranker's orders sum their inner calls' passes (m x its inner reranker's).
+    MetricSpec(FORWARD_PASSES, "model forward passes per order (mean over orders)", "lower"),
     *(
         MetricSpec(
             latency_percentile(pct), "latency per order, ms", "lower",

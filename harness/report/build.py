@@ -15,9 +15,10 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.files import ensure_writable_folder, write_text_atomic
 from harness.report.compare import compare_runs, incomparable_reason, moved_most
-from harness.report.document import Report, Section
+from harness.report.document import Figure, Report, Section
 from harness.report.figures import build_figures
 from harness.report.load import RunData, load_runs
+from harness.report.mitigation import mitigation_rows, mitigation_section
 from harness.report.tables import (
     MOVED_QUERIES,
     comparison_section,
@@ -93,6 +94,22 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         ),
         *(section for section in (floor_section(runs),) if section is not None),
         comparison_section(comparisons, reason, len(runs)),
+    ]
+    mitigation = mitigation_rows(runs) if reason is None else []
+    if mitigation:
+        from harness.report import plots
+
+        figure = Figure(
+            "mitigation_pareto",
+            "Effectiveness and stability vs cost",
+            "One point per run (95% bootstrap intervals over queries); x is the mean forward "
+            "passes per order on a symlog axis. Large ringed points are on the Pareto front "
+            "(NDCG@10 up, Kendall tau up, forward passes down); dotted arrows go from a "
+            "reranker to the meta-reranker that wraps it.",
+            plots.mitigation_pareto(mitigation),
+        )
+        sections.append(mitigation_section(mitigation, (figure,)))
+    sections += [
         Section("Plots", paragraphs=tuple(plot_notes), figures=tuple(figures)),
         moved_section(runs),
     ]
@@ -119,6 +136,7 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         "comparable": reason is None,
         "incomparable_reason": reason,
         "comparisons": [asdict(c) for c in comparisons],
+        "mitigation": [asdict(m) for m in mitigation],
         "moved_most": {r.label: [asdict(m) for m in moved_most(r, MOVED_QUERIES)] for r in runs},
         "series": plot_data,
     }

@@ -297,3 +297,52 @@ def stability_vs_effectiveness(points: Mapping[str, RunPoint]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _png(fig)
+
+
+def mitigation_pareto(rows: Sequence[Any]) -> bytes:
+    """Effectiveness (left) and stability (right) against cost per order, one point per run
+    with 95% intervals; Pareto-front runs are large and ringed, a dotted arrow runs from each
+    wrapped reranker to the meta-reranker that wraps it. ``rows`` are
+    :class:`~harness.report.mitigation.MitigationRow`."""
+    fig, axes = _figure(11.0, 4.8, ncols=2)
+    where = {row.label: row for row in rows}
+    panels = (
+        (axes[0], "ndcg", "ndcg_ci", f"effectiveness: NDCG@{TOP_K}"),
+        (axes[1], "tau", "tau_ci", "stability: Kendall tau across orders (1 = invariant)"),
+    )
+    for ax, key, ci_key, ylabel in panels:
+        for i, row in enumerate(rows):
+            style = _style(i)
+            x, y = row.forward_passes, getattr(row, key)
+            low, high = getattr(row, ci_key)
+            yerr = None
+            if np.isfinite(low) and np.isfinite(high):
+                yerr = [[max(y - low, 0)], [max(high - y, 0)]]
+            ax.errorbar(
+                [x],
+                [y],
+                yerr=yerr,
+                fmt=style["marker"],
+                markersize=13 if row.pareto else 8,
+                color=style["color"],
+                markeredgecolor="black",
+                markeredgewidth=2.2 if row.pareto else 0.8,
+                capsize=3,
+                label=f"{row.label}{'  (Pareto)' if row.pareto else ''}",
+            )
+            inner = where.get(row.inner_label)
+            if inner is not None:
+                ax.annotate(
+                    "",
+                    xy=(x, y),
+                    xytext=(inner.forward_passes, getattr(inner, key)),
+                    arrowprops={"arrowstyle": "->", "linestyle": ":", "color": "grey"},
+                )
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("cost: forward passes per order (symlog)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Effectiveness vs cost")
+    axes[1].set_title("Stability vs cost")
+    _legend_below(fig, axes[0], len(rows))
+    return _png(fig)

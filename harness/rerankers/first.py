@@ -25,16 +25,24 @@ kept per window.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from harness.backends.base import Backend, Capability
+from harness.data.model import CandidateSet
 from harness.errors import HarnessError
-from harness.rerankers.base import RunContext
+from harness.rerankers.base import RerankOutput, RunContext
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult, rank_by_scores
-from harness.rerankers.listwise_prompts import generation_context, identifiers, prompt_token_ids
-from harness.rerankers.params import FirstParams
+from harness.rerankers.listwise_prompts import (
+    chat_prompt,
+    generation_context,
+    identifiers,
+    numbered_template,
+    prompt_token_ids,
+)
+from harness.rerankers.params import CapCalParams, FirstParams
 
 PRIME = "["
 
@@ -132,6 +140,10 @@ class FirstReranker(ListwiseReranker):
             "score": "next-token log-prob of each identifier after the primed '['",
         }
 
+    def window_scores(self, logprobs: list[float], window: WindowPrompt) -> list[float]:
+        """The scores a window is ranked by: FIRST's are the identifiers' log-probs."""
+        return logprobs
+
     def rank_windows(self, windows: Sequence[WindowPrompt]) -> list[WindowResult]:
         batch = self.encode(windows)
         self.check_fits(batch, 1)
@@ -139,7 +151,7 @@ class FirstReranker(ListwiseReranker):
         read = self.backend.next_token_logprobs(batch, ids)
         return [
             first_result(
-                scores,
+                self.window_scores(scores, window),
                 window.doc_ids,
                 generated_tokens=generated,
                 top_is_identifier=top,
@@ -166,3 +178,82 @@ def identifier_labels(style: str, window_size: int) -> tuple[str, ...]:
         return identifiers(style, window_size)
     except HarnessError as exc:
         raise HarnessError(f"FIRST: {exc}") from exc
+
+
+class CapCalFirstReranker(FirstReranker):
+    """FIRST with content-free calibration (CapCal, arXiv 2604.10150): each window's
+    identifier probabilities ``P(d|x)`` (renormalised over the window's identifiers) are
+    corrected by the distribution the model gives when every passage body is replaced by a
+    placeholder, ``S(d) = P(d|x) - alpha (P(d|x_empty) - 1/|C|)``, and the window is ranked by
+    ``S``. The content-free prompt keeps the query and the identifiers, so it does not depend
+    on the shown order: it is computed once per query and window size (one extra forward pass
+    each, recorded as ``calibration_forward_passes`` in the facts of the call that made it).
+
+    Params: :class:`~harness.rerankers.params.CapCalParams` (``alpha``, ``placeholder``).
+    """
+
+    method = "first-capcal"
+    params_type = CapCalParams
+    params: CapCalParams
+
+    def __init__(
+        self, name: str, context: RunContext, backend: Backend, params: CapCalParams | None = None
+    ) -> None:
+        super().__init__(name, context, backend, params)
+        self._priors: dict[tuple[str, int], np.ndarray] = {}
+        self._query: CandidateSet | None = None
+        self._passes = 0
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            **super().identity(),
+            "score": "CapCal: P(d|x) - alpha (P(d|x_empty) - 1/|C|), P renormalised over the "
+            "window's identifiers",
+            "alpha": self.params.alpha,
+            "placeholder": self.params.placeholder,
+        }
+
+    def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
+        if self._query is None or self._query.query_id != candidate_set.query_id:
+            self._priors.clear()
+        self._query, self._passes = candidate_set, 0
+        outputs = super()._rerank_batch(candidate_set, orders)
+        if not self._passes:
+            return outputs
+        extra = {**outputs[0].facts.extra, "calibration_forward_passes": self._passes}
+        first = replace(outputs[0], facts=replace(outputs[0].facts, extra=extra))
+        return [first, *outputs[1:]]
+
+    def content_free_prior(self, size: int) -> np.ndarray:
+        """``P(d|x_empty)`` over the identifiers of a window of ``size``, for the current query."""
+        assert self._query is not None
+        key = (self._query.query_id, size)
+        if key not in self._priors:
+            query = self._query.query
+            template = numbered_template(query)
+            labels = identifiers(self.identifier_style, size)
+            body = template.render_body([self.params.placeholder] * size, labels)
+            tail = template.render_tail(query, labels)
+            head = template.render_head(query, self.params.max_history)
+            prompt = chat_prompt(self.tokenizer, template.system, head, body + tail, self.prime)
+            batch = self.encode([WindowPrompt(prompt, ("",) * size, labels)])
+            read = self.backend.next_token_logprobs(batch, self.identifier_ids[:size])
+            self._priors[key] = _renormalised(read.logprobs[0])
+            self._passes += 1
+        return self._priors[key]
+
+    def window_scores(self, logprobs: list[float], window: WindowPrompt) -> list[float]:
+        size = len(window.labels)
+        prior = self.content_free_prior(size)
+        scores = _renormalised(np.asarray(logprobs)) - self.params.alpha * (prior - 1.0 / size)
+        return scores.tolist()
+
+
+def _renormalised(logprobs: np.ndarray) -> np.ndarray:
+    """Probabilities over the chosen tokens only (``-inf`` counts as zero)."""
+    values = np.asarray(logprobs, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.full(len(values), 1.0 / len(values))
+    shifted = np.where(finite, np.exp(values - values[finite].max()), 0.0)
+    return shifted / shifted.sum()

@@ -11,6 +11,7 @@ key or a wrong type in one line naming the preset file and the key. Value checks
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -155,3 +156,20 @@ def _checked(where: str, key: str, value: Any, hint: Any) -> Any:
     raise HarnessError(
         f"{where}: param {key!r} must be {wanted}, got {value!r} ({type(value).__name__})"
     )
+
+
+@dataclass(frozen=True)
+class CapCalParams(FirstParams):
+    """FIRST with content-free calibration (CapCal): ``alpha`` (the weight of the empty-passage
+    prior, 1.0 by default) and ``placeholder`` (the text every passage body is replaced by in
+    the content-free prompt)."""
+
+    alpha: float = 1.0
+    placeholder: str = "N/A"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.alpha):
+            raise HarnessError(f"alpha must be finite, got {self.alpha!r}")
+        if not self.placeholder.strip():
+            raise HarnessError("placeholder must not be empty")

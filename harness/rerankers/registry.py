@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from harness.errors import HarnessError
 from harness.presets import preset_dir, read_yaml
 from harness.rerankers.base import Reranker, RunContext
 from harness.rerankers.llm import BackendReranker
+from harness.rerankers.meta import MetaReranker, inner_preset, meta_params, preset_key
 from harness.rerankers.params import split_params
 from harness.rerankers.preset import RerankerPreset
 
@@ -46,9 +48,14 @@ ADAPTERS: Mapping[str, str] = {
     "lft": "harness.rerankers.invarirank:CausalListwiseReranker",
     "pointwise": "harness.rerankers.pointwise:PointwiseReranker",
     "first": "harness.rerankers.first:FirstReranker",
+    "first-capcal": "harness.rerankers.first:CapCalFirstReranker",
     "rankgpt": "harness.rerankers.rankgpt:RankGPTReranker",
     "first-vllm": "harness.rerankers.first:FirstReranker",
     "rankgpt-vllm": "harness.rerankers.rankgpt:RankGPTReranker",
+    "psc": "harness.rerankers.meta:PermutationSelfConsistency",
+    "bootstrap": "harness.rerankers.meta:Bootstrapping",
+    "sgs": "harness.rerankers.sgs:StochasticGreedySelection",
+    "stella": "harness.rerankers.stella:Stella",
 }
 ADAPTER_BACKENDS: Mapping[str, str] = {"first-vllm": "vllm", "rankgpt-vllm": "vllm"}
 
@@ -98,21 +105,34 @@ def load_preset(path: Path) -> RerankerPreset:
     )
 
 
-def build_reranker(preset: RerankerPreset, context: RunContext) -> Reranker:
+def build_reranker(
+    preset: RerankerPreset, context: RunContext, *, _chain: tuple[str, ...] = ()
+) -> Reranker:
     """Construct the preset's adapter, checking everything that needs no model first.
 
     A method on a backend (:class:`BackendReranker`) gets its params split into typed
     dataclasses and its capabilities checked against the backend's class before the backend
-    loads the model; any other adapter is called as ``Class(name, context, **params)`` after
-    its keys are checked against its signature. Errors raised inside a constructor are not
-    caught: a ``TypeError`` there is a bug and keeps its traceback.
+    loads the model; a meta-reranker (:class:`~harness.rerankers.meta.MetaReranker`) has its
+    inner preset resolved, checked and built first; any other adapter is called as
+    ``Class(name, context, **params)`` after its keys are checked against its signature.
+    Errors raised inside a constructor are not caught: a ``TypeError`` there is a bug and
+    keeps its traceback.
     """
-    cls, typed = _checked(preset)
-    if typed is not None:
+    cls, typed = _checked(preset, _chain)
+    if isinstance(typed, _Meta):
+        inner = build_reranker(typed.inner, context, _chain=typed.chain)
+        try:
+            reranker: Reranker = cls(  # type: ignore[call-arg]
+                preset.name, context, inner, typed.inner, typed.params, **typed.extras
+            )
+        except BaseException:
+            inner.close()
+            raise
+    elif typed is not None:
         name, model, engine, params = typed
         purpose = f"the {getattr(cls, 'method', preset.adapter)} reranker"
         backend = open_backend(name, model, engine, context, purpose)
-        reranker: Reranker = cls(preset.name, context, backend, params)
+        reranker = cls(preset.name, context, backend, params)  # type: ignore[call-arg]
     else:
         reranker = cls(preset.name, context, **dict(preset.params))
     if preset.order_invariant:
@@ -122,14 +142,35 @@ def build_reranker(preset: RerankerPreset, context: RunContext) -> Reranker:
 
 def check_preset(preset: RerankerPreset) -> None:
     """Every check :func:`build_reranker` makes before loading a model, without loading one:
-    the runner calls it before it writes a run folder, so a bad preset leaves nothing behind."""
-    _checked(preset)
+    the runner calls it before it writes a run folder, so a bad preset leaves nothing behind.
+    A meta-reranker's inner presets are checked too."""
+    _checked(preset, ())
 
 
-def _checked(preset: RerankerPreset) -> tuple[type[Reranker], tuple[str, Any, Any, Any] | None]:
+@dataclass(frozen=True)
+class _Meta:
+    """A meta-reranker's checked params, its resolved inner preset and the chain so far."""
+
+    params: Any
+    inner: RerankerPreset
+    chain: tuple[str, ...]
+    extras: Mapping[str, Any]
+
+
+def _checked(
+    preset: RerankerPreset, chain: tuple[str, ...]
+) -> tuple[type[Reranker], tuple[str, Any, Any, Any] | _Meta | None]:
     """The adapter class and, for a method on a backend, (backend, model, engine, method)
-    params, all validated."""
+    params, all validated; for a meta-reranker its params and inner preset, checked in turn."""
     cls = adapter_class(preset)
+    if issubclass(cls, MetaReranker):
+        if preset.backend is not None:
+            raise HarnessError(f"{preset.where}: adapter {preset.adapter!r} takes no backend")
+        params = meta_params(cls, preset)
+        here = (*chain, preset_key(preset))
+        inner = inner_preset(preset, params, here, resolve_preset)
+        _checked(inner, here)
+        return cls, _Meta(params, inner, here, cls.preset_extras(preset, params))
     if not issubclass(cls, BackendReranker):
         if preset.backend is not None:
             raise HarnessError(f"{preset.where}: adapter {preset.adapter!r} takes no backend")

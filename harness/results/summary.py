@@ -27,6 +27,8 @@ Definitions, per query over the design orders:
   before taking the deviation (per-query values are noisier and biased upwards).
 * ``latency_ms``: per-order latency (call wall time / orders in the call), every order
   counted; the summary gives its p50 and p95.
+* ``forward_passes``: mean model forward passes per order, every order counted (a
+  meta-reranker's orders sum their inner calls).
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
 Which metrics exist, their order and how each is summarised are declared in
@@ -61,6 +63,7 @@ from harness.metrics.registry import (
     BEST_RELEVANT_RANK_MEAN,
     BEST_RELEVANT_RANK_VAR,
     DISTINCT_RANKINGS,
+    FORWARD_PASSES,
     GPI,
     LATENCY_MS,
     LATENCY_PERCENTILES,
@@ -197,6 +200,7 @@ def _query_values(
     values[PARSE_REPAIR_RATE] = float(np.mean(parsed)) if parsed else float("nan")
     latencies = [s.facts.get("latency_ms", np.nan) for s in samples]
     values[LATENCY_MS] = float(np.median(latencies))
+    values[FORWARD_PASSES] = float(np.mean([s.facts.get("forward_passes", 0) for s in samples]))
     return {spec.name: values[spec.name] for spec in registry.per_query()}
 
 
