@@ -29,6 +29,7 @@ class RunContext:
     device: str = "cpu"
     seed: int = 0
     batch_size: int = 4
+    dry_run: bool = False  # remote backends count the requests they would send, sending none
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class Reranker(ABC):
     """
 
     order_invariant: bool = False
+    # Calls the runner may make at once from several threads (only rerankers on a remote
+    # backend, whose calls wait on a server, say more than 1).
+    parallel_calls: int = 1
 
     def __init__(self, name: str, context: RunContext) -> None:
         self.name = name

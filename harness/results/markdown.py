@@ -19,6 +19,19 @@ def render_summary(results: RunResults) -> str:
         f"seed {perms.seed}; depth {results.header.depth or 'all'}); "
         f"config `{results.header.config_hash}`",
         "",
+    ]
+    if "prompt_tokens" in counts and (counts["prompt_tokens"] or counts["generated_tokens"]):
+        cost = (
+            f"{counts['prompt_tokens']:,} prompt tokens, {counts['generated_tokens']:,} generated"
+        )
+        if "requests" in counts:
+            cost += (
+                f"; {counts['requests']:,} HTTP requests ({counts['requests_cached']:,} answered "
+                f"by the cache; server counted {counts['server_prompt_tokens']:,} prompt + "
+                f"{counts['server_completion_tokens']:,} completion tokens)"
+            )
+        lines += [f"Cost: {cost}.", ""]
+    lines += [
         "| metric | value | 95% CI | what it shows |",
         "|---|---:|---:|---|",
     ]
