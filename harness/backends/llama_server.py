@@ -143,3 +143,28 @@ def embedded_server(alias: str = "smollm2-135m", **kwargs: Any) -> LlamaServer:
     from harness.models.loading import embedded_gguf_path
 
     return LlamaServer(embedded_gguf_path(alias), alias=alias, **kwargs)
+
+
+def main() -> None:
+    """``python -m harness.backends.llama_server [--port P]``: serve the embedded SmolLM2 until
+    interrupted; prints the base URL once the server answers."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default="smollm2-135m", help="an embedded model name")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with embedded_server(args.model, port=args.port, threads=args.threads) as server:
+        print(server.base_url, flush=True)
+        try:
+            assert server.process is not None
+            server.process.wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
