@@ -338,6 +338,7 @@ def _identifier_answer(body: dict) -> dict:
 
 
 def _first_config(tmp_path, folder, base_url, out="run", **engine) -> RunConfig:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     preset = _preset(
         tmp_path,
         "first",

@@ -400,7 +400,11 @@ class OpenAIBackend(Backend):
         self._pool = ThreadPoolExecutor(
             max_workers=engine.concurrency, thread_name_prefix="harness-http"
         )
-        self.served_models: tuple[str, ...] = () if self.dry_run else self._served_models()
+        try:
+            self.served_models: tuple[str, ...] = () if self.dry_run else self._served_models()
+        except BaseException:
+            self.close()
+            raise
         self._stop_strings = tuple(
             sorted({tokenizer.decode([i]) for i in eos_token_ids(tokenizer)} - {""})
         )
