@@ -433,3 +433,20 @@ def test_dry_run_is_refused_for_in_process_backends(rankgpt_folder, tmp_path):
     config = RunConfig(reranker="first", dataset=str(rankgpt_folder), perms=2).validate()
     with pytest.raises(HarnessError, match=r"dry-run .*in this process"):
         dry_run(prepare_run(config))
+
+
+def test_cli_dry_run_prints_requests_and_tokens_and_sends_nothing(tmp_path, rankgpt_folder):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    with FakeServer(answer=_identifier_answer) as server:
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url)
+        result = CliRunner().invoke(
+            app,
+            ["run", "--reranker", config.reranker, "--dataset", str(rankgpt_folder)]
+            + ["--perms", "3", "--out", str(tmp_path / "run"), "--dry-run"],
+        )
+    assert result.exit_code == 0, result.output
+    assert "would send 48 requests" in result.output and "prompt tokens" in result.output
+    assert server.bodies == [] and not (tmp_path / "run").exists()
