@@ -21,9 +21,7 @@ from harness.results.store import iter_samples
 
 
 def main() -> None:
-    left, right = (
-        {s.key: s.ranking for s in iter_samples(Path(arg))} for arg in sys.argv[1:3]
-    )
+    left, right = ({s.key: s.ranking for s in iter_samples(Path(arg))} for arg in sys.argv[1:3])
     shared = sorted(left.keys() & right.keys())
     same = sum(left[k] == right[k] for k in shared)
     top1 = sum(left[k][0] == right[k][0] for k in shared)

@@ -442,11 +442,9 @@ def test_cli_dry_run_prints_requests_and_tokens_and_sends_nothing(tmp_path, rank
 
     with FakeServer(answer=_identifier_answer) as server:
         config = _first_config(tmp_path, rankgpt_folder, server.base_url)
-        result = CliRunner().invoke(
-            app,
-            ["run", "--reranker", config.reranker, "--dataset", str(rankgpt_folder)]
-            + ["--perms", "3", "--out", str(tmp_path / "run"), "--dry-run"],
-        )
+        args = ["run", "--reranker", config.reranker, "--dataset", str(rankgpt_folder)]
+        args += ["--perms", "3", "--out", str(tmp_path / "run"), "--dry-run"]
+        result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "would send 48 requests" in result.output and "prompt tokens" in result.output
     assert server.bodies == [] and not (tmp_path / "run").exists()
