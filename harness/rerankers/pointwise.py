@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -116,7 +116,12 @@ class PointwiseReranker(BackendReranker):
         values = computed.scores.tolist()
         ranking = ranking_from_scores(ids, values)  # order-free: scores are by candidate index
         scores = dict(zip(ids, values, strict=True))
-        return [RerankOutput(ranking=ranking, facts=facts, scores=scores) for _ in orders]
+        # The requests of a remote backend are counted once, on the call's first order.
+        bare = replace(facts, extra={k: v for k, v in facts.extra.items() if k != "http"})
+        return [
+            RerankOutput(ranking=ranking, facts=facts if i == 0 else bare, scores=scores)
+            for i in range(len(orders))
+        ]
 
     def encode_set(self, candidate_set: CandidateSet) -> SetPrompts:
         """Tokenize the shared prefix once and each candidate's suffix on its own."""
