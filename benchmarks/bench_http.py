@@ -99,10 +99,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.base_url:
+            _level(args, args.base_url, max(levels), _warm(work))  # warm-up, not reported
             rows = [_level(args, args.base_url, c, work) for c in levels]
         else:
             with embedded_server(threads=args.threads, log_path=work / "server.log") as server:
-                _level(args, server.base_url, 1, _warm(work))  # warm-up, not reported
+                _level(args, server.base_url, max(levels), _warm(work))  # warm-up
                 rows = [_level(args, server.base_url, c, work) for c in levels]
     header = ["concurrency", "orders", "requests", "wall_s", "requests/s", "p50 order ms", "p95"]
     print(" | ".join(header))
