@@ -90,6 +90,14 @@ def run(
     config: Annotated[
         Path | None, typer.Option(help="run.yaml with any of these settings; flags override it.")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="HTTP backends: print how many requests and prompt tokens the run would send, "
+            "send nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Rerank every query in many seeded orders and write samples, results and a summary."""
     # Spinning OpenMP threads make torch ~10x slower when other processes share the cores.
@@ -120,6 +128,9 @@ def run(
             },
         )
         prepared = prepare_run(settings)
+        if dry_run:
+            _print_dry_run(prepared)
+            return
         console = _stderr_console()
         for note in prepared.notes:
             console.print(f"[yellow]note:[/] {note}")
@@ -145,6 +156,20 @@ def run(
                 raise
     typer.echo(render_summary(results))
     typer.echo(f"results: {prepared.run_dir / 'results.json'}")
+
+
+def _print_dry_run(prepared) -> None:
+    from harness.runner import dry_run
+
+    counted = dry_run(prepared)
+    usage = counted.usage
+    typer.echo(
+        f"dry run: {counted.orders} pending orders of {prepared.preset.name} on "
+        f"{prepared.card.name} would send {usage['requests_would_send']} requests "
+        f"({usage['requests_cached']} more are answered by the cache), "
+        f"{usage['local_prompt_tokens']} prompt tokens in all requests (local tokenizer; "
+        "windows after an unanswered one are estimated); nothing was sent"
+    )
 
 
 @app.command("list")

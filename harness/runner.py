@@ -10,12 +10,14 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.backends.registry import backend_class
 from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
 from harness.data.model import CandidateSet, Dataset, TextQuery, describe_dropped
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
@@ -31,9 +33,10 @@ from harness.permutations import (
 from harness.rerankers.base import Reranker, RunContext
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
-    adapter_class,
+    backend_of,
     build_reranker,
     check_preset,
+    device_used,
     resolve_preset,
 )
 from harness.results.provenance import environment, utc_now
@@ -262,23 +265,118 @@ def rerank_pending(
             store.write_header(prepared.header, list(prepared.query_records()))
         if reranker is not None:
             store.write_json(IDENTITY_FILE, identity)
-        for cset, plan, rows in pending:
-            rows = _schedule(plan, rows)
-            for start in range(0, len(rows), config.batch_size):
-                batch = rows[start : start + config.batch_size]
-                assert reranker is not None
-                new = _rerank(reranker, cset, plan, batch)
-                store.append(new)
-                done.update((s.key, s) for s in new)
-                completed += len(new)
-                if progress:
-                    progress(completed, total)
+        jobs = [
+            (cset, plan, scheduled[start : start + config.batch_size])
+            for cset, plan, rows in pending
+            for scheduled in (_schedule(plan, rows),)
+            for start in range(0, len(scheduled), config.batch_size)
+        ]
+
+        def save(new: list[Sample]) -> None:
+            nonlocal completed
+            store.append(new)
+            done.update((s.key, s) for s in new)
+            completed += len(new)
+            if progress:
+                progress(completed, total)
+
+        if reranker is not None:
+            run_calls(reranker, jobs, save)
         model_identity = identity if reranker else store.read_json(IDENTITY_FILE)
     finally:
         store.close()
         if reranker is not None:
             reranker.close()
     return RerankedRun(done, model_identity, time.perf_counter() - started)
+
+
+Job = tuple[CandidateSet, PermutationPlan, list[int]]
+
+
+def run_calls(
+    reranker: Reranker, jobs: Sequence[Job], save: Callable[[list[Sample]], None]
+) -> None:
+    """Run the reranker calls and ``save`` their samples in the jobs' order.
+
+    A reranker on a remote backend allows ``parallel_calls`` calls at once (threads waiting
+    on a server): calls of different queries and orders then run concurrently, while the
+    windows inside one call stay sequential. Samples are still saved in job order, so the
+    samples file does not depend on which request finished first. When a call fails (or
+    Ctrl-C), the calls not started are cancelled, the running ones finish, and every call
+    that finished is saved before the error propagates.
+    """
+    workers = max(1, int(getattr(reranker, "parallel_calls", 1)))
+    if workers == 1 or len(jobs) < 2:
+        for job in jobs:
+            save(_rerank(reranker, *job))
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harness-call")
+    futures = [pool.submit(_rerank, reranker, *job) for job in jobs]
+    saved = 0
+    try:
+        for future in futures:
+            samples = future.result()
+            saved += 1  # before saving: a save interrupted after writing is not repeated
+            save(samples)
+    except BaseException:
+        for future in futures[saved:]:
+            future.cancel()
+        wait(futures[saved:])
+        for future in futures[saved:]:
+            if not future.cancelled() and future.exception() is None:
+                save(future.result())
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a run would send to a remote backend, counted without sending anything."""
+
+    orders: int
+    usage: dict[str, int]
+
+
+def dry_run(
+    prepared: PreparedRun,
+    reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+) -> DryRun:
+    """Count the requests and prompt tokens the pending orders would send; nothing is sent and
+    no run folder is written. Requests the on-disk cache already answers are counted apart
+    (and their answers used, so the windows after them are counted with the real prompts;
+    after a request that would be sent, later windows of that order are counted on a stand-in
+    answer, so their prompt tokens are an estimate)."""
+    config = prepared.config
+    backend = backend_of(prepared.preset)
+    if backend is None or not backend_class(backend).remote:
+        where = f"on backend {backend!r}" if backend else "no model"
+        raise HarnessError(
+            f"--dry-run counts the requests a run would send to a server; reranker "
+            f"{prepared.preset.name!r} runs {where} in this process and sends none"
+        )
+    done: dict[tuple[str, int], Sample] = {}
+    if (prepared.run_dir / "run.json").is_file():
+        store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
+        done = store.load_samples(check=_sample_checker(prepared))
+    jobs: list[Job] = []
+    for cset, plan in zip(prepared.dataset.sets, prepared.plans, strict=True):
+        rows = _schedule(plan, [i for i in range(len(plan)) if (plan.query_id, i) not in done])
+        jobs += [
+            (cset, plan, rows[start : start + config.batch_size])
+            for start in range(0, len(rows), config.batch_size)
+        ]
+    context = RunContext(
+        device=config.device, seed=config.seed, batch_size=config.batch_size, dry_run=True
+    )
+    reranker = reranker_factory(prepared.preset, context)
+    try:
+        orders = 0
+        for job in jobs:
+            orders += len(_rerank(reranker, *job))
+        return DryRun(orders=orders, usage=reranker.backend.usage())  # type: ignore[attr-defined]
+    finally:
+        reranker.close()
 
 
 def write_results(prepared: PreparedRun, reranked: RerankedRun) -> RunResults:
@@ -297,10 +395,9 @@ def write_results(prepared: PreparedRun, reranked: RerankedRun) -> RunResults:
 
 
 def _device_used(prepared: PreparedRun) -> str:
-    """``--device`` when the reranker computes there, else ``none`` (a control such as
-    first-stage asked for ``cuda`` still ran on no device at all)."""
-    uses_device = adapter_class(prepared.preset).uses_device
-    return prepared.config.device if uses_device else "none"
+    """``--device`` when the reranker computes there; ``none`` for a control (first-stage
+    asked for ``cuda`` still ran on no device), ``remote`` for a model behind a server."""
+    return device_used(prepared.preset, prepared.config.device)
 
 
 def compute_results(

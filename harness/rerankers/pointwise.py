@@ -16,7 +16,8 @@ set seen. Each output's ``CallFacts`` says what was computed: ``forward_passes``
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,7 @@ class SetScores:
     scores: np.ndarray
     forward_passes: int
     prompt_tokens: int
+    http: dict[str, Any] = field(default_factory=dict)  # remote backends: requests and usage
 
 
 class PointwiseReranker(BackendReranker):
@@ -90,11 +92,12 @@ class PointwiseReranker(BackendReranker):
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
         started = time.perf_counter()
         prompts = self.encode_set(candidate_set)
-        reused = self._last is not None and self._last.key == prompts
-        if not reused:
-            self._last = self.score_set(prompts, self._answer_ids(candidate_set))
-        computed = self._last
-        assert computed is not None
+        last = self._last  # read once: calls may run in parallel threads (remote backends)
+        reused = last is not None and last.key == prompts
+        if last is None or not reused:
+            last = self.score_set(prompts, self._answer_ids(candidate_set))
+            self._last = last
+        computed = last
         call_ms = (time.perf_counter() - started) * 1000.0
         facts = CallFacts(
             latency_ms=call_ms / len(orders),
@@ -103,13 +106,22 @@ class PointwiseReranker(BackendReranker):
             prompt_tokens=0 if reused else computed.prompt_tokens,
             generated_tokens=0,
             forward_passes=0 if reused else computed.forward_passes,
-            extra={"scores_reused": reused, "scored_once_per_set": True},
+            extra={
+                "scores_reused": reused,
+                "scored_once_per_set": True,
+                **({"http": computed.http} if computed.http and not reused else {}),
+            },
         )
         ids = candidate_set.doc_ids
         values = computed.scores.tolist()
         ranking = ranking_from_scores(ids, values)  # order-free: scores are by candidate index
         scores = dict(zip(ids, values, strict=True))
-        return [RerankOutput(ranking=ranking, facts=facts, scores=scores) for _ in orders]
+        # The requests of a remote backend are counted once, on the call's first order.
+        bare = replace(facts, extra={k: v for k, v in facts.extra.items() if k != "http"})
+        return [
+            RerankOutput(ranking=ranking, facts=facts if i == 0 else bare, scores=scores)
+            for i in range(len(orders))
+        ]
 
     def encode_set(self, candidate_set: CandidateSet) -> SetPrompts:
         """Tokenize the shared prefix once and each candidate's suffix on its own."""
@@ -145,6 +157,7 @@ class PointwiseReranker(BackendReranker):
         The difference of the two log-probs is taken in fp32, where the model computed them.
         """
         scores: list[np.ndarray] = []
+        calls: list[Mapping[str, Any]] = []
         passes, tokens = 0, len(prompts.prefix)
         per_forward = self.params.candidates_per_forward
         for begin in range(0, len(prompts.suffixes), per_forward):
@@ -159,7 +172,8 @@ class PointwiseReranker(BackendReranker):
             scores.append((read.logprobs[:, 0] - read.logprobs[:, 1]).astype(np.float64))
             passes += 1 + read.prefix_computed
             tokens += sum(len(s) for s in suffixes)
-        return SetScores(prompts, np.concatenate(scores), passes, tokens)
+            calls.extend(read.calls)
+        return SetScores(prompts, np.concatenate(scores), passes, tokens, summarize_calls(calls))
 
     def _answer_ids(self, candidate_set: CandidateSet) -> tuple[int, int]:
         return self.answer_ids[pointwise_template(candidate_set.query).name]
@@ -172,3 +186,25 @@ class PointwiseReranker(BackendReranker):
                 f"{self.backend.identity().get('name')!r}; it must be exactly one"
             )
         return ids[0]
+
+
+def summarize_calls(calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Requests of a set on a remote backend: how many, how many came from the cache, the
+    server's token counts, and every model name and fingerprint it reported."""
+    if not calls:
+        return {}
+    summary: dict[str, Any] = {
+        "requests": len(calls),
+        "cached": sum(bool(c.get("cached")) for c in calls),
+        "server_prompt_tokens": sum(int(c.get("prompt_tokens") or 0) for c in calls),
+        "server_completion_tokens": sum(int(c.get("completion_tokens") or 0) for c in calls),
+        "server_models": sorted({str(c["server_model"]) for c in calls if c.get("server_model")}),
+    }
+    fingerprints = sorted(
+        {str(c["system_fingerprint"]) for c in calls if c.get("system_fingerprint")}
+    )
+    if fingerprints:
+        summary["system_fingerprints"] = fingerprints
+    if any(c.get("dry_run") for c in calls):
+        summary["dry_run"] = True
+    return summary

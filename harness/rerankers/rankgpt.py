@@ -15,7 +15,7 @@ One class for every backend: the transformers and vLLM runs share the answer bud
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.backends.base import Backend, Capability, GenerationRequest
@@ -36,17 +36,27 @@ def answer_budget(tokenizer: Any, size: int, slack: int = ANSWER_SLACK) -> int:
 
 
 def rankgpt_result(
-    text: str, size: int, *, prompt_tokens: int, generated_tokens: int, stopped: bool
+    text: str,
+    size: int,
+    *,
+    prompt_tokens: int,
+    generated_tokens: int,
+    stopped: bool,
+    call: Mapping[str, Any] | None = None,
 ) -> WindowResult:
-    """Parse one window's answer into a window result (one forward pass per generated token)."""
+    """Parse one window's answer into a window result (one forward pass per generated token);
+    ``call``: what a remote backend reported about the request (kept as ``http``)."""
     parsed = parse_permutation(text, size)
+    detail = {"output": text[:KEPT_OUTPUT_CHARS], "stopped": stopped, **parsed.repairs}
+    if call:
+        detail["http"] = dict(call)
     return WindowResult(
         permutation=parsed.permutation,
         status=parsed.status,
         prompt_tokens=prompt_tokens,
         generated_tokens=generated_tokens,
         forward_passes=generated_tokens,
-        detail={"output": text[:KEPT_OUTPUT_CHARS], "stopped": stopped, **parsed.repairs},
+        detail=detail,
     )
 
 
@@ -101,12 +111,23 @@ class RankGPTReranker(ListwiseReranker):
             ignore_stop=self.params.ignore_eos,
         )
         generation = self.backend.generate(batch, request)
+        calls = generation.calls or tuple({} for _ in windows)
         return [
             rankgpt_result(
-                text, size, prompt_tokens=len(row), generated_tokens=len(tokens), stopped=stopped
+                text,
+                size,
+                prompt_tokens=len(row),
+                generated_tokens=len(tokens),
+                stopped=stopped,
+                call=call,
             )
-            for row, tokens, text, stopped in zip(
-                batch.rows, generation.tokens, generation.texts, generation.stopped, strict=True
+            for row, tokens, text, stopped, call in zip(
+                batch.rows,
+                generation.tokens,
+                generation.texts,
+                generation.stopped,
+                calls,
+                strict=True,
             )
         ]
 

@@ -147,6 +147,18 @@ def check_preset(preset: RerankerPreset) -> None:
     _checked(preset, ())
 
 
+def device_used(preset: RerankerPreset, device: str) -> str:
+    """Where a preset's reranker computes: ``device`` for a model in this process, ``remote``
+    for a server, ``none`` for the controls; a meta-reranker computes where its inner one does."""
+    _, typed = _checked(preset, ())
+    if isinstance(typed, _Meta):
+        return device_used(typed.inner, device)
+    backend = backend_of(preset)
+    if backend is None:
+        return "none"
+    return "remote" if backend_class(backend).remote else device
+
+
 @dataclass(frozen=True)
 class _Meta:
     """A meta-reranker's checked params, its resolved inner preset and the chain so far."""

@@ -25,6 +25,17 @@ def render_summary(results: RunResults) -> str:
     dropped = describe_dropped(dataset.notes)
     if dropped:
         lines += [f"Queries: {dataset.queries_available} available, {dropped}.", ""]
+    if "prompt_tokens" in counts and (counts["prompt_tokens"] or counts["generated_tokens"]):
+        cost = (
+            f"{counts['prompt_tokens']:,} prompt tokens, {counts['generated_tokens']:,} generated"
+        )
+        if "requests" in counts:
+            cost += (
+                f"; {counts['requests']:,} HTTP requests ({counts['requests_cached']:,} answered "
+                f"by the cache; server counted {counts['server_prompt_tokens']:,} prompt + "
+                f"{counts['server_completion_tokens']:,} completion tokens)"
+            )
+        lines += [f"Cost: {cost}.", ""]
     lines += [
         "| metric | value | 95% CI |"
         + (" noise floor |" if has_floor else "")

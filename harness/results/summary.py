@@ -154,11 +154,47 @@ def summarize(
         "position_bias": pooled | _rank_matrix(sets, design_arrays),
         "parse_status": _parse_status_rates(by_query.values()),
         "per_order": per_order,
-        "counts": {"queries": len(sets), "samples": int(sum(len(q) for q in by_query.values()))},
+        "counts": {
+            "queries": len(sets),
+            "samples": int(sum(len(q) for q in by_query.values())),
+            **cost_counts([s for q in by_query.values() for s in q]),
+        },
     }
     if floors:
         sections["noise_floor"] = _noise_floor(floors, summary, by_query, seed)
     return sections
+
+
+def cost_counts(samples: Sequence[Sample]) -> dict[str, int]:
+    """What the run's samples cost: prompt and generated tokens (counted with the method's
+    tokenizer), and for a remote backend the requests behind them, how many the on-disk
+    cache answered, and the server's own token counts."""
+    prompt = generated = 0.0
+    for sample in samples:
+        # A set scored once (pointwise) reports the call's work on each of its orders.
+        shared = (sample.facts.get("extra") or {}).get("scored_once_per_set")
+        share = 1.0 / max(int(sample.facts.get("batch_size", 1) or 1), 1) if shared else 1.0
+        prompt += share * (sample.facts.get("prompt_tokens", 0) or 0)
+        generated += share * (sample.facts.get("generated_tokens", 0) or 0)
+    counts = {"prompt_tokens": round(prompt), "generated_tokens": round(generated)}
+    calls = []
+    for sample in samples:
+        extra = sample.facts.get("extra") or {}
+        calls += [d["http"] for d in extra.get("window_details", ()) if "http" in d]
+        if "http" in extra:  # pointwise: one summary per scored set
+            calls.append(extra["http"])
+    if not calls and not prompt and not generated:
+        return {}  # a control that runs no model: nothing to count
+    if calls:
+        counts["requests"] = sum(int(c.get("requests", 1)) for c in calls)
+        counts["requests_cached"] = sum(int(c.get("cached", 0)) for c in calls)
+        counts["server_prompt_tokens"] = sum(
+            int(c.get("server_prompt_tokens", c.get("prompt_tokens")) or 0) for c in calls
+        )
+        counts["server_completion_tokens"] = sum(
+            int(c.get("server_completion_tokens", c.get("completion_tokens")) or 0) for c in calls
+        )
+    return counts
 
 
 def _query_values(

@@ -1,0 +1,695 @@
+"""A model behind an OpenAI-compatible HTTP server: vLLM, SGLang, TGI, llama.cpp, a hosted API.
+
+The methods stay what they are on transformers: prompts are rendered with a LOCAL tokenizer
+(its chat template) exactly as on the other backends, decoded back to text and sent as the
+``prompt`` of ``/v1/completions`` — the server applies no template of its own, so the model
+sees the harness's prompt. Which tokenizer rendered and counted is recorded, next to the
+server's own prompt-token count per request.
+
+* FIRST and pointwise (next-token log-probs): ``max_tokens`` 1, ``temperature`` 0,
+  ``logprobs`` = ``top_logprobs`` alternatives; with ``logit_bias`` the answer tokens get a
+  large bias so they are among the alternatives. Servers differ in whether the returned
+  log-probs include the bias (vLLM: no, llama.cpp: yes); either way the answer tokens keep
+  their relative order, but the probability mass and "was an identifier the top token" are
+  only meaningful without it — each request records whether a bias was sent, and every
+  answer token the server did not return is ``-inf`` and counted per window.
+* RankGPT-style generation: greedy (explicit ``temperature`` 0), ``max_tokens`` = the
+  method's answer budget, the model's end-of-turn tokens as ``stop`` strings.
+
+Transport: ``httpx`` (one synchronous client with a connection pool, safe across threads),
+imported only when a backend opens. ``concurrency`` requests are in flight at once (a thread
+pool); 429, 5xx, dropped connections and timeouts are retried ``max_retries`` times with
+exponential backoff and jitter, or after the server's ``Retry-After``. Each answer is kept
+in an on-disk cache keyed by (URL, model, full request body), so a resumed or repeated run
+sends nothing twice; in a dry run nothing is sent and the requests that would be are
+counted. Every failure is one line naming the URL and what went wrong.
+
+The request builders and response readers are pure functions, unit-tested without a server.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.backends.base import (
+    Backend,
+    Capability,
+    Generation,
+    GenerationRequest,
+    NextTokenScores,
+    TokenBatch,
+    eos_token_ids,
+)
+from harness.backends.params import ModelParams, OpenAIParams
+from harness.errors import HarnessError, MissingExtraError
+from harness.files import user_cache_dir
+from harness.rerankers.base import RunContext
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+OPEN_TIMEOUT = 10.0  # seconds for the start-up GET /models
+KEPT_ERROR_CHARS = 200
+
+
+# --- request bodies -------------------------------------------------------------------------
+
+
+def logprob_body(
+    model: str,
+    prompt: str,
+    answer_ids: Sequence[int],
+    *,
+    top_logprobs: int,
+    bias: float | None,
+) -> dict[str, Any]:
+    """``/v1/completions`` body for one greedy token and the top alternatives' log-probs;
+    ``bias`` (unless None) is added to the answer tokens' logits."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "logprobs": int(top_logprobs),
+    }
+    if bias is not None:
+        body["logit_bias"] = {str(int(i)): float(bias) for i in answer_ids}
+    return body
+
+
+def generation_body(
+    model: str, prompt: str, request: GenerationRequest, stop: Sequence[str]
+) -> dict[str, Any]:
+    """``/v1/completions`` body for generation: explicit temperature (greedy at 0), the
+    answer budget as ``max_tokens``, stop strings unless the request ignores them."""
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": prompt,
+        "max_tokens": int(request.max_new_tokens),
+        "temperature": float(request.temperature),
+        "top_p": 1.0,
+    }
+    if not request.ignore_stop and stop:
+        body["stop"] = list(stop)
+    if request.temperature > 0 and request.seed is not None:
+        body["seed"] = int(request.seed) % (2**31)
+    return body
+
+
+def chat_body(
+    model: str, messages: Sequence[Mapping[str, str]], request: GenerationRequest
+) -> dict[str, Any]:
+    """``/v1/chat/completions`` body for generation (the server applies its chat template)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [dict(m) for m in messages],
+        "max_tokens": int(request.max_new_tokens),
+        "temperature": float(request.temperature),
+        "top_p": 1.0,
+    }
+    if request.temperature > 0 and request.seed is not None:
+        body["seed"] = int(request.seed) % (2**31)
+    return body
+
+
+# --- response readers -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """What one completion says about its single generated token."""
+
+    logprobs: tuple[float, ...]  # per answer token; -inf where the server did not return it
+    top_token: str | None  # the most likely alternative the server listed
+    generated_tokens: int
+
+
+def first_choice(response: Mapping[str, Any], url: str) -> Mapping[str, Any]:
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise HarnessError(f"{url} answered without 'choices': {_snippet(response)}")
+    return choices[0]
+
+
+def read_next_token(
+    response: Mapping[str, Any], answers: Sequence[str], url: str = "the server"
+) -> NextToken:
+    """The answer tokens' log-probs from a completions response (``answers``: each answer
+    token as text, matched against the keys of ``top_logprobs``)."""
+    choice = first_choice(response, url)
+    logprobs = choice.get("logprobs") or {}
+    tops = logprobs.get("top_logprobs") or []
+    step = tops[0] if tops and isinstance(tops[0], dict) else {}
+    values = tuple(float(step[a]) if a in step else -math.inf for a in answers)
+    top = max(step, key=lambda k: step[k]) if step else None
+    tokens = logprobs.get("tokens")
+    usage = response.get("usage") or {}
+    if isinstance(tokens, list):
+        generated = len(tokens)
+    elif isinstance(usage.get("completion_tokens"), int):
+        generated = int(usage["completion_tokens"])
+    else:
+        generated = 1 if choice.get("text") else 0
+    return NextToken(values, top, generated)
+
+
+def read_text(response: Mapping[str, Any], url: str = "the server") -> tuple[str, bool]:
+    """Answer text and whether a stop condition ended it, from a completions or chat answer."""
+    choice = first_choice(response, url)
+    if "message" in choice:
+        text = (choice.get("message") or {}).get("content") or ""
+    else:
+        text = choice.get("text") or ""
+    if not isinstance(text, str):
+        raise HarnessError(f"{url} answered with non-text content: {_snippet(choice)}")
+    return text, choice.get("finish_reason") == "stop"
+
+
+def call_record(response: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
+    """Per-request provenance: the server's model name and fingerprint, token usage, whether
+    it came from the cache and how many attempts it took."""
+    usage = response.get("usage") or {}
+    record: dict[str, Any] = {
+        "server_model": response.get("model"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "cached": answer.cached,
+        "attempts": answer.attempts,
+    }
+    if response.get("system_fingerprint"):
+        record["system_fingerprint"] = response["system_fingerprint"]
+    if answer.dry:
+        record = {"dry_run": True, "cached": False}
+    return record
+
+
+# --- retries, errors, cache keys ------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date); None if absent
+    or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(when - (time.time() if now is None else now), 0.0)
+
+
+def retry_delay(
+    attempt: int, retry_after: float | None, base: float, cap: float, rng: random.Random
+) -> float:
+    """Wait before retry ``attempt`` (0-based): what the server asked for (capped at ``cap``),
+    else ``base`` * 2^attempt capped at ``cap``, with full jitter in its upper half."""
+    if retry_after is not None:
+        return min(retry_after, cap)
+    backoff = min(base * 2.0**attempt, cap)
+    return backoff * rng.uniform(0.5, 1.0)
+
+
+def cache_key(url: str, model: str, body: Mapping[str, Any]) -> str:
+    """sha256 of (endpoint URL, model, full request body), canonical JSON."""
+    payload = json.dumps({"url": url, "model": model, "body": body}, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def http_error_line(status: int, url: str, text: str, api_key_env: str | None) -> str:
+    """One line for an HTTP error that is not retried (or still failing after retries)."""
+    message = _server_message(text)
+    if status == 401 or status == 403:
+        where = f"the key in ${api_key_env}" if api_key_env else "no API key (set api_key_env)"
+        return f"HTTP {status} from {url}: the server refused {where}: {message}"
+    if status == 404:
+        return (
+            f"HTTP 404 from {url}: no such endpoint or model; check base_url (it usually ends "
+            f"in /v1) and model: {message}"
+        )
+    if status == 400:
+        hint = ""
+        if any(w in message.lower() for w in ("context", "too long", "maximum", "exceed")):
+            hint = " (the prompt does not fit the model's context: lower window_size or set "
+            hint += "max_candidate_words)"
+        return f"HTTP 400 from {url}: the server rejected the request{hint}: {message}"
+    return f"HTTP {status} from {url}: {message}"
+
+
+def _server_message(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return _one_line(text) or "(empty answer)"
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return _one_line(str(error["message"]))
+    if isinstance(error, str):
+        return _one_line(error)
+    if isinstance(data, dict) and data.get("detail"):
+        return _one_line(str(data["detail"]))
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(str(text).split())
+    return flat[:KEPT_ERROR_CHARS] + ("…" if len(flat) > KEPT_ERROR_CHARS else "")
+
+
+def _snippet(value: Any) -> str:
+    return _one_line(json.dumps(value, default=str))
+
+
+# --- the on-disk cache ----------------------------------------------------------------------
+
+
+class RequestCache:
+    """Answers on disk, one JSON file per (URL, model, body) key, written atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self._path(key)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # absent, or a damaged file: ask again
+        response = data.get("response") if isinstance(data, dict) else None
+        return response if isinstance(response, dict) else None
+
+    def put(self, key: str, url: str, body: Mapping[str, Any], response: Any) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"url": url, "body": body, "response": response}), "utf-8")
+        os.replace(tmp, path)
+
+
+# --- the backend ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's answer: the response JSON (empty in a dry run for a request that would
+    be sent), whether it came from the cache, attempts made."""
+
+    response: dict[str, Any]
+    cached: bool
+    attempts: int
+    dry: bool = False
+
+
+@dataclass
+class Tally:
+    """Requests of a backend's lifetime (thread-safe through its lock)."""
+
+    sent: int = 0
+    cached: int = 0
+    retries: int = 0
+    would_send: int = 0  # dry run
+    prompt_tokens: int = 0  # server-reported, requests answered by the server or the cache
+    completion_tokens: int = 0
+    local_prompt_tokens: int = 0  # counted with the local tokenizer, every request
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "requests_sent": self.sent,
+            "requests_cached": self.cached,
+            "retries": self.retries,
+            "requests_would_send": self.would_send,
+            "server_prompt_tokens": self.prompt_tokens,
+            "server_completion_tokens": self.completion_tokens,
+            "local_prompt_tokens": self.local_prompt_tokens,
+        }
+
+
+Transport = Callable[[str, str, Mapping[str, Any] | None], tuple[int, Mapping[str, str], bytes]]
+
+
+class OpenAIBackend(Backend):
+    """A model served over the OpenAI-compatible API, prompts rendered here."""
+
+    name = "openai"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.TOKENIZER, Capability.NEXT_TOKEN_LOGPROBS, Capability.GENERATE}
+    )
+    engine_params: ClassVar[type] = OpenAIParams
+    remote: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: ModelParams,
+        engine: OpenAIParams,
+        context: RunContext,
+        *,
+        tokenizer: Any,
+        tokenizer_name: str,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        import httpx
+
+        self.model_name = model.model
+        self.engine = engine
+        self.dry_run = context.dry_run
+        self.base_url = engine.base_url.rstrip("/")
+        self.parallel_calls = engine.concurrency
+        self._tokenizer = tokenizer
+        self.tokenizer_name = tokenizer_name
+        self._sleep = sleep
+        self._rng = random.Random(context.seed)  # jitter only; never touches results
+        self._rng_lock = threading.Lock()
+        self.tally = Tally()
+        self.cache = (
+            RequestCache(Path(engine.cache_dir or user_cache_dir("http"))) if engine.cache else None
+        )
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(engine.api_key_env) if engine.api_key_env else None
+        if engine.api_key_env and not key:
+            raise HarnessError(
+                f"api_key_env names ${engine.api_key_env}, which is not set in the environment"
+            )
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._httpx = httpx
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(engine.timeout, connect=min(engine.timeout, OPEN_TIMEOUT)),
+            limits=httpx.Limits(max_connections=engine.concurrency),
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=engine.concurrency, thread_name_prefix="harness-http"
+        )
+        try:
+            self.served_models: tuple[str, ...] = () if self.dry_run else self._served_models()
+        except BaseException:
+            self.close()
+            raise
+        self._stop_strings = tuple(
+            sorted({tokenizer.decode([i]) for i in eos_token_ids(tokenizer)} - {""})
+        )
+
+    @classmethod
+    def open(
+        cls, model: ModelParams, engine: OpenAIParams, context: RunContext, purpose: str
+    ) -> OpenAIBackend:
+        import importlib.util
+
+        if importlib.util.find_spec("httpx") is None:
+            raise MissingExtraError("httpx", "http", purpose)
+        name = engine.tokenizer or model.model
+        return cls(model, engine, context, tokenizer=load_tokenizer(name), tokenizer_name=name)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.model_name,
+            "base_url": self.base_url,
+            "endpoint": self.engine.endpoint,
+            "served_models": list(self.served_models),
+            "tokenizer": self.tokenizer_name,
+            "tokenizer_class": type(self._tokenizer).__name__,
+            "top_logprobs": self.engine.top_logprobs,
+            "logit_bias": self.engine.logit_bias_value if self.engine.logit_bias else None,
+            "client": f"httpx {getattr(self._httpx, '__version__', '?')}",
+        }
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    def stop_token_ids(self) -> frozenset[int]:
+        return eos_token_ids(self._tokenizer)
+
+    def usage(self) -> dict[str, int]:
+        """Requests and tokens so far (sent, cached, would be sent in a dry run)."""
+        with self.tally.lock:
+            return self.tally.to_dict()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+    # -- methods ---------------------------------------------------------------------------
+
+    def next_token_logprobs(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
+        if self.engine.endpoint != "completions":
+            raise HarnessError(
+                "next-token log-probs need endpoint: completions (chat endpoints return no "
+                "log-probs of a primed answer)"
+            )
+        answers = [self._tokenizer.decode([i]) for i in token_ids]
+        if len(set(answers)) != len(answers):
+            raise HarnessError(
+                f"answer tokens {list(token_ids)} decode to the same text {answers}; the server "
+                "names tokens by text, so they cannot be told apart"
+            )
+        bias = self.engine.logit_bias_value if self.engine.logit_bias else None
+        top = max(self.engine.top_logprobs, len(token_ids) if bias is not None else 1)
+        prompts = self._texts(batch)
+        bodies = [
+            logprob_body(self.model_name, p, token_ids, top_logprobs=top, bias=bias)
+            for p in prompts
+        ]
+        results = self._send_all("completions", bodies, [len(r) for r in batch.rows])
+        rows, mass, top_chosen, generated, missing, calls = [], [], [], [], [], []
+        for answer in results:
+            if answer.dry:
+                read = NextToken(tuple(0.0 for _ in answers), answers[0], 1)
+            else:
+                read = read_next_token(answer.response, answers, self._url("completions"))
+            found = [v for v in read.logprobs if v > -math.inf]
+            rows.append(read.logprobs)
+            mass.append(math.exp(_logsumexp(found)) if found else 0.0)
+            top_chosen.append(read.top_token in answers)
+            generated.append(read.generated_tokens)
+            missing.append(len(answers) - len(found))
+            record = call_record(answer.response, answer)
+            record["logit_bias"] = bias is not None
+            calls.append(record)
+        return NextTokenScores(
+            logprobs=np.array(rows, dtype=np.float32).reshape(len(rows), len(token_ids)),
+            mass=tuple(mass),
+            top_is_chosen=tuple(top_chosen),
+            generated_tokens=tuple(generated),
+            missing=tuple(missing),
+            calls=tuple(calls),
+        )
+
+    def generate(self, batch: TokenBatch, request: GenerationRequest) -> Generation:
+        if self.engine.endpoint == "chat":
+            raise HarnessError(
+                "endpoint: chat needs the prompt as messages, which this method does not hand "
+                "to backends yet; use endpoint: completions"
+            )
+        bodies = [
+            generation_body(self.model_name, p, request, self._stop_strings)
+            for p in self._texts(batch)
+        ]
+        results = self._send_all("completions", bodies, [len(r) for r in batch.rows])
+        tokens, texts, stopped, calls = [], [], [], []
+        for answer in results:
+            text, stop = ("", False) if answer.dry else read_text(answer.response, self._url(""))
+            ids = tuple(self._tokenizer.encode(text, add_special_tokens=False))
+            tokens.append(ids)
+            texts.append(text)
+            stopped.append(stop)
+            calls.append(call_record(answer.response, answer))
+        return Generation(
+            tokens=tuple(tokens),
+            texts=tuple(texts),
+            stopped=tuple(stopped),
+            decode_steps=0,
+            calls=tuple(calls),
+        )
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _texts(self, batch: TokenBatch) -> list[str]:
+        """The rendered prompts, decoded from the token ids the method built (special tokens
+        kept, spaces untouched), so the server sees exactly the harness's prompt."""
+        return [
+            self._tokenizer.decode(
+                list(row), skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
+            for row in batch.rows
+        ]
+
+    def _url(self, endpoint: str) -> str:
+        path = {"completions": "/completions", "chat": "/chat/completions"}.get(endpoint, "")
+        return f"{self.base_url}{path}"
+
+    def _send_all(
+        self, endpoint: str, bodies: Sequence[Mapping[str, Any]], local_tokens: Sequence[int]
+    ) -> list[Answer]:
+        """Send every body (up to ``concurrency`` in flight), answers in the bodies' order."""
+        url = self._url(endpoint)
+        with self.tally.lock:
+            self.tally.local_prompt_tokens += sum(local_tokens)
+        if len(bodies) == 1:
+            return [self._send(url, bodies[0])]
+        futures = [self._pool.submit(self._send, url, body) for body in bodies]
+        return [f.result() for f in futures]
+
+    def _send(self, url: str, body: Mapping[str, Any]) -> Answer:
+        key = cache_key(url, self.model_name, body)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self._count(hit, cached=True)
+                return Answer(hit, cached=True, attempts=0)
+        if self.dry_run:
+            with self.tally.lock:
+                self.tally.would_send += 1
+            return Answer({}, cached=False, attempts=0, dry=True)
+        response, attempts = self._post(url, body)
+        if self.cache is not None:
+            self.cache.put(key, url, body, response)
+        self._count(response, cached=False)
+        return Answer(response, cached=False, attempts=attempts)
+
+    def _count(self, response: Mapping[str, Any], cached: bool) -> None:
+        usage = response.get("usage") or {}
+        with self.tally.lock:
+            if cached:
+                self.tally.cached += 1
+            else:
+                self.tally.sent += 1
+            self.tally.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            self.tally.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    def _post(self, url: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        """POST with retries; the parsed JSON answer and the attempts it took."""
+        httpx = self._httpx
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            try:
+                reply = self._client.post(url, json=body)
+            except httpx.TimeoutException as exc:
+                problem = f"no answer from {url} within {self.engine.timeout:g} s ({_kind(exc)})"
+            except httpx.ConnectError as exc:
+                problem = (
+                    f"cannot connect to {url}: {_one_line(str(exc)) or _kind(exc)} "
+                    "(is the server running at base_url?)"
+                )
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                problem = f"{url} dropped the connection ({_kind(exc)}: {_one_line(str(exc))})"
+            except httpx.HTTPError as exc:  # malformed URL and other transport errors
+                raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
+            else:
+                if reply.status_code == 200:
+                    return self._json(reply, url), attempt + 1
+                problem = http_error_line(
+                    reply.status_code, url, reply.text, self.engine.api_key_env
+                )
+                if reply.status_code not in RETRY_STATUSES:
+                    raise HarnessError(problem)
+                retry_after = parse_retry_after(reply.headers.get("retry-after"))
+            if attempt >= self.engine.max_retries:
+                raise HarnessError(f"{problem}; gave up after {attempt + 1} attempts")
+            with self._rng_lock:
+                delay = retry_delay(
+                    attempt,
+                    retry_after,
+                    self.engine.retry_backoff,
+                    self.engine.max_backoff,
+                    self._rng,
+                )
+            with self.tally.lock:
+                self.tally.retries += 1
+            self._sleep(delay)
+            attempt += 1
+
+    @staticmethod
+    def _json(reply: Any, url: str) -> dict[str, Any]:
+        try:
+            data = reply.json()
+        except ValueError:
+            raise HarnessError(
+                f"{url} answered HTTP 200 with malformed JSON: {_one_line(reply.text)[:80]!r}"
+            ) from None
+        if not isinstance(data, dict):
+            raise HarnessError(f"{url} answered with JSON that is not an object: {_snippet(data)}")
+        return data
+
+    def _served_models(self) -> tuple[str, ...]:
+        """The model ids ``GET /models`` lists (also the first check that base_url answers)."""
+        url = f"{self.base_url}/models"
+        httpx = self._httpx
+        try:
+            reply = self._client.get(url, timeout=min(self.engine.timeout, OPEN_TIMEOUT))
+        except httpx.ConnectError as exc:
+            raise HarnessError(
+                f"cannot connect to {url}: {_one_line(str(exc)) or _kind(exc)} (is the server "
+                "running at base_url?)"
+            ) from None
+        except httpx.TimeoutException:
+            raise HarnessError(f"no answer from {url} within {OPEN_TIMEOUT:g} s") from None
+        except httpx.HTTPError as exc:
+            raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
+        if reply.status_code != 200:
+            raise HarnessError(
+                http_error_line(reply.status_code, url, reply.text, self.engine.api_key_env)
+            )
+        data = self._json(reply, url)
+        listed = data.get("data")
+        if not isinstance(listed, list):
+            raise HarnessError(f"{url} is not an OpenAI-compatible model list: {_snippet(data)}")
+        return tuple(str(m.get("id")) for m in listed if isinstance(m, dict))
+
+
+def load_tokenizer(name: str) -> Any:
+    """The local tokenizer for rendering and counting: an embedded model's (read from its GGUF
+    file), a ``.gguf`` file's, or ``AutoTokenizer`` for a folder or hub id."""
+    from harness.models import loading
+
+    loading.require_llm_stack("rendering prompts for an HTTP backend")
+    from transformers import AutoTokenizer
+
+    if name == loading.TINY_RANDOM:
+        return loading.tiny_tokenizer()
+    if name in loading.EMBEDDED_MODELS:
+        path = loading.embedded_gguf_path(name)
+        converted = loading.converted_gguf_dir(path, loading.model_cache_root())
+        if (converted / loading.CONVERSION_META).is_file():
+            return AutoTokenizer.from_pretrained(str(converted))
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as exc:
+        raise HarnessError(
+            f"cannot load tokenizer {name!r} to render prompts ({_kind(exc)}); set the "
+            "tokenizer param to a local folder or an embedded model"
+        ) from None
+
+
+def _kind(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))

@@ -1,0 +1,150 @@
+"""A FAKE OpenAI-compatible server for tests of retries, timeouts and errors.
+
+It runs no model. It answers ``GET /v1/models`` and ``POST /v1/completions`` on 127.0.0.1
+with canned answers built by ``answer(body)``, and before answering it takes the next fault
+from a script: ``"429"`` (with ``Retry-After``), ``"500"``, ``"400"`` (a context-overflow
+message), ``"401"``, ``"malformed"`` (HTTP 200 with a body that is not JSON), ``"slow"``
+(answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering).
+Every request body it receives is recorded, so tests count what was sent. The real server
+the tests also use is llama.cpp's (see ``tests/llama_server.py``); this fake only makes the
+failures that a real server does not produce on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAKE_MODEL = "fault-injecting-fake"
+
+
+def default_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """A completion whose logprobs list every biased token (descending by token id order)
+    and whose text is the numbered answer ``[1] > [2]``."""
+    bias = body.get("logit_bias") or {}
+    top = {f"tok{key}": -float(i) for i, key in enumerate(bias)}
+    text = "[1] > [2]" if body.get("max_tokens", 1) > 1 else "A"
+    return {
+        "id": "fake",
+        "object": "text_completion",
+        "model": FAKE_MODEL,
+        "system_fingerprint": "fp-fake",
+        "choices": [
+            {
+                "index": 0,
+                "text": text,
+                "finish_reason": "stop",
+                "logprobs": {"tokens": [text], "top_logprobs": [top]} if bias else None,
+            }
+        ],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
+    }
+
+
+class FakeServer:
+    """Start with ``with FakeServer(faults=[...]) as server: server.base_url``."""
+
+    def __init__(
+        self,
+        faults: Iterable[str] = (),
+        answer: Callable[[dict[str, Any]], dict[str, Any]] = default_answer,
+        slow_seconds: float = 2.0,
+        retry_after: str = "0",
+    ) -> None:
+        self.faults: deque[str] = deque(faults)
+        self.answer = answer
+        self.slow_seconds = slow_seconds
+        self.retry_after = retry_after
+        self.bodies: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _next_fault(self) -> str | None:
+        with self.lock:
+            return self.faults.popleft() if self.faults else None
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(200, json.dumps({"data": [{"id": FAKE_MODEL}]}).encode())
+                else:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.rstrip("/") != "/v1/completions":
+                    self._send(404, b'{"error": {"message": "no such route"}}')
+                    return
+                with fake.lock:
+                    fake.bodies.append(body)
+                fault = fake._next_fault()
+                if fault == "429":
+                    message = b'{"error": {"message": "rate limited"}}'
+                    self._send(429, message, {"Retry-After": fake.retry_after})
+                elif fault == "500":
+                    self._send(500, b'{"error": {"message": "internal error"}}')
+                elif fault == "400":
+                    message = "This model's maximum context length is 8192 tokens"
+                    self._send(400, json.dumps({"error": {"message": message}}).encode())
+                elif fault == "401":
+                    self._send(401, b'{"error": {"message": "invalid api key"}}')
+                elif fault == "malformed":
+                    self._send(200, b"<html>this is not json")
+                elif fault == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                else:
+                    if fault == "slow":
+                        fake.stop_event.wait(fake.slow_seconds)
+                    self._send(200, json.dumps(fake.answer(body)).encode())
+
+        return Handler
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``seconds`` pass (no timing is asserted with it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -1,0 +1,450 @@
+"""The OpenAI-compatible HTTP backend: pure request/response functions, then the backend and
+the runner against a FAKE fault-injecting server (tests/fake_openai_server.py). The real
+llama.cpp server is exercised in tests/test_openai_llama_server.py."""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_openai_server import FAKE_MODEL, FakeServer, default_answer
+
+from harness.backends.base import GenerationRequest, TokenBatch
+from harness.backends.openai_backend import (
+    OpenAIBackend,
+    cache_key,
+    generation_body,
+    http_error_line,
+    logprob_body,
+    parse_retry_after,
+    read_next_token,
+    read_text,
+    retry_delay,
+)
+from harness.backends.params import ModelParams, OpenAIParams
+from harness.config import RunConfig
+from harness.errors import HarnessError
+from harness.rerankers.base import RunContext
+from harness.rerankers.registry import check_preset, load_preset
+from harness.results.store import SAMPLES_FILE
+from harness.runner import dry_run, execute_run, prepare_run
+
+# --- pure functions --------------------------------------------------------------------------
+
+
+def test_logprob_body_asks_for_one_greedy_token_and_biases_the_answers():
+    body = logprob_body("m", "prompt", [5, 7], top_logprobs=20, bias=100.0)
+    assert body == {
+        "model": "m",
+        "prompt": "prompt",
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "logprobs": 20,
+        "logit_bias": {"5": 100.0, "7": 100.0},
+    }
+    assert "logit_bias" not in logprob_body("m", "p", [5], top_logprobs=5, bias=None)
+
+
+def test_generation_body_is_greedy_explicitly_and_seeds_only_sampling():
+    greedy = GenerationRequest(max_new_tokens=30, stop_ids=frozenset({2}))
+    body = generation_body("m", "p", greedy, ["<|im_end|>"])
+    assert body["temperature"] == 0.0 and body["max_tokens"] == 30
+    assert body["stop"] == ["<|im_end|>"] and "seed" not in body
+    sampled = GenerationRequest(30, frozenset(), temperature=0.7, seed=2**40 + 3)
+    assert generation_body("m", "p", sampled, [])["seed"] == (2**40 + 3) % 2**31
+    ignoring = GenerationRequest(30, frozenset({2}), ignore_stop=True)
+    assert "stop" not in generation_body("m", "p", ignoring, ["<|im_end|>"])
+
+
+def test_read_next_token_marks_answers_the_server_did_not_return():
+    response = {
+        "choices": [
+            {"text": "B", "logprobs": {"tokens": ["B"], "top_logprobs": [{"B": -0.5, "x": -0.1}]}}
+        ]
+    }
+    read = read_next_token(response, ["A", "B"])
+    assert read.logprobs == (-np.inf, -0.5)
+    assert read.top_token == "x" and read.generated_tokens == 1
+
+
+def test_read_next_token_counts_generated_tokens_from_usage_without_token_list():
+    response = {"choices": [{"text": "AB", "logprobs": None}], "usage": {"completion_tokens": 2}}
+    assert read_next_token(response, ["A"]).generated_tokens == 2
+
+
+def test_read_text_reads_completions_and_chat_answers():
+    assert read_text({"choices": [{"text": "[2] > [1]", "finish_reason": "stop"}]}) == (
+        "[2] > [1]",
+        True,
+    )
+    chat = {"choices": [{"message": {"content": "[1]"}, "finish_reason": "length"}]}
+    assert read_text(chat) == ("[1]", False)
+    with pytest.raises(HarnessError, match="without 'choices'"):
+        read_text({"error": "x"}, "http://h/v1/completions")
+
+
+def test_retry_after_seconds_and_http_dates():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def test_retry_delay_honours_retry_after_and_backs_off_with_jitter():
+    rng = random.Random(0)
+    assert retry_delay(0, 2.5, base=0.5, cap=30, rng=rng) == 2.5
+    assert retry_delay(0, 100.0, base=0.5, cap=30, rng=rng) == 30
+    delays = [retry_delay(a, None, base=1.0, cap=8, rng=rng) for a in range(6)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(2.0**attempt, 8)
+        assert ceiling / 2 <= delay <= ceiling
+
+
+def test_cache_key_covers_endpoint_model_and_every_body_field():
+    body = {"prompt": "p", "max_tokens": 1}
+    key = cache_key("http://a/v1/completions", "m", body)
+    assert key == cache_key("http://a/v1/completions", "m", {"max_tokens": 1, "prompt": "p"})
+    assert key != cache_key("http://b/v1/completions", "m", body)
+    assert key != cache_key("http://a/v1/completions", "n", body)
+    assert key != cache_key("http://a/v1/completions", "m", {**body, "max_tokens": 2})
+
+
+def test_http_errors_are_one_line_and_name_the_cause():
+    overflow = '{"error": {"message": "maximum context length is 8192 tokens"}}'
+    line = http_error_line(400, "http://h/v1/completions", overflow, None)
+    assert "context" in line and "window_size" in line and "\n" not in line
+    assert "$MY_KEY" in http_error_line(401, "u", '{"error": "bad key"}', "MY_KEY")
+    assert "base_url" in http_error_line(404, "u", "Not Found", None)
+
+
+def test_params_refuse_bad_settings():
+    with pytest.raises(HarnessError, match="http"):
+        OpenAIParams(base_url="localhost:8000")
+    with pytest.raises(HarnessError, match="variable name") as error:
+        OpenAIParams(api_key_env="sk-secret-123")
+    assert "secret" not in str(error.value)
+    with pytest.raises(HarnessError, match="concurrency"):
+        OpenAIParams(concurrency=0)
+    with pytest.raises(HarnessError, match="endpoint"):
+        OpenAIParams(endpoint="embeddings")
+
+
+# --- presets and capabilities ----------------------------------------------------------------
+
+
+def _preset(tmp_path: Path, adapter: str, **params) -> Path:
+    path = tmp_path / f"{adapter}-http.yaml"
+    body = {"model": "fake", "tokenizer": "tiny-random-llama", **params}
+    lines = [f"name: {adapter}-http", f"adapter: {adapter}", "backend: openai", "params:"]
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in body.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("adapter", ["invarirank", "lft"])
+def test_mask_methods_are_refused_in_one_line(tmp_path, adapter):
+    with pytest.raises(HarnessError) as error:
+        check_preset(load_preset(_preset(tmp_path, adapter)))
+    message = str(error.value)
+    assert "masked_forward" in message and "'openai'" in message and "\n" not in message
+
+
+def test_bundled_http_presets_check_without_a_server():
+    from harness.rerankers.registry import resolve_preset
+
+    for name in ("first-openai", "rankgpt-openai", "pointwise-openai"):
+        check_preset(resolve_preset(name))
+
+
+def test_refused_preset_leaves_no_run_folder(tmp_path, rankgpt_folder):
+    config = RunConfig(
+        reranker=str(_preset(tmp_path, "lft")),
+        dataset=str(rankgpt_folder),
+        perms=2,
+        out=str(tmp_path / "run"),
+    ).validate()
+    with pytest.raises(HarnessError):
+        prepare_run(config)
+    assert not (tmp_path / "run").exists()
+
+
+# --- the backend against the fake server -----------------------------------------------------
+
+
+def _backend(base_url: str, tmp_path: Path, **engine) -> OpenAIBackend:
+    from harness.models.loading import tiny_tokenizer
+
+    settings = {"retry_backoff": 0.0, "cache_dir": str(tmp_path / "cache"), **engine}
+    return OpenAIBackend(
+        ModelParams(model="fake"),
+        OpenAIParams(base_url=base_url, **settings),
+        RunContext(),
+        tokenizer=tiny_tokenizer(),
+        tokenizer_name="tiny-random-llama",
+    )
+
+
+def _generate(backend: OpenAIBackend, prompt: str = "hello") -> str:
+    ids = backend.tokenizer.encode(prompt)
+    generation = backend.generate(TokenBatch.of([ids]), GenerationRequest(8, frozenset()))
+    return generation.texts[0]
+
+
+def test_429_then_200_is_retried(tmp_path):
+    with FakeServer(faults=["429", "500"]) as server:
+        backend = _backend(server.base_url, tmp_path)
+        assert _generate(backend) == "[1] > [2]"
+        backend.close()
+    assert len(server.bodies) == 3
+    assert backend.usage()["retries"] == 2 and backend.usage()["requests_sent"] == 1
+
+
+def test_retry_after_is_what_the_backend_waits(tmp_path):
+    waited: list[float] = []
+    with FakeServer(faults=["429"], retry_after="7") as server:
+        backend = _backend(server.base_url, tmp_path)
+        backend._sleep = waited.append
+        _generate(backend)
+        backend.close()
+    assert waited == [7.0]
+
+
+def test_persistent_5xx_gives_up_in_one_line(tmp_path):
+    with FakeServer(faults=["500"] * 3) as server:
+        backend = _backend(server.base_url, tmp_path, max_retries=2)
+        with pytest.raises(HarnessError, match=r"HTTP 500 .*gave up after 3 attempts"):
+            _generate(backend)
+        backend.close()
+
+
+def test_slow_answer_times_out_then_the_retry_succeeds(tmp_path):
+    with FakeServer(faults=["slow"], slow_seconds=5.0) as server:
+        backend = _backend(server.base_url, tmp_path, timeout=0.3, max_retries=1)
+        assert _generate(backend) == "[1] > [2]"
+        assert backend.usage()["retries"] == 1
+        backend.close()
+
+
+def test_timeout_without_retries_is_one_line(tmp_path):
+    with FakeServer(faults=["slow"], slow_seconds=5.0) as server:
+        backend = _backend(server.base_url, tmp_path, timeout=0.3, max_retries=0)
+        with pytest.raises(HarnessError, match=r"no answer from .* within 0.3 s"):
+            _generate(backend)
+        backend.close()
+
+
+def test_dropped_connection_is_retried_and_reported(tmp_path):
+    with FakeServer(faults=["drop"]) as server:
+        backend = _backend(server.base_url, tmp_path)
+        assert _generate(backend) == "[1] > [2]"
+        backend.close()
+    with FakeServer(faults=["drop"] * 2) as server:
+        backend = _backend(server.base_url, tmp_path / "other", max_retries=1)
+        with pytest.raises(HarnessError, match="dropped the connection"):
+            _generate(backend)
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ("malformed", "malformed JSON"),
+        ("400", "HTTP 400 .*context"),
+        ("401", r"HTTP 401 .*\$FAKE_KEY_VAR"),
+    ],
+)
+def test_errors_that_are_not_retried(tmp_path, monkeypatch, fault, expected):
+    monkeypatch.setenv("FAKE_KEY_VAR", "sk-do-not-leak")
+    with FakeServer(faults=[fault]) as server:
+        backend = _backend(server.base_url, tmp_path, api_key_env="FAKE_KEY_VAR")
+        with pytest.raises(HarnessError, match=expected) as error:
+            _generate(backend)
+        backend.close()
+    assert len(server.bodies) == 1
+    assert "sk-do-not-leak" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_refused_connection_and_bad_endpoint_fail_at_open(tmp_path):
+    from harness.backends.llama_server import free_port
+
+    with pytest.raises(HarnessError, match=r"cannot connect to .*is the server running"):
+        _backend(f"http://127.0.0.1:{free_port()}/v1", tmp_path)
+    with FakeServer() as server, pytest.raises(HarnessError, match=r"HTTP 404 .*base_url"):
+        _backend(server.base_url.removesuffix("/v1"), tmp_path)
+
+
+def test_unset_key_variable_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("UNSET_KEY_VAR", raising=False)
+    with (
+        FakeServer() as server,
+        pytest.raises(HarnessError, match=r"\$UNSET_KEY_VAR, which is not set"),
+    ):
+        _backend(server.base_url, tmp_path, api_key_env="UNSET_KEY_VAR")
+
+
+def test_cache_answers_a_repeated_request_and_keeps_no_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_KEY_VAR", "sk-do-not-leak")
+    with FakeServer() as server:
+        first = _backend(server.base_url, tmp_path, api_key_env="FAKE_KEY_VAR")
+        _generate(first)
+        first.close()
+        again = _backend(server.base_url, tmp_path, api_key_env="FAKE_KEY_VAR")
+        _generate(again)
+        again.close()
+    assert len(server.bodies) == 1
+    assert again.usage()["requests_cached"] == 1 and again.usage()["requests_sent"] == 0
+    files = list((tmp_path / "cache").rglob("*.json"))
+    assert len(files) == 1 and "sk-do-not-leak" not in files[0].read_text()
+
+
+def test_identity_records_the_server_model_and_tokenizer(tmp_path):
+    with FakeServer() as server:
+        backend = _backend(server.base_url, tmp_path)
+        identity = backend.identity()
+        backend.close()
+    assert identity["served_models"] == [FAKE_MODEL]
+    assert identity["tokenizer"] == "tiny-random-llama" and identity["name"] == "fake"
+
+
+# --- methods and the runner against the fake server ------------------------------------------
+
+
+@functools.cache
+def _tiny_tokenizer():
+    from harness.models.loading import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _tokenizer_loaded_in_the_main_thread():
+    """The fake answers in its own threads; importing transformers there while the main
+    thread imports too can deadlock on the import lock, so load it here first."""
+    _tiny_tokenizer()
+
+
+def _identifier_answer(body: dict) -> dict:
+    """A FIRST answer that prefers identifiers with the highest token id (the fake has no
+    model; it only lists the biased tokens by the text the tiny tokenizer gives them)."""
+    tokenizer = _tiny_tokenizer()
+    answer = default_answer(body)
+    ids = sorted((int(k) for k in body.get("logit_bias", {})), reverse=True)
+    top = {tokenizer.decode([i]): -0.1 * rank for rank, i in enumerate(ids)}
+    answer["choices"][0]["logprobs"] = {"tokens": [next(iter(top), "")], "top_logprobs": [top]}
+    return answer
+
+
+def _first_config(tmp_path, folder, base_url, out="run", **engine) -> RunConfig:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    preset = _preset(
+        tmp_path,
+        "first",
+        base_url=base_url,
+        window_size=6,
+        stride=3,
+        retry_backoff=0.0,
+        cache_dir=str(tmp_path / "cache"),
+        **engine,
+    )
+    return RunConfig(
+        reranker=str(preset), dataset=str(folder), perms=3, batch_size=2, out=str(tmp_path / out)
+    ).validate()
+
+
+def _samples(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / SAMPLES_FILE).read_text().splitlines()]
+
+
+def test_first_over_http_records_calls_and_counts_requests(tmp_path, rankgpt_folder):
+    with FakeServer(answer=_identifier_answer) as server:
+        results = execute_run(prepare_run(_first_config(tmp_path, rankgpt_folder, server.base_url)))
+    windows = 4 * 4 * 3  # 4 queries x 4 orders (3 random + reference) x 3 windows of 12
+    assert len(server.bodies) == windows
+    assert results.counts["requests"] == windows and results.counts["requests_cached"] == 0
+    assert results.counts["server_prompt_tokens"] == 7 * windows
+    sample = _samples(tmp_path / "run")[0]
+    call = sample["facts"]["extra"]["window_details"][0]["http"]
+    assert call["server_model"] == FAKE_MODEL and call["system_fingerprint"] == "fp-fake"
+    assert call["logit_bias"] is True and sample["facts"]["generated_tokens"] == 3
+    assert "HTTP requests" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_concurrency_does_not_change_results_or_their_order(tmp_path, rankgpt_folder):
+    runs = {}
+    with FakeServer(answer=_identifier_answer) as server:
+        for concurrency in (1, 4):
+            config = _first_config(
+                tmp_path / f"c{concurrency}",
+                rankgpt_folder,
+                server.base_url,
+                concurrency=concurrency,
+            )
+            execute_run(prepare_run(config))
+            runs[concurrency] = [
+                (s["query_id"], s["order_index"], s["ranking"]) for s in _samples(Path(config.out))
+            ]
+    assert runs[1] == runs[4]
+
+
+def test_killed_run_resends_only_unanswered_requests(tmp_path, rankgpt_folder):
+    """A run killed midway, rerun: the server receives exactly the requests it had not
+    answered (orders already saved are skipped, and windows answered before the kill come
+    from the cache), and every request is sent exactly once overall."""
+    with FakeServer(answer=_identifier_answer) as server:
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=2)
+        prepared = prepare_run(config)
+        counted = dry_run(prepared)
+        total = counted.usage["requests_would_send"]
+        assert total == 48 and len(server.bodies) == 0  # a dry run sends nothing
+
+        def stop_after_some(done, _total):
+            if done >= 6:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            execute_run(prepared, progress=stop_after_some)
+        first = len(server.bodies)
+        assert 0 < first < total
+        assert 6 <= len(_samples(tmp_path / "run")) < 16
+        left = dry_run(prepare_run(config))
+        assert left.usage["requests_would_send"] == total - first
+        execute_run(prepare_run(config))
+    assert len(server.bodies) == total
+    assert len({json.dumps(b, sort_keys=True) for b in server.bodies}) == total
+
+
+def test_failed_request_keeps_every_finished_order(tmp_path, rankgpt_folder):
+    faults = [None] * 20 + ["401"]
+
+    with FakeServer(answer=_identifier_answer) as server:
+        server.faults.extend(faults)
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url)
+        with pytest.raises(HarnessError, match="HTTP 401"):
+            execute_run(prepare_run(config))
+    kept = _samples(tmp_path / "run")
+    assert len(kept) >= 6  # 20 answered requests: at least 6 orders of 3 windows finished
+    assert all(len(s["facts"]["extra"]["window_details"]) == 3 for s in kept)
+
+
+def test_dry_run_is_refused_for_in_process_backends(rankgpt_folder, tmp_path):
+    config = RunConfig(reranker="first", dataset=str(rankgpt_folder), perms=2).validate()
+    with pytest.raises(HarnessError, match=r"dry-run .*in this process"):
+        dry_run(prepare_run(config))
+
+
+def test_cli_dry_run_prints_requests_and_tokens_and_sends_nothing(tmp_path, rankgpt_folder):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    with FakeServer(answer=_identifier_answer) as server:
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url)
+        args = ["run", "--reranker", config.reranker, "--dataset", str(rankgpt_folder)]
+        args += ["--perms", "3", "--out", str(tmp_path / "run"), "--dry-run"]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "would send 48 requests" in result.output and "prompt tokens" in result.output
+    assert server.bodies == [] and not (tmp_path / "run").exists()
