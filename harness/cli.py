@@ -341,10 +341,25 @@ def stella_calibrate(
     batch_size: Annotated[int, typer.Option(help="Orders per reranker call.")] = 4,
 ) -> None:
     """Calibrate STELLA's position-transition matrix on held-out probe queries."""
+    from harness.config import RunConfig
+    from harness.errors import HarnessError
+    from harness.files import ensure_writable_folder
     from harness.rerankers.base import RunContext
     from harness.rerankers.stella import run_calibration
 
     with _user_errors():
+        # the run's own checks for the settings they share, then STELLA's, before any work
+        RunConfig(reranker=reranker, seed=seed, device=device, batch_size=batch_size).validate()
+        for name, value, low in (("--probe-queries", probe_queries, 1), ("--repeats", repeats, 1)):
+            if value < low:
+                raise HarnessError(f"{name} must be at least {low}, got {value}")
+        if depth is not None and depth < 1:
+            raise HarnessError(f"--depth must be at least 1, got {depth}")
+        if not smoothing > 0:
+            raise HarnessError(f"--smoothing must be greater than 0, got {smoothing}")
+        if out.is_dir():
+            raise HarnessError(f"--out {out}: is a folder, expected a calibration file path")
+        ensure_writable_folder(out.parent, "the calibration file")
         artifact = run_calibration(
             reranker,
             dataset,

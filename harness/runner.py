@@ -114,6 +114,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     dropped = describe_dropped(full.notes)
     if dropped:
         notes.append(f"{len(full.sets)} queries available, {dropped}")
+    if config.repeats:
+        notes += _floor_caveats(preset)
     longest = max(len(s) for s in full.sets)
     if depth is not None and depth > longest:
         notes.append(f"--depth {depth} exceeds the longest list ({longest}); full lists are used")
@@ -139,8 +141,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         resolved["templates_sha256"] = hashlib.sha256(
             Path(config.templates).read_bytes()
         ).hexdigest()
-    identity_payload = {
-        "config": resolved,
+    identity_payload = {  # the templates file's content counts, not its path
+        "config": {k: v for k, v in resolved.items() if k != "templates"},
         "reranker": {k: v for k, v in preset.to_dict().items() if k != "source"},
         "dataset_fingerprint": full.fingerprint,
     }
@@ -261,6 +263,8 @@ def rerank_pending(
             )
             reranker = reranker_factory(prepared.preset, context)
             identity = _same_reranker(store, reranker.identity())
+            for cset, _, _ in pending:  # bad data stops the run at its start, not midway
+                reranker.check_data(cset)
         if store.needs_header:  # only once the run may go on: a refusal leaves no trace
             store.write_header(prepared.header, list(prepared.query_records()))
         if reranker is not None:
@@ -319,6 +323,7 @@ def run_calls(
             saved += 1  # before saving: a save interrupted after writing is not repeated
             save(samples)
     except BaseException:
+        reranker.stop()  # requests not yet sent are refused, retry waits end
         for future in futures[saved:]:
             future.cancel()
         wait(futures[saved:])
@@ -327,7 +332,7 @@ def run_calls(
                 save(future.result())
         raise
     finally:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -358,7 +363,7 @@ def dry_run(
     done: dict[tuple[str, int], Sample] = {}
     if (prepared.run_dir / "run.json").is_file():
         store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
-        done = store.load_samples(check=_sample_checker(prepared))
+        done = store.load_samples(check=_sample_checker(prepared), truncate=False)
     jobs: list[Job] = []
     for cset, plan in zip(prepared.dataset.sets, prepared.plans, strict=True):
         rows = _schedule(plan, [i for i in range(len(plan)) if (plan.query_id, i) not in done])
@@ -371,6 +376,8 @@ def dry_run(
     )
     reranker = reranker_factory(prepared.preset, context)
     try:
+        for job in jobs:
+            reranker.check_data(job[0])
         orders = 0
         for job in jobs:
             orders += len(_rerank(reranker, *job))
@@ -392,6 +399,20 @@ def write_results(prepared: PreparedRun, reranked: RerankedRun) -> RunResults:
     )
     save_results(prepared.run_dir, results)
     return results
+
+
+def _floor_caveats(preset: RerankerPreset) -> list[str]:
+    """Where ``--repeats`` cannot see jitter: the rerun is answered without recomputing."""
+    backend = backend_of(preset)
+    if backend is not None and backend_class(backend).remote and preset.params.get("cache", True):
+        return [
+            "--repeats over an HTTP backend with its request cache on: each repeat is answered "
+            "from the cache, so the floor is 0 by construction (set cache: false in the preset "
+            "to measure the server's own jitter)"
+        ]
+    if preset.adapter == "pointwise":
+        return ["--repeats with pointwise: a set is scored once and reused, so its floor is 0"]
+    return []
 
 
 def _device_used(prepared: PreparedRun) -> str:

@@ -245,3 +245,22 @@ def test_a_malformed_templates_file_names_file_and_line(rankgpt_folder, tmp_path
     )  # fmt: skip
     _assert_user_error(result, f"{templates}:2: candidate 1 appears more than once")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--smoothing", "0"], "--smoothing must be greater than 0"),
+        (["--repeats", "0"], "--repeats must be at least 1"),
+        (["--seed", "-1"], "--seed must be between 0"),
+    ],
+)
+def test_stella_calibrate_checks_its_options_before_any_work(tmp_path, args, fragment):
+    out = tmp_path / "stella.json"
+    result = _invoke(
+        "stella-calibrate", "--reranker", "identity", "--out", str(out), "--probe-queries", "1",
+        *args,
+    )  # fmt: skip
+    _assert_user_error(result, fragment)
+    assert not out.exists()

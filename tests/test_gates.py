@@ -376,3 +376,10 @@ def test_a_baseline_lacking_a_metric_is_named_as_the_culprit(tmp_path):
     old = read_baseline(path)
     with pytest.raises(HarnessError, match=rf"{path}: does not record metric 'ndcg@10'"):
         evaluate_gate(old, snap, [GateSpec("ndcg@10", 0.01, 0.03)])
+
+
+def test_runs_of_different_order_designs_are_not_paired():
+    old = _snapshot([0.5, 0.6])
+    pinned = replace(old, permutations={**old.permutations, "pin": "relevant@-1"})
+    with pytest.raises(HarnessError, match=r"order design --pin: baseline None, run 'relevant@-1'"):
+        evaluate_gate(old, pinned, DEFAULT_GATES)

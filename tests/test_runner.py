@@ -10,6 +10,7 @@ import pytest
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.rerankers.base import Reranker
 from harness.rerankers.registry import build_reranker
 from harness.results.schema import RunResults
 from harness.results.store import SAMPLES_FILE
@@ -235,3 +236,49 @@ def test_the_same_folder_written_two_ways_is_the_same_configuration(rankgpt_fold
     assert {merge_config(None, g).dataset for g in given} == {name}
     irds = merge_config(None, {"dataset": "irds:a/b", "reranker": "identity"})
     assert irds.dataset == "irds:a/b"
+
+
+def test_bad_data_stops_a_run_before_its_first_call(rankgpt_folder, tmp_path):
+    class Picky(Reranker):
+        """A fake that refuses query q2's data, as the control-token check would."""
+
+        def check_data(self, candidate_set):
+            if candidate_set.query_id == "q2":
+                raise HarnessError("query 'q2': refused")
+
+        def _rerank_batch(self, candidate_set, orders):
+            raise AssertionError("no call may run before every set's data is checked")
+
+    config = RunConfig(
+        reranker="identity", dataset=str(rankgpt_folder), perms=2, out=str(tmp_path / "run")
+    ).validate()
+    with pytest.raises(HarnessError, match="query 'q2': refused"):
+        execute_run(prepare_run(config), reranker_factory=lambda p, c: Picky("picky", c))
+    samples = tmp_path / "run" / SAMPLES_FILE
+    assert not samples.exists() or samples.read_text() == ""
+
+
+def test_a_templates_file_counts_by_content_not_by_path(rankgpt_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.jsonl").write_text("[0, null, 2]\n")
+    hashes = {
+        prepare_run(
+            RunConfig(
+                reranker="identity", dataset=str(rankgpt_folder), strategy="templates",
+                templates=path, out=str(tmp_path / "run"),
+            ).validate()
+        ).header.config_hash
+        for path in ("t.jsonl", "./t.jsonl", str(tmp_path / "t.jsonl"))
+    }  # fmt: skip
+    assert len(hashes) == 1
+
+
+def test_a_dry_run_leaves_a_torn_line_for_the_writer(tmp_path):
+    from harness.results.store import RunStore
+
+    (tmp_path / SAMPLES_FILE).write_text('{"query_id": "q0", "order_ind')
+    store = RunStore(tmp_path)
+    assert store.load_samples(truncate=False) == {}
+    assert (tmp_path / SAMPLES_FILE).read_text() == '{"query_id": "q0", "order_ind'
+    store.load_samples()
+    assert (tmp_path / SAMPLES_FILE).read_text() == ""

@@ -197,6 +197,9 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine; called once when a run ends."""
 
+    def stop(self) -> None:  # noqa: B027 - optional hook
+        """Ask work in flight in other threads to end soon (Ctrl-C, SIGTERM, a failed call)."""
+
     def lacks(self, capability: Capability) -> HarnessError:
         return HarnessError(f"backend {self.name!r} does not provide {capability.value}")
 

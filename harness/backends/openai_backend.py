@@ -365,7 +365,7 @@ class OpenAIBackend(Backend):
         *,
         tokenizer: Any,
         tokenizer_name: str,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         import httpx
 
@@ -376,7 +376,10 @@ class OpenAIBackend(Backend):
         self.parallel_calls = engine.concurrency
         self._tokenizer = tokenizer
         self.tokenizer_name = tokenizer_name
-        self._sleep = sleep
+        self._stopping = threading.Event()
+        # Backoff waits on the stop event, so Ctrl-C ends a retry wait at once (tests inject
+        # a fake sleep).
+        self._sleep = sleep if sleep is not None else self._stopping.wait
         self._rng = random.Random(context.seed)  # jitter only; never touches results
         self._rng_lock = threading.Lock()
         self.tally = Tally()
@@ -445,9 +448,18 @@ class OpenAIBackend(Backend):
         with self.tally.lock:
             return self.tally.to_dict()
 
+    def stop(self) -> None:
+        """Interrupted: requests not yet sent are refused and retry waits end; a request in
+        flight ends within its timeout."""
+        self._stopping.set()
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
+
+    def _check_stopping(self) -> None:
+        if self._stopping.is_set():
+            raise HarnessError("request not sent: the run was interrupted")
 
     # -- methods ---------------------------------------------------------------------------
 
@@ -561,6 +573,7 @@ class OpenAIBackend(Backend):
             with self.tally.lock:
                 self.tally.would_send += 1
             return Answer({}, cached=False, attempts=0, dry=True)
+        self._check_stopping()
         response, attempts = self._post(url, body)
         if self.cache is not None:
             self.cache.put(key, url, body, response)
@@ -618,6 +631,7 @@ class OpenAIBackend(Backend):
             with self.tally.lock:
                 self.tally.retries += 1
             self._sleep(delay)
+            self._check_stopping()
             attempt += 1
 
     @staticmethod

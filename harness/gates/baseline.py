@@ -22,6 +22,8 @@ from harness.metrics import registry
 from harness.results.schema import RunResults
 
 FORMAT_VERSION = 1
+DESIGN_KEYS = ("count", "pin", "templates_sha256")
+"""Settings of the order design (fixed, sweep, templates) that decide which orders were shown."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,8 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
             "random_orders": permutations.random_orders,
             "seed": permutations.seed,
             "total_orders": permutations.total_orders,
+            # the order design beyond strategy (absent = the default, as in older baselines)
+            **{k: results.config[k] for k in DESIGN_KEYS if results.config.get(k) is not None},
         },
         config_hash=results.header.config_hash,
         source={

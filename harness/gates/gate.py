@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.gates.baseline import Baseline
+from harness.gates.baseline import DESIGN_KEYS, Baseline
 from harness.metrics import registry
 from harness.metrics.paired import (
     detectable_drop,
@@ -220,7 +220,12 @@ def check_compatible(baseline: Baseline, new: Baseline) -> None:
             new.permutations.get("random_orders"),
         ),
         ("permutation seed", baseline.permutations.get("seed"), new.permutations.get("seed")),
-    )
+        *(
+            (f"order design --{key.removesuffix('_sha256').replace('_', '-')}",
+             baseline.permutations.get(key), new.permutations.get(key))
+            for key in DESIGN_KEYS
+        ),
+    )  # fmt: skip
     for what, old, now in checks:
         if old != now:
             problems.append(f"{what}: baseline {old!r}, run {now!r}")

@@ -117,6 +117,13 @@ class Reranker(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Release models or connections; called once when a run ends."""
 
+    def stop(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Ask calls running in other threads to end soon; the run is being interrupted."""
+
+    def check_data(self, candidate_set: CandidateSet) -> None:  # noqa: B027 - optional hook
+        """HarnessError if this set's data cannot be reranked faithfully; the runner calls it
+        on every pending set before the first call, so bad data stops a run at its start."""
+
 
 def ranking_from_scores(doc_ids: Sequence[str], scores: Sequence[float]) -> tuple[str, ...]:
     """Sort ids by score, highest first, breaking ties by id so input order cannot leak."""

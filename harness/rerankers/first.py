@@ -198,6 +198,13 @@ class CapCalFirstReranker(FirstReranker):
     """
 
     method = "first-capcal"
+
+    @property
+    def parallel_calls(self) -> int:
+        """One call at a time: the content-free prior is kept per query on the instance, so
+        calls of two queries in parallel threads would mix their priors."""
+        return 1
+
     params_type = CapCalParams
     params: CapCalParams
 

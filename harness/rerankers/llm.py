@@ -42,9 +42,12 @@ class BackendReranker(Reranker):
             )
 
     def rerank(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
+        self.check_data(candidate_set)
+        return super().rerank(candidate_set, orders)
+
+    def check_data(self, candidate_set: CandidateSet) -> None:
         if Capability.TOKENIZER in self.backend.capabilities:
             check_plain_text(candidate_set, control_tokens(self.backend.tokenizer))
-        return super().rerank(candidate_set, orders)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,9 @@ class BackendReranker(Reranker):
 
     def close(self) -> None:
         self.backend.close()
+
+    def stop(self) -> None:
+        self.backend.stop()
 
 
 def control_tokens(tokenizer: Any) -> tuple[str, ...]:

@@ -207,6 +207,12 @@ class MetaReranker(Reranker):
     def close(self) -> None:
         self.inner.close()
 
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def check_data(self, candidate_set: CandidateSet) -> None:
+        self.inner.check_data(candidate_set)
+
 
 class _EnsembleReranker(MetaReranker):
     """Rerank several inner orders per outer order — the shown order permuted by each of the

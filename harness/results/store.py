@@ -123,12 +123,13 @@ class RunStore:
         self.needs_header = False
 
     def load_samples(
-        self, check: Callable[[Sample], str | None] | None = None
+        self, check: Callable[[Sample], str | None] | None = None, *, truncate: bool = True
     ) -> dict[tuple[str, int], Sample]:
         """Every complete sample on disk; a torn last line (crash mid-write) is dropped.
 
         ``check`` returns what is wrong with a sample (e.g. not this run's order), or None;
-        a problem is a HarnessError naming the file and line.
+        a problem is a HarnessError naming the file and line. ``truncate=False`` (a dry run)
+        leaves a torn last line on disk for the run that may still be writing it.
         """
         path = self.run_dir / SAMPLES_FILE
         samples: dict[tuple[str, int], Sample] = {}
@@ -149,7 +150,7 @@ class RunStore:
                     raise HarnessError(f"{path}:{number}: {problem}")
                 samples[sample.key] = sample
                 good_bytes += len(raw)
-        if good_bytes < path.stat().st_size:
+        if truncate and good_bytes < path.stat().st_size:
             with path.open("r+b") as handle:
                 handle.truncate(good_bytes)
         return samples
