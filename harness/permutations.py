@@ -340,6 +340,12 @@ def plan_permutations(
     request = _Request(
         query_id, n, perms, seed, tuple(relevant_positions), count, pin, tuple(templates)
     )
+    planned = _planned_rows(strategy, request) + repeats
+    if planned > MAX_PLAN_ROWS:
+        raise HarnessError(
+            f"query {query_id!r}: strategy {strategy} would show {planned:,} orders "
+            f"(limit {MAX_PLAN_ROWS:,} per query); lower --count, --depth or --repeats"
+        )
     orders, labels = builder(request)
     if labels[0] != IDENTITY:
         orders = [np.arange(n), *orders]
@@ -347,6 +353,20 @@ def plan_permutations(
     orders = [*orders, *(np.arange(n) for _ in range(repeats))]
     labels = [*labels, *(OrderLabel("repeat", index=r) for r in range(1, repeats + 1))]
     return PermutationPlan(query_id, np.asarray(orders, dtype=np.int64), tuple(labels))
+
+
+MAX_PLAN_ROWS = 50_000
+"""Orders one query may ask for, counted before any is built: ``sweep --count 10000`` at depth
+100 would otherwise allocate until memory runs out."""
+
+
+def _planned_rows(strategy: str, req: _Request) -> int:
+    """How many orders a design will build (an upper bound where it depends on the data)."""
+    if strategy == "sweep":
+        return 1 + len(req.relevant) * req.n * (req.count or 1)
+    if strategy == "templates":
+        return 1 + len(req.templates) * (req.count or 1)
+    return 0  # random, fixed (bounded by --perms, --count), cyclic (n), exhaustive (n <= 8)
 
 
 def _random(req: _Request):

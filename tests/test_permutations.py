@@ -293,3 +293,10 @@ def test_labels_sort_even_when_some_have_no_draw():
         OrderLabel("sweep", item=1, position=2),
     ]
     assert sorted(labels)[0].draw is None
+
+
+def test_a_design_too_large_is_refused_before_any_order_is_built():
+    with pytest.raises(HarnessError, match=r"would show 3,000,001 orders \(limit 50,000"):
+        plan_permutations(
+            "sweep", "q", 100, perms=0, seed=0, relevant_positions=range(30), count=1000
+        )

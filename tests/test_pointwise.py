@@ -113,6 +113,9 @@ def test_orders_share_one_scoring_and_facts_say_so(tiny: LoadedModel) -> None:
     assert facts.forward_passes == 2 and facts.batch_size == 3
     assert facts.prompt_tokens > 0 and facts.extra["scores_reused"] is False
     assert again[0].facts.forward_passes == 0 and again[0].facts.extra["scores_reused"] is True
+    # the set's cost is counted once, so sums over orders do not depend on the batch size
+    assert sum(o.facts.forward_passes for o in outputs) == 2
+    assert sum(o.facts.prompt_tokens for o in outputs) == facts.prompt_tokens
     assert reranker.order_invariant
     assert reranker.identity()["method"] == "pointwise"
     assert reranker.identity()["backend"] == "transformers"

@@ -116,8 +116,14 @@ class PointwiseReranker(BackendReranker):
         values = computed.scores.tolist()
         ranking = ranking_from_scores(ids, values)  # order-free: scores are by candidate index
         scores = dict(zip(ids, values, strict=True))
-        # The requests of a remote backend are counted once, on the call's first order.
-        bare = replace(facts, extra={k: v for k, v in facts.extra.items() if k != "http"})
+        # The call's cost (tokens, forward passes, a remote backend's requests) is counted once,
+        # on its first order, so that sums over orders are the real cost whatever the batch.
+        bare = replace(
+            facts,
+            prompt_tokens=0,
+            forward_passes=0,
+            extra={k: v for k, v in facts.extra.items() if k != "http"},
+        )
         return [
             RerankOutput(ranking=ranking, facts=facts if i == 0 else bare, scores=scores)
             for i in range(len(orders))
