@@ -58,8 +58,7 @@ class RunConfig:
             raise HarnessError(
                 f"--perms must be between 1 and {MAX_ORDERS_PER_QUERY:,}, got {self.perms:,}"
             )
-        if not 0 <= self.seed <= MAX_SEED:
-            raise HarnessError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
+        check_seed(self.seed)
         for name in ("queries", "depth"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -94,6 +93,12 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_seed(seed: int) -> None:
+    """One rule for every ``--seed`` (run, gate, calibration): checked before any work."""
+    if not 0 <= seed <= MAX_SEED:
+        raise HarnessError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
 
 
 def merge_config(config_path: Path | None, overrides: Mapping[str, Any]) -> RunConfig:

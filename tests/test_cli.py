@@ -120,7 +120,7 @@ def test_depth_beyond_the_list_is_noted_not_fatal(rankgpt_folder, tmp_path):
     assert "exceeds the longest list (12)" in result.output
 
 
-def test_a_query_with_no_candidates_is_skipped_and_counted(rankgpt_folder, tmp_path):
+def test_a_query_with_no_candidates_is_skipped_counted_and_said(rankgpt_folder, tmp_path):
     path = rankgpt_folder / "candidates.json"
     entries = json.loads(path.read_text())
     entries[0]["hits"] = []
@@ -134,6 +134,10 @@ def test_a_query_with_no_candidates_is_skipped_and_counted(rankgpt_folder, tmp_p
     results = json.loads((out / "results.json").read_text())
     assert results["counts"]["queries"] == 3
     assert results["dataset"]["notes"]["skipped_empty_queries"] == 1
+    # said on the console and in the summary too, not only inside results.json
+    assert "skipped empty queries 1" in result.output
+    assert "skipped empty queries 1" in (out / "summary.md").read_text()
+    assert "work: 3 queries x 3 orders = 9 reranked orders" in result.output
 
 
 def test_a_query_judged_only_non_relevant_is_dropped_and_counted(rankgpt_folder, tmp_path):
@@ -194,22 +198,6 @@ def test_a_dataset_whose_queries_were_all_dropped_says_why(rankgpt_folder):
     result = _invoke("run", "--reranker", "identity", "--dataset", str(rankgpt_folder))
     _assert_user_error(result, "no candidate sets to rerank")
     assert "dropped unjudged queries 4" in result.output and "qrels" in result.output
-
-
-def test_dropped_queries_are_said_on_the_console_and_in_the_summary(rankgpt_folder, tmp_path):
-    path = rankgpt_folder / "candidates.json"
-    entries = json.loads(path.read_text())
-    entries[0]["hits"] = []
-    path.write_text(json.dumps(entries))
-    out = tmp_path / "run"
-    result = _invoke(
-        "run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--perms", "2",
-        "--out", str(out),
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "skipped empty queries 1" in result.output
-    assert "skipped empty queries 1" in (out / "summary.md").read_text()
-    assert "work: 3 queries x 3 orders = 9 reranked orders" in result.output
 
 
 def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_folder, tmp_path):

@@ -102,8 +102,9 @@ def report_html(tmp_path_factory) -> Path:
     return root / "report.html"
 
 
-def test_report_loads_decodes_every_image_and_fetches_nothing(report_html, tmp_path):
-    html = report_html.read_text(encoding="utf-8")
+def _check_in_browser(report: Path, tmp_path: Path) -> dict:
+    """What the checker script saw when Chromium loaded ``report``: runs, images, fetches."""
+    html = report.read_text(encoding="utf-8")
     # The report's own policy forbids scripts; allow only the checker's inline script here.
     checked = html.replace(CSP, CSP + "; script-src 'unsafe-inline'", 1)
     checked = checked.replace("<head>", "<head>" + CHECKER, 1)
@@ -114,7 +115,27 @@ def test_report_loads_decodes_every_image_and_fetches_nothing(report_html, tmp_p
     )
     match = re.search(r'<pre id="harness-check">(.*?)</pre>', result.stdout, re.S)
     assert match, f"checker found no result; chromium said:\n{result.stderr[-2000:]}"
-    found = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def _keep_screenshot(report: Path, name: str, height: int, profile: Path) -> Path:
+    """A PNG of ``report`` in the test-artifacts folder (kept for people to look at)."""
+    folder = Path(
+        os.environ.get("HARNESS_TEST_ARTIFACTS", REPO_ROOT / "reports" / "test-artifacts")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / name
+    shot.unlink(missing_ok=True)
+    result = _chromium(
+        [f"--window-size=1280,{height}", f"--screenshot={shot}", report.as_uri()], profile
+    )
+    assert shot.is_file(), result.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    return shot
+
+
+def test_report_loads_decodes_every_image_and_fetches_nothing(report_html, tmp_path):
+    found = _check_in_browser(report_html, tmp_path)
     assert found["runs"] == 3
     assert len(found["images"]) == 7
     for image in found["images"]:
@@ -125,18 +146,7 @@ def test_report_loads_decodes_every_image_and_fetches_nothing(report_html, tmp_p
 
 
 def test_report_screenshot_is_kept_as_an_artifact(report_html, tmp_path):
-    folder = Path(
-        os.environ.get("HARNESS_TEST_ARTIFACTS", REPO_ROOT / "reports" / "test-artifacts")
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "report-screenshot.png"
-    shot.unlink(missing_ok=True)
-    result = _chromium(
-        ["--window-size=1280,3000", f"--screenshot={shot}", report_html.as_uri()],
-        tmp_path / "profile",
-    )
-    assert shot.is_file(), result.stderr[-2000:]
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+    shot = _keep_screenshot(report_html, "report-screenshot.png", 3000, tmp_path / "profile")
     print(f"report screenshot: {shot}")
 
 
@@ -154,33 +164,14 @@ def mitigation_html(tmp_path_factory) -> Path:
 def test_mitigation_report_loads_decodes_every_image_and_is_kept_as_a_screenshot(
     mitigation_html, tmp_path
 ):
-    html = mitigation_html.read_text(encoding="utf-8")
-    checked = html.replace(CSP, CSP + "; script-src 'unsafe-inline'", 1)
-    checked = checked.replace("<head>", "<head>" + CHECKER, 1)
-    page = tmp_path / "checked.html"
-    page.write_text(checked, encoding="utf-8")
-    result = _chromium(
-        ["--virtual-time-budget=10000", "--dump-dom", page.as_uri()], tmp_path / "profile"
-    )
-    match = re.search(r'<pre id="harness-check">(.*?)</pre>', result.stdout, re.S)
-    assert match, f"checker found no result; chromium said:\n{result.stderr[-2000:]}"
-    found = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    found = _check_in_browser(mitigation_html, tmp_path)
     assert found["runs"] == 5
     alts = [image["alt"] for image in found["images"]]
     assert any("stability vs cost" in alt.lower() for alt in alts), alts
     for image in found["images"]:
         assert image["complete"] and image["opaque"], image
     assert found["resources"] == [] and found["violations"] == []
-    folder = Path(
-        os.environ.get("HARNESS_TEST_ARTIFACTS", REPO_ROOT / "reports" / "test-artifacts")
+    shot = _keep_screenshot(
+        mitigation_html, "report-mitigation-screenshot.png", 5200, tmp_path / "profile2"
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "report-mitigation-screenshot.png"
-    shot.unlink(missing_ok=True)
-    result = _chromium(
-        ["--window-size=1280,5200", f"--screenshot={shot}", mitigation_html.as_uri()],
-        tmp_path / "profile2",
-    )
-    assert shot.is_file(), result.stderr[-2000:]
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
     print(f"mitigation report screenshot: {shot}")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from harness.config import check_seed
 from harness.errors import HarnessError
 from harness.gates.baseline import DESIGN_KEYS, Baseline
 from harness.metrics import registry
@@ -259,8 +260,7 @@ def evaluate_gate(
     """Compare ``new`` against ``baseline`` on ``specs`` (see the module docstring)."""
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha must be between 0 and 1, got {alpha}")
-    if not 0 <= seed <= 2**63 - 1:
-        raise HarnessError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+    check_seed(seed)
     if not specs:
         raise HarnessError("no metric to gate: give at least one --max-drop METRIC=MARGIN")
     check_compatible(baseline, new)

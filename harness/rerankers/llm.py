@@ -34,6 +34,8 @@ class BackendReranker(Reranker):
         super().__init__(name, context)
         check_capabilities(self.method, self.requires, backend.name, backend.capabilities)
         self.backend = backend
+        self._control_tokens: tuple[str, ...] | None = None
+        self._checked_set: CandidateSet | None = None
         self.params = params if params is not None else self.params_type()
         if not isinstance(self.params, self.params_type):
             raise TypeError(
@@ -46,8 +48,15 @@ class BackendReranker(Reranker):
         return super().rerank(candidate_set, orders)
 
     def check_data(self, candidate_set: CandidateSet) -> None:
-        if Capability.TOKENIZER in self.backend.capabilities:
-            check_plain_text(candidate_set, control_tokens(self.backend.tokenizer))
+        # The runner checks every set up front and each call checks its own: the last set
+        # checked is remembered, so a set's texts are scanned once, not once per batch.
+        if candidate_set is self._checked_set:
+            return
+        if self._control_tokens is None:
+            has_tokenizer = Capability.TOKENIZER in self.backend.capabilities
+            self._control_tokens = control_tokens(self.backend.tokenizer) if has_tokenizer else ()
+        check_plain_text(candidate_set, self._control_tokens)
+        self._checked_set = candidate_set
 
     def identity(self) -> dict[str, Any]:
         return {
