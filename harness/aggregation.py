@@ -23,24 +23,22 @@ RRF_K = 60
 """Reciprocal-rank fusion constant of Cormack et al. (2009), also used by perm-sc."""
 
 
-def _check_rankings(rankings: Sequence[Sequence[int]], n: int | None = None) -> np.ndarray:
+def _check_rankings(rankings: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """(m, n) int array of rankings; ValueError unless each is a permutation of 0..n-1."""
     if len(rankings) == 0:
         raise ValueError("need at least one ranking to aggregate")
-    array = np.asarray([list(r) for r in rankings], dtype=np.int64)
+    try:
+        array = np.asarray(rankings, dtype=np.int64)
+    except ValueError:  # ragged
+        raise ValueError("rankings must all have the same length") from None
     if array.ndim != 2:
-        raise ValueError("rankings must all have the same length")
-    size = array.shape[1] if n is None else n
-    expected = np.arange(size)
-    for row in array:
-        if row.shape[0] != size or not np.array_equal(np.sort(row), expected):
-            raise ValueError(
-                f"each ranking must be a permutation of 0..{size - 1}, got {row.tolist()}"
-            )
+        raise ValueError(f"rankings must form an (m, n) array, got shape {array.shape}")
+    if not (np.sort(array, axis=1) == np.arange(array.shape[1])).all():
+        raise ValueError(f"each ranking must be a permutation of 0..{array.shape[1] - 1}")
     return array
 
 
-def positions(rankings: Sequence[Sequence[int]]) -> np.ndarray:
+def positions(rankings: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """(m, n) array: ``positions[r, i]`` is the 0-based rank of item i in ranking r."""
     array = _check_rankings(rankings)
     out = np.empty_like(array)
@@ -49,7 +47,7 @@ def positions(rankings: Sequence[Sequence[int]]) -> np.ndarray:
     return out
 
 
-def pairwise_wins(rankings: Sequence[Sequence[int]]) -> np.ndarray:
+def pairwise_wins(rankings: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """(n, n) float matrix: ``wins[i, j]`` = how many rankings put item i above item j."""
     pos = positions(rankings)
     return (pos[:, :, None] < pos[:, None, :]).sum(axis=0).astype(np.float64)

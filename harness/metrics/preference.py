@@ -33,26 +33,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.aggregation import kemeny
+from harness.aggregation import kemeny, pairwise_wins, positions
 
 NUM_BUCKETS = 3
 """Input-position buckets of PPI (the reference's default)."""
 
 MINIMUM_BUCKET_OBSERVATIONS = 1
 """Orders a (bucket, bucket) cell needs before its preference counts (the reference's default)."""
-
-
-def _ranks(arrays: np.ndarray) -> np.ndarray:
-    """[P, n]: for rows listing candidates by slot, the slot of each candidate."""
-    arrays = np.asarray(arrays, dtype=np.int64)
-    if arrays.ndim != 2:
-        raise ValueError(f"expected a [P, n] array, got shape {arrays.shape}")
-    n = arrays.shape[1]
-    if not (np.sort(arrays, axis=1) == np.arange(n)).all():
-        raise ValueError(f"every row must be a permutation of 0..{n - 1}")
-    out = np.empty_like(arrays)
-    np.put_along_axis(out, arrays, np.broadcast_to(np.arange(n), arrays.shape), axis=1)
-    return out
 
 
 def position_bucket(position: np.ndarray | int, n: int, num_buckets: int = NUM_BUCKETS):
@@ -105,8 +92,8 @@ def pairwise_preference_instability(
     minimum_bucket_observations: int = MINIMUM_BUCKET_OBSERVATIONS,
 ) -> float:
     """PPI of one query (see the module docstring); NaN when no pair has two supported cells."""
-    position = _ranks(shown)  # [P, n] input position of each candidate
-    rank = _ranks(output)  # [P, n] output rank of each candidate
+    position = positions(shown)  # [P, n] input position of each candidate
+    rank = positions(output)  # [P, n] output rank of each candidate
     if position.shape != rank.shape:
         raise ValueError(f"shown and output differ in shape: {position.shape}, {rank.shape}")
     n = position.shape[1]
@@ -122,8 +109,7 @@ def pairwise_preference_instability(
 
 def preference_shares(output: np.ndarray) -> np.ndarray:
     """[n, n] p_ij: the share of orders whose output ranks candidate i above candidate j."""
-    rank = _ranks(output)
-    return (rank[:, :, None] < rank[:, None, :]).mean(axis=0)
+    return pairwise_wins(output) / len(output)
 
 
 def global_preference_inconsistency(output: Sequence[Sequence[int]] | np.ndarray) -> float:

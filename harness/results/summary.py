@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.aggregation import positions
 from harness.data.model import CandidateSet, Qrels
 from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_mean_ci
@@ -268,7 +269,7 @@ def _floor_values(
     values[NDCG_STD] = float(np.std(ndcg))
     values[NDCG_RANGE] = float(np.max(ndcg) - np.min(ndcg))
     _, output = _index_arrays(cset, group)
-    rank = np.argsort(output, axis=1)  # rank of each candidate in each rerun
+    rank = positions(output)  # rank of each candidate in each rerun
     u, v = np.triu_indices(len(cset), 1)
     cells = np.broadcast_to(np.arange(len(group))[:, None], (len(group), len(u)))
     # every rerun is its own cell: the share of pairs whose preference flips at all
