@@ -100,8 +100,9 @@ def run(
     ] = False,
 ) -> None:
     """Rerank every query in many seeded orders and write samples, results and a summary."""
-    # Spinning OpenMP threads make torch ~10x slower when other processes share the cores.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from harness.backends.threads import apply_wait_policy
+
+    apply_wait_policy()  # before torch loads OpenMP: spin only on an idle machine
     from harness.config import merge_config
     from harness.errors import HarnessError
     from harness.results.markdown import render_summary

@@ -173,3 +173,28 @@ def test_attention_weights_need_eager_attention() -> None:
     sdpa = TransformersBackend(build_tiny_llama(seed=2))
     with pytest.raises(HarnessError, match="attention weights need attn_implementation: eager"):
         sdpa.attention_weights([1, 2, 3])
+
+
+def test_length_groups_sort_rows_and_bound_the_padding() -> None:
+    from harness.backends.base import length_groups
+
+    lengths = [30, 5, 6, 29, 5, 100, 31]
+    groups = length_groups(lengths, slack=0.25)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+    assert [g.tolist() for g in groups] == [[1, 4, 2], [3, 0, 6], [5]]
+    for group in groups:
+        size = np.array(lengths)[group]
+        assert len(size) * size.max() <= 1.25 * size.sum()
+    assert [g.tolist() for g in length_groups([7, 7, 7])] == [[0, 1, 2]]
+    assert length_groups([]) == []
+
+
+def test_wait_policy_spins_only_on_an_idle_machine_and_the_user_wins() -> None:
+    from harness.backends.threads import apply_wait_policy, wait_policy
+
+    assert wait_policy(0.1, 2) == "ACTIVE"
+    assert wait_policy(1.5, 2) == "PASSIVE"
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert apply_wait_policy(env) == "ACTIVE" and env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    chosen: dict[str, str] = {}
+    assert apply_wait_policy(chosen) in {"ACTIVE", "PASSIVE"} and "OMP_WAIT_POLICY" in chosen

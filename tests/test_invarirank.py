@@ -16,6 +16,7 @@ pytest.importorskip("transformers", reason="the llm extra (transformers) is not 
 
 import torch
 
+from harness.backends.base import MaskedRequest
 from harness.backends.transformers_backend import TransformersBackend
 from harness.data.model import (
     Candidate,
@@ -114,27 +115,33 @@ def build(
     loaded: LoadedModel,
     context: RunContext | None = None,
     adapter_path: str | None = None,
-    **params: int,
+    **params: int | str | None,
 ) -> InvariRankReranker:
     backend = TransformersBackend(loaded, adapter_path)
     return cls(cls.method, context or RunContext(), backend, MarkerParams(**params))
 
 
-def rerankers(loaded: LoadedModel, batch_size: int = 10) -> tuple[InvariRankReranker, ...]:
+def rerankers(
+    loaded: LoadedModel, batch_size: int = 10, attention: str | None = None
+) -> tuple[InvariRankReranker, ...]:
     context = RunContext(batch_size=batch_size)
     return (
-        build(InvariRankReranker, loaded, context),
+        build(InvariRankReranker, loaded, context, attention=attention),
         build(CausalListwiseReranker, loaded, context),
     )
 
 
 def check_invariance_oracle_and_control(loaded: LoadedModel, candidate_set: CandidateSet) -> None:
-    invarirank, lft = rerankers(loaded)
-    set_tokens, _ = invarirank.encode_set(candidate_set)
     orders = random_orders(len(candidate_set))
-    scores = invarirank.score_orders(set_tokens, orders)
-    assert np.ptp(scores, axis=0).max() < TOLERANCE
-    assert np.abs(scores - oracle_scores(loaded, set_tokens)).max() < TOLERANCE
+    routes = {}
+    for attention in ("segments", "dense"):
+        invarirank, lft = rerankers(loaded, attention=attention)
+        set_tokens, _ = invarirank.encode_set(candidate_set)
+        scores = routes[attention] = invarirank.score_orders(set_tokens, orders)
+        assert np.ptp(scores, axis=0).max() < TOLERANCE, attention
+        assert np.abs(scores - oracle_scores(loaded, set_tokens)).max() < TOLERANCE, attention
+    # The sparse route computes what the dense mask allows: the same scores in fp32.
+    assert np.abs(routes["segments"] - routes["dense"]).max() < 1e-5
     assert np.ptp(lft.score_orders(set_tokens, orders), axis=0).max() > 1e-3
 
 
@@ -142,7 +149,7 @@ def check_batched_equals_unbatched(
     loaded: LoadedModel, candidate_set: CandidateSet, count: int = 4
 ) -> None:
     orders = random_orders(len(candidate_set), count=count, seed=1)
-    for reranker in rerankers(loaded):
+    for reranker in (*rerankers(loaded), rerankers(loaded, attention="dense")[0]):
         set_tokens, _ = reranker.encode_set(candidate_set)
         batched = reranker.score_orders(set_tokens, orders)
         single = np.concatenate([reranker.score_orders(set_tokens, o[None]) for o in orders])
@@ -160,8 +167,53 @@ def test_tiny_batched_equals_unbatched(tiny: LoadedModel) -> None:
     check_batched_equals_unbatched(tiny, movie_set())
 
 
+def test_segments_compute_every_order_and_only_allowed_rows(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each (order, candidate) pair is a row of its own — nothing is reused across orders —
+    and no row holds another candidate's tokens or a separator."""
+    invarirank, _ = rerankers(tiny, attention="segments")
+    backend = invarirank.backend
+    seen: list[np.ndarray] = []
+    real = backend.masked_logprobs
+
+    def recording(prefix: object, request: MaskedRequest) -> np.ndarray:
+        seen.append(request.tokens)
+        return real(prefix, request)
+
+    monkeypatch.setattr(backend, "masked_logprobs", recording)
+    candidate_set = passage_set()
+    set_tokens, _ = invarirank.encode_set(candidate_set)
+    orders = random_orders(len(candidate_set), count=4)
+    invarirank.score_orders(set_tokens, orders)
+    rows = [row.tolist() for tokens in seen for row in tokens]
+    item, item_end = invarirank.markers.item, invarirank.markers.item_end
+    segments = []
+    for start, length, count in zip(
+        set_tokens.block_start, set_tokens.block_len, set_tokens.content_count, strict=True
+    ):
+        block = set_tokens.tokens[start : start + length].tolist()
+        segments.append(block[length - count - 2 : -1])  # [ITEM] content
+    assert segments[0][0] == item
+    counts = [0] * len(segments)
+    for row in rows:
+        (match,) = [i for i, seg in enumerate(segments) if row[: len(seg)] == seg]
+        assert set(row[len(segments[match]) :]) <= {item_end}  # only padding after it
+        counts[match] += 1
+    assert counts == [len(orders)] * len(segments)
+
+
+def test_segments_route_is_for_the_invariant_mask_only(tiny: LoadedModel) -> None:
+    with pytest.raises(HarnessError, match="lft: attention 'segments' needs InvariRank"):
+        build(CausalListwiseReranker, tiny, attention="segments")
+    with pytest.raises(HarnessError, match="attention must be one of segments, dense"):
+        MarkerParams(attention="flex")
+    assert build(InvariRankReranker, tiny).identity()["attention"] == "segments"
+    assert build(CausalListwiseReranker, tiny).identity()["attention"] == "dense"
+
+
 def test_rerank_outputs_rank_by_score_with_facts_and_identity(tiny: LoadedModel) -> None:
-    invarirank, _ = rerankers(tiny, batch_size=3)
+    invarirank, _ = rerankers(tiny, batch_size=3, attention="dense")
     candidate_set = movie_set()
     outputs = invarirank.rerank(candidate_set, random_orders(len(candidate_set), count=4))
     assert len({o.ranking for o in outputs}) == 1

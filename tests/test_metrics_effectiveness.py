@@ -135,3 +135,32 @@ def test_matches_pytrec_eval():
         res = evaluator.evaluate({q: top}).get(q, {"ndcg_cut_10": 0.0, "recip_rank": 0.0})
         assert out["ndcg@10"][i] == pytest.approx(res["ndcg_cut_10"], abs=1e-9)
         assert out["mrr@10"][i] == pytest.approx(res["recip_rank"], abs=1e-9)
+
+
+def test_ranx_sees_one_doc_id_width_whatever_the_dataset(monkeypatch: pytest.MonkeyPatch):
+    """ranx compiles a kernel per longest-doc-id length: ids reach it as fixed-width codes, so
+    kernels compiled once (at set-up) serve every dataset, and the numbers do not change."""
+    import ranx
+
+    widths: set[int] = set()
+    real_run, real_qrels = ranx.Run, ranx.Qrels
+
+    def run(data: dict, *args: object, **kwargs: object) -> object:
+        widths.update(len(doc) for docs in data.values() for doc in docs)
+        return real_run(data, *args, **kwargs)
+
+    def qrels(data: dict, *args: object, **kwargs: object) -> object:
+        widths.update(len(doc) for docs in data.values() for doc in docs)
+        return real_qrels(data, *args, **kwargs)
+
+    monkeypatch.setattr(ranx, "Run", run)
+    monkeypatch.setattr(ranx, "Qrels", qrels)
+    short = effectiveness({"q": {"a": 2, "b": 1}}, [("q", ["b", "a", "c"])])
+    long_ids = {"a": "MSMARCO-passage-0000001", "b": "b" * 40, "c": "doc-c"}
+    renamed = effectiveness(
+        {"q": {long_ids["a"]: 2, long_ids["b"]: 1}}, [("q", [long_ids[d] for d in "bac"])]
+    )
+    assert len(widths) == 1
+    for metric, values in short.items():
+        np.testing.assert_array_equal(values, renamed[metric])
+    assert short["mrr@10"][0] == 1.0 and 0 < short["ndcg@10"][0] < 1

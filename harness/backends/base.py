@@ -76,6 +76,25 @@ def common_prefix_len(rows: Sequence[Sequence[int]], prefix: Sequence[int]) -> i
     return max(length, 0)
 
 
+def length_groups(lengths: Sequence[int], slack: float = 0.25) -> list[np.ndarray]:
+    """Indices of rows grouped for padded batches: sorted by length (stable, so equal lengths
+    keep their order), a new group starting where padding the group to its longest row would
+    cost more than ``slack`` of its real tokens. Each group is one forward pass; a pass costs
+    what its padded tokens cost, so sorting spares the padding a mixed batch pays."""
+    sizes = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(sizes, kind="stable")
+    groups: list[np.ndarray] = []
+    start, real = 0, 0
+    for i, index in enumerate(order.tolist()):
+        real += int(sizes[index])
+        if i > start and (i - start + 1) * int(sizes[index]) > (1.0 + slack) * real:
+            groups.append(order[start:i])
+            start, real = i, int(sizes[index])
+    if len(order):
+        groups.append(order[start:])
+    return groups
+
+
 @dataclass(frozen=True)
 class NextTokenScores:
     """The next token after each row, read for a few chosen token ids.

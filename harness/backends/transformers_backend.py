@@ -47,6 +47,7 @@ from harness.backends.base import (
     NextTokenScores,
     TokenBatch,
     eos_token_ids,
+    length_groups,
 )
 from harness.backends.params import ModelParams, TransformersParams
 from harness.errors import HarnessError, MissingExtraError
@@ -119,14 +120,15 @@ class TransformersBackend(Backend):
 
         parts = _unshared_rows(batch)
         if parts is not None:
-            done = [self.next_token_logprobs(part, token_ids) for part in parts]
-            return NextTokenScores(
-                logprobs=np.concatenate([d.logprobs for d in done]),
-                mass=tuple(m for d in done for m in d.mass),
-                top_is_chosen=tuple(t for d in done for t in d.top_is_chosen),
-                generated_tokens=tuple(g for d in done for g in d.generated_tokens),
-                missing=tuple(m for d in done for m in d.missing),
-            )
+            return _joined([self.next_token_logprobs(part, token_ids) for part in parts])
+        groups = length_groups([len(row) - batch.prefix_len for row in batch.rows])
+        if len(groups) > 1:  # rows of mixed lengths: one pass per group of similar lengths
+            done = [
+                self.next_token_logprobs(TokenBatch(tuple(batch.rows[i] for i in g), n), token_ids)
+                for g, n in ((g.tolist(), batch.prefix_len) for g in groups)
+            ]
+            back = np.argsort(np.concatenate(groups), kind="stable")
+            return _joined(done, back)
         passes = self.prefix_passes
         logits = self._read_last(batch)  # [P, V] fp32: one position per row
         ids = torch.tensor(list(token_ids), device=logits.device)
@@ -404,6 +406,24 @@ def merge_lora_adapter(model: Any, adapter_path: str) -> tuple[Any, dict[str, st
     merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload().eval()
     digest = hashlib.sha256(weights[0].read_bytes()).hexdigest()
     return merged, {"path": str(path), "sha256": digest}
+
+
+def _joined(parts: Sequence[NextTokenScores], order: np.ndarray | None = None) -> NextTokenScores:
+    """The scores of consecutive row groups as one; ``order`` puts the rows back where they
+    were when the groups were taken out of order."""
+    pick = order if order is not None else np.arange(sum(len(p.mass) for p in parts))
+
+    def rows(values: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(values[i] for i in pick.tolist())
+
+    return NextTokenScores(
+        logprobs=np.concatenate([p.logprobs for p in parts])[pick],
+        mass=rows([m for p in parts for m in p.mass]),
+        top_is_chosen=rows([t for p in parts for t in p.top_is_chosen]),
+        generated_tokens=rows([g for p in parts for g in p.generated_tokens]),
+        missing=rows([m for p in parts for m in p.missing]),
+        prefix_computed=any(p.prefix_computed for p in parts),
+    )
 
 
 def _unshared_rows(batch: TokenBatch) -> list[TokenBatch] | None:

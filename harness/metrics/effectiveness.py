@@ -41,6 +41,28 @@ def ranking_scores(docs: Sequence[str]) -> dict[str, float]:
     return scores
 
 
+class DocCodes:
+    """Doc ids as fixed-width codes (``CODE_WIDTH`` hex digits, one per distinct id).
+
+    ranx stores doc ids in NumPy string arrays whose dtype is the longest id's length, and
+    numba compiles its kernels once per dtype: 17-29 s for every new longest-id length, i.e.
+    per dataset. Codes of one width make every dataset hit the kernels compiled at set-up.
+    Metrics compare ids only for equality, so a one-to-one code changes no number.
+    """
+
+    def __init__(self) -> None:
+        self._codes: dict[str, str] = {}
+
+    def __call__(self, doc: str) -> str:
+        code = self._codes.get(doc)
+        if code is None:
+            code = self._codes[doc] = f"{len(self._codes):0{CODE_WIDTH}x}"
+        return code
+
+
+CODE_WIDTH = 12  # hex digits: room for 2^48 distinct doc ids in one call
+
+
 def _numba_cache_dir() -> str:
     return str(user_cache_dir("numba"))
 
@@ -67,6 +89,8 @@ def effectiveness(
     run: dict[str, dict[str, float]] = {}
     judged: dict[str, dict[str, int]] = {}
     rows: list[int] = []
+    codes = DocCodes()
+    coded: dict[str, dict[str, int]] = {}  # a query's judgments under their codes, built once
     for i, (qid, docs) in enumerate(rankings):
         grades = qrels.get(qid)
         if not grades or max(grades.values()) <= 0:
@@ -75,10 +99,12 @@ def effectiveness(
             continue
         key = f"{qid}\x1f{i}"
         try:
-            run[key] = ranking_scores(docs)
+            run[key] = ranking_scores([codes(doc) for doc in docs])
         except ValueError as err:
             raise ValueError(f"query {qid!r} (entry {i}): {err}") from None
-        judged[key] = {doc: int(g) for doc, g in grades.items()}
+        if qid not in coded:
+            coded[qid] = {codes(doc): int(g) for doc, g in grades.items()}
+        judged[key] = coded[qid]
         rows.append(i)
     out = {m: np.zeros(len(rankings)) for m in names}
     if not run:

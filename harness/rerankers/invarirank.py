@@ -23,6 +23,15 @@ The span sees only itself under both masks and sits at positions 0..S-1 in both,
 and values are the same for every order: each call runs the span once and hands its KV cache
 (broadcast over the batch) to one forward pass that scores all candidates of all its orders.
 This is exact, not an approximation, and it spares the span's share of the compute per order.
+
+InvariRank's mask allows little: on a 20-passage prompt about 4% of the (query, key) entries
+a dense pass computes. ``attention: segments`` (its default) computes only those: each
+(order, candidate) pair becomes a row ``[ITEM] content`` of its own on the span's cache, under
+a plain causal mask at positions S.. — the mask's allowed pattern exactly, so the score is the
+same up to float rounding (tests hold it to 1e-5 against ``attention: dense``, the full 4-D
+mask, which stays as the reference). Separators and ``[/ITEM]`` feed no score and are not run.
+Every order's rows are computed for that order; nothing is reused across orders, or the
+invariance measured would hold by construction.
 Both need a backend that takes a custom mask and explicit positions (``masked_forward``:
 transformers; vLLM cannot).
 """
@@ -36,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.backends.base import Backend, Capability, MaskedRequest
+from harness.backends.base import Backend, Capability, MaskedRequest, length_groups
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
@@ -203,6 +212,13 @@ class MarkerListwiseReranker(BackendReranker):
         self, name: str, context: RunContext, backend: Backend, params: MarkerParams | None = None
     ) -> None:
         super().__init__(name, context, backend, params)
+        chosen = self.params.attention
+        if chosen == "segments" and not self.shared_framing:
+            raise HarnessError(
+                f"{self.method}: attention 'segments' needs InvariRank's mask (every candidate "
+                "sees only the span and itself); a causal prompt takes attention: dense"
+            )
+        self.attention = chosen or ("segments" if self.shared_framing else "dense")
         self.markers = MarkerIds(*backend.add_special_tokens(MARKERS))
 
     def identity(self) -> dict[str, Any]:
@@ -213,6 +229,7 @@ class MarkerListwiseReranker(BackendReranker):
             "mask": "invariant" if self.shared_framing else "causal",
             "positions": "shared" if self.shared_framing else "sequential",
             "score": "mean fp32 log-prob of content tokens",
+            "attention": self.attention,
             "max_history": self.params.max_history,
             "max_candidate_tokens": self.params.max_candidate_tokens,
             "lora_adapter": model.pop("lora_adapter", None),
@@ -225,7 +242,8 @@ class MarkerListwiseReranker(BackendReranker):
         span = self.backend.prefix(set_tokens.span.tolist())
         step = max(self.context.batch_size, 1)
         chunks = [orders[i : i + step] for i in range(0, len(orders), step)]
-        scores = np.concatenate([self.score_orders(set_tokens, c, span) for c in chunks])
+        scored = [self._score(set_tokens, c, span) for c in chunks]
+        scores = np.concatenate([s for s, _ in scored])
         call_ms = (time.perf_counter() - started) * 1000.0
         facts = CallFacts(
             latency_ms=call_ms / len(orders),
@@ -233,7 +251,7 @@ class MarkerListwiseReranker(BackendReranker):
             batch_size=len(orders),
             prompt_tokens=set_tokens.row_length,
             generated_tokens=0,
-            forward_passes=1 + len(chunks),  # the shared span, then one pass per chunk
+            forward_passes=1 + sum(n for _, n in scored),  # the shared span, then the rows
             extra={
                 "span_tokens": len(set_tokens.span),
                 "scored_tokens": int(set_tokens.content_count.sum()),
@@ -285,13 +303,69 @@ class MarkerListwiseReranker(BackendReranker):
     def score_orders(
         self, set_tokens: SetTokens, orders: np.ndarray, span_cache: Any | None = None
     ) -> np.ndarray:
-        """Scores [P, n] (by candidate index, not shown position): one forward pass over the
-        candidate tokens of all P orders on top of the span's cache (computed if not given).
+        """Scores [P, n] (by candidate index, not shown position) of P orders on top of the
+        span's cache (computed if not given).
 
         The span sees only itself under both masks and sits at positions 0..S-1 in both, so
         one computed span serves every order of the set."""
         if span_cache is None:
             span_cache = self.backend.prefix(set_tokens.span.tolist())
+        return self._score(set_tokens, orders, span_cache)[0]
+
+    def _score(
+        self, set_tokens: SetTokens, orders: np.ndarray, span_cache: Any
+    ) -> tuple[np.ndarray, int]:
+        """Scores [P, n] and the forward passes they took, by the configured route."""
+        if self.attention == "segments":
+            return self._score_segments(set_tokens, orders, span_cache)
+        return self._score_dense(set_tokens, orders, span_cache), 1
+
+    def _score_segments(
+        self, set_tokens: SetTokens, orders: np.ndarray, span_cache: Any
+    ) -> tuple[np.ndarray, int]:
+        """The invariant mask's allowed work only: every (order, candidate) pair is a row of
+        its own, ``[ITEM] content`` at positions S.. on the span's cache under a causal mask.
+
+        This is what the dense mask computes, without the blocked entries (a candidate never
+        sees another, nothing reads a separator or ``[/ITEM]``). Each order's candidates are
+        still computed for that order (no result is shared across orders), so the dense route
+        stays the reference that checks nothing order-dependent leaks in. Rows are sorted by
+        length and grouped so that padding stays under a quarter of the tokens."""
+        p, n = orders.shape
+        candidate = np.asarray(orders, dtype=np.int64).reshape(-1)  # row r: order r // n
+        lengths = set_tokens.content_count[candidate] + 1  # [ITEM] + content
+        starts = set_tokens.block_start + set_tokens.block_len - set_tokens.content_count - 2
+        span = len(set_tokens.span)
+        sums = np.zeros((p, n))
+        groups = length_groups(lengths.tolist())
+        for group in groups:
+            size = lengths[group]
+            width = int(size.max())
+            column = np.arange(width)
+            real = column[None, :] < size[:, None]
+            last = len(set_tokens.tokens) - 1
+            index = np.minimum(starts[candidate[group]][:, None] + column, last)
+            tokens = np.where(real, set_tokens.tokens[index], self.markers.item_end)
+            causal = np.tri(width, dtype=bool)[None] & real[:, None, :]
+            own = causal | np.eye(width, dtype=bool)[None]  # a pad sees itself, no NaN row
+            allowed = np.concatenate([np.ones((len(group), width, span), dtype=bool), own], -1)
+            target_rows, target_columns = np.nonzero(real & (column >= 1))
+            request = MaskedRequest(
+                tokens=tokens,
+                positions=np.broadcast_to(span + column, tokens.shape).copy(),
+                allowed=allowed,
+                target_rows=target_rows,
+                target_columns=target_columns,
+            )
+            logprobs = self.backend.masked_logprobs(span_cache, request)
+            rows = group[target_rows]
+            np.add.at(sums, (rows // n, candidate[rows]), logprobs)
+        return tie_twins(sums / set_tokens.content_count[None, :], set_tokens.twin), len(groups)
+
+    def _score_dense(
+        self, set_tokens: SetTokens, orders: np.ndarray, span_cache: Any
+    ) -> np.ndarray:
+        """One forward pass over the candidate tokens of all P orders under the 4-D mask."""
         rows = gather_orders(set_tokens, orders)
         (p, length), span = rows.tokens.shape, len(set_tokens.span)
         if self.shared_framing:

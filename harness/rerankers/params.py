@@ -22,6 +22,8 @@ from harness.errors import HarnessError
 from harness.rerankers.listwise_prompts import identifiers
 from harness.rerankers.windows import DEFAULT_STRIDE, DEFAULT_WINDOW, validate_window
 
+ATTENTION_ROUTES = (None, "segments", "dense")  # MarkerParams.attention; None: the method's own
+
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -95,13 +97,20 @@ class PointwiseParams:
 class MarkerParams:
     """InvariRank and lft: ``max_history``, ``max_candidate_tokens`` (content tokens kept per
     candidate; longer ones are truncated and counted in the call facts; unset: a set that
-    does not fit the model's positions is an error)."""
+    does not fit the model's positions is an error), ``attention`` (InvariRank: ``segments``,
+    the default, runs each candidate segment as its own row on the span's cache, computing
+    only the attention the mask allows; ``dense`` runs the whole prompt under the 4-D mask,
+    the reference it is tested against; lft is causal and takes only ``dense``)."""
 
     max_history: int | None = None
     max_candidate_tokens: int | None = None
+    attention: str | None = None
 
     def __post_init__(self) -> None:
         _check_history(self.max_history)
+        if self.attention not in ATTENTION_ROUTES:
+            routes = ", ".join(r for r in ATTENTION_ROUTES if r)
+            raise HarnessError(f"attention must be one of {routes}, got {self.attention!r}")
         if self.max_candidate_tokens is not None and self.max_candidate_tokens < 1:
             raise HarnessError(
                 f"max_candidate_tokens must be >= 1, got {self.max_candidate_tokens}"

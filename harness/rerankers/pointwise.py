@@ -162,12 +162,16 @@ class PointwiseReranker(BackendReranker):
 
         The difference of the two log-probs is taken in fp32, where the model computed them.
         """
-        scores: list[np.ndarray] = []
-        calls: list[Mapping[str, Any]] = []
+        scores = np.zeros(len(prompts.suffixes))
+        calls: list[Mapping[str, Any]] = []  # summarized as totals: their order is free
         passes, tokens = 0, len(prompts.prefix)
         per_forward = self.params.candidates_per_forward
+        # Shortest suffixes first, so that a batch pads its rows to similar lengths; each
+        # score is put back at its candidate's index.
+        by_length = np.argsort([len(s) for s in prompts.suffixes], kind="stable")
         for begin in range(0, len(prompts.suffixes), per_forward):
-            suffixes = prompts.suffixes[begin : begin + per_forward]
+            chosen = by_length[begin : begin + per_forward]
+            suffixes = [prompts.suffixes[i] for i in chosen]
             rows = [prompts.prefix + suffix for suffix in suffixes]
             read = self.backend.next_token_logprobs(TokenBatch.of(rows, prompts.prefix), answer_ids)
             if any(read.missing):
@@ -175,11 +179,11 @@ class PointwiseReranker(BackendReranker):
                     f"backend {self.backend.name!r} returned no log-prob for the yes/no answer of "
                     "some candidates (only its top-k tokens); raise top_logprobs"
                 )
-            scores.append((read.logprobs[:, 0] - read.logprobs[:, 1]).astype(np.float64))
+            scores[chosen] = (read.logprobs[:, 0] - read.logprobs[:, 1]).astype(np.float64)
             passes += 1 + read.prefix_computed
             tokens += sum(len(s) for s in suffixes)
             calls.extend(read.calls)
-        return SetScores(prompts, np.concatenate(scores), passes, tokens, summarize_calls(calls))
+        return SetScores(prompts, scores, passes, tokens, summarize_calls(calls))
 
     def _answer_ids(self, candidate_set: CandidateSet) -> tuple[int, int]:
         return self.answer_ids[pointwise_template(candidate_set.query).name]
