@@ -36,6 +36,7 @@ from harness.rerankers.invarirank import (
     SetTokens,
     gather_orders,
     invariant_allowed,
+    pack_segments,
 )
 from harness.rerankers.params import MarkerParams
 from harness.rerankers.prompts import MARKERS
@@ -170,36 +171,44 @@ def test_tiny_batched_equals_unbatched(tiny: LoadedModel) -> None:
 def test_segments_compute_every_order_and_only_allowed_rows(
     tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each (order, candidate) pair is a row of its own — nothing is reused across orders —
-    and no row holds another candidate's tokens or a separator."""
+    """Each (order, candidate) pair's segment is computed once per order — nothing is reused
+    across orders — at positions S.., and rows hold segments and padding only (no separator,
+    no ``[/ITEM]`` before the padding)."""
     invarirank, _ = rerankers(tiny, attention="segments")
     backend = invarirank.backend
-    seen: list[np.ndarray] = []
+    seen: list[MaskedRequest] = []
     real = backend.masked_logprobs
 
     def recording(prefix: object, request: MaskedRequest) -> np.ndarray:
-        seen.append(request.tokens)
+        seen.append(request)
         return real(prefix, request)
 
     monkeypatch.setattr(backend, "masked_logprobs", recording)
     candidate_set = passage_set()
     set_tokens, _ = invarirank.encode_set(candidate_set)
+    span = len(set_tokens.span)
     orders = random_orders(len(candidate_set), count=4)
     invarirank.score_orders(set_tokens, orders)
-    rows = [row.tolist() for tokens in seen for row in tokens]
-    item, item_end = invarirank.markers.item, invarirank.markers.item_end
     segments = []
     for start, length, count in zip(
         set_tokens.block_start, set_tokens.block_len, set_tokens.content_count, strict=True
     ):
         block = set_tokens.tokens[start : start + length].tolist()
         segments.append(block[length - count - 2 : -1])  # [ITEM] content
-    assert segments[0][0] == item
     counts = [0] * len(segments)
-    for row in rows:
-        (match,) = [i for i, seg in enumerate(segments) if row[: len(seg)] == seg]
-        assert set(row[len(segments[match]) :]) <= {item_end}  # only padding after it
-        counts[match] += 1
+    for request in seen:
+        for tokens, positions in zip(request.tokens.tolist(), request.positions, strict=True):
+            column = 0
+            while column < len(tokens) and positions[column] == span:  # an [ITEM]
+                (match,) = [
+                    i for i, seg in enumerate(segments) if tokens[column : column + len(seg)] == seg
+                ]
+                size = len(segments[match])
+                assert (positions[column : column + size] == span + np.arange(size)).all()
+                counts[match] += 1
+                column += size
+            assert set(tokens[column:]) <= {invarirank.markers.item_end}  # padding only
+            assert (positions[column:] == 0).all()
     assert counts == [len(orders)] * len(segments)
 
 
@@ -365,3 +374,9 @@ def test_bundled_presets_build_on_the_embedded_model() -> None:
     assert isinstance(lft, CausalListwiseReranker) and not lft.order_invariant
     assert invarirank.identity()["model"]["source"] == "embedded"
     assert invarirank.identity()["backend"] == "transformers"
+
+
+def test_pack_segments_fills_rows_up_to_the_capacity_shortest_first() -> None:
+    rows = pack_segments(np.array([5, 3, 9, 3, 4]), capacity=10)
+    assert [r.tolist() for r in rows] == [[1, 3, 4], [0], [2]]
+    assert [r.tolist() for r in pack_segments(np.array([12, 2]), capacity=10)] == [[1], [0]]

@@ -25,13 +25,14 @@ and values are the same for every order: each call runs the span once and hands 
 This is exact, not an approximation, and it spares the span's share of the compute per order.
 
 InvariRank's mask allows little: on a 20-passage prompt about 4% of the (query, key) entries
-a dense pass computes. ``attention: segments`` (its default) computes only those: each
-(order, candidate) pair becomes a row ``[ITEM] content`` of its own on the span's cache, under
-a plain causal mask at positions S.. — the mask's allowed pattern exactly, so the score is the
-same up to float rounding (tests hold it to 1e-5 against ``attention: dense``, the full 4-D
-mask, which stays as the reference). Separators and ``[/ITEM]`` feed no score and are not run.
-Every order's rows are computed for that order; nothing is reused across orders, or the
-invariance measured would hold by construction.
+a dense pass computes. ``attention: segments`` (its default) computes little else: the
+``[ITEM] content`` segment of every (order, candidate) pair runs on the span's cache at
+positions S.., packed a few to a row (up to the span's length) under the invariant mask, so
+each row carries the span's keys once and almost every entry it computes is allowed. The score
+is the dense mask's up to float rounding (tests hold it to 1e-5 against ``attention: dense``,
+the full 4-D mask, which stays as the reference). Separators and ``[/ITEM]`` feed no score and
+are not run. Every order's segments are computed for that order; nothing is reused across
+orders, or the invariance measured would hold by construction.
 Both need a backend that takes a custom mask and explicit positions (``masked_forward``:
 transformers; vLLM cannot).
 """
@@ -180,6 +181,23 @@ def causal_allowed(batch: int, span: int, length: int) -> np.ndarray:
     return np.broadcast_to(allowed, (batch, length, span + length))
 
 
+def pack_segments(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
+    """Segment indices packed into rows of at most ``capacity`` tokens (a longer segment gets
+    a row of its own), shortest first, so that a row's segments are of similar length."""
+    rows: list[np.ndarray] = []
+    order = np.argsort(lengths, kind="stable")
+    start, total = 0, 0
+    for i, index in enumerate(order.tolist()):
+        size = int(lengths[index])
+        if i > start and total + size > capacity:
+            rows.append(order[start:i])
+            start, total = i, 0
+        total += size
+    if len(order):
+        rows.append(order[start:])
+    return rows
+
+
 def tie_twins(scores: np.ndarray, twin: np.ndarray) -> np.ndarray:
     """Give candidates with identical content tokens one score: the mean of their own.
 
@@ -323,43 +341,51 @@ class MarkerListwiseReranker(BackendReranker):
     def _score_segments(
         self, set_tokens: SetTokens, orders: np.ndarray, span_cache: Any
     ) -> tuple[np.ndarray, int]:
-        """The invariant mask's allowed work only: every (order, candidate) pair is a row of
-        its own, ``[ITEM] content`` at positions S.. on the span's cache under a causal mask.
+        """The invariant mask's allowed work only: the ``[ITEM] content`` segments of every
+        (order, candidate) pair, packed into rows on the span's cache (positions S.. each).
 
-        This is what the dense mask computes, without the blocked entries (a candidate never
-        sees another, nothing reads a separator or ``[/ITEM]``). Each order's candidates are
-        still computed for that order (no result is shared across orders), so the dense route
-        stays the reference that checks nothing order-dependent leaks in. Rows are sorted by
-        length and grouped so that padding stays under a quarter of the tokens."""
+        A row holds segments up to ``max(S, longest segment)`` tokens, so the span's keys,
+        which each row carries, cost no more than the row's own tokens, while the entries a
+        segment may not see (the other segments of its row) stay few: one segment per row on
+        passages, a dozen short titles after a long user history. Inside a row the mask is
+        the invariant one (each segment sees the span and itself), nothing reads a separator
+        or ``[/ITEM]``, so they are not run. Each order's segments are computed for that order
+        (no result is shared across orders), and the dense route stays the reference that
+        checks nothing order-dependent leaks in. Rows of similar length share a pass."""
         p, n = orders.shape
-        candidate = np.asarray(orders, dtype=np.int64).reshape(-1)  # row r: order r // n
+        candidate = np.asarray(orders, dtype=np.int64).reshape(-1)  # pair k: order k // n
         lengths = set_tokens.content_count[candidate] + 1  # [ITEM] + content
         starts = set_tokens.block_start + set_tokens.block_len - set_tokens.content_count - 2
         span = len(set_tokens.span)
+        packed = pack_segments(lengths, max(span, int(lengths.max())))
         sums = np.zeros((p, n))
-        groups = length_groups(lengths.tolist())
+        groups = length_groups([int(lengths[row].sum()) for row in packed])
         for group in groups:
-            size = lengths[group]
-            width = int(size.max())
-            column = np.arange(width)
-            real = column[None, :] < size[:, None]
-            last = len(set_tokens.tokens) - 1
-            index = np.minimum(starts[candidate[group]][:, None] + column, last)
-            tokens = np.where(real, set_tokens.tokens[index], self.markers.item_end)
-            causal = np.tri(width, dtype=bool)[None] & real[:, None, :]
-            own = causal | np.eye(width, dtype=bool)[None]  # a pad sees itself, no NaN row
-            allowed = np.concatenate([np.ones((len(group), width, span), dtype=bool), own], -1)
-            target_rows, target_columns = np.nonzero(real & (column >= 1))
+            rows = [packed[i] for i in group.tolist()]
+            width = max(int(lengths[row].sum()) for row in rows)
+            tokens = np.full((len(rows), width), self.markers.item_end, dtype=np.int64)
+            positions = np.zeros((len(rows), width), dtype=np.int64)
+            owner = np.full((len(rows), width), SEPARATOR_GROUP, dtype=np.int64)
+            for r, row in enumerate(rows):
+                column = 0
+                for pair in row.tolist():
+                    size, first = int(lengths[pair]), int(starts[candidate[pair]])
+                    tokens[r, column : column + size] = set_tokens.tokens[first : first + size]
+                    positions[r, column : column + size] = span + np.arange(size)
+                    owner[r, column : column + size] = pair
+                    column += size
+            scored = positions > span  # content tokens: after each segment's [ITEM]
+            target_rows, target_columns = np.nonzero(scored)
             request = MaskedRequest(
                 tokens=tokens,
-                positions=np.broadcast_to(span + column, tokens.shape).copy(),
-                allowed=allowed,
+                positions=positions,
+                allowed=invariant_allowed(owner, span),
                 target_rows=target_rows,
                 target_columns=target_columns,
             )
             logprobs = self.backend.masked_logprobs(span_cache, request)
-            rows = group[target_rows]
-            np.add.at(sums, (rows // n, candidate[rows]), logprobs)
+            pair = owner[target_rows, target_columns]
+            np.add.at(sums, (pair // n, candidate[pair]), logprobs)
         return tie_twins(sums / set_tokens.content_count[None, :], set_tokens.twin), len(groups)
 
     def _score_dense(
