@@ -351,7 +351,8 @@ class MarkerListwiseReranker(BackendReranker):
         the invariant one (each segment sees the span and itself), nothing reads a separator
         or ``[/ITEM]``, so they are not run. Each order's segments are computed for that order
         (no result is shared across orders), and the dense route stays the reference that
-        checks nothing order-dependent leaks in. Rows of similar length share a pass."""
+        checks nothing order-dependent leaks in. Rows of similar length share a pass (at most
+        10% padding: every padded token costs a full token's matmuls)."""
         p, n = orders.shape
         candidate = np.asarray(orders, dtype=np.int64).reshape(-1)  # pair k: order k // n
         lengths = set_tokens.content_count[candidate] + 1  # [ITEM] + content
@@ -359,7 +360,7 @@ class MarkerListwiseReranker(BackendReranker):
         span = len(set_tokens.span)
         packed = pack_segments(lengths, max(span, int(lengths.max())))
         sums = np.zeros((p, n))
-        groups = length_groups([int(lengths[row].sum()) for row in packed])
+        groups = length_groups([int(lengths[row].sum()) for row in packed], slack=0.1)
         for group in groups:
             rows = [packed[i] for i in group.tolist()]
             width = max(int(lengths[row].sum()) for row in rows)
