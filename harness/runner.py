@@ -20,6 +20,7 @@ from typing import Any
 from harness.backends.registry import backend_class
 from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
 from harness.data.model import CandidateSet, Dataset, TextQuery, describe_dropped
+from harness.data.query_selection import QuerySelection
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError
@@ -31,6 +32,7 @@ from harness.permutations import (
     read_templates,
 )
 from harness.rerankers.base import Reranker, RunContext
+from harness.rerankers.model_override import with_model
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
     backend_of,
@@ -93,12 +95,19 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     """
     if preset is None:
         preset = resolve_preset(config.reranker or "")
+        if config.model:
+            preset = with_model(preset, config.model)
         check_preset(preset)
     card = resolve_card(config.dataset)
     full = load_dataset(card)
+    selection = QuerySelection.parse(config.queries) if isinstance(config.queries, str) else None
     queries = config.queries if config.queries is not None else card.defaults.get("queries")
     depth = config.depth if config.depth is not None else card.defaults.get("depth")
-    dataset = select(full, queries=queries, depth=depth)
+    if selection is not None:
+        queries = None
+        dataset = select(selection.apply(full, config.seed), queries=None, depth=depth)
+    else:
+        dataset = select(full, queries=queries, depth=depth)
     if not dataset.sets:
         dropped = describe_dropped(full.notes)
         why = f" ({dropped}; check the judgments (qrels) the card names)" if dropped else ""
@@ -132,6 +141,11 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     plans = tuple(_plan(cset, dataset, config, pin, templates) for cset in dataset.sets)
     resolved = config.to_dict() | {"queries": queries, "depth": depth}
     resolved.pop("out")
+    if selection is not None:  # the ids themselves, whatever file or draw named them
+        resolved["queries"] = selection.text
+        resolved["query_ids_sha256"] = hashlib.sha256(
+            "\n".join(s.query_id for s in dataset.sets).encode()
+        ).hexdigest()
     if config.strategy != "random":
         resolved["perms"] = None  # only random uses it; it must not split the same run in two
     for key, default in OPTIONAL_DEFAULTS.items():
@@ -534,8 +548,12 @@ def _default_run_dir(config: RunConfig, dataset_name: str) -> Path:
         parts.append(f"c{config.count}")
     if config.repeats:
         parts.append(f"r{config.repeats}")
-    if config.queries is not None:
+    if isinstance(config.queries, str):
+        parts.append(f"q{QuerySelection.parse(config.queries).tag}")
+    elif config.queries is not None:
         parts.append(f"q{config.queries}")
+    if config.model:
+        parts.append(f"m{Path(config.model).stem if config.model.endswith('.gguf') else config.model}")
     if config.depth is not None:
         parts.append(f"d{config.depth}")
     parts.append(f"s{config.seed}")
