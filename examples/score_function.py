@@ -26,8 +26,7 @@ def overlap(query: str, docs: list[str]) -> list[float]:
     bags = [set(WORD.findall(doc.lower())) for doc in docs]
     idf = {t: math.log((1 + len(bags)) / (1 + sum(t in bag for bag in bags))) for t in terms}
     return [
-        sum(idf[t] for t in terms & bag) + 0.3 / (1 + position)
-        for position, bag in enumerate(bags)
+        sum(idf[t] for t in terms & bag) + 0.3 / (1 + position) for position, bag in enumerate(bags)
     ]
 
 

@@ -286,7 +286,9 @@ def baseline(
 
 @app.command()
 def gate(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder to check.", metavar="RUN_DIR")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished run folder to check.", metavar="RUN_DIR")
+    ],
     baseline: Annotated[Path, typer.Option(help="Baseline file from `harness baseline`.")],
     max_drop: Annotated[
         list[str] | None,
@@ -436,7 +438,9 @@ def stella_calibrate(
 
 @app.command()
 def upgrade(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder of an older format.", metavar="RUN_DIR")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished run folder of an older format.", metavar="RUN_DIR")
+    ],
     dataset: Annotated[
         str | None,
         typer.Option(help="Where the run's data is now, if it moved [default: as recorded]."),

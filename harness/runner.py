@@ -553,7 +553,9 @@ def _default_run_dir(config: RunConfig, dataset_name: str) -> Path:
     elif config.queries is not None:
         parts.append(f"q{config.queries}")
     if config.model:
-        parts.append(f"m{Path(config.model).stem if config.model.endswith('.gguf') else config.model}")
+        parts.append(
+            f"m{Path(config.model).stem if config.model.endswith('.gguf') else config.model}"
+        )
     if config.depth is not None:
         parts.append(f"d{config.depth}")
     parts.append(f"s{config.seed}")

@@ -74,7 +74,9 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
     if verdict.invariance is not None:
         bad = [q for q, _ in verdict.invariance.violations]
         failure = f"FAIL: {len(bad)} queries moved ({', '.join(bad[:10])})" if bad else None
-        cases.append(("order invariance (declared)", failure, f"min tau {verdict.invariance.min_tau}"))
+        cases.append(
+            ("order invariance (declared)", failure, f"min tau {verdict.invariance.min_tau}")
+        )
     failures = sum(failure is not None for _, failure, _ in cases)
     suites = ElementTree.Element("testsuites", tests=str(len(cases)), failures=str(failures))
     suite = ElementTree.SubElement(
@@ -95,9 +97,11 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
         else:
             ElementTree.SubElement(case, "system-out").text = detail
     ElementTree.indent(suites)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(
-        suites, encoding="unicode"
-    ) + "\n"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        + ElementTree.tostring(suites, encoding="unicode")
+        + "\n"
+    )
 
 
 def verdict_markdown(verdict: GateVerdict, *, run_label: str, baseline_label: str) -> str:
@@ -114,9 +118,7 @@ def verdict_markdown(verdict: GateVerdict, *, run_label: str, baseline_label: st
         "|---|---:|---:|---|",
     ]
     for m in verdict.metrics:
-        lines.append(
-            f"| {m.spec.metric} | {_f(m.baseline_mean)} | {_f(m.new_mean)} | {m.reason} |"
-        )
+        lines.append(f"| {m.spec.metric} | {_f(m.baseline_mean)} | {_f(m.new_mean)} | {m.reason} |")
     if verdict.invariance is not None:
         bad = verdict.invariance.violations
         lines.append(

@@ -166,7 +166,9 @@ class CallableReranker(Reranker):
         try:
             values = list(output)
         except TypeError:
-            raise HarnessError(f"{where}: returned {type(output).__name__}, not a sequence") from None
+            raise HarnessError(
+                f"{where}: returned {type(output).__name__}, not a sequence"
+            ) from None
         if len(values) != len(ids):
             raise HarnessError(f"{where}: returned {len(values)} values for {len(ids)} docs")
         if self.kind == "scores":
