@@ -118,13 +118,15 @@ def evaluate(
     count: int | None = None,
     pin: str | None = None,
     repeats: int | None = None,
+    log_prompts: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
     """Run one configuration (resuming ``out`` if it holds part of it) and return it.
 
     Every keyword is the ``harness run`` flag of the same name and defaults as it does;
-    ``queries`` also takes a list of query ids. ``reranker`` is a preset name or YAML path,
-    a :class:`~harness.rerankers.callable.FunctionReranker`, or a bare scoring function
+    ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``.
+    ``reranker`` is a preset name or YAML path, a
+    :class:`~harness.rerankers.callable.FunctionReranker`, or a bare scoring function
     ``fn(query, docs) -> scores``.
     """
     from harness.config import merge_config
@@ -159,7 +161,7 @@ def evaluate(
     )
     if function is None:
         prepared = prepare_run(settings)
-        results = execute_run(prepared, progress=progress)
+        results = execute_run(prepared, progress=progress, log_prompts=log_prompts)
     else:
         if model is not None:
             from harness.errors import HarnessError

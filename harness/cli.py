@@ -114,6 +114,14 @@ def run(
             "send nothing.",
         ),
     ] = False,
+    log_prompts: Annotated[
+        bool,
+        typer.Option(
+            "--log-prompts",
+            help="Write every model call's exact prompt and raw output to prompts.jsonl in "
+            "the run folder (opt-in; changes no number).",
+        ),
+    ] = False,
 ) -> None:
     """Rerank every query in many seeded orders and write samples, results and a summary."""
     # Spinning OpenMP threads make torch ~10x slower when other processes share the cores.
@@ -157,7 +165,12 @@ def run(
             _terminate_as_interrupt() as received,
         ):
             try:
-                results = execute_run(prepared, progress=display.update, stage=display.stage)
+                results = execute_run(
+                    prepared,
+                    progress=display.update,
+                    stage=display.stage,
+                    log_prompts=log_prompts,
+                )
             except KeyboardInterrupt:
                 console.print(
                     f"\n[yellow]interrupted ({received.name})[/]: finished orders are saved in "

@@ -41,6 +41,7 @@ from harness.rerankers.registry import (
     device_used,
     resolve_preset,
 )
+from harness.results.prompt_log import PromptLog
 from harness.results.provenance import environment, utc_now
 from harness.results.schema import (
     DatasetRecord,
@@ -204,13 +205,17 @@ def execute_run(
     progress: ProgressFn | None = None,
     stage: StageFn | None = None,
     reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+    log_prompts: bool = False,
 ) -> RunResults:
     """Rerank what is pending, then compute and write the results.
 
     Ctrl-C (KeyboardInterrupt) propagates after the finished batches are saved; rerunning
     resumes. ``stage`` wraps the metric computation (the CLI shows a status line with it).
+    ``log_prompts`` writes every model call's prompt and output to ``prompts.jsonl``.
     """
-    reranked = rerank_pending(prepared, progress=progress, reranker_factory=reranker_factory)
+    reranked = rerank_pending(
+        prepared, progress=progress, reranker_factory=reranker_factory, log_prompts=log_prompts
+    )
     with (stage or _no_stage)("computing metrics"):
         return write_results(prepared, reranked)
 
@@ -250,6 +255,7 @@ def rerank_pending(
     *,
     progress: ProgressFn | None = None,
     reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+    log_prompts: bool = False,
 ) -> RerankedRun:
     """Rerank every pending (query, order), appending each batch's samples as it finishes.
 
@@ -266,6 +272,7 @@ def rerank_pending(
     ]
     pending = [(cset, plan, rows) for cset, plan, rows in pending if rows]
     reranker: Reranker | None = None
+    log: PromptLog | None = None
     started = time.perf_counter()
     completed = total - sum(len(rows) for _, _, rows in pending)
     if progress:
@@ -283,6 +290,9 @@ def rerank_pending(
             store.write_header(prepared.header, list(prepared.query_records()))
         if reranker is not None:
             store.write_json(IDENTITY_FILE, identity)
+            if log_prompts:
+                log = PromptLog(prepared.run_dir, done)
+                log.attach(reranker)
         jobs = [
             (cset, plan, scheduled[start : start + config.batch_size])
             for cset, plan, rows in pending
@@ -299,10 +309,12 @@ def rerank_pending(
                 progress(completed, total)
 
         if reranker is not None:
-            run_calls(reranker, jobs, save)
+            run_calls(reranker, jobs, save, log)
         model_identity = identity if reranker else store.read_json(IDENTITY_FILE)
     finally:
         store.close()
+        if log is not None:
+            log.close()
         if reranker is not None:
             reranker.close()
     return RerankedRun(done, model_identity, time.perf_counter() - started)
@@ -312,7 +324,10 @@ Job = tuple[CandidateSet, PermutationPlan, list[int]]
 
 
 def run_calls(
-    reranker: Reranker, jobs: Sequence[Job], save: Callable[[list[Sample]], None]
+    reranker: Reranker,
+    jobs: Sequence[Job],
+    save: Callable[[list[Sample]], None],
+    log: PromptLog | None = None,
 ) -> None:
     """Run the reranker calls and ``save`` their samples in the jobs' order.
 
@@ -326,10 +341,10 @@ def run_calls(
     workers = max(1, int(getattr(reranker, "parallel_calls", 1)))
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
-            save(_rerank(reranker, *job))
+            save(_rerank(reranker, *job, log))
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harness-call")
-    futures = [pool.submit(_rerank, reranker, *job) for job in jobs]
+    futures = [pool.submit(_rerank, reranker, *job, log) for job in jobs]
     saved = 0
     try:
         for future in futures:
@@ -476,9 +491,14 @@ def save_results(run_dir: Path, results: RunResults) -> None:
 
 
 def _rerank(
-    reranker: Reranker, cset: CandidateSet, plan: PermutationPlan, rows: list[int]
+    reranker: Reranker,
+    cset: CandidateSet,
+    plan: PermutationPlan,
+    rows: list[int],
+    log: PromptLog | None = None,
 ) -> list[Sample]:
-    outputs = reranker.rerank(cset, plan.orders[rows])
+    with log.call(cset.query_id, rows) if log is not None else nullcontext():
+        outputs = reranker.rerank(cset, plan.orders[rows])
     return [
         Sample(
             query_id=cset.query_id,
