@@ -181,7 +181,7 @@ def moved_section(runs: Sequence[RunData]) -> Section:
                     f"RBO@{TOP_K}",
                     f"NDCG@{TOP_K} range",
                     f"NDCG@{TOP_K} mean",
-                    f"NDCG@{TOP_K} first-stage order",
+                    f"NDCG@{TOP_K} reranking the first-stage order",
                 ),
                 rows=rows,
                 numeric=(False, False, True, True, True, True, True),
