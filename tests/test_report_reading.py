@@ -66,3 +66,27 @@ def test_per_query_csv_holds_every_run_and_query(report):
     identity = [r for r in rows if r["run"] == "identity"]
     assert [float(r["copy_tau"]) for r in identity] == pytest.approx([1.0] * 5)
     assert all(r["ndcg@10_first_stage"] for r in rows)
+
+
+def test_no_bias_band_is_the_binomial_central_range():
+    """Binomial(20, 0.5): P(X <= 5) = 0.0207 < 0.025 <= P(X <= 6) = 0.0577, so the 2.5%
+    quantile is 6 and by symmetry the 97.5% one is 14: shares [0.30, 0.70]."""
+    import numpy as np
+
+    from harness.metrics.position_bias import no_bias_band
+
+    low, high = no_bias_band(np.array([20, 20, 0]), np.array([0.5, 0.5, 0.5]))
+    assert low[:2].tolist() == [0.3, 0.3] and high[:2].tolist() == [0.7, 0.7]
+    assert np.isnan(low[2]) and np.isnan(high[2])
+
+
+def test_the_exposure_plot_has_a_band_for_random_designs_only(report):
+    from harness.report.figures import exposure_bands
+    from harness.report.load import load_runs
+
+    runs = load_runs([report.parent / "identity", report.parent / "first-stage"])
+    bands = exposure_bands(runs)
+    assert set(bands) == {"identity", "first-stage"}
+    low, high = bands["identity"]
+    expected = runs[0].results.position_bias["expected_top10"]
+    assert all(lo <= e <= hi for lo, e, hi in zip(low, expected, high, strict=True))

@@ -182,12 +182,27 @@ def rank_heatmaps(matrices: Mapping[str, np.ndarray]) -> bytes:
 
 
 def exposure_by_position(
-    exposure: Mapping[str, Sequence[float]], expected: Mapping[str, Sequence[float]], k: int = TOP_K
+    exposure: Mapping[str, Sequence[float]],
+    expected: Mapping[str, Sequence[float]],
+    k: int = TOP_K,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> bytes:
-    """Share of outputs where the item shown at position p lands in the top k, vs no bias."""
+    """Share of outputs where the item shown at position p lands in the top k, vs no bias;
+    ``bands``: per run, the no-bias 95% binomial range of that share (random designs)."""
     fig, axes = _figure(9.0, 4.0)
     ax = axes[0]
     drawn: list[np.ndarray] = []
+    for i, (label, (low, high)) in enumerate((bands or {}).items()):
+        lo, hi = 100 * np.asarray(low, dtype=float), 100 * np.asarray(high, dtype=float)
+        ax.fill_between(
+            np.arange(1, lo.size + 1),
+            lo,
+            hi,
+            color=_style(list(exposure).index(label) if label in exposure else i)["color"],
+            alpha=0.12,
+            step="mid",
+            label=f"{label}: no-bias 95% range" if len(bands or {}) > 1 else "no-bias 95% range",
+        )
     for i, (label, share) in enumerate(exposure.items()):
         y = 100 * np.asarray(share, dtype=float)
         x = np.arange(1, y.size + 1)
