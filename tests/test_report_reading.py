@@ -46,7 +46,7 @@ def test_each_run_is_read_in_one_sentence(report):
     identity = next(line for line in text.splitlines() if line.startswith("identity:"))
     # identity copies its input: every pair comes out as shown
     assert "100% of candidate pairs come out in the order they were shown" in identity
-    assert "the top item changes between" in identity
+    assert "the top item differs in" in identity
     first = next(line for line in text.splitlines() if line.startswith("first-stage:"))
     assert "reranking leaves NDCG@10 at the first stage's" in first
     assert "| ndcg@10_first_stage |" in text and "| copy_tau |" in text

@@ -192,8 +192,13 @@ def exposure_by_position(
     fig, axes = _figure(9.0, 4.0)
     ax = axes[0]
     drawn: list[np.ndarray] = []
+    shaded: list[np.ndarray] = []
     for i, (label, (low, high)) in enumerate((bands or {}).items()):
         lo, hi = 100 * np.asarray(low, dtype=float), 100 * np.asarray(high, dtype=float)
+        both = np.concatenate([lo, hi])
+        if any(b.shape == both.shape and np.allclose(b, both, equal_nan=True) for b in shaded):
+            continue  # runs of the same design share one band
+        shaded.append(both)
         ax.fill_between(
             np.arange(1, lo.size + 1),
             lo,
@@ -201,7 +206,7 @@ def exposure_by_position(
             color=_style(list(exposure).index(label) if label in exposure else i)["color"],
             alpha=0.12,
             step="mid",
-            label=f"{label}: no-bias 95% range" if len(bands or {}) > 1 else "no-bias 95% range",
+            label=f"no-bias 95% range ({label})" if shaded[1:] else "no-bias 95% range",
         )
     for i, (label, share) in enumerate(exposure.items()):
         y = 100 * np.asarray(share, dtype=float)

@@ -1,8 +1,8 @@
 """Plain-language readings of a run's numbers, for readers who do not know the metrics.
 
 ``run_reading`` says in one sentence what a run's headline numbers mean ("the top item
-changes in 54% of pairs of orders; 80% of candidate pairs keep the order they were shown
-in"); ``too_few_queries_note`` says when a paired comparison cannot reach significance
+differs in 54% of pairs of orders; 80% of candidate pairs come out in the order they were
+shown"); ``too_few_queries_note`` says when a paired comparison cannot reach significance
 whatever the data, because the exact sign-flip test's smallest p is 2 / 2**n.
 """
 
@@ -21,7 +21,7 @@ def run_reading(label: str, results: RunResults) -> str:
     parts = []
     top1 = value(registry.TOP1_AGREEMENT)
     if not math.isnan(top1):
-        parts.append(f"the top item changes between {_pct(1 - top1)} of pairs of orders")
+        parts.append(f"the top item differs in {_pct(1 - top1)} of pairs of orders")
     copy = value(registry.COPY_TAU)
     if not math.isnan(copy):
         # tau-b without ties is (C - D) / (C + D): the share of concordant pairs is (1 + tau)/2
