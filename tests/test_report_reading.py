@@ -90,3 +90,24 @@ def test_the_exposure_plot_has_a_band_for_random_designs_only(report):
     low, high = bands["identity"]
     expected = runs[0].results.position_bias["expected_top10"]
     assert all(lo <= e <= hi for lo, e, hi in zip(low, expected, high, strict=True))
+
+
+def test_a_small_range_of_a_unit_metric_is_not_magnified():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.report.plots import at_least_span
+
+    fig, ax = plt.subplots()
+    ax.set_ylim(0.400, 0.405)
+    at_least_span(ax)
+    assert ax.get_ylim() == pytest.approx((0.3025, 0.5025))
+    ax.set_ylim(0.0, 0.01)  # near an end: the span stays inside [0, 1]
+    at_least_span(ax)
+    assert ax.get_ylim() == pytest.approx((0.0, 0.2))
+    ax.set_ylim(0.1, 0.9)  # already wide: unchanged
+    at_least_span(ax)
+    assert ax.get_ylim() == pytest.approx((0.1, 0.9))
+    plt.close(fig)

@@ -77,6 +77,21 @@ def _boxes(ax, data: Mapping[str, Sequence[float]], ylabel: str, title: str) -> 
     ax.grid(axis="y", alpha=0.3)
 
 
+MIN_UNIT_SPAN = 0.2
+"""The least y-range, in units of a [0, 1] metric, a plot of one shows: a spread of 0.005
+drawn over the full height would read as drama."""
+
+
+def at_least_span(ax, span: float = MIN_UNIT_SPAN, low: float = 0.0, high: float = 1.0) -> None:
+    """Widen the y-axis to at least ``span`` around its centre, kept within [low, high]."""
+    bottom, top = ax.get_ylim()
+    if top - bottom >= span:
+        return
+    centre = (bottom + top) / 2
+    bottom = min(max(low, centre - span / 2), high - span)
+    ax.set_ylim(bottom, bottom + span)
+
+
 def ndcg_across_orders(
     per_order: Mapping[str, Sequence[float]],
     reference: Mapping[str, float],
@@ -101,12 +116,14 @@ def ndcg_across_orders(
                     label="identity (first-stage) order" if i == 0 else None,
                 )
         ax.legend(loc="best", fontsize=8)
+        at_least_span(ax)
     _boxes(
         axes[-1],
         spread,
         f"NDCG@{TOP_K} range across orders (max - min)",
         f"Per-query NDCG@{TOP_K} spread",
     )
+    at_least_span(axes[-1])
     fig.suptitle("Effectiveness across input orders")
     return _png(fig)
 
