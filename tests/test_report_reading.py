@@ -111,3 +111,16 @@ def test_a_small_range_of_a_unit_metric_is_not_magnified():
     at_least_span(ax)
     assert ax.get_ylim() == pytest.approx((0.1, 0.9))
     plt.close(fig)
+
+
+def test_the_best_value_per_metric_is_bold_and_marks_need_significance(report):
+    text = report.with_suffix(".md").read_text()
+    tau = next(line for line in text.splitlines() if line.startswith("| kendall_tau |"))
+    identity_cell, first_stage_cell = tau.split(" | ")[2:4]
+    assert first_stage_cell.startswith("**1.0000") and not identity_cell.startswith("**")
+    first_stage_row = next(line for line in text.splitlines() if "| ndcg@10_first_stage |" in line)
+    assert "**" not in first_stage_row  # no direction (and equal): nothing is best
+    headline = [line for line in text.split("## Comparison")[0].splitlines() if line[:2] == "| "]
+    assert not any(" \\*" in line for line in headline)  # 5 queries: none can be significant
+    html = report.with_suffix(".html").read_text()
+    assert "<strong>1.0000 [1.0000,\u00a01.0000]</strong>" in html

@@ -103,7 +103,7 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
                 f"Every query's value of every metric, per run: {PER_QUERY_CSV} in the "
                 "report's figures folder (sortable in a spreadsheet or pandas).",
             ),
-            tables=(headline_table(runs),),
+            tables=(headline_table(runs, comparisons),),
         ),
         *(section for section in (floor_section(runs),) if section is not None),
         _with_note(
