@@ -74,7 +74,9 @@ def test_a_declared_invariance_is_checked_by_the_gate(rankgpt_folder, tmp_path):
 
 def test_an_ordering_function(rankgpt_folder, tmp_path):
     reverse = from_order(lambda query, docs: list(range(len(docs)))[::-1], name="reverse")
-    run = harness.evaluate(reverse, dataset=str(rankgpt_folder), strategy="identity")
+    run = harness.evaluate(
+        reverse, dataset=str(rankgpt_folder), strategy="identity", out=tmp_path / "r"
+    )
     assert run.samples.loc[0, "ranking"][0] == "q0-d12"
     assert run.results.reranker.params["kind"] == "order"
 
