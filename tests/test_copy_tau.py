@@ -17,7 +17,8 @@ def _set() -> CandidateSet:
 
 
 def _sample(index: int, label: str, shown: tuple[int, ...], ranking: str) -> Sample:
-    return Sample("q", index, OrderLabel.parse(label), shown, tuple(ranking), None, {})
+    facts = {"latency_ms": 1.0}
+    return Sample("q", index, OrderLabel.parse(label), shown, tuple(ranking), None, facts)
 
 
 def test_copy_tau_is_kendall_tau_of_output_against_shown_order():
