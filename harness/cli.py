@@ -15,6 +15,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: rich markup would read "[default: ...]" as a tag and drop it, and rich's
+    # layout gives flags such as --help a bogus "<bool>" metavar.
+    rich_markup_mode=None,
 )
 
 
@@ -73,7 +76,20 @@ def run(
         ),
     ] = None,
     queries: Annotated[
-        int | None, typer.Option(help="Take the first N queries [default: the dataset's].")
+        str | None,
+        typer.Option(
+            help="N (the first N queries), id1,id2,... , @FILE (one id per line) or random:K "
+            "(K drawn with --seed) [default: the dataset's].",
+            metavar="N|IDS|@FILE|random:K",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Replace the preset's model: ORG/NAME[@REVISION], a .gguf file or a model "
+            "folder [default: the preset's].",
+            metavar="MODEL",
+        ),
     ] = None,
     depth: Annotated[
         int | None, typer.Option(help="Keep the top K first-stage candidates [default: all].")
@@ -96,6 +112,14 @@ def run(
             "--dry-run",
             help="HTTP backends: print how many requests and prompt tokens the run would send, "
             "send nothing.",
+        ),
+    ] = False,
+    log_prompts: Annotated[
+        bool,
+        typer.Option(
+            "--log-prompts",
+            help="Write every model call's exact prompt and raw output to prompts.jsonl in "
+            "the run folder (opt-in; changes no number).",
         ),
     ] = False,
 ) -> None:
@@ -126,6 +150,7 @@ def run(
                 "pin": pin,
                 "templates": None if templates is None else str(templates),
                 "repeats": repeats,
+                "model": model,
             },
         )
         prepared = prepare_run(settings)
@@ -141,7 +166,12 @@ def run(
             _terminate_as_interrupt() as received,
         ):
             try:
-                results = execute_run(prepared, progress=display.update, stage=display.stage)
+                results = execute_run(
+                    prepared,
+                    progress=display.update,
+                    stage=display.stage,
+                    log_prompts=log_prompts,
+                )
             except KeyboardInterrupt:
                 console.print(
                     f"\n[yellow]interrupted ({received.name})[/]: finished orders are saved in "
@@ -233,7 +263,7 @@ def datasets_command() -> None:
 @app.command()
 def report(
     run_dirs: Annotated[
-        list[Path], typer.Argument(help="Finished run folders.", metavar="RUN_DIR...")
+        list[Path], typer.Argument(help="Finished run folders.", metavar="RUN_DIR")
     ],
     out: Annotated[
         Path | None,
@@ -254,7 +284,7 @@ def report(
 
 @app.command()
 def baseline(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.", metavar="RUN_DIR")],
     to: Annotated[
         Path, typer.Option("--to", help="Baseline file to write (reports/baselines/NAME.json).")
     ],
@@ -270,7 +300,9 @@ def baseline(
 
 @app.command()
 def gate(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder to check.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished run folder to check.", metavar="RUN_DIR")
+    ],
     baseline: Annotated[Path, typer.Option(help="Baseline file from `harness baseline`.")],
     max_drop: Annotated[
         list[str] | None,
@@ -285,6 +317,20 @@ def gate(
     ] = None,
     alpha: Annotated[float, typer.Option(help="Family-wise error rate (Holm).")] = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of the permutation test and intervals.")] = 0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the verdict as JSON to this file.")
+    ] = None,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Also write the verdict as JUnit XML (one test case per check)."),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a short Markdown block for a CI job summary; it is also appended "
+            "to $GITHUB_STEP_SUMMARY when that is set."
+        ),
+    ] = None,
 ) -> None:
     """Exit 1 when RUN_DIR is less accurate or less stable than the baseline, else 0."""
     from harness.gates.baseline import baseline_from_results, read_baseline
@@ -296,14 +342,38 @@ def gate(
         reference = read_baseline(baseline)
         new = baseline_from_results(read_results(run_dir), run_dir)
         verdict = evaluate_gate(reference, new, specs, alpha=alpha, seed=seed)
+        _write_verdicts(verdict, str(run_dir), str(baseline), json_out, junit, markdown)
     typer.echo(render_verdict(verdict, run_label=str(run_dir), baseline_label=str(baseline)))
     if not verdict.passed:
         raise typer.Exit(1)
 
 
+def _write_verdicts(verdict, run_label, baseline_label, json_out, junit, markdown) -> None:
+    """The machine-readable verdicts asked for (each file written whole or not at all)."""
+    import json
+
+    from harness.files import write_text_atomic
+    from harness.gates.outputs import verdict_dict, verdict_junit, verdict_markdown
+
+    labels = {"run_label": run_label, "baseline_label": baseline_label}
+    if json_out is not None:
+        text = json.dumps(verdict_dict(verdict, **labels), indent=2, allow_nan=False)
+        write_text_atomic(json_out, text + "\n")
+    if junit is not None:
+        write_text_atomic(junit, verdict_junit(verdict, **labels))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if markdown is not None or summary:
+        block = verdict_markdown(verdict, **labels)
+        if markdown is not None:
+            write_text_atomic(markdown, block)
+        if summary:
+            with open(summary, "a", encoding="utf-8") as handle:
+                handle.write(block)
+
+
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder.", metavar="RUN_DIR")],
     trec: Annotated[
         Path,
         typer.Option(help="Folder for one TREC run file per order, qrels.txt and orders.tsv."),
@@ -382,7 +452,9 @@ def stella_calibrate(
 
 @app.command()
 def upgrade(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run folder of an older format.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished run folder of an older format.", metavar="RUN_DIR")
+    ],
     dataset: Annotated[
         str | None,
         typer.Option(help="Where the run's data is now, if it moved [default: as recorded]."),

@@ -22,7 +22,13 @@ MAX_SEED = 2**63 - 1
 """Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
 _INT_FIELDS = {"perms", "queries", "depth", "seed", "batch_size", "count", "repeats"}
 _COUNTED = ("fixed", "sweep", "templates")
-OPTIONAL_DEFAULTS = {"count": None, "pin": None, "templates": None, "repeats": 0}
+OPTIONAL_DEFAULTS = {
+    "count": None,
+    "pin": None,
+    "templates": None,
+    "repeats": 0,
+    "model": None,
+}
 """Settings added after format 2 was fixed: left out of the resolved configuration (and so of
 the config hash) while at their default, so earlier runs keep their hash and still resume."""
 
@@ -31,14 +37,16 @@ the config hash) while at their default, so earlier runs keep their hash and sti
 class RunConfig:
     """Everything that determines a run's numbers (plus where to write them).
 
-    ``queries``/``depth`` of ``None`` mean "the dataset card's default" (which may be all).
+    ``queries``/``depth`` of ``None`` mean "the dataset card's default" (which may be all);
+    ``queries`` is a count or a selection (``id1,id2``, ``@FILE``, ``random:K``, see
+    :mod:`harness.data.query_selection`). ``model`` replaces the preset's model.
     """
 
     reranker: str | None = None
     dataset: str = DEFAULT_DATASET
     perms: int = 20
     strategy: str = "random"
-    queries: int | None = None
+    queries: int | str | None = None
     depth: int | None = None
     seed: int = 0
     out: str | None = None
@@ -48,6 +56,7 @@ class RunConfig:
     pin: str | None = None
     templates: str | None = None
     repeats: int = 0
+    model: str | None = None
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -59,9 +68,13 @@ class RunConfig:
                 f"--perms must be between 1 and {MAX_ORDERS_PER_QUERY:,}, got {self.perms:,}"
             )
         check_seed(self.seed)
+        if isinstance(self.queries, str):
+            from harness.data.query_selection import QuerySelection
+
+            QuerySelection.parse(self.queries)  # its syntax; ids are checked against the data
         for name in ("queries", "depth"):
             value = getattr(self, name)
-            if value is not None and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise HarnessError(f"--{name} must be at least 1, got {value}")
         if self.count is not None:
             if self.strategy not in _COUNTED:
@@ -111,13 +124,17 @@ def merge_config(config_path: Path | None, overrides: Mapping[str, Any]) -> RunC
         if unknown:
             raise HarnessError(f"{config_path}: unknown run settings {unknown}")
         for key, value in data.items():
-            expected = int if key in _INT_FIELDS else str
+            expected: type | tuple[type, ...] = int if key in _INT_FIELDS else str
+            if key == "queries":
+                expected = (int, str)
             if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
                 kind = "an integer" if expected is int else "a string"
                 raise HarnessError(f"{config_path}: '{key}' must be {kind}, got {value!r}")
         config = replace(config, **data)
     given = {k: v for k, v in overrides.items() if v is not None}
     config = replace(config, **given)
+    if isinstance(config.queries, str) and config.queries.strip().isdigit():
+        config = replace(config, queries=int(config.queries))  # --queries 5 is a count
     return replace(config, dataset=_normalized_dataset(config.dataset)).validate()
 
 

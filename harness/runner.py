@@ -20,6 +20,7 @@ from typing import Any
 from harness.backends.registry import backend_class
 from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
 from harness.data.model import CandidateSet, Dataset, TextQuery, describe_dropped
+from harness.data.query_selection import QuerySelection
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError
@@ -31,6 +32,7 @@ from harness.permutations import (
     read_templates,
 )
 from harness.rerankers.base import Reranker, RunContext
+from harness.rerankers.model_override import with_model
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
     backend_of,
@@ -39,6 +41,7 @@ from harness.rerankers.registry import (
     device_used,
     resolve_preset,
 )
+from harness.results.prompt_log import PromptLog
 from harness.results.provenance import environment, utc_now
 from harness.results.schema import (
     DatasetRecord,
@@ -93,12 +96,19 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     """
     if preset is None:
         preset = resolve_preset(config.reranker or "")
+        if config.model:
+            preset = with_model(preset, config.model)
         check_preset(preset)
     card = resolve_card(config.dataset)
     full = load_dataset(card)
+    selection = QuerySelection.parse(config.queries) if isinstance(config.queries, str) else None
     queries = config.queries if config.queries is not None else card.defaults.get("queries")
     depth = config.depth if config.depth is not None else card.defaults.get("depth")
-    dataset = select(full, queries=queries, depth=depth)
+    if selection is not None:
+        queries = None
+        dataset = select(selection.apply(full, config.seed), queries=None, depth=depth)
+    else:
+        dataset = select(full, queries=queries, depth=depth)
     if not dataset.sets:
         dropped = describe_dropped(full.notes)
         why = f" ({dropped}; check the judgments (qrels) the card names)" if dropped else ""
@@ -132,6 +142,11 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     plans = tuple(_plan(cset, dataset, config, pin, templates) for cset in dataset.sets)
     resolved = config.to_dict() | {"queries": queries, "depth": depth}
     resolved.pop("out")
+    if selection is not None:  # the ids themselves, whatever file or draw named them
+        resolved["queries"] = selection.text
+        resolved["query_ids_sha256"] = hashlib.sha256(
+            "\n".join(s.query_id for s in dataset.sets).encode()
+        ).hexdigest()
     if config.strategy != "random":
         resolved["perms"] = None  # only random uses it; it must not split the same run in two
     for key, default in OPTIONAL_DEFAULTS.items():
@@ -190,13 +205,17 @@ def execute_run(
     progress: ProgressFn | None = None,
     stage: StageFn | None = None,
     reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+    log_prompts: bool = False,
 ) -> RunResults:
     """Rerank what is pending, then compute and write the results.
 
     Ctrl-C (KeyboardInterrupt) propagates after the finished batches are saved; rerunning
     resumes. ``stage`` wraps the metric computation (the CLI shows a status line with it).
+    ``log_prompts`` writes every model call's prompt and output to ``prompts.jsonl``.
     """
-    reranked = rerank_pending(prepared, progress=progress, reranker_factory=reranker_factory)
+    reranked = rerank_pending(
+        prepared, progress=progress, reranker_factory=reranker_factory, log_prompts=log_prompts
+    )
     with (stage or _no_stage)("computing metrics"):
         return write_results(prepared, reranked)
 
@@ -236,6 +255,7 @@ def rerank_pending(
     *,
     progress: ProgressFn | None = None,
     reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+    log_prompts: bool = False,
 ) -> RerankedRun:
     """Rerank every pending (query, order), appending each batch's samples as it finishes.
 
@@ -252,6 +272,7 @@ def rerank_pending(
     ]
     pending = [(cset, plan, rows) for cset, plan, rows in pending if rows]
     reranker: Reranker | None = None
+    log: PromptLog | None = None
     started = time.perf_counter()
     completed = total - sum(len(rows) for _, _, rows in pending)
     if progress:
@@ -269,6 +290,9 @@ def rerank_pending(
             store.write_header(prepared.header, list(prepared.query_records()))
         if reranker is not None:
             store.write_json(IDENTITY_FILE, identity)
+            if log_prompts:
+                log = PromptLog(prepared.run_dir, done)
+                log.attach(reranker)
         jobs = [
             (cset, plan, scheduled[start : start + config.batch_size])
             for cset, plan, rows in pending
@@ -285,10 +309,12 @@ def rerank_pending(
                 progress(completed, total)
 
         if reranker is not None:
-            run_calls(reranker, jobs, save)
+            run_calls(reranker, jobs, save, log)
         model_identity = identity if reranker else store.read_json(IDENTITY_FILE)
     finally:
         store.close()
+        if log is not None:
+            log.close()
         if reranker is not None:
             reranker.close()
     return RerankedRun(done, model_identity, time.perf_counter() - started)
@@ -298,7 +324,10 @@ Job = tuple[CandidateSet, PermutationPlan, list[int]]
 
 
 def run_calls(
-    reranker: Reranker, jobs: Sequence[Job], save: Callable[[list[Sample]], None]
+    reranker: Reranker,
+    jobs: Sequence[Job],
+    save: Callable[[list[Sample]], None],
+    log: PromptLog | None = None,
 ) -> None:
     """Run the reranker calls and ``save`` their samples in the jobs' order.
 
@@ -312,10 +341,10 @@ def run_calls(
     workers = max(1, int(getattr(reranker, "parallel_calls", 1)))
     if workers == 1 or len(jobs) < 2:
         for job in jobs:
-            save(_rerank(reranker, *job))
+            save(_rerank(reranker, *job, log))
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harness-call")
-    futures = [pool.submit(_rerank, reranker, *job) for job in jobs]
+    futures = [pool.submit(_rerank, reranker, *job, log) for job in jobs]
     saved = 0
     try:
         for future in futures:
@@ -462,9 +491,14 @@ def save_results(run_dir: Path, results: RunResults) -> None:
 
 
 def _rerank(
-    reranker: Reranker, cset: CandidateSet, plan: PermutationPlan, rows: list[int]
+    reranker: Reranker,
+    cset: CandidateSet,
+    plan: PermutationPlan,
+    rows: list[int],
+    log: PromptLog | None = None,
 ) -> list[Sample]:
-    outputs = reranker.rerank(cset, plan.orders[rows])
+    with log.call(cset.query_id, rows) if log is not None else nullcontext():
+        outputs = reranker.rerank(cset, plan.orders[rows])
     return [
         Sample(
             query_id=cset.query_id,
@@ -534,8 +568,14 @@ def _default_run_dir(config: RunConfig, dataset_name: str) -> Path:
         parts.append(f"c{config.count}")
     if config.repeats:
         parts.append(f"r{config.repeats}")
-    if config.queries is not None:
+    if isinstance(config.queries, str):
+        parts.append(f"q{QuerySelection.parse(config.queries).tag}")
+    elif config.queries is not None:
         parts.append(f"q{config.queries}")
+    if config.model:
+        parts.append(
+            f"m{Path(config.model).stem if config.model.endswith('.gguf') else config.model}"
+        )
     if config.depth is not None:
         parts.append(f"d{config.depth}")
     parts.append(f"s{config.seed}")

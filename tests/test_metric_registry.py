@@ -72,12 +72,14 @@ def test_headline_order_is_unchanged():
         "ndcg@10",
         "mrr@10",
         "ndcg@10_range",
+        "ndcg@10_first_stage",
         "kendall_tau",
         "rbo@10",
         "top1_agreement",
         "ppi",
         "gpi",
         "position_bias_mad",
+        "copy_tau",
         "latency_ms_p50",
         "latency_ms_p95",
     ]
@@ -102,7 +104,9 @@ def test_roles_and_directions():
     ]
     assert registry.get("distinct_rankings").lower_is_better
     assert registry.get("ndcg@10_reference").higher_is_better
-    assert {s.name for s in registry.descriptive()} == {"n_candidates", "n_orders"}
+    assert {s.name for s in registry.descriptive()} == {
+        "n_candidates", "n_orders", "ndcg@10_first_stage", "copy_tau",
+    }  # fmt: skip
     for spec in registry.METRICS:  # compared and gated metrics need a direction and per-query data
         if spec.compared or spec.gate_margin is not None:
             assert spec.has_direction and spec.per_query

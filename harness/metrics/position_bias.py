@@ -117,3 +117,22 @@ def no_bias_mad(trials: np.ndarray, expected: np.ndarray | float) -> float:
         x = np.arange(t + 1)
         floors.append(float(np.sum(binom.pmf(x, t, p) * np.abs(x / t - p))))
     return float(np.mean(floors)) if floors else float("nan")
+
+
+def no_bias_band(
+    trials: np.ndarray, expected: np.ndarray | float, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per position, the central ``level`` range of the exposure share of a reranker with NO
+    position bias under random orders: hits ~ Binomial(trials, expected), so the share lies
+    in [q(0.025), q(0.975)] / trials. A measured share outside it is more than noise. NaN
+    where a position had no trials."""
+    from scipy.stats import binom
+
+    trials = np.asarray(trials, dtype=np.float64)
+    expected = np.broadcast_to(np.asarray(expected, dtype=np.float64), trials.shape)
+    tail = (1.0 - level) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        valid = (trials > 0) & ~np.isnan(expected)
+        low = np.where(valid, binom.ppf(tail, trials, expected) / trials, np.nan)
+        high = np.where(valid, binom.ppf(1.0 - tail, trials, expected) / trials, np.nan)
+    return low, high

@@ -85,6 +85,8 @@ MRR = at_k("mrr")
 NDCG_STD = f"{NDCG}_std"
 NDCG_RANGE = f"{NDCG}_range"
 NDCG_REFERENCE = f"{NDCG}_reference"
+NDCG_FIRST_STAGE = f"{NDCG}_first_stage"
+COPY_TAU = "copy_tau"
 KENDALL_TAU = "kendall_tau"
 RBO = at_k("rbo")
 TOP1_AGREEMENT = "top1_agreement"
@@ -129,6 +131,11 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     # The reranker's own output for the first-stage order: still effectiveness, so higher.
     MetricSpec(NDCG_REFERENCE, "effectiveness on the first-stage order", "higher"),
+    # The first stage's own ranking, not reranked: "did reranking help?" in the same table.
+    MetricSpec(
+        NDCG_FIRST_STAGE, "the first-stage ranking's own effectiveness (no reranking)",
+        "neither", headline=True,
+    ),
     MetricSpec(BEST_RELEVANT_RANK_MEAN, "rank of the best relevant item (1 = top)", "lower"),
     MetricSpec(
         BEST_RELEVANT_RANK_VAR, "variance of the best relevant item's rank across orders",
@@ -164,6 +171,11 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         POSITION_BIAS_MAD, "position bias (0 = none)", "lower", summary="pooled over queries",
         headline=True,
+    ),
+    # Descriptive: how much the output follows the shown order (the "copy rate").
+    MetricSpec(
+        COPY_TAU, "Kendall tau of output vs shown order (1 = copies its input, 0 = ignores it)",
+        "neither", headline=True,
     ),
     MetricSpec(TIE_RATE, "adjacent ranks decided by tie-breaking (score-based rerankers)", "lower"),
     MetricSpec(

@@ -6,7 +6,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,11 @@ from harness.errors import HarnessError
 from harness.files import ensure_writable_folder, write_text_atomic
 from harness.report.compare import compare_runs, incomparable_reason, moved_most
 from harness.report.document import Figure, Report, Section
+from harness.report.exports import PER_QUERY_CSV, per_query_csv
 from harness.report.figures import build_figures
 from harness.report.load import RunData, load_runs
 from harness.report.mitigation import mitigation_rows, mitigation_section
+from harness.report.reading import run_reading, too_few_queries_note
 from harness.report.tables import (
     MOVED_QUERIES,
     comparison_section,
@@ -61,6 +63,7 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> ReportFil
     ensure_writable_folder(figures, "the report's figures")
     for figure in report.figures:
         (figures / f"{figure.key}.png").write_bytes(figure.png)
+    write_text_atomic(figures / PER_QUERY_CSV, per_query_csv(runs))
     write_text_atomic(html, render_html(report))
     write_text_atomic(markdown, render_markdown(report, figures_dir=figures.name))
     return ReportFiles(html=html, markdown=markdown, figures=figures)
@@ -73,6 +76,13 @@ def default_name(runs: Sequence[RunData]) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         name = f"{name[:70]}-{digest}"
     return name
+
+
+def _with_note(section: Section, note: str | None) -> Section:
+    """``section`` with ``note`` as its last paragraph (unchanged when there is none)."""
+    if note is None:
+        return section
+    return replace(section, paragraphs=(*section.paragraphs, note))
 
 
 def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
@@ -89,11 +99,19 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
                 "Means over queries with 95% percentile-bootstrap intervals (queries resampled, "
                 "seeded by the run seed); latency percentiles are over reranked orders. "
                 "Stability metrics average all pairs of outputs for the same query.",
+                *(run_reading(r.label, r.results) for r in runs),
+                f"Every query's value of every metric, per run: {PER_QUERY_CSV} in the "
+                "report's figures folder (sortable in a spreadsheet or pandas).",
             ),
-            tables=(headline_table(runs),),
+            tables=(headline_table(runs, comparisons),),
         ),
         *(section for section in (floor_section(runs),) if section is not None),
-        comparison_section(comparisons, reason, len(runs)),
+        _with_note(
+            comparison_section(comparisons, reason, len(runs)),
+            too_few_queries_note(min(c.n for c in comparisons), len(comparisons))
+            if comparisons
+            else None,
+        ),
     ]
     mitigation = mitigation_rows(runs) if reason is None else []
     if mitigation:

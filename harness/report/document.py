@@ -19,9 +19,13 @@ class Table:
     rows: tuple[tuple[str, ...], ...]
     numeric: tuple[bool, ...] = ()  # per column: right-align (numbers)
     caption: str = ""
+    strong: frozenset[tuple[int, int]] = frozenset()  # (row, column) cells shown in bold
 
     def is_numeric(self, column: int) -> bool:
         return column < len(self.numeric) and self.numeric[column]
+
+    def is_strong(self, row: int, column: int) -> bool:
+        return (row, column) in self.strong
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.metrics import registry
 from harness.metrics.registry import KENDALL_TAU, NDCG, NDCG_RANGE, RBO, TOP_K
 from harness.report import plots, series
 from harness.report.document import Figure
@@ -33,7 +34,9 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
     "exposure": (
         "Marginal exposure by input position",
         f"Share of outputs in which the item shown at each input position reaches the top {TOP_K}, "
-        "against the share with no position bias (dotted black, k/n).",
+        "against the share with no position bias (dotted black, k/n). The shaded band is where "
+        "a reranker with no position bias lands 95% of the time under these random orders "
+        "(binomial in the number of outputs); a point outside it is more than noise.",
     ),
     "lost_in_the_middle": (
         "Lost in the middle (sweep)",
@@ -85,7 +88,10 @@ def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dic
     exposure = {k: v.get(f"exposure_top{TOP_K}") or [] for k, v in bias.items()}
     expected = {k: v.get(f"expected_top{TOP_K}") or [] for k, v in bias.items()}
     if any(exposure.values()):
-        figures.append(_figure("exposure", plots.exposure_by_position(exposure, expected)))
+        bands = exposure_bands(runs)
+        figures.append(
+            _figure("exposure", plots.exposure_by_position(exposure, expected, bands=bands))
+        )
     curves = {}
     for r in runs:
         curve = series.sweep_curve(r)
@@ -102,3 +108,21 @@ def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dic
     figures.append(_figure("latency", plots.latency_per_run(latencies)))
     figures.append(_figure("stability_vs_effectiveness", plots.stability_vs_effectiveness(points)))
     return figures, notes, data
+
+
+def exposure_bands(runs: Sequence[RunData]) -> dict[str, tuple[list[float], list[float]]]:
+    """Each random-design run's no-bias 95% band of the exposure share, by input position
+    (balanced designs such as cyclic have no sampling noise, so no band)."""
+    from harness.metrics.position_bias import no_bias_band
+
+    bands = {}
+    for r in runs:
+        bias = r.results.position_bias
+        entry = r.results.summary.get(registry.POSITION_BIAS_MAD)
+        trials, expected = bias.get("trials"), bias.get(f"expected_top{TOP_K}")
+        if entry is None or entry.no_bias_floor is None or not trials or not expected:
+            continue
+        expected_values = np.array([np.nan if e is None else e for e in expected], dtype=float)
+        low, high = no_bias_band(np.asarray(trials), expected_values)
+        bands[r.label] = (low.tolist(), high.tolist())
+    return bands

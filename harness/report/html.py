@@ -86,14 +86,14 @@ def _section(section: Section) -> str:
 def _table(table: Table) -> str:
     caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
     head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
+
+    def cell(r: int, i: int, text: str) -> str:
+        body = f"<strong>{escape(text)}</strong>" if table.is_strong(r, i) else escape(text)
+        return f'<td class="num">{body}</td>' if table.is_numeric(i) else f"<td>{body}</td>"
+
     rows = "\n".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{escape(c)}</td>' if table.is_numeric(i) else f"<td>{escape(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        + "</tr>"
-        for row in table.rows
+        "<tr>" + "".join(cell(r, i, c) for i, c in enumerate(row)) + "</tr>"
+        for r, row in enumerate(table.rows)
     )
     return (
         f'<div class="table-wrap"><table>{caption}<thead><tr>{head}</tr></thead>'

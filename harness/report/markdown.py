@@ -40,7 +40,14 @@ def table_lines(table: Table) -> list[str]:
         + "|".join("---:" if table.is_numeric(i) else "---" for i in range(len(table.header)))
         + "|"
     )
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
+    lines += [
+        "| "
+        + " | ".join(
+            f"**{_cell(c)}**" if table.is_strong(r, i) else _cell(c) for i, c in enumerate(row)
+        )
+        + " |"
+        for r, row in enumerate(table.rows)
+    ]
     return lines
 
 

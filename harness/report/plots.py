@@ -77,6 +77,21 @@ def _boxes(ax, data: Mapping[str, Sequence[float]], ylabel: str, title: str) -> 
     ax.grid(axis="y", alpha=0.3)
 
 
+MIN_UNIT_SPAN = 0.2
+"""The least y-range, in units of a [0, 1] metric, a plot of one shows: a spread of 0.005
+drawn over the full height would read as drama."""
+
+
+def at_least_span(ax, span: float = MIN_UNIT_SPAN, low: float = 0.0, high: float = 1.0) -> None:
+    """Widen the y-axis to at least ``span`` around its centre, kept within [low, high]."""
+    bottom, top = ax.get_ylim()
+    if top - bottom >= span:
+        return
+    centre = (bottom + top) / 2
+    bottom = min(max(low, centre - span / 2), high - span)
+    ax.set_ylim(bottom, bottom + span)
+
+
 def ndcg_across_orders(
     per_order: Mapping[str, Sequence[float]],
     reference: Mapping[str, float],
@@ -101,12 +116,14 @@ def ndcg_across_orders(
                     label="identity (first-stage) order" if i == 0 else None,
                 )
         ax.legend(loc="best", fontsize=8)
+        at_least_span(ax)
     _boxes(
         axes[-1],
         spread,
         f"NDCG@{TOP_K} range across orders (max - min)",
         f"Per-query NDCG@{TOP_K} spread",
     )
+    at_least_span(axes[-1])
     fig.suptitle("Effectiveness across input orders")
     return _png(fig)
 
@@ -182,12 +199,32 @@ def rank_heatmaps(matrices: Mapping[str, np.ndarray]) -> bytes:
 
 
 def exposure_by_position(
-    exposure: Mapping[str, Sequence[float]], expected: Mapping[str, Sequence[float]], k: int = TOP_K
+    exposure: Mapping[str, Sequence[float]],
+    expected: Mapping[str, Sequence[float]],
+    k: int = TOP_K,
+    bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> bytes:
-    """Share of outputs where the item shown at position p lands in the top k, vs no bias."""
+    """Share of outputs where the item shown at position p lands in the top k, vs no bias;
+    ``bands``: per run, the no-bias 95% binomial range of that share (random designs)."""
     fig, axes = _figure(9.0, 4.0)
     ax = axes[0]
     drawn: list[np.ndarray] = []
+    shaded: list[np.ndarray] = []
+    for i, (label, (low, high)) in enumerate((bands or {}).items()):
+        lo, hi = 100 * np.asarray(low, dtype=float), 100 * np.asarray(high, dtype=float)
+        both = np.concatenate([lo, hi])
+        if any(b.shape == both.shape and np.allclose(b, both, equal_nan=True) for b in shaded):
+            continue  # runs of the same design share one band
+        shaded.append(both)
+        ax.fill_between(
+            np.arange(1, lo.size + 1),
+            lo,
+            hi,
+            color=_style(list(exposure).index(label) if label in exposure else i)["color"],
+            alpha=0.12,
+            step="mid",
+            label=f"no-bias 95% range ({label})" if shaded[1:] else "no-bias 95% range",
+        )
     for i, (label, share) in enumerate(exposure.items()):
         y = 100 * np.asarray(share, dtype=float)
         x = np.arange(1, y.size + 1)

@@ -78,11 +78,21 @@ def provenance_table(runs: Sequence[RunData]) -> Table:
     return Table(header=("", *(r.label for r in runs)), rows=rows)
 
 
-def headline_table(runs: Sequence[RunData]) -> Table:
-    rows = []
+def headline_table(
+    runs: Sequence[RunData], comparisons: Sequence[PairedResult] = (), alpha: float = 0.05
+) -> Table:
+    """Each headline metric per run; with two or more runs the best value of a metric with a
+    direction is bold, and a run's cell is marked ``*`` where its paired difference from
+    the first run is significant after Holm (the comparison section's test)."""
+    significant = {
+        (c.metric, c.b) for c in comparisons if c.a == runs[0].label and c.p_holm < alpha
+    }
+    rows, strong = [], set()
     for spec in registry.headline():
         if not any(spec.name in r.results.summary for r in runs):
             continue
+        best = _best_runs(runs, spec) if len(runs) > 1 else set()
+        strong |= {(len(rows), 2 + i) for i in best}
         cells = []
         for r in runs:
             entry = r.results.summary.get(spec.name)
@@ -94,13 +104,36 @@ def headline_table(runs: Sequence[RunData]) -> Table:
                 cell += f" (no-bias floor {fmt(entry.no_bias_floor)})"
             if r.results.floor(spec.name) is not None:
                 cell += f" (noise floor {floor_text(r.results, spec.name)})"
+            if (spec.name, r.label) in significant:
+                cell += " *"
             cells.append(cell)
         rows.append((spec.name, spec.shows, *cells))
+    caption = (
+        f"Bold: the best value per metric; *: differs from {runs[0].label} (paired sign-flip "
+        f"test, Holm-adjusted p < {alpha:g})."
+        if len(runs) > 1
+        else ""
+    )
     return Table(
         header=("metric", "what it shows", *(r.label for r in runs)),
         rows=tuple(rows),
         numeric=(False, False, *(True,) * len(runs)),
+        caption=caption,
+        strong=frozenset(strong),
     )
+
+
+def _best_runs(runs: Sequence[RunData], spec: registry.MetricSpec) -> set[int]:
+    """Indices of the runs with the best summary value of ``spec`` (ties all best); none
+    for a metric without a direction or when every run has the same value."""
+    if not spec.has_direction:
+        return set()
+    values = [r.results.summary_value(spec.name) for r in runs]
+    finite = [v for v in values if not math.isnan(v)]
+    if len(finite) < 2 or max(finite) - min(finite) <= 1e-12:
+        return set()
+    target = max(finite) if spec.higher_is_better else min(finite)
+    return {i for i, v in enumerate(values) if not math.isnan(v) and abs(v - target) <= 1e-12}
 
 
 def comparison_section(
@@ -181,7 +214,7 @@ def moved_section(runs: Sequence[RunData]) -> Section:
                     f"RBO@{TOP_K}",
                     f"NDCG@{TOP_K} range",
                     f"NDCG@{TOP_K} mean",
-                    f"NDCG@{TOP_K} first-stage order",
+                    f"NDCG@{TOP_K} reranking the first-stage order",
                 ),
                 rows=rows,
                 numeric=(False, False, True, True, True, True, True),

@@ -22,6 +22,11 @@ Definitions, per query over the design orders:
 * ``tie_rate``: share of adjacent output ranks with exactly equal scores, mean over orders
   (NaN when the reranker gives no scores); ``parse_repair_rate``: share of orders whose
   generated output needed a repair (status other than ``ok``; NaN for non-generative ones).
+* ``ndcg@10_first_stage``: nDCG@10 of the first-stage ranking itself (the candidates in
+  their loaded order, not reranked), so "did reranking help?" needs no second run.
+* ``copy_tau``: Kendall tau between each output and the order it was shown in, mean over
+  the design orders: 1 = the output copies the shown order, about 0 = it ignores it (an
+  order-invariant reranker on random shuffles), -1 = it reverses it.
 * ``position_bias_mad``: mean absolute deviation of the top-10 exposure of each input
   position from the no-bias share min(10, n)/n. The summary value pools every query's outputs
   before taking the deviation (per-query values are noisier and biased upwards).
@@ -63,6 +68,7 @@ from harness.metrics.preference import (
 from harness.metrics.registry import (
     BEST_RELEVANT_RANK_MEAN,
     BEST_RELEVANT_RANK_VAR,
+    COPY_TAU,
     DISTINCT_RANKINGS,
     FORWARD_PASSES,
     GPI,
@@ -71,6 +77,7 @@ from harness.metrics.registry import (
     N_CANDIDATES,
     N_ORDERS,
     NDCG,
+    NDCG_FIRST_STAGE,
     NDCG_RANGE,
     NDCG_REFERENCE,
     NDCG_STD,
@@ -81,7 +88,12 @@ from harness.metrics.registry import (
     TOP_K,
     latency_percentile,
 )
-from harness.metrics.stability import best_relevant_ranks, pairwise_stability, tie_rate
+from harness.metrics.stability import (
+    best_relevant_ranks,
+    kendall_tau,
+    pairwise_stability,
+    tie_rate,
+)
 from harness.results.store import Sample
 
 
@@ -108,13 +120,14 @@ def summarize(
 
     flat = [(s.query_id, s.ranking) for cs in sets for s in by_query[cs.query_id]]
     scores = effectiveness(qrels, flat, [spec.name for spec in registry.per_order()])
+    first_stage = effectiveness(qrels, [(cs.query_id, cs.doc_ids) for cs in sets], [NDCG])[NDCG]
 
     per_query: dict[str, dict[str, float]] = {}
     per_order: dict[str, dict[str, list[float]]] = {}
     floors: dict[str, dict[str, float]] = {}
     exposures, design_arrays, design_labels = [], {}, set()
     cursor = 0
-    for cset in sets:
+    for position, cset in enumerate(sets):
         query_samples = by_query[cset.query_id]
         rows = slice(cursor, cursor + len(query_samples))
         cursor += len(query_samples)
@@ -129,9 +142,11 @@ def summarize(
             "order_index": [s.order_index for s in query_samples],
             **{metric: row.tolist() for metric, row in query_scores.items()},
         }
-        per_query[cset.query_id] = _query_values(
+        values = _query_values(
             cset, query_samples, query_scores, design, exposure, qrels.get(cset.query_id, {})
         )
+        values[NDCG_FIRST_STAGE] = float(first_stage[position])
+        per_query[cset.query_id] = {spec.name: values[spec.name] for spec in registry.per_query()}
         floor = _floor_values(cset, query_samples, query_scores, qrels.get(cset.query_id, {}))
         if floor is not None:
             floors[cset.query_id] = floor
@@ -206,7 +221,8 @@ def _query_values(
     exposure: tuple[np.ndarray, np.ndarray],
     judged: Mapping[str, int],
 ) -> dict[str, float]:
-    """One query's row, keyed and ordered as ``registry.per_query()``."""
+    """One query's values of ``registry.per_query()`` but the first-stage nDCG (the same for
+    every order, computed for all queries at once by the caller)."""
     values: dict[str, float] = {N_CANDIDATES: len(cset), N_ORDERS: int(design.sum())}
     for metric, row in scores.items():
         values[metric] = float(np.mean(row[design]))
@@ -228,6 +244,9 @@ def _query_values(
     values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
     # every shown order, the reference too; identity repeats are the noise floor's
     values[DISTINCT_RANKINGS] = len({s.ranking for s in shown_orders})
+    ids = cset.doc_ids
+    copies = [kendall_tau([ids[i] for i in s.shown], s.ranking) for s in chosen]
+    values[COPY_TAU] = _nan_stat(np.mean, np.array(copies, dtype=float))
     expected = min(TOP_K, len(cset)) / len(cset)
     values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))
     ties = [tie_rate(list(s.scores.values())) for s in chosen if s.scores]
@@ -238,7 +257,7 @@ def _query_values(
     latencies = [s.facts.get("latency_ms", np.nan) for s in samples]
     values[LATENCY_MS] = float(np.median(latencies))
     values[FORWARD_PASSES] = float(np.mean([s.facts.get("forward_passes", 0) for s in samples]))
-    return {spec.name: values[spec.name] for spec in registry.per_query()}
+    return values
 
 
 def _nan_stat(stat, values: np.ndarray) -> float:

@@ -1,0 +1,180 @@
+"""The Python API: run a configuration from a notebook and get its results as DataFrames.
+
+``harness.evaluate`` runs what ``harness run`` runs (same folder, same resume, same
+``results.json``) and returns an :class:`Evaluation`; ``harness.load`` reads a finished run
+folder into one. A reranker is a preset name or YAML path, or your own function wrapped by
+:func:`harness.from_scores` / :func:`harness.from_order` (a bare function is taken as a
+scoring function), which the run then records as the reranker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from harness.rerankers.callable import FunctionReranker
+    from harness.results.schema import RunResults
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A finished run: its folder, its typed results, and DataFrame views of them."""
+
+    run_dir: Path
+    results: RunResults
+
+    @property
+    def reranker(self) -> str:
+        return self.results.reranker.name
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per summary metric: value, 95% interval, queries, direction, meaning."""
+        import pandas as pd
+
+        from harness.metrics.registry import METRICS
+
+        specs = {spec.name: spec for spec in METRICS}
+        rows = []
+        for name, entry in self.results.summary.items():
+            spec = specs.get(name)
+            low, high = entry.ci95 if entry.ci95 is not None else (float("nan"),) * 2
+            rows.append(
+                {
+                    "metric": name,
+                    "value": entry.value,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": entry.n,
+                    "aggregate": entry.aggregate,
+                    "direction": None if spec is None else spec.direction,
+                    "shows": "" if spec is None else spec.shows,
+                }
+            )
+        return pd.DataFrame(rows).set_index("metric")
+
+    @property
+    def per_query(self) -> pd.DataFrame:
+        """One row per query (index ``query_id``), one column per per-query metric."""
+        import pandas as pd
+
+        frame = pd.DataFrame.from_dict(dict(self.results.per_query), orient="index")
+        frame.index.name = "query_id"
+        return frame
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """One row per reranked (query, order): the order shown and the ranking returned (as
+        doc-id tuples), the order's label, its nDCG@10/MRR@10 and its call facts."""
+        import pandas as pd
+
+        from harness.results.store import iter_samples, read_queries
+
+        queries = read_queries(self.run_dir)
+        per_order = {
+            q: dict(zip(v.order_index, zip(*v.values.values(), strict=True), strict=True))
+            for q, v in self.results.per_order.items()
+        }
+        names = {q: tuple(v.values) for q, v in self.results.per_order.items()}
+        rows = []
+        for sample in iter_samples(self.run_dir):
+            doc_ids = queries[sample.query_id].doc_ids
+            row: dict[str, Any] = {
+                "query_id": sample.query_id,
+                "order_index": sample.order_index,
+                "label": str(sample.label),
+                "shown": tuple(doc_ids[i] for i in sample.shown),
+                "ranking": sample.ranking,
+            }
+            values = per_order.get(sample.query_id, {}).get(sample.order_index)
+            if values is not None:
+                row |= dict(zip(names[sample.query_id], values, strict=True))
+            row |= {k: v for k, v in sample.facts.items() if k != "extra"}
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if rows:
+            frame = frame.sort_values(["query_id", "order_index"], kind="stable")
+        return frame.reset_index(drop=True)
+
+
+def evaluate(
+    reranker: str | FunctionReranker | Callable[[str, list[str]], Any],
+    *,
+    dataset: str | None = None,
+    strategy: str | None = None,
+    perms: int | None = None,
+    queries: int | str | list[str] | None = None,
+    depth: int | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    count: int | None = None,
+    pin: str | None = None,
+    repeats: int | None = None,
+    log_prompts: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Run one configuration (resuming ``out`` if it holds part of it) and return it.
+
+    Every keyword is the ``harness run`` flag of the same name and defaults as it does;
+    ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``.
+    ``reranker`` is a preset name or YAML path, a
+    :class:`~harness.rerankers.callable.FunctionReranker`, or a bare scoring function
+    ``fn(query, docs) -> scores``.
+    """
+    from harness.config import merge_config
+    from harness.rerankers.callable import FunctionReranker, from_scores
+    from harness.runner import execute_run, prepare_run
+
+    function: FunctionReranker | None = None
+    if isinstance(reranker, FunctionReranker):
+        function = reranker
+    elif callable(reranker):
+        function = from_scores(reranker)
+    if isinstance(queries, list | tuple):
+        queries = ",".join(str(q) for q in queries)
+    settings = merge_config(
+        None,
+        {
+            "reranker": function.name if function is not None else str(reranker),
+            "dataset": dataset,
+            "strategy": strategy,
+            "perms": perms,
+            "queries": queries,
+            "depth": depth,
+            "seed": seed,
+            "model": model,
+            "out": None if out is None else str(out),
+            "device": device,
+            "batch_size": batch_size,
+            "count": count,
+            "pin": pin,
+            "repeats": repeats,
+        },
+    )
+    if function is None:
+        prepared = prepare_run(settings)
+        results = execute_run(prepared, progress=progress, log_prompts=log_prompts)
+    else:
+        if model is not None:
+            from harness.errors import HarnessError
+
+            raise HarnessError("model= applies to presets; a function loads its own model")
+        prepared = prepare_run(settings, preset=function.preset())
+        results = execute_run(prepared, progress=progress, reranker_factory=function.build)
+    return Evaluation(prepared.run_dir, results)
+
+
+def load(run_dir: str | Path) -> Evaluation:
+    """A finished run folder (from the CLI or :func:`evaluate`) as an :class:`Evaluation`."""
+    from harness.results.store import read_results
+
+    path = Path(run_dir)
+    return Evaluation(path, read_results(path))

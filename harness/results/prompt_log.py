@@ -1,0 +1,152 @@
+"""``--log-prompts``: the exact prompt text and raw model output of every model call.
+
+Results keep only the prompt template's hash; when a ranking surprises you, this log shows
+what the model read and what it answered. It is opt-in (a DL19 run at depth 100 logs
+megabytes) and never part of the configuration: turning it on changes no number and no
+config hash.
+
+One JSON line per backend call in ``prompts.jsonl`` in the run folder: ``query_id``,
+``order_index`` (the orders of the reranker call it belongs to), ``call`` (0, 1, ... within
+that reranker call: the windows of a sliding-window method, in order), ``kind``
+(``generate``, ``next_token`` or ``masked``), ``prompts`` (one decoded prompt per row of the
+batch sent to the model; a method that batches orders sends row i for the i-th order) and
+``outputs`` (per row: the generated text, or the chosen tokens' log-probabilities). A
+reranker call's lines are written when the call returns; on resume, lines of calls whose
+samples were not saved are dropped before new ones are appended, so each saved order's
+calls appear once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.files import write_text_atomic
+
+PROMPTS_FILE = "prompts.jsonl"
+
+
+@dataclass
+class _Call:
+    query_id: str
+    rows: tuple[int, ...]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+_CURRENT: ContextVar[_Call | None] = ContextVar("harness_prompt_call", default=None)
+
+
+class PromptLog:
+    """Appends the calls of one run to ``prompts.jsonl``, keeping only saved orders' lines."""
+
+    def __init__(self, run_dir: Path, done: Mapping[tuple[str, int], Any]) -> None:
+        self.path = run_dir / PROMPTS_FILE
+        if self.path.is_file():
+            kept = [line for line in _lines(self.path) if _saved(line, done)]
+            write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def attach(self, reranker: Any) -> None:
+        """Log every backend call of ``reranker`` (and of the rerankers it wraps)."""
+        seen: set[int] = set()
+        stack = [reranker]
+        while stack:
+            current = stack.pop()
+            if id(current) in seen:
+                continue
+            seen.add(id(current))
+            backend = getattr(current, "backend", None)
+            if backend is not None and not isinstance(backend, LoggingBackend):
+                current.backend = LoggingBackend(backend)
+            stack += [v for v in vars(current).values() if _is_reranker(v)]
+
+    @contextmanager
+    def call(self, query_id: str, rows: list[int]) -> Iterator[None]:
+        """Collect the backend calls made inside; write them once the reranker call returns."""
+        record = _Call(query_id, tuple(rows))
+        token = _CURRENT.set(record)
+        try:
+            yield
+        finally:
+            _CURRENT.reset(token)
+        for k, entry in enumerate(record.records):
+            line = {"query_id": query_id, "order_index": list(rows), "call": k, **entry}
+            self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _is_reranker(value: Any) -> bool:
+    from harness.rerankers.base import Reranker
+
+    return isinstance(value, Reranker)
+
+
+def _lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _saved(line: str, done: Mapping[tuple[str, int], Any]) -> bool:
+    """Whether every order of the logged call was saved (a torn line is not)."""
+    try:
+        data = json.loads(line)
+        return all((data["query_id"], int(i)) in done for i in data["order_index"])
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+class LoggingBackend:
+    """A backend that records each call's decoded prompts and outputs in the current
+    :meth:`PromptLog.call`, and otherwise is the backend it wraps."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._prefix_text = ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _decode(self, tokens: Any) -> str:
+        return str(self._inner.tokenizer.decode([int(t) for t in tokens]))
+
+    def _record(self, kind: str, prompts: list[str], outputs: list[Any]) -> None:
+        call = _CURRENT.get()
+        if call is not None:
+            call.records.append({"kind": kind, "prompts": prompts, "outputs": outputs})
+
+    def next_token_logprobs(self, batch: Any, token_ids: Any) -> Any:
+        scores = self._inner.next_token_logprobs(batch, token_ids)
+        names = [self._decode([t]) for t in token_ids]
+        outputs = [dict(zip(names, _finite(row), strict=True)) for row in scores.logprobs.tolist()]
+        self._record("next_token", [self._decode(row) for row in batch.rows], outputs)
+        return scores
+
+    def generate(self, batch: Any, request: Any) -> Any:
+        generation = self._inner.generate(batch, request)
+        self._record("generate", [self._decode(row) for row in batch.rows], list(generation.texts))
+        return generation
+
+    def prefix(self, token_ids: Any) -> Any:
+        self._prefix_text = self._decode(token_ids)  # what the masked rows are read after
+        return self._inner.prefix(token_ids)
+
+    def masked_logprobs(self, prefix: Any, request: Any) -> Any:
+        values = self._inner.masked_logprobs(prefix, request)
+        prompts = [self._prefix_text + self._decode(row) for row in request.tokens]
+        self._record("masked", prompts, [_finite(values.tolist())])
+        return values
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no -inf: a log-probability the backend could not return is null."""
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value if value == value and abs(value) != float("inf") else None
