@@ -20,11 +20,10 @@ from harness.rerankers.base import RunContext
 from harness.rerankers.first import PRIME, CapCalFirstReranker
 from harness.rerankers.listwise_prompts import (
     candidate_line_text,
-    chat_prompt,
     identifiers,
-    numbered_template,
     prompt_token_ids,
 )
+from harness.rerankers.templates import choose_templates
 from harness.rerankers.params import CapCalParams
 from harness.rerankers.registry import check_preset, load_preset, resolve_preset
 from tests.test_first import make_first, one_torch_thread, passages, random_orders, tiny
@@ -34,15 +33,9 @@ __all__ = ["one_torch_thread"]  # the module fixture: one torch thread
 
 def label_probabilities(loaded: LoadedModel, cset, texts: Sequence[str]) -> np.ndarray:
     """Identifier probabilities, renormalised over the labels, from one uncached pass."""
-    template = numbered_template(cset.query)
+    template = choose_templates("numbered").for_query(cset.query)
     labels = identifiers("alpha", len(texts))
-    prompt = chat_prompt(
-        loaded.tokenizer,
-        template.system,
-        template.render_head(cset.query),
-        template.render_body(texts, labels) + template.render_tail(cset.query, labels),
-        PRIME,
-    )
+    prompt = template.prompt(loaded.tokenizer, cset.query, texts, labels, prime=PRIME)
     ids = prompt_token_ids(loaded.tokenizer, prompt.text)
     with torch.inference_mode():
         logits = loaded.model(input_ids=torch.tensor([ids])).logits[0, -1].double()
@@ -66,7 +59,7 @@ def test_calibrated_scores_match_the_formula(alpha: float) -> None:
     outputs = reranker.rerank(cset, orders)
     prior = label_probabilities(loaded, cset, ["N/A"] * 6)
     for order, output in zip(orders, outputs, strict=True):
-        texts = [candidate_line_text(cset.candidates[i], None)[0] for i in order]
+        texts = [candidate_line_text(cset.candidates[i].text, None)[0] for i in order]
         scores = label_probabilities(loaded, cset, texts) - alpha * (prior - 1 / 6)
         doc_ids = [cset.candidates[i].doc_id for i in order]
         expected = sorted(range(6), key=lambda k: (-scores[k], doc_ids[k]))
