@@ -185,14 +185,25 @@ def list_presets() -> None:
     with _user_errors():
         console = Console()
         rerankers = Table(
-            "reranker", "adapter", "backend", "order-invariant", "description", title="Rerankers"
+            "reranker",
+            "adapter",
+            "backend",
+            "order-invariant",
+            "reproduces",
+            "description",
+            title="Rerankers",
         )
         for preset in available_presets():
             invariant = "yes" if preset.order_invariant else "no"
             inner = preset.params.get("inner") if isinstance(preset.params, dict) else None
             backend = backend_of(preset) or (f"inner: {inner}" if inner else "none (no model)")
             rerankers.add_row(
-                preset.name, preset.adapter, backend, invariant, Text(preset.description)
+                preset.name,
+                preset.adapter,
+                backend,
+                invariant,
+                Text(preset.reproduces or "-"),
+                Text(preset.description),
             )
         console.print(rerankers)
         datasets = Table("dataset", "task", "status", "source", title="Datasets")
