@@ -174,7 +174,8 @@ def _print_dry_run(prepared) -> None:
 
 @app.command("list")
 def list_presets() -> None:
-    """Show the bundled rerankers and datasets (with whether each dataset is available here)."""
+    """Show the bundled rerankers and datasets (with whether each dataset is available here,
+    and the published setup a preset or card reproduces, where it reproduces one)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -185,13 +186,7 @@ def list_presets() -> None:
     with _user_errors():
         console = Console()
         rerankers = Table(
-            "reranker",
-            "adapter",
-            "backend",
-            "order-invariant",
-            "reproduces",
-            "description",
-            title="Rerankers",
+            "reranker", "adapter", "backend", "order-invariant", "description", title="Rerankers"
         )
         for preset in available_presets():
             invariant = "yes" if preset.order_invariant else "no"
@@ -202,15 +197,28 @@ def list_presets() -> None:
                 preset.adapter,
                 backend,
                 invariant,
-                Text(preset.reproduces or "-"),
-                Text(preset.description),
+                _with_reproduces(preset.reproduces, preset.description),
             )
         console.print(rerankers)
         datasets = Table("dataset", "task", "status", "source", title="Datasets")
         for card in available_cards():
             # Text, not markup: statuses hold brackets such as [ir-datasets]
-            datasets.add_row(card.name, card.task, Text(card.status()), Text(card.source))
+            datasets.add_row(
+                card.name,
+                card.task,
+                Text(card.status()),
+                _with_reproduces(card.reproduces, card.source),
+            )
         console.print(datasets)
+
+
+def _with_reproduces(reproduces: str, text: str):
+    """A list cell led by the published setup a preset or card reproduces, where it has one."""
+    from rich.text import Text
+
+    if not reproduces:
+        return Text(text)
+    return Text.assemble(("reproduces: ", "bold"), reproduces, "\n", text)
 
 
 def _stderr_console():

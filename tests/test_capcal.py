@@ -23,9 +23,9 @@ from harness.rerankers.listwise_prompts import (
     identifiers,
     prompt_token_ids,
 )
-from harness.rerankers.templates import choose_templates
 from harness.rerankers.params import CapCalParams
 from harness.rerankers.registry import check_preset, load_preset, resolve_preset
+from harness.rerankers.templates import choose_templates
 from tests.test_first import make_first, one_torch_thread, passages, random_orders, tiny
 
 __all__ = ["one_torch_thread"]  # the module fixture: one torch thread

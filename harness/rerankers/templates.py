@@ -229,7 +229,9 @@ def _context(raw: Any, kind: str, where: Any) -> ContextFormat:
             )
         if key == "history_order":
             if value not in HISTORY_ORDERS:
-                raise HarnessError(f"{at}: history_order must be one of {', '.join(HISTORY_ORDERS)}")
+                raise HarnessError(
+                    f"{at}: history_order must be one of {', '.join(HISTORY_ORDERS)}"
+                )
         elif key == "fields":
             if not isinstance(value, dict):
                 raise HarnessError(f"{at}: 'fields' must map {', '.join(FIELD_NAMES)} to text")
@@ -273,9 +275,13 @@ def _check_layout(template: Template, where: Any) -> None:
         return
     span, span_end, item, item_end = MARKERS
     if not (template.span.startswith(span) and template.span.endswith(span_end)):
-        raise HarnessError(f"{where('span')}: 'span' must start with {span} and end with {span_end}")
+        raise HarnessError(
+            f"{where('span')}: 'span' must start with {span} and end with {span_end}"
+        )
     if not (template.item.startswith(item) and template.item.endswith(item_end)):
-        raise HarnessError(f"{where('item')}: 'item' must start with {item} and end with {item_end}")
+        raise HarnessError(
+            f"{where('item')}: 'item' must start with {item} and end with {item_end}"
+        )
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
