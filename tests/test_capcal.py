@@ -59,7 +59,7 @@ def test_calibrated_scores_match_the_formula(alpha: float) -> None:
     outputs = reranker.rerank(cset, orders)
     prior = label_probabilities(loaded, cset, ["N/A"] * 6)
     for order, output in zip(orders, outputs, strict=True):
-        texts = [candidate_line_text(cset.candidates[i].text, None)[0] for i in order]
+        texts = [candidate_line_text(cset.candidates[i], None)[0] for i in order]
         scores = label_probabilities(loaded, cset, texts) - alpha * (prior - 1 / 6)
         doc_ids = [cset.candidates[i].doc_id for i in order]
         expected = sorted(range(6), key=lambda k: (-scores[k], doc_ids[k]))

@@ -78,7 +78,7 @@ def reference_window(
     tokenizer = loaded.tokenizer
     template = choose_templates("numbered").for_query(cset.query)
     labels = identifiers("alpha", len(shown))
-    texts = [candidate_line_text(cset.candidates[i].text, None)[0] for i in shown]
+    texts = [candidate_line_text(cset.candidates[i], None)[0] for i in shown]
     prompt = template.prompt(tokenizer, cset.query, texts, labels, prime=PRIME)
     ids = prompt_token_ids(tokenizer, prompt.text)
     with torch.inference_mode():

@@ -32,8 +32,8 @@ from harness.rerankers.base import CallFacts, ParseStatus, RerankOutput, RunCont
 from harness.rerankers.listwise_prompts import (
     ChatPrompt,
     NumberedTemplate,
-    candidate_line_text,
     identifiers,
+    one_line,
     prompt_token_ids,
 )
 from harness.rerankers.llm import BackendReranker
@@ -183,7 +183,7 @@ class ListwiseReranker(BackendReranker):
         self, candidate_set: CandidateSet, template: NumberedTemplate
     ) -> tuple[list[str], int]:
         lines = [
-            candidate_line_text(template.context.candidate_line(c), self.params.max_candidate_words)
+            one_line(template.context.candidate_line(c), self.params.max_candidate_words)
             for c in candidate_set.candidates
         ]
         return [text for text, _ in lines], sum(cut for _, cut in lines)

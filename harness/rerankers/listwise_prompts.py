@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.data.model import QueryContext, TextQuery
+from harness.data.model import Candidate, QueryContext, TextQuery
 from harness.errors import HarnessError
-from harness.rerankers.prompts import ContextFormat, template_hash
+from harness.rerankers.prompts import ContextFormat, candidate_text, template_hash
 
 IdentifierStyle = Literal["numeric", "alpha"]
 IDENTIFIER_STYLES: tuple[str, ...] = ("numeric", "alpha")
@@ -131,12 +131,17 @@ def identifiers(style: str, count: int) -> tuple[str, ...]:
     raise HarnessError(f"identifiers must be one of {', '.join(IDENTIFIER_STYLES)}, got {style!r}")
 
 
-def candidate_line_text(text: str, max_words: int | None) -> tuple[str, bool]:
-    """A candidate's text on one line (whitespace collapsed), cut to ``max_words`` words;
-    returns the text and whether it was cut."""
+def one_line(text: str, max_words: int | None) -> tuple[str, bool]:
+    """``text`` on one line (whitespace collapsed), cut to ``max_words`` words; returns the
+    text and whether it was cut."""
     words = text.split()
     cut = max_words is not None and len(words) > max_words
     return " ".join(words[:max_words] if cut else words), cut
+
+
+def candidate_line_text(candidate: Candidate, max_words: int | None) -> tuple[str, bool]:
+    """A candidate's text (its text, else its title) on one line, cut to ``max_words``."""
+    return one_line(candidate_text(candidate), max_words)
 
 
 def chat_prompt(

@@ -54,7 +54,9 @@ class ContextFormat:
     history_header: str = ""  # a line before the history lines (omitted when empty)
     empty_history: str = "(no history)"  # the history part when a user has none ("" drops it)
     candidate: str = "{text}"
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(
+        default_factory=lambda: {"year": " ({value})", "rating": ", rated {value:g}"}
+    )
 
     def render(self, query: QueryContext, max_history: int | None = None) -> str:
         """The query line (text ranking) or the history block (recommendation). ``max_history``
@@ -136,6 +138,12 @@ class PointwiseTemplate:
 
     def sha256(self) -> str:
         return template_hash(self)
+
+
+def render_context(query: QueryContext, max_history: int | None = None) -> str:
+    """The query or history as the project's default format writes it (``Query: …``; one
+    ``Title (year), rated 4`` line per item, oldest first): for methods without a template."""
+    return ContextFormat().render(query, max_history)
 
 
 def candidate_text(candidate: Candidate) -> str:
