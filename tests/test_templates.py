@@ -458,3 +458,33 @@ def test_rankgpt_conversation_runs_on_smollm2_chat_template() -> None:
     assert sorted(output.ranking) == ["d0", "d1", "d2"]
     assert output.facts.parse_status in ("ok", "wrong_format", "repetition", "missing")
     assert "rankgpt-reference" in reranker.identity()["prompt_sha256"]
+
+
+def test_reference_templates_drive_first_and_rankgpt_on_a_tiny_model() -> None:
+    """The rank_llm templates through the rerankers (a tiny random model with a chat
+    template): every window's prompt is the template's, and the output is a ranking."""
+    import numpy as np
+
+    from harness.backends.transformers_backend import TransformersBackend
+    from harness.rerankers.base import RunContext
+    from harness.rerankers.first import FirstReranker
+    from harness.rerankers.params import FirstParams, RankGPTParams
+    from harness.rerankers.rankgpt import RankGPTReranker
+    from tests.test_first import passages, tiny
+
+    cset = passages(6)
+    orders = np.array([[5, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5]])
+    for cls, params, words in (
+        (FirstReranker, FirstParams, "an alphabetical identifier"),
+        (RankGPTReranker, RankGPTParams, "a numerical identifier"),
+    ):
+        name = "rank-zephyr-alpha-reference" if cls is FirstReranker else "rank-zephyr-reference"
+        backend = TransformersBackend(tiny(chat=True))
+        reranker = cls(
+            "r", RunContext(), backend, params(window_size=4, stride=2, prompt_template=name)
+        )
+        template = reranker.templates.for_query(cset.query)
+        assert template.name == name and words in template.head
+        outputs = reranker.rerank(cset, orders)
+        assert all(sorted(o.ranking) == sorted(cset.doc_ids) for o in outputs)
+        assert name in reranker.identity()["prompt_sha256"]
