@@ -205,7 +205,8 @@ def _print_dry_run(prepared) -> None:
 
 @app.command("list")
 def list_presets() -> None:
-    """Show the bundled rerankers and datasets (with whether each dataset is available here)."""
+    """Show the bundled rerankers and datasets (with whether each dataset is available here,
+    and the published setup a preset or card reproduces, where it reproduces one)."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -223,14 +224,32 @@ def list_presets() -> None:
             inner = preset.params.get("inner") if isinstance(preset.params, dict) else None
             backend = backend_of(preset) or (f"inner: {inner}" if inner else "none (no model)")
             rerankers.add_row(
-                preset.name, preset.adapter, backend, invariant, Text(preset.description)
+                preset.name,
+                preset.adapter,
+                backend,
+                invariant,
+                _with_reproduces(preset.reproduces, preset.description),
             )
         console.print(rerankers)
         datasets = Table("dataset", "task", "status", "source", title="Datasets")
         for card in available_cards():
             # Text, not markup: statuses hold brackets such as [ir-datasets]
-            datasets.add_row(card.name, card.task, Text(card.status()), Text(card.source))
+            datasets.add_row(
+                card.name,
+                card.task,
+                Text(card.status()),
+                _with_reproduces(card.reproduces, card.source),
+            )
         console.print(datasets)
+
+
+def _with_reproduces(reproduces: str, text: str):
+    """A list cell led by the published setup a preset or card reproduces, where it has one."""
+    from rich.text import Text
+
+    if not reproduces:
+        return Text(text)
+    return Text.assemble(("reproduces: ", "bold"), reproduces, "\n", text)
 
 
 def _stderr_console():

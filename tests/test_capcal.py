@@ -20,13 +20,12 @@ from harness.rerankers.base import RunContext
 from harness.rerankers.first import PRIME, CapCalFirstReranker
 from harness.rerankers.listwise_prompts import (
     candidate_line_text,
-    chat_prompt,
     identifiers,
-    numbered_template,
     prompt_token_ids,
 )
 from harness.rerankers.params import CapCalParams
 from harness.rerankers.registry import check_preset, load_preset, resolve_preset
+from harness.rerankers.templates import choose_templates
 from tests.test_first import make_first, one_torch_thread, passages, random_orders, tiny
 
 __all__ = ["one_torch_thread"]  # the module fixture: one torch thread
@@ -34,15 +33,9 @@ __all__ = ["one_torch_thread"]  # the module fixture: one torch thread
 
 def label_probabilities(loaded: LoadedModel, cset, texts: Sequence[str]) -> np.ndarray:
     """Identifier probabilities, renormalised over the labels, from one uncached pass."""
-    template = numbered_template(cset.query)
+    template = choose_templates("numbered").for_query(cset.query)
     labels = identifiers("alpha", len(texts))
-    prompt = chat_prompt(
-        loaded.tokenizer,
-        template.system,
-        template.render_head(cset.query),
-        template.render_body(texts, labels) + template.render_tail(cset.query, labels),
-        PRIME,
-    )
+    prompt = template.prompt(loaded.tokenizer, cset.query, texts, labels, prime=PRIME)
     ids = prompt_token_ids(loaded.tokenizer, prompt.text)
     with torch.inference_mode():
         logits = loaded.model(input_ids=torch.tensor([ids])).logits[0, -1].double()

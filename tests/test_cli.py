@@ -44,6 +44,7 @@ def test_list_shows_rerankers_and_datasets():
     for name in ("identity", "first-stage", "movielens-100k", "msmarco-dl19"):
         assert name in result.output
     assert "transformers" in result.output and "vllm" in result.output  # each preset's backend
+    assert result.output.count("reproduces:") >= 5  # the reference presets and the LLMRank card
 
 
 def test_run_writes_results_and_prints_a_summary(rankgpt_folder, tmp_path):

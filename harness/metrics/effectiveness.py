@@ -11,10 +11,27 @@ import numpy as np
 from harness.files import user_cache_dir
 from harness.metrics.registry import MRR, NDCG
 
-SUPPORTED = ("ndcg@k", "mrr@k", "recall@k", "precision@k", "map@k")
-"""Metric names accepted; the "@k" cutoff is optional for each (no cutoff = whole ranking)."""
+SUPPORTED = (
+    "ndcg@k",
+    "mrr@k",
+    "recall@k",
+    "precision@k",
+    "map@k",
+    "mrr@k-lN",
+    "recall@k-lN",
+    "precision@k-lN",
+    "map@k-lN",
+)
+"""Metric names accepted; the "@k" cutoff is optional for each (no cutoff = whole ranking).
 
-_METRIC_RE = re.compile(r"^(ndcg|mrr|recall|precision|map)(@[1-9][0-9]*)?$")
+A document is relevant when its grade is >= 1 (trec_eval's default, ``-l1``); the binary
+metrics also take ranx's ``-lN`` suffix to count only grades >= N as relevant, e.g.
+``mrr@10-l2`` for MS MARCO's convention (passages judged 2 or 3 are relevant)."""
+
+_METRIC_RE = re.compile(
+    r"^((ndcg|mrr|recall|precision|map)(@[1-9][0-9]*)?"
+    r"|(mrr|recall|precision|map)(@[1-9][0-9]*)?-l[1-9][0-9]*)$"
+)
 
 
 def check_metric(name: str) -> str:

@@ -36,10 +36,8 @@ from harness.errors import HarnessError
 from harness.rerankers.base import RerankOutput, RunContext
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult, rank_by_scores
 from harness.rerankers.listwise_prompts import (
-    chat_prompt,
     generation_context,
     identifiers,
-    numbered_template,
     prompt_token_ids,
 )
 from harness.rerankers.params import CapCalParams, FirstParams
@@ -242,12 +240,16 @@ class CapCalFirstReranker(FirstReranker):
         key = (self._query.query_id, size)
         if key not in self._priors:
             query = self._query.query
-            template = numbered_template(query)
+            template = self.templates.for_query(query)
             labels = identifiers(self.identifier_style, size)
-            body = template.render_body([self.params.placeholder] * size, labels)
-            tail = template.render_tail(query, labels)
-            head = template.render_head(query, self.params.max_history)
-            prompt = chat_prompt(self.tokenizer, template.system, head, body + tail, self.prime)
+            prompt = template.prompt(
+                self.tokenizer,
+                query,
+                [self.params.placeholder] * size,
+                labels,
+                max_history=self.params.max_history,
+                prime=self.prime,
+            )
             batch = self.encode([WindowPrompt(prompt, ("",) * size, labels)])
             read = self.backend.next_token_logprobs(batch, self.identifier_ids[:size])
             self._priors[key] = _renormalised(read.logprobs[0])

@@ -52,13 +52,8 @@ from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import MarkerParams
-from harness.rerankers.prompts import (
-    LISTWISE_RECOMMENDATION,
-    LISTWISE_TEXT,
-    MARKERS,
-    listwise_template,
-    prompt_hashes,
-)
+from harness.rerankers.prompts import MARKERS
+from harness.rerankers.templates import choose_templates
 
 SEPARATOR_GROUP = -1  # group id of tokens that see only themselves (separators)
 
@@ -237,13 +232,14 @@ class MarkerListwiseReranker(BackendReranker):
                 "sees only the span and itself); a causal prompt takes attention: dense"
             )
         self.attention = chosen or ("segments" if self.shared_framing else "dense")
+        self.templates = choose_templates("marker", self.params.prompt_template)
         self.markers = MarkerIds(*backend.add_special_tokens(MARKERS))
 
     def identity(self) -> dict[str, Any]:
         model = self.backend.identity()
         return {
             **super().identity(),
-            "prompt_sha256": prompt_hashes(LISTWISE_RECOMMENDATION, LISTWISE_TEXT),
+            "prompt_sha256": self.templates.hashes(),
             "mask": "invariant" if self.shared_framing else "causal",
             "positions": "shared" if self.shared_framing else "sequential",
             "score": "mean fp32 log-prob of content tokens",
@@ -291,7 +287,7 @@ class MarkerListwiseReranker(BackendReranker):
 
         Returns the set's tokens and, when candidates were truncated, how many.
         """
-        template = listwise_template(candidate_set.query)
+        template = self.templates.for_query(candidate_set.query)
         tokenizer = self.backend.tokenizer
         span = tokenizer.encode(
             template.render_span(candidate_set.query, self.params.max_history),

@@ -25,23 +25,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.backends.base import TokenBatch
+from harness.backends.base import Backend, TokenBatch
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
-from harness.rerankers.base import CallFacts, ParseStatus, RerankOutput
+from harness.rerankers.base import CallFacts, ParseStatus, RerankOutput, RunContext
 from harness.rerankers.listwise_prompts import (
-    NUMBERED_RECOMMENDATION,
-    NUMBERED_TEXT,
     ChatPrompt,
-    candidate_line_text,
-    chat_prompt,
+    NumberedTemplate,
     identifiers,
-    numbered_template,
+    one_line,
     prompt_token_ids,
 )
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import ListwiseParams
 from harness.rerankers.permutation_parser import worst_status
+from harness.rerankers.templates import choose_templates
 from harness.rerankers.windows import window_plan
 
 
@@ -93,6 +91,12 @@ class ListwiseReranker(BackendReranker):
     prime: ClassVar[str] = ""  # text that opens the assistant turn
     params: ListwiseParams
 
+    def __init__(
+        self, name: str, context: RunContext, backend: Backend, params: Any = None
+    ) -> None:
+        super().__init__(name, context, backend, params)
+        self.templates = choose_templates("numbered", self.params.prompt_template)
+
     @property
     def tokenizer(self) -> Any:
         """The tokenizer whose chat template renders the prompts."""
@@ -122,10 +126,9 @@ class ListwiseReranker(BackendReranker):
             )
 
     def identity(self) -> dict[str, Any]:
-        templates = (NUMBERED_RECOMMENDATION, NUMBERED_TEXT)
         return {
             **super().identity(),
-            "prompt_sha256": {t.name: t.sha256() for t in templates},
+            "prompt_sha256": self.templates.hashes(),
             "identifiers": self.identifier_style,
             "prime": self.prime,
             "window_size": self.params.window_size,
@@ -136,9 +139,8 @@ class ListwiseReranker(BackendReranker):
 
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
         started = time.perf_counter()
-        texts, cut = self._candidate_texts(candidate_set)
-        template = numbered_template(candidate_set.query)
-        head = template.render_head(candidate_set.query, self.params.max_history)
+        template = self.templates.for_query(candidate_set.query)
+        texts, cut = self._candidate_texts(candidate_set, template)
         ids = candidate_set.doc_ids
         current = np.array(orders, dtype=np.int64, copy=True)
         tallies = [_OrderTally() for _ in range(len(orders))]
@@ -149,9 +151,14 @@ class ListwiseReranker(BackendReranker):
             prompts = []
             for row in current:
                 shown = row[span]
-                body = template.render_body([texts[i] for i in shown], labels)
-                tail = template.render_tail(candidate_set.query, labels)
-                prompt = chat_prompt(self.tokenizer, template.system, head, body + tail, self.prime)
+                prompt = template.prompt(
+                    self.tokenizer,
+                    candidate_set.query,
+                    [texts[i] for i in shown],
+                    labels,
+                    max_history=self.params.max_history,
+                    prime=self.prime,
+                )
                 prompts.append(WindowPrompt(prompt, tuple(ids[i] for i in shown), labels))
             results = self.rank_windows(prompts)
             if len(results) != len(prompts):
@@ -172,9 +179,11 @@ class ListwiseReranker(BackendReranker):
             for row, tally in zip(current, tallies, strict=True)
         ]
 
-    def _candidate_texts(self, candidate_set: CandidateSet) -> tuple[list[str], int]:
+    def _candidate_texts(
+        self, candidate_set: CandidateSet, template: NumberedTemplate
+    ) -> tuple[list[str], int]:
         lines = [
-            candidate_line_text(c, self.params.max_candidate_words)
+            one_line(template.context.candidate_line(c), self.params.max_candidate_words)
             for c in candidate_set.candidates
         ]
         return [text for text, _ in lines], sum(cut for _, cut in lines)

@@ -13,87 +13,98 @@ One prompt per window: a system message, then a user message made of
 The chat template of the model is applied where it has one; a model without one gets plain
 text. FIRST primes the assistant turn with ``[`` so that the very next token is an identifier.
 
-A template's :meth:`sha256` covers every string that shapes the prompt plus
-``FORMAT_VERSION``; bump that when the rendering code below changes.
+The templates are data (``templates/*.yaml``, see :mod:`harness.rerankers.templates`); a
+template's :meth:`sha256` covers every string that shapes the prompt plus
+``prompts.FORMAT_VERSION``; bump that when the rendering code changes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import re
 import string
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.data.model import Candidate, QueryContext, TextQuery, UserProfile
+from harness.data.model import Candidate, QueryContext, TextQuery
 from harness.errors import HarnessError
-from harness.rerankers.prompts import candidate_text, render_context
+from harness.rerankers.prompts import ContextFormat, candidate_text, template_hash
 
-FORMAT_VERSION = 1
 IdentifierStyle = Literal["numeric", "alpha"]
 IDENTIFIER_STYLES: tuple[str, ...] = ("numeric", "alpha")
 PLAIN_ANSWER = "\n\nAnswer:\n"  # ends the prompt of a model without a chat template
+_BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
 
 
 @dataclass(frozen=True)
 class NumberedTemplate:
-    """A listwise prompt with bracketed identifiers; see the module docstring for the parts."""
+    """A listwise prompt with bracketed identifiers; see the module docstring for the parts.
+
+    Single turn (the default): the user message is ``head + items + tail``. Multi-turn
+    (RankGPT's conversation), when ``head_reply`` is set: the head is one user turn answered by
+    ``head_reply``, each item a user turn answered by ``item_reply`` (field ``{label}``), and
+    the tail the last user turn. ``replace_numbers`` rewrites ``[12]`` as ``(12)`` in the query
+    and the candidates, as rank_llm does, so a passage cannot look like an identifier.
+    """
 
     name: str
     system: str
-    head: str  # field: {context}
+    head: str  # fields: {context}, {count}
     item: str  # fields: {label}, {text}
     tail: str  # fields: {count}, {example}, {query}
+    context: ContextFormat = field(default_factory=lambda: ContextFormat(query="{query}"))
+    head_reply: str = ""
+    item_reply: str = ""  # field: {label}
+    replace_numbers: bool = False
 
-    def render_head(self, query: QueryContext, max_history: int | None = None) -> str:
-        context = query.text if isinstance(query, TextQuery) else render_context(query, max_history)
-        return self.head.format(context=context)
+    def render_head(
+        self, query: QueryContext, max_history: int | None = None, count: int = 0
+    ) -> str:
+        context = self.context.render(self._query(query), max_history)
+        return self.head.format(context=context, count=count)
 
-    def render_body(self, texts: Sequence[str], labels: Sequence[str]) -> str:
-        return "".join(
-            self.item.format(label=lab, text=t) for lab, t in zip(labels, texts, strict=True)
-        )
+    def render_items(self, texts: Sequence[str], labels: Sequence[str]) -> list[str]:
+        return [
+            self.item.format(label=lab, text=self._clean(t))
+            for lab, t in zip(labels, texts, strict=True)
+        ]
 
     def render_tail(self, query: QueryContext, labels: Sequence[str]) -> str:
         example = " > ".join(f"[{label}]" for label in labels[:2][::-1])
-        text = query.text if isinstance(query, TextQuery) else ""
+        text = self._clean(query.text) if isinstance(query, TextQuery) else ""
         return self.tail.format(count=len(labels), example=example, query=text)
 
+    def prompt(
+        self,
+        tokenizer: Any,
+        query: QueryContext,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        max_history: int | None = None,
+        prime: str = "",
+    ) -> ChatPrompt:
+        """The window's prompt: these candidate texts under these identifiers."""
+        head = self.render_head(query, max_history, len(labels))
+        items = self.render_items(texts, labels)
+        tail = self.render_tail(query, labels)
+        if not self.head_reply:
+            turns = [("system", self.system), ("user", head + "".join(items) + tail)]
+        else:
+            turns = [("system", self.system), ("user", head), ("assistant", self.head_reply)]
+            for label, item in zip(labels, items, strict=True):
+                turns += [("user", item), ("assistant", self.item_reply.format(label=label))]
+            turns.append(("user", tail))
+        return chat_prompt(tokenizer, turns, head, prime)
+
     def sha256(self) -> str:
-        payload = {"format_version": FORMAT_VERSION, **asdict(self)}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return template_hash(self)
 
+    def _query(self, query: QueryContext) -> QueryContext:
+        return TextQuery(self._clean(query.text)) if isinstance(query, TextQuery) else query
 
-NUMBERED_TEXT = NumberedTemplate(
-    name="numbered-text-v1",
-    system="You are a search assistant that ranks passages by their relevance to a search query.",
-    head=(
-        "Rank the passages below by how relevant they are to the search query.\n\n"
-        "Search query: {context}\n\nPassages:\n"
-    ),
-    item="[{label}] {text}\n",
-    tail=(
-        "\nSearch query: {query}\n"
-        "Rank all {count} passages above, most relevant first. Answer with their identifiers "
-        "only, in the form {example} > ..., and nothing else."
-    ),
-)
-
-NUMBERED_RECOMMENDATION = NumberedTemplate(
-    name="numbered-recommendation-v1",
-    system=(
-        "You are a recommender assistant that ranks candidate items by how much a user will "
-        "enjoy them."
-    ),
-    head="The user rated these items, oldest first:\n{context}\n\nCandidate items:\n",
-    item="[{label}] {text}\n",
-    tail=(
-        "\nRank all {count} candidate items above by how likely the user is to enjoy each, "
-        "most likely first. Answer with their identifiers only, in the form {example} > ..., "
-        "and nothing else."
-    ),
-)
+    def _clean(self, text: str) -> str:
+        return _BRACKETED_NUMBER.sub(r"(\1)", text) if self.replace_numbers else text
 
 
 @dataclass(frozen=True)
@@ -104,11 +115,6 @@ class ChatPrompt:
 
     prefix: str
     text: str
-
-
-def numbered_template(query: QueryContext) -> NumberedTemplate:
-    """The template for the query's task."""
-    return NUMBERED_RECOMMENDATION if isinstance(query, UserProfile) else NUMBERED_TEXT
 
 
 def identifiers(style: str, count: int) -> tuple[str, ...]:
@@ -125,28 +131,40 @@ def identifiers(style: str, count: int) -> tuple[str, ...]:
     raise HarnessError(f"identifiers must be one of {', '.join(IDENTIFIER_STYLES)}, got {style!r}")
 
 
-def candidate_line_text(candidate: Candidate, max_words: int | None) -> tuple[str, bool]:
-    """The candidate's text on one line (whitespace collapsed), cut to ``max_words`` words;
-    returns the text and whether it was cut."""
-    words = candidate_text(candidate).split()
+def one_line(text: str, max_words: int | None) -> tuple[str, bool]:
+    """``text`` on one line (whitespace collapsed), cut to ``max_words`` words; returns the
+    text and whether it was cut."""
+    words = text.split()
     cut = max_words is not None and len(words) > max_words
     return " ".join(words[:max_words] if cut else words), cut
 
 
-def chat_prompt(tokenizer: Any, system: str, head: str, rest: str, prime: str = "") -> ChatPrompt:
-    """Render ``system`` and the user message ``head + rest`` with the tokenizer's chat template
-    (generation prompt added), or as plain text when it has none; append ``prime``.
+def candidate_line_text(candidate: Candidate, max_words: int | None) -> tuple[str, bool]:
+    """A candidate's text (its text, else its title) on one line, cut to ``max_words``."""
+    return one_line(candidate_text(candidate), max_words)
 
-    A template that rejects the system role gets the system text at the top of the user turn.
+
+def chat_prompt(
+    tokenizer: Any, turns: Sequence[tuple[str, str]], head: str, prime: str = ""
+) -> ChatPrompt:
+    """Render the ``(role, text)`` turns with the tokenizer's chat template (generation prompt
+    added), or as plain text when it has none; append ``prime``. ``head`` marks the end of the
+    part every window of a set shares.
+
+    A template that rejects the system role gets the system text at the top of the first user
+    turn.
     """
-    user = head + rest
+    system = [text for role, text in turns if role == "system"]
+    rest = [(role, text) for role, text in turns if role != "system"]
     if getattr(tokenizer, "chat_template", None):
         try:
-            text = _apply(tokenizer, [("system", system), ("user", user)])
+            text = _apply(tokenizer, list(turns))
         except Exception:  # templates that reject a system role raise their own error types
-            text = _apply(tokenizer, [("user", f"{system}\n\n{user}")])
+            (role, first), *others = rest
+            merged = "\n\n".join([*system, first])
+            text = _apply(tokenizer, [(role, merged), *others])
     else:
-        text = f"{system}\n\n{user}{PLAIN_ANSWER}"
+        text = "\n\n".join([*system, "\n\n".join(t for _, t in rest)]) + PLAIN_ANSWER
     at = text.find(head)
     prefix = text[: at + len(head)] if at >= 0 else ""
     return ChatPrompt(prefix=prefix, text=text + prime)
@@ -155,7 +173,7 @@ def chat_prompt(tokenizer: Any, system: str, head: str, rest: str, prime: str = 
 def generation_context(tokenizer: Any, prime: str = "") -> str:
     """A short rendered prompt ending where the answer starts (plus ``prime``): the context in
     which identifier tokens are checked."""
-    return chat_prompt(tokenizer, "s", "u", "", prime).text
+    return chat_prompt(tokenizer, [("system", "s"), ("user", "u")], "u", prime).text
 
 
 def prompt_token_ids(tokenizer: Any, text: str) -> list[int]:
@@ -165,7 +183,7 @@ def prompt_token_ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=plain))
 
 
-def _apply(tokenizer: Any, turns: list[tuple[str, str]]) -> str:
+def _apply(tokenizer: Any, turns: Sequence[tuple[str, str]]) -> str:
     messages = [{"role": role, "content": content} for role, content in turns]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if not isinstance(text, str):

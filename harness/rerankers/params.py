@@ -32,22 +32,35 @@ def _check_history(max_history: int | None) -> None:
         raise HarnessError(f"max_history must be >= 0, got {max_history}")
 
 
+def _check_template(name_or_path: str | None, kind: str) -> None:
+    """The chosen prompt template exists, is valid and is of the reranker's kind (checked
+    before any model loads)."""
+    if name_or_path is None:
+        return
+    from harness.rerankers.templates import check_kind, resolve_template
+
+    check_kind(resolve_template(name_or_path), kind)
+
+
 @dataclass(frozen=True)
 class ListwiseParams:
     """Sliding window and prompt of the numbered listwise methods: ``window_size``,
     ``stride``, ``max_candidate_words`` (candidate text cut to this many words; unset keeps
-    it whole), ``max_history`` (most recent history items kept, recommendation)."""
+    it whole), ``max_history`` (most recent history items kept, recommendation),
+    ``prompt_template`` (a ``numbered`` template by name or path; unset: the defaults)."""
 
     window_size: int = DEFAULT_WINDOW
     stride: int = DEFAULT_STRIDE
     max_candidate_words: int | None = None
     max_history: int | None = None
+    prompt_template: str | None = None
 
     def __post_init__(self) -> None:
         validate_window(self.window_size, self.stride)
         if self.max_candidate_words is not None and self.max_candidate_words < 1:
             raise HarnessError("max_candidate_words must be >= 1")
         _check_history(self.max_history)
+        _check_template(self.prompt_template, "numbered")
 
 
 @dataclass(frozen=True)
@@ -82,13 +95,16 @@ class RankGPTParams(ListwiseParams):
 
 @dataclass(frozen=True)
 class PointwiseParams:
-    """Pointwise: ``max_history``, ``candidates_per_forward`` (suffixes per forward pass)."""
+    """Pointwise: ``max_history``, ``candidates_per_forward`` (suffixes per forward pass),
+    ``prompt_template`` (a ``pointwise`` template by name or path; unset: the defaults)."""
 
     max_history: int | None = None
     candidates_per_forward: int = 32
+    prompt_template: str | None = None
 
     def __post_init__(self) -> None:
         _check_history(self.max_history)
+        _check_template(self.prompt_template, "pointwise")
         if self.candidates_per_forward < 1:
             raise HarnessError("candidates_per_forward must be >= 1")
 
@@ -100,14 +116,17 @@ class MarkerParams:
     does not fit the model's positions is an error), ``attention`` (InvariRank: ``segments``,
     the default, runs each candidate segment as its own row on the span's cache, computing
     only the attention the mask allows; ``dense`` runs the whole prompt under the 4-D mask,
-    the reference it is tested against; lft is causal and takes only ``dense``)."""
+    the reference it is tested against; lft is causal and takes only ``dense``),
+    ``prompt_template`` (a ``marker`` template by name or path; unset: the defaults)."""
 
     max_history: int | None = None
     max_candidate_tokens: int | None = None
     attention: str | None = None
+    prompt_template: str | None = None
 
     def __post_init__(self) -> None:
         _check_history(self.max_history)
+        _check_template(self.prompt_template, "marker")
         if self.attention not in ATTENTION_ROUTES:
             routes = ", ".join(r for r in ATTENTION_ROUTES if r)
             raise HarnessError(f"attention must be one of {routes}, got {self.attention!r}")

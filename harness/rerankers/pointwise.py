@@ -28,12 +28,7 @@ from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import PointwiseParams
-from harness.rerankers.prompts import (
-    POINTWISE_RECOMMENDATION,
-    POINTWISE_TEXT,
-    pointwise_template,
-    prompt_hashes,
-)
+from harness.rerankers.templates import choose_templates
 
 
 @dataclass(frozen=True)
@@ -75,16 +70,17 @@ class PointwiseReranker(BackendReranker):
         params: PointwiseParams | None = None,
     ) -> None:
         super().__init__(name, context, backend, params)
-        templates = (POINTWISE_RECOMMENDATION, POINTWISE_TEXT)
+        self.templates = choose_templates("pointwise", self.params.prompt_template)
         self.answer_ids = {
-            t.name: (self._single_token(t.yes), self._single_token(t.no)) for t in templates
+            t.name: (self._single_token(t.yes), self._single_token(t.no))
+            for t in self.templates.by_task.values()
         }
         self._last: SetScores | None = None  # the last set's scores, reused for its other orders
 
     def identity(self) -> dict[str, Any]:
         return {
             **super().identity(),
-            "prompt_sha256": prompt_hashes(POINTWISE_RECOMMENDATION, POINTWISE_TEXT),
+            "prompt_sha256": self.templates.hashes(),
             "score": "log p(yes) - log p(no) at the answer position",
             "max_history": self.params.max_history,
         }
@@ -131,7 +127,7 @@ class PointwiseReranker(BackendReranker):
 
     def encode_set(self, candidate_set: CandidateSet) -> SetPrompts:
         """Tokenize the shared prefix once and each candidate's suffix on its own."""
-        template = pointwise_template(candidate_set.query)
+        template = self.templates.for_query(candidate_set.query)
         tokenizer = self.backend.tokenizer
         prefix = tokenizer.encode(
             template.render_prefix(candidate_set.query, self.params.max_history),
@@ -186,7 +182,7 @@ class PointwiseReranker(BackendReranker):
         return SetScores(prompts, scores, passes, tokens, summarize_calls(calls))
 
     def _answer_ids(self, candidate_set: CandidateSet) -> tuple[int, int]:
-        return self.answer_ids[pointwise_template(candidate_set.query).name]
+        return self.answer_ids[self.templates.for_query(candidate_set.query).name]
 
     def _single_token(self, text: str) -> int:
         ids = self.backend.tokenizer.encode(text, add_special_tokens=False)

@@ -22,6 +22,7 @@ class RerankerPreset:
     source: str = ""
     backend: str | None = None  # LLM methods: transformers (default) or vllm
     identity: Mapping[str, Any] = field(default_factory=dict)
+    reproduces: str = ""  # the published setup this preset follows, where it follows one
 
     @property
     def where(self) -> str:
@@ -39,8 +40,8 @@ class RerankerPreset:
         return self.identity.get("prompt_sha256", self.identity.get("prompt_hash"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain fields; ``backend`` and ``identity`` only when set, so a preset's dict (and
-        the config hash built from it) is what it was before either existed."""
+        """Plain fields; ``backend``, ``identity`` and ``reproduces`` only when set, so a
+        preset's dict (and the config hash built from it) is what it was before they existed."""
         data: dict[str, Any] = {
             "name": self.name,
             "adapter": self.adapter,
@@ -53,4 +54,6 @@ class RerankerPreset:
             data["backend"] = self.backend
         if self.identity:
             data["identity"] = dict(self.identity)
+        if self.reproduces:
+            data["reproduces"] = self.reproduces
         return data

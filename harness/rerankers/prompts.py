@@ -1,6 +1,10 @@
-"""Prompt templates for the LLM rerankers, one per task, each with a stable hash.
+"""Prompt templates for the LLM rerankers: what each part says, and how a query or a user's
+history and each candidate become text.
 
-Listwise templates follow the InvariRank marker layout: a shared span holding the instruction
+The templates themselves are data: YAML files under ``templates/`` (loaded and validated by
+:mod:`harness.rerankers.templates`); the classes here render them.
+
+Listwise marker templates follow the InvariRank layout: a shared span holding the instruction
 and the query (or the user's history), then one segment per candidate::
 
     [SPAN]\\n{instruction}\\n\\n{context}\\n[/SPAN]
@@ -11,20 +15,86 @@ Pointwise templates split the prompt into a prefix shared by all candidates of a
 KV cache is computed once) and a per-candidate suffix that ends where the yes/no answer goes.
 
 A template's :meth:`sha256` covers every string that shapes the prompt plus
-``FORMAT_VERSION``; bump that when the formatting code below changes, so provenance tells
-runs with different prompts apart.
+``FORMAT_VERSION``; bump that when the rendering code below changes, so provenance tells runs
+with different prompts apart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
-from harness.data.model import Candidate, HistoryItem, QueryContext, TextQuery, UserProfile
+from harness.data.model import Candidate, HistoryItem, QueryContext, TextQuery
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKERS = ("[SPAN]", "[/SPAN]", "[ITEM]", "[/ITEM]")
+HistoryOrder = Literal["oldest-first", "most-recent-first"]
+HISTORY_ORDERS: tuple[str, ...] = ("oldest-first", "most-recent-first")
+FIELD_NAMES: tuple[str, ...] = ("year", "rating", "genres")  # optional item fields
+
+
+@dataclass(frozen=True)
+class ContextFormat:
+    """How a query, a user's history and a candidate become text.
+
+    ``history_line`` and ``candidate`` are format strings over ``{title}``, ``{text}``,
+    ``{number}`` (1-based position in the list) and the optional fields ``{year}``,
+    ``{rating}``, ``{genres}``. An optional field renders through its fragment in ``fields``
+    (e.g. ``", rating: {value}"``) where the item has a value, and as nothing where it has none,
+    so one line format serves items with and without it. The year counts as absent when the
+    title already carries ``(year)``; a rating is a float (``{value}`` prints ``5.0``,
+    ``{value:g}`` prints ``5``); genres are joined with ``", "``.
+    """
+
+    query: str = "Query: {query}"  # text ranking: the {context} of the query
+    history_line: str = "{title}{year}{rating}"
+    history_order: HistoryOrder = "oldest-first"
+    history_header: str = ""  # a line before the history lines (omitted when empty)
+    empty_history: str = "(no history)"  # the history part when a user has none ("" drops it)
+    candidate: str = "{text}"
+    fields: dict[str, str] = field(
+        default_factory=lambda: {"year": " ({value})", "rating": ", rated {value:g}"}
+    )
+
+    def render(self, query: QueryContext, max_history: int | None = None) -> str:
+        """The query line (text ranking) or the history block (recommendation). ``max_history``
+        keeps the most recent items."""
+        if isinstance(query, TextQuery):
+            return self.query.format(query=query.text)
+        history = query.history
+        if max_history is not None:
+            history = history[max(len(history) - max_history, 0) :]
+        if self.history_order == "most-recent-first":
+            history = history[::-1]
+        lines = [self.history_item(item, i + 1) for i, item in enumerate(history)]
+        body = "\n".join(lines) or self.empty_history
+        return "\n".join(part for part in (self.history_header, body) if part)
+
+    def history_item(self, item: HistoryItem, number: int) -> str:
+        values = {**item.fields, "rating": item.rating}
+        return self.history_line.format(
+            **self._fields(item.title, values), title=item.title, text=item.title, number=number
+        )
+
+    def candidate_line(self, candidate: Candidate, number: int = 1) -> str:
+        """A candidate as the template shows it."""
+        title = candidate.title or candidate.text
+        return self.candidate.format(
+            **self._fields(title, candidate.fields),
+            title=title,
+            text=candidate_text(candidate),
+            number=number,
+        )
+
+    def _fields(self, title: str, values: dict[str, Any] | Any) -> dict[str, str]:
+        out = {}
+        for name in FIELD_NAMES:
+            value = _field_value(name, values.get(name), title)
+            fragment = self.fields.get(name, "")
+            out[name] = fragment.format(value=value) if value is not None and fragment else ""
+        return out
 
 
 @dataclass(frozen=True)
@@ -36,16 +106,17 @@ class ListwiseTemplate:
     span: str  # fields: {instruction}, {context}; starts with [SPAN], ends with [/SPAN]
     item: str  # field: {text}; starts with [ITEM], ends with [/ITEM]
     separator: str  # between segments; feeds no score
+    context: ContextFormat = field(default_factory=ContextFormat)
 
     def render_span(self, query: QueryContext, max_history: int | None = None) -> str:
-        context = render_context(query, max_history)
+        context = self.context.render(query, max_history)
         return self.span.format(instruction=self.instruction, context=context)
 
     def render_item(self, candidate: Candidate) -> str:
-        return self.item.format(text=candidate_text(candidate))
+        return self.item.format(text=self.context.candidate_line(candidate))
 
     def sha256(self) -> str:
-        return _hash(self)
+        return template_hash(self)
 
 
 @dataclass(frozen=True)
@@ -57,83 +128,22 @@ class PointwiseTemplate:
     suffix: str  # field: {text}; the answer token follows it
     yes: str  # each must be a single token
     no: str
+    context: ContextFormat = field(default_factory=ContextFormat)
 
     def render_prefix(self, query: QueryContext, max_history: int | None = None) -> str:
-        return self.prefix.format(context=render_context(query, max_history))
+        return self.prefix.format(context=self.context.render(query, max_history))
 
     def render_suffix(self, candidate: Candidate) -> str:
-        return self.suffix.format(text=candidate_text(candidate))
+        return self.suffix.format(text=self.context.candidate_line(candidate))
 
     def sha256(self) -> str:
-        return _hash(self)
-
-
-LISTWISE_RECOMMENDATION = ListwiseTemplate(
-    name="invarirank-recommendation-v1",
-    instruction=(
-        "Rank the candidate items by how likely this user is to enjoy each of them, "
-        "judging from the user's rated history (oldest first)."
-    ),
-    span="[SPAN]\n{instruction}\n\nUser history:\n{context}\n[/SPAN]",
-    item="[ITEM]\n{text}\n[/ITEM]",
-    separator="\n\n",
-)
-
-LISTWISE_TEXT = ListwiseTemplate(
-    name="invarirank-text-v1",
-    instruction="Rank the candidate passages by how relevant each is to the search query.",
-    span="[SPAN]\n{instruction}\n\n{context}\n[/SPAN]",
-    item="[ITEM]\n{text}\n[/ITEM]",
-    separator="\n\n",
-)
-
-POINTWISE_RECOMMENDATION = PointwiseTemplate(
-    name="pointwise-recommendation-v1",
-    prefix="A user rated these items, oldest first:\n{context}\n\n",
-    suffix="Candidate item: {text}\nWould this user enjoy the candidate item? Answer yes or no.\n"
-    "Answer:",
-    yes=" yes",
-    no=" no",
-)
-
-POINTWISE_TEXT = PointwiseTemplate(
-    name="pointwise-text-v1",
-    prefix="Judge whether a passage is relevant to a search query.\n\n{context}\n\n",
-    suffix="Passage: {text}\nIs the passage relevant to the query? Answer yes or no.\nAnswer:",
-    yes=" yes",
-    no=" no",
-)
-
-
-def listwise_template(query: QueryContext) -> ListwiseTemplate:
-    """The listwise template for the query's task."""
-    return LISTWISE_RECOMMENDATION if isinstance(query, UserProfile) else LISTWISE_TEXT
-
-
-def pointwise_template(query: QueryContext) -> PointwiseTemplate:
-    """The pointwise template for the query's task."""
-    return POINTWISE_RECOMMENDATION if isinstance(query, UserProfile) else POINTWISE_TEXT
+        return template_hash(self)
 
 
 def render_context(query: QueryContext, max_history: int | None = None) -> str:
-    """``Query: ...`` for text ranking; one line per history item (most recent last)."""
-    if isinstance(query, TextQuery):
-        return f"Query: {query.text}"
-    history = query.history
-    if max_history is not None:
-        history = history[max(len(history) - max_history, 0) :]
-    return "\n".join(history_line(item) for item in history) or "(no history)"
-
-
-def history_line(item: HistoryItem) -> str:
-    """``Title (year), rated 4`` — the year only when the title does not carry it already."""
-    year = item.fields.get("year")
-    line = item.title
-    if year is not None and f"({year})" not in line:
-        line = f"{line} ({year})"
-    if item.rating is not None:
-        line = f"{line}, rated {item.rating:g}"
-    return line
+    """The query or history as the project's default format writes it (``Query: …``; one
+    ``Title (year), rated 4`` line per item, oldest first): for methods without a template."""
+    return ContextFormat().render(query, max_history)
 
 
 def candidate_text(candidate: Candidate) -> str:
@@ -141,11 +151,20 @@ def candidate_text(candidate: Candidate) -> str:
     return candidate.text or candidate.title
 
 
-def prompt_hashes(*templates: ListwiseTemplate | PointwiseTemplate) -> dict[str, str]:
-    """``{template name: sha256}`` for provenance."""
-    return {template.name: template.sha256() for template in templates}
-
-
-def _hash(template: ListwiseTemplate | PointwiseTemplate) -> str:
+def template_hash(template: Any) -> str:
+    """sha256 over every string of a template (a dataclass) and ``FORMAT_VERSION``."""
     payload = {"format_version": FORMAT_VERSION, **asdict(template)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _field_value(name: str, value: Any, title: str) -> Any:
+    """The value an optional field renders, or None where the item has none."""
+    if value is None or value == "" or value == () or value == []:
+        return None
+    if name == "year":
+        return None if f"({value})" in title else value
+    if name == "rating":
+        return float(value)
+    if name == "genres":
+        return ", ".join(map(str, value)) if not isinstance(value, str) else value
+    return value

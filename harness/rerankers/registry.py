@@ -85,11 +85,14 @@ def load_preset(path: Path) -> RerankerPreset:
     for key in ("name", "adapter"):
         if not isinstance(data.get(key), str):
             raise HarnessError(f"{path}: reranker preset needs a string '{key}'")
-    unknown = set(data) - {"name", "adapter", "description", "order_invariant", "params", "backend"}
+    known = {"name", "adapter", "description", "order_invariant", "params", "backend", "reproduces"}
+    unknown = set(data) - known
     if unknown:
         raise HarnessError(f"{path}: unknown preset keys {sorted(unknown)}")
     if not isinstance(data.get("order_invariant", False), bool):
         raise HarnessError(f"{path}: 'order_invariant' must be true or false")
+    if not isinstance(data.get("reproduces", ""), str):
+        raise HarnessError(f"{path}: 'reproduces' must be a string naming the published setup")
     if "backend" in data and not isinstance(data["backend"], str):
         raise HarnessError(f"{path}: 'backend' must be a string such as transformers or vllm")
     params = data.get("params") or {}
@@ -103,6 +106,7 @@ def load_preset(path: Path) -> RerankerPreset:
         params=params,
         source=str(path),
         backend=data.get("backend"),
+        reproduces=str(data.get("reproduces", "")).strip(),
     )
 
 
