@@ -98,16 +98,47 @@ def run(
             "send nothing.",
         ),
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray (a pool of Ray actors, one reranker each; "
+            "needs harness-rerank[ray]); the results are the same."
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="ray: actors [default: as many as the cluster's GPUs or CPUs fit]."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="ray: cluster to join (e.g. auto) [default: start a local one]."),
+    ] = None,
+    worker_gpus: Annotated[
+        float | None, typer.Option(help="ray: GPUs per actor [default: 1 with --device cuda].")
+    ] = None,
+    worker_cpus: Annotated[float, typer.Option(help="ray: CPUs per actor.")] = 1.0,
 ) -> None:
     """Rerank every query in many seeded orders and write samples, results and a summary."""
     # Spinning OpenMP threads make torch ~10x slower when other processes share the cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from harness.config import merge_config
     from harness.errors import HarnessError
+    from harness.executors import ExecutorOptions
     from harness.results.markdown import render_summary
     from harness.runner import execute_run, prepare_run
 
     with _user_errors():
+        options = ExecutorOptions(
+            kind=executor,
+            workers=workers,
+            address=ray_address,
+            gpus_per_worker=worker_gpus,
+            cpus_per_worker=worker_cpus,
+        )
+        if options.kind == "ray":
+            from harness.executors.ray_cluster import import_ray
+
+            import_ray()  # a missing extra is said before any data is loaded
         settings = merge_config(
             config,
             {
@@ -140,7 +171,9 @@ def run(
             _terminate_as_interrupt() as received,
         ):
             try:
-                results = execute_run(prepared, progress=display.update, stage=display.stage)
+                results = execute_run(
+                    prepared, progress=display.update, stage=display.stage, executor=options
+                )
             except KeyboardInterrupt:
                 console.print(
                     f"\n[yellow]interrupted ({received.name})[/]: finished orders are saved in "

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from contextlib import suppress
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
