@@ -4,9 +4,9 @@ units so every actor stays busy; the driver alone appends samples.
 Results equal a local run's because nothing a unit computes depends on where or when it runs:
 units are the local run's reranker calls (same batches), seeds derive from content (query id,
 candidate set, run seed), and samples are keyed by (query, order index). Faults: a unit whose
-actor died is re-run on another actor (a replacement actor is started); a unit that raises is
-retried up to ``attempts`` times, then recorded as failed. Ctrl-C cancels what is running and
-keeps what finished.
+actor died is re-run on another actor (a replacement actor is started); a unit that raises, or
+whose actor dies, is tried up to ``attempts`` times in all, then recorded as failed. Ctrl-C
+saves what finished and removes the actors.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class RayExecutor:
                 address=options.address,
                 include_dashboard=False,
                 logging_level="warning",
-                log_to_driver=True,
+                log_to_driver=False,
             )
             started = options.address is None
         gpus = options.gpus_per_worker
@@ -149,6 +149,9 @@ class RayExecutor:
 
     def run(self, units: Sequence[Unit], save: SaveFn) -> Outcome:
         ray = self.ray
+        ActorUnavailable = getattr(
+            ray.exceptions, "ActorUnavailableError", ray.exceptions.RayActorError
+        )
         queue: deque[int] = deque(range(len(units)))
         attempts = [0] * len(units)
         running: dict[Any, tuple[int, _Slot, Any]] = {}  # ref -> (unit, slot, its actor)
@@ -166,14 +169,12 @@ class RayExecutor:
             slot.running -= 1
             try:
                 samples = ray.get(ref)
-            except ray.exceptions.RayActorError:
-                self._replace(slot, actor)  # its unit goes back to the queue, for any actor
-                queue.appendleft(unit)
-                return
-            except ray.exceptions.RayTaskError as exc:
+            except ray.exceptions.RayError as exc:  # the unit raised, or its actor died
+                if isinstance(exc, ray.exceptions.RayActorError | ActorUnavailable):
+                    self._replace(slot, actor)
                 attempts[unit] += 1
                 if attempts[unit] < self.options.attempts:
-                    queue.append(unit)
+                    queue.appendleft(unit)  # next free actor, whichever it is
                 else:
                     cset, _, rows = units[unit]
                     outcome.failed.append(
@@ -189,32 +190,25 @@ class RayExecutor:
                 for ref in ready:
                     settle(ref)
                 dispatch()
-        except BaseException:  # Ctrl-C or a failing save: keep what finished, stop the rest
-            ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+        except BaseException:  # Ctrl-C or a failing save: keep what finished; close() kills
+            ready = (
+                ray.wait(list(running), num_returns=len(running), timeout=0)[0] if running else []
+            )
             for ref in ready:
-                try:
+                with suppress(Exception):
                     samples = ray.get(ref)
-                except Exception:
-                    continue
-                running.pop(ref)
-                save(samples)
-            for ref in running:
-                ray.cancel(ref, force=True)
+                    running.pop(ref)
+                    save(samples)
             raise
         return outcome
 
     def _replace(self, slot: _Slot, dead: Any) -> None:
-        """Start a new actor in place of the dead one (once, however many of its units come
-        back; bounded: a cluster that keeps losing actors is an error, not a loop)."""
-        if slot.actor is not dead:
-            return  # an earlier unit of the dead actor already replaced it
-        if self.replaced >= len(self.slots) * self.options.attempts:
-            raise HarnessError(
-                f"{self.replaced} Ray actors died during the run; the cluster keeps losing "
-                "workers (out of memory?)"
-            )
-        self.replaced += 1
-        slot.actor = self._spawn()
+        """Start a new actor in place of the dead one, once however many of its units come
+        back (the units count the death as an attempt, so a unit that kills every actor it
+        runs on ends up failed rather than looping)."""
+        if slot.actor is dead:
+            self.replaced += 1
+            slot.actor = self._spawn()
 
     def close(self) -> None:
         for slot in self.slots:
