@@ -20,14 +20,13 @@ from harness.rerankers.registry import build_reranker
 from harness.results.store import FAILURES_FILE, iter_samples
 from harness.runner import LOCAL, execute_run, prepare_run
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-
 RAY = ExecutorOptions(kind="ray", workers=2)
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray cluster on this machine: a head with 2 CPUs for 2 actors."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     # Functions defined in this module travel to the actors by value (pytest's import path
     # is not the workers').
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -177,9 +176,18 @@ def test_ctrl_c_keeps_what_finished_and_the_rerun_completes(cluster, rankgpt_fol
     assert {k: v for k, v in _samples(tmp_path / "ray").items() if k in kept} == kept
 
 
-def test_without_ray_the_executor_is_a_one_line_error(monkeypatch):
-    from harness.executors.ray_cluster import import_ray
+def test_without_ray_the_executor_is_a_one_line_error(monkeypatch, rankgpt_folder, tmp_path):
+    from typer.testing import CliRunner
 
-    monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(HarnessError, match=r"pip install 'harness-rerank\[ray\]'"):
-        import_ray()
+    from harness.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    args = ["run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--executor", "ray"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        "error: --executor ray needs Ray: pip install 'harness-rerank[ray]'"
+    )
+    assert not (tmp_path / "run").exists()
+    result = CliRunner().invoke(app, [*args[:-1], "threads"])
+    assert result.exit_code == 2 and "choose one of local, ray" in result.output
