@@ -102,6 +102,7 @@ def summarize(
     """Compute ``summary``, ``per_query``, ``position_bias``, ``parse_status``, ``per_order``
     (every order's ``registry.per_order()`` values, the reference included, by order index)
     and ``counts``; metric names, order and aggregation come from ``harness.metrics.registry``.
+    When the samples hold identity repeats (``--repeats``), also ``noise_floor``.
 
     ``samples`` is read one chunk of queries at a time (a :class:`SampleIndex` reads them from
     disk), so memory holds one chunk's samples, not the run's; pooled values are accumulated
