@@ -37,6 +37,9 @@ from harness.results.store import Sample
 IN_FLIGHT_PER_ACTOR = 2
 """Units queued on each actor: the next one is there when the current one ends."""
 
+CLOSE_WAIT_S = 10.0
+"""How long closing waits for the actors' rerankers to close before removing the actors."""
+
 WAIT_S = 0.5
 """How long the driver blocks on the cluster at a time (Ctrl-C is noticed between waits)."""
 
@@ -206,6 +209,11 @@ class RayExecutor:
             slot.actor = self._spawn()
 
     def close(self) -> None:
+        """Let each reranker close (servers it started, files), then remove the actors; an
+        actor still busy after ``CLOSE_WAIT_S`` (Ctrl-C mid-unit) is removed regardless."""
+        with suppress(Exception):
+            closing = [slot.actor.close.remote() for slot in self.slots]
+            self.ray.wait(closing, num_returns=len(closing), timeout=CLOSE_WAIT_S)
         for slot in self.slots:
             with suppress(Exception):  # already dead
                 self.ray.kill(slot.actor)
