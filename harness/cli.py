@@ -122,6 +122,25 @@ def run(
             "the run folder (opt-in; changes no number).",
         ),
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local (this process) or ray (a pool of Ray actors, one reranker each; "
+            "needs harness-rerank[ray]); the results are the same."
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="ray: actors [default: as many as the cluster's GPUs or CPUs fit]."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="ray: cluster to join (e.g. auto) [default: start a local one]."),
+    ] = None,
+    worker_gpus: Annotated[
+        float | None, typer.Option(help="ray: GPUs per actor [default: 1 with --device cuda].")
+    ] = None,
+    worker_cpus: Annotated[float, typer.Option(help="ray: CPUs per actor.")] = 1.0,
 ) -> None:
     """Rerank every query in many seeded orders and write samples, results and a summary."""
     from harness.backends.threads import apply_wait_policy
@@ -129,10 +148,22 @@ def run(
     apply_wait_policy()  # before torch loads OpenMP: spin only on an idle machine
     from harness.config import merge_config
     from harness.errors import HarnessError
+    from harness.executors import ExecutorOptions
     from harness.results.markdown import render_summary
     from harness.runner import execute_run, prepare_run
 
     with _user_errors():
+        options = ExecutorOptions(
+            kind=executor,
+            workers=workers,
+            address=ray_address,
+            gpus_per_worker=worker_gpus,
+            cpus_per_worker=worker_cpus,
+        )
+        if options.kind == "ray":
+            from harness.executors.ray_cluster import import_ray
+
+            import_ray()  # a missing extra is said before any data is loaded
         settings = merge_config(
             config,
             {
@@ -171,6 +202,7 @@ def run(
                     progress=display.update,
                     stage=display.stage,
                     log_prompts=log_prompts,
+                    executor=options,
                 )
             except KeyboardInterrupt:
                 console.print(

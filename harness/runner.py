@@ -11,7 +11,6 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,15 @@ from harness.data.query_selection import QuerySelection
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError
+from harness.executors import (
+    Executor,
+    ExecutorOptions,
+    FailedUnit,
+    RerankerFactory,
+    Unit,
+    start_executor,
+)
+from harness.executors.local import rerank_unit
 from harness.permutations import (
     PermutationPlan,
     Pin,
@@ -31,7 +39,7 @@ from harness.permutations import (
     plan_permutations,
     read_templates,
 )
-from harness.rerankers.base import Reranker, RunContext
+from harness.rerankers.base import RunContext
 from harness.rerankers.model_override import with_model
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
@@ -50,7 +58,17 @@ from harness.results.schema import (
     RunHeader,
     RunResults,
 )
-from harness.results.store import IDENTITY_FILE, RESULTS_FILE, SUMMARY_FILE, RunStore, Sample
+from harness.results.store import (
+    FAILURES_FILE,
+    IDENTITY_FILE,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    RunStore,
+    Sample,
+    SampleIndex,
+)
+
+LOCAL = ExecutorOptions()
 
 # progress(done, total) is called after every batch; the CLI draws a progress bar with it.
 ProgressFn = Callable[[int, int], None]
@@ -192,9 +210,10 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
 
 @dataclass(frozen=True)
 class RerankedRun:
-    """Every sample of a run (resumed ones included) and the reranker that produced them."""
+    """Where every sample of a run is on disk (resumed ones included) and the reranker that
+    produced them."""
 
-    samples: dict[tuple[str, int], Sample]
+    samples: SampleIndex
     reranker_identity: dict[str, Any]
     seconds: float
 
@@ -204,20 +223,25 @@ def execute_run(
     *,
     progress: ProgressFn | None = None,
     stage: StageFn | None = None,
-    reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+    reranker_factory: RerankerFactory = build_reranker,
+    executor: ExecutorOptions = LOCAL,
     log_prompts: bool = False,
 ) -> RunResults:
-    """Rerank what is pending, then compute and write the results.
+    """Rerank what is pending (where ``executor`` says), then compute and write the results.
 
     Ctrl-C (KeyboardInterrupt) propagates after the finished batches are saved; rerunning
     resumes. ``stage`` wraps the metric computation (the CLI shows a status line with it).
     ``log_prompts`` writes every model call's prompt and output to ``prompts.jsonl``.
     """
     reranked = rerank_pending(
-        prepared, progress=progress, reranker_factory=reranker_factory, log_prompts=log_prompts
+        prepared,
+        progress=progress,
+        reranker_factory=reranker_factory,
+        executor=executor,
+        log_prompts=log_prompts,
     )
     with (stage or _no_stage)("computing metrics"):
-        return write_results(prepared, reranked)
+        return write_results(prepared, reranked, executor)
 
 
 def _no_stage(_: str) -> AbstractContextManager[None]:
@@ -254,24 +278,28 @@ def rerank_pending(
     prepared: PreparedRun,
     *,
     progress: ProgressFn | None = None,
-    reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+    reranker_factory: RerankerFactory = build_reranker,
+    executor: ExecutorOptions = LOCAL,
     log_prompts: bool = False,
 ) -> RerankedRun:
     """Rerank every pending (query, order), appending each batch's samples as it finishes.
 
     Resumes from ``prepared.run_dir`` when it holds samples of the same configuration; the
-    model is loaded only if something is left to do.
+    model is loaded (where ``executor`` says) only if something is left to do. Units that
+    failed on every attempt (Ray) are written to ``failures.json`` and raised as one error
+    after every other unit is saved; a rerun retries them.
     """
     config = prepared.config
+    executor.check_prompt_log(log_prompts)
     store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
-    done = store.load_samples(check=_sample_checker(prepared))
+    done = store.scan_samples(check=_sample_checker(prepared))
     total = prepared.total_orders
     pending = [
-        (cset, plan, [i for i in range(len(plan)) if (plan.query_id, i) not in done])
+        (cset, plan, _pending_rows(plan, done))
         for cset, plan in zip(prepared.dataset.sets, prepared.plans, strict=True)
     ]
     pending = [(cset, plan, rows) for cset, plan, rows in pending if rows]
-    reranker: Reranker | None = None
+    pool: Executor | None = None
     log: PromptLog | None = None
     started = time.perf_counter()
     completed = total - sum(len(rows) for _, _, rows in pending)
@@ -282,18 +310,18 @@ def rerank_pending(
             context = RunContext(
                 device=config.device, seed=config.seed, batch_size=config.batch_size
             )
-            reranker = reranker_factory(prepared.preset, context)
-            identity = _same_reranker(store, reranker.identity())
-            for cset, _, _ in pending:  # bad data stops the run at its start, not midway
-                reranker.check_data(cset)
+            pool = start_executor(executor, prepared.preset, context, reranker_factory)
+            identity = _same_reranker(store, pool.identity())
+            # bad data stops the run at its start, not midway
+            pool.check_data([cset for cset, _, _ in pending])
         if store.needs_header:  # only once the run may go on: a refusal leaves no trace
             store.write_header(prepared.header, list(prepared.query_records()))
-        if reranker is not None:
+        if pool is not None:
             store.write_json(IDENTITY_FILE, identity)
             if log_prompts:
                 log = PromptLog(prepared.run_dir, done)
-                log.attach(reranker)
-        jobs = [
+                pool.log_prompts(log)
+        units = [
             (cset, plan, scheduled[start : start + config.batch_size])
             for cset, plan, rows in pending
             for scheduled in (_schedule(plan, rows),)
@@ -302,66 +330,37 @@ def rerank_pending(
 
         def save(new: list[Sample]) -> None:
             nonlocal completed
-            store.append(new)
-            done.update((s.key, s) for s in new)
+            store.append(new)  # the index learns where they are
             completed += len(new)
             if progress:
                 progress(completed, total)
 
-        if reranker is not None:
-            run_calls(reranker, jobs, save, log)
-        model_identity = identity if reranker else store.read_json(IDENTITY_FILE)
+        if pool is not None:
+            _record_failures(store, pool.run(units, save).failed, len(units))
+        model_identity = identity if pool else store.read_json(IDENTITY_FILE)
     finally:
         store.close()
         if log is not None:
             log.close()
-        if reranker is not None:
-            reranker.close()
+        if pool is not None:
+            pool.close()
     return RerankedRun(done, model_identity, time.perf_counter() - started)
 
 
-Job = tuple[CandidateSet, PermutationPlan, list[int]]
-
-
-def run_calls(
-    reranker: Reranker,
-    jobs: Sequence[Job],
-    save: Callable[[list[Sample]], None],
-    log: PromptLog | None = None,
-) -> None:
-    """Run the reranker calls and ``save`` their samples in the jobs' order.
-
-    A reranker on a remote backend allows ``parallel_calls`` calls at once (threads waiting
-    on a server): calls of different queries and orders then run concurrently, while the
-    windows inside one call stay sequential. Samples are still saved in job order, so the
-    samples file does not depend on which request finished first. When a call fails (or
-    Ctrl-C), the calls not started are cancelled, the running ones finish, and every call
-    that finished is saved before the error propagates.
-    """
-    workers = max(1, int(getattr(reranker, "parallel_calls", 1)))
-    if workers == 1 or len(jobs) < 2:
-        for job in jobs:
-            save(_rerank(reranker, *job, log))
+def _record_failures(store: RunStore, failed: Sequence[FailedUnit], units: int) -> None:
+    """Write the units that failed for good to ``failures.json`` and stop the run with one
+    error naming the first; without failures, remove a previous run's file."""
+    path = store.run_dir / FAILURES_FILE
+    if not failed:
+        path.unlink(missing_ok=True)
         return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="harness-call")
-    futures = [pool.submit(_rerank, reranker, *job, log) for job in jobs]
-    saved = 0
-    try:
-        for future in futures:
-            samples = future.result()
-            saved += 1  # before saving: a save interrupted after writing is not repeated
-            save(samples)
-    except BaseException:
-        reranker.stop()  # requests not yet sent are refused, retry waits end
-        for future in futures[saved:]:
-            future.cancel()
-        wait(futures[saved:])
-        for future in futures[saved:]:
-            if not future.cancelled() and future.exception() is None:
-                save(future.result())
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    store.write_json(FAILURES_FILE, {"failed_units": [unit.to_dict() for unit in failed]})
+    first = failed[0]
+    raise HarnessError(
+        f"{len(failed)} of {units} work units failed after {first.attempts} attempts (first: "
+        f"query {first.query_id!r}, orders {list(first.order_indices)}: {first.error}); the "
+        f"others are saved, every failure is listed in {path}; rerun to retry them"
+    )
 
 
 @dataclass(frozen=True)
@@ -374,7 +373,7 @@ class DryRun:
 
 def dry_run(
     prepared: PreparedRun,
-    reranker_factory: Callable[[RerankerPreset, RunContext], Reranker] = build_reranker,
+    reranker_factory: RerankerFactory = build_reranker,
 ) -> DryRun:
     """Count the requests and prompt tokens the pending orders would send; nothing is sent and
     no run folder is written. Requests the on-disk cache already answers are counted apart
@@ -389,13 +388,13 @@ def dry_run(
             f"--dry-run counts the requests a run would send to a server; reranker "
             f"{prepared.preset.name!r} runs {where} in this process and sends none"
         )
-    done: dict[tuple[str, int], Sample] = {}
+    done: SampleIndex | None = None
     if (prepared.run_dir / "run.json").is_file():
         store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
-        done = store.load_samples(check=_sample_checker(prepared), truncate=False)
-    jobs: list[Job] = []
+        done = store.scan_samples(check=_sample_checker(prepared), truncate=False)
+    jobs: list[Unit] = []
     for cset, plan in zip(prepared.dataset.sets, prepared.plans, strict=True):
-        rows = _schedule(plan, [i for i in range(len(plan)) if (plan.query_id, i) not in done])
+        rows = _schedule(plan, _pending_rows(plan, done))
         jobs += [
             (cset, plan, rows[start : start + config.batch_size])
             for start in range(0, len(rows), config.batch_size)
@@ -409,19 +408,21 @@ def dry_run(
             reranker.check_data(job[0])
         orders = 0
         for job in jobs:
-            orders += len(_rerank(reranker, *job))
+            orders += len(rerank_unit(reranker, *job))
         return DryRun(orders=orders, usage=reranker.backend.usage())  # type: ignore[attr-defined]
     finally:
         reranker.close()
 
 
-def write_results(prepared: PreparedRun, reranked: RerankedRun) -> RunResults:
+def write_results(
+    prepared: PreparedRun, reranked: RerankedRun, executor: ExecutorOptions = LOCAL
+) -> RunResults:
     """Compute metrics from the samples and write ``results.json`` and ``summary.md``."""
     results = compute_results(
         prepared,
         reranked.samples,
         reranked.reranker_identity,
-        environment=environment() | {"device_used": _device_used(prepared)},
+        environment=environment() | {"device_used": _device_used(prepared)} | executor.describe(),
         # Reranking wall time of this invocation (only the remainder when it resumed).
         wall_time_s=round(reranked.seconds, 3),
         finished=utc_now(),
@@ -452,14 +453,15 @@ def _device_used(prepared: PreparedRun) -> str:
 
 def compute_results(
     prepared: PreparedRun,
-    samples: Mapping[tuple[str, int], Sample],
+    samples: Mapping[tuple[str, int], Sample] | SampleIndex,
     reranker_identity: Mapping[str, Any],
     *,
     environment: Mapping[str, Any],
     wall_time_s: float,
     finished: str,
 ) -> RunResults:
-    """Every metric of the run, with its header and the reranker's identity (pure)."""
+    """Every metric of the run, with its header and the reranker's identity (pure but for
+    reading the indexed samples from disk, one chunk of queries at a time)."""
     from harness.results.summary import summarize
 
     declared = prepared.header.reranker
@@ -490,27 +492,10 @@ def save_results(run_dir: Path, results: RunResults) -> None:
     store.write_text(SUMMARY_FILE, render_summary(results))
 
 
-def _rerank(
-    reranker: Reranker,
-    cset: CandidateSet,
-    plan: PermutationPlan,
-    rows: list[int],
-    log: PromptLog | None = None,
-) -> list[Sample]:
-    with log.call(cset.query_id, rows) if log is not None else nullcontext():
-        outputs = reranker.rerank(cset, plan.orders[rows])
-    return [
-        Sample(
-            query_id=cset.query_id,
-            order_index=row,
-            label=plan.labels[row],
-            shown=tuple(int(i) for i in plan.orders[row]),
-            ranking=output.ranking,
-            scores=None if output.scores is None else dict(output.scores),
-            facts=output.facts.to_dict(),
-        )
-        for row, output in zip(rows, outputs, strict=True)
-    ]
+def _pending_rows(plan: PermutationPlan, done: SampleIndex | None) -> list[int]:
+    """The order indices of ``plan`` with no sample on disk yet."""
+    finished = done.done(plan.query_id) if done is not None else set()
+    return [i for i in range(len(plan)) if i not in finished]
 
 
 def _schedule(plan: PermutationPlan, rows: list[int]) -> list[int]:

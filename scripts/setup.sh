@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 extras="llm,bm25,http"
 # --dev adds llama.cpp's server for the HTTP backend's tests: built from source the first time
 # (~5 min on 2 idle cores, up to an hour on busy ones), then from pip's wheel cache in seconds.
-[[ "${1:-}" == "--dev" ]] && extras="llm,bm25,http,dev,llama-server"
+[[ "${1:-}" == "--dev" ]] && extras="llm,bm25,http,dev,llama-server,ray"
 
 python="${PYTHON:-python3}"
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv

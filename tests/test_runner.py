@@ -278,7 +278,7 @@ def test_a_dry_run_leaves_a_torn_line_for_the_writer(tmp_path):
 
     (tmp_path / SAMPLES_FILE).write_text('{"query_id": "q0", "order_ind')
     store = RunStore(tmp_path)
-    assert store.load_samples(truncate=False) == {}
+    assert len(store.scan_samples(truncate=False)) == 0
     assert (tmp_path / SAMPLES_FILE).read_text() == '{"query_id": "q0", "order_ind'
-    store.load_samples()
+    store.scan_samples()
     assert (tmp_path / SAMPLES_FILE).read_text() == ""

@@ -63,15 +63,35 @@ def pool_exposure(
     Returns (hits, trials, expected) with expected[i] the trials-weighted mean of min(k, n_q)/n_q
     over the queries that have a position i (NaN where no query does).
     """
-    size = max((len(h) for h, _ in per_query), default=0)
-    hits, trials, weighted = np.zeros(size), np.zeros(size), np.zeros(size)
-    for h, t in per_query:
+    pool = ExposurePool(k)
+    for exposure in per_query:
+        pool.add(exposure)
+    return pool.pooled()
+
+
+class ExposurePool:
+    """:func:`pool_exposure` one query at a time, so a run's queries need not all be held."""
+
+    def __init__(self, k: int = 10) -> None:
+        self.k = k
+        self.hits, self.trials, self.weighted = np.zeros(0), np.zeros(0), np.zeros(0)
+
+    def add(self, exposure: tuple[np.ndarray, np.ndarray]) -> None:
+        h, t = exposure
         n = len(h)
-        hits[:n] += h
-        trials[:n] += t
-        weighted[:n] += np.asarray(t) * (min(k, n) / n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return hits, trials, weighted / trials
+        if n > len(self.hits):
+            grow = n - len(self.hits)
+            self.hits, self.trials, self.weighted = (
+                np.pad(a, (0, grow)) for a in (self.hits, self.trials, self.weighted)
+            )
+        self.hits[:n] += h
+        self.trials[:n] += t
+        self.weighted[:n] += np.asarray(t) * (min(self.k, n) / n)
+
+    def pooled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hits, trials, expected) as :func:`pool_exposure` returns them."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.hits, self.trials, self.weighted / self.trials
 
 
 def marginal_exposure_deviation(

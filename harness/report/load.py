@@ -9,7 +9,7 @@ be reported on a machine that never had its data.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +27,18 @@ from harness.results.store import (
 
 @dataclass(frozen=True)
 class RunData:
-    """One finished run: a display label, its results, samples and query records."""
+    """One finished run: a display label, its results and query records; its samples stay
+    on disk and are streamed each time :attr:`samples` is iterated."""
 
     label: str
     path: Path
     results: RunResults
-    samples: tuple[Sample, ...]
     queries: Mapping[str, QueryRecord]
+
+    @property
+    def samples(self) -> Iterator[Sample]:
+        """The run's samples, read from ``samples.jsonl`` as they are consumed."""
+        return iter_samples(self.path)
 
     @property
     def reranker(self) -> str:
@@ -56,7 +61,7 @@ class RunData:
 
 
 def load_run(run_dir: Path, *, label: str | None = None) -> RunData:
-    """Results, samples and query records of one finished run."""
+    """Results and query records of one finished run (samples are streamed when used)."""
     results = read_results(run_dir)
     if not (run_dir / SAMPLES_FILE).is_file():
         raise HarnessError(f"{run_dir} has {RESULTS_FILE} but no {SAMPLES_FILE}")
@@ -64,7 +69,6 @@ def load_run(run_dir: Path, *, label: str | None = None) -> RunData:
         label=label or results.reranker.name,
         path=run_dir,
         results=results,
-        samples=tuple(iter_samples(run_dir)),
         queries=read_queries(run_dir),
     )
 

@@ -19,7 +19,7 @@ calls appear once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -44,7 +44,7 @@ _CURRENT: ContextVar[_Call | None] = ContextVar("harness_prompt_call", default=N
 class PromptLog:
     """Appends the calls of one run to ``prompts.jsonl``, keeping only saved orders' lines."""
 
-    def __init__(self, run_dir: Path, done: Mapping[tuple[str, int], Any]) -> None:
+    def __init__(self, run_dir: Path, done: Container[tuple[str, int]]) -> None:
         self.path = run_dir / PROMPTS_FILE
         if self.path.is_file():
             kept = [line for line in _lines(self.path) if _saved(line, done)]
@@ -94,7 +94,7 @@ def _lines(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _saved(line: str, done: Mapping[tuple[str, int], Any]) -> bool:
+def _saved(line: str, done: Container[tuple[str, int]]) -> bool:
     """Whether every order of the logged call was saved (a torn line is not)."""
     try:
         data = json.loads(line)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ SAMPLES_FILE = "samples.jsonl"
 RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.md"
 IDENTITY_FILE = "reranker_identity.json"
+FAILURES_FILE = "failures.json"  # work units that failed on every attempt (Ray executor)
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,80 @@ class Sample:
         )
 
 
+class SampleIndex:
+    """Where each sample of a ``samples.jsonl`` is: per query, its order indices and byte
+    offsets (compact arrays), so a resume checks keys and a summary reads one query's samples
+    at a time; memory grows with the number of samples by 16 bytes each, not with their size.
+    A key written twice (a unit re-run after a fault) counts once: the last line wins.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._orders: dict[str, array[int]] = {}
+        self._offsets: dict[str, array[int]] = {}
+
+    def add(self, query_id: str, order_index: int, offset: int) -> None:
+        if query_id not in self._orders:
+            self._orders[query_id], self._offsets[query_id] = array("q"), array("q")
+        self._orders[query_id].append(order_index)
+        self._offsets[query_id].append(offset)
+
+    def done(self, query_id: str) -> set[int]:
+        """The order indices of ``query_id`` that have a sample."""
+        return set(self._orders.get(query_id, ()))
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        return key[1] in self._orders.get(key[0], ())
+
+    def __len__(self) -> int:
+        return sum(len(set(orders)) for orders in self._orders.values())
+
+    def query_ids(self) -> list[str]:
+        return list(self._orders)
+
+    def has_query(self, query_id: str) -> bool:
+        return query_id in self._orders
+
+    def query_samples(self, query_id: str) -> list[Sample]:
+        """The samples of one query, read from disk, by order index."""
+        latest = dict(
+            zip(self._orders.get(query_id, ()), self._offsets.get(query_id, ()), strict=True)
+        )
+        samples = []
+        with self.path.open("rb") as handle:
+            for order in sorted(latest):
+                handle.seek(latest[order])
+                samples.append(Sample.from_dict(json.loads(handle.readline())))
+        return samples
+
+
+class InMemorySamples:
+    """A mapping of samples seen through :class:`SampleIndex`'s reading interface (tests and
+    callers that already hold samples)."""
+
+    def __init__(self, samples: Mapping[tuple[str, int], Sample]) -> None:
+        self._by_query: dict[str, dict[int, Sample]] = {}
+        for sample in samples.values():
+            self._by_query.setdefault(sample.query_id, {})[sample.order_index] = sample
+
+    def has_query(self, query_id: str) -> bool:
+        return query_id in self._by_query
+
+    def query_samples(self, query_id: str) -> list[Sample]:
+        found = self._by_query.get(query_id, {})
+        return [found[order] for order in sorted(found)]
+
+
 class RunStore:
     """Append-only access to one run folder."""
 
     def __init__(self, run_dir: Path, *, needs_header: bool = False) -> None:
         self.run_dir = run_dir
         self.needs_header = needs_header  # new folder, or one of an older format
-        self._handle: IO[str] | None = None
+        self.index: SampleIndex | None = None  # set by scan_samples
+        self._handle: IO[bytes] | None = None
 
     @classmethod
     def open(cls, run_dir: Path, config_hash: str, header: RunHeader | None = None) -> RunStore:
@@ -122,19 +191,22 @@ class RunStore:
         self.write_json(RUN_FILE, header.to_dict())
         self.needs_header = False
 
-    def load_samples(
+    def scan_samples(
         self, check: Callable[[Sample], str | None] | None = None, *, truncate: bool = True
-    ) -> dict[tuple[str, int], Sample]:
-        """Every complete sample on disk; a torn last line (crash mid-write) is dropped.
+    ) -> SampleIndex:
+        """Index every complete sample on disk, keeping none in memory; a torn last line
+        (crash mid-write) is dropped.
 
         ``check`` returns what is wrong with a sample (e.g. not this run's order), or None;
         a problem is a HarnessError naming the file and line. ``truncate=False`` (a dry run)
-        leaves a torn last line on disk for the run that may still be writing it.
+        leaves a torn last line on disk for the run that may still be writing it. Samples
+        appended later are added to the same index.
         """
         path = self.run_dir / SAMPLES_FILE
-        samples: dict[tuple[str, int], Sample] = {}
+        index = SampleIndex(path)
+        self.index = index
         if not path.exists():
-            return samples
+            return index
         good_bytes = 0
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
@@ -148,19 +220,27 @@ class RunStore:
                 problem = check(sample) if check is not None else None
                 if problem:
                     raise HarnessError(f"{path}:{number}: {problem}")
-                samples[sample.key] = sample
+                index.add(sample.query_id, sample.order_index, good_bytes)
                 good_bytes += len(raw)
         if truncate and good_bytes < path.stat().st_size:
             with path.open("r+b") as handle:
                 handle.truncate(good_bytes)
-        return samples
+        return index
 
     def append(self, samples: list[Sample]) -> None:
+        """Append, flush and fsync one batch; the index (if scanned) learns where each is."""
         if self._handle is None:
-            self._handle = (self.run_dir / SAMPLES_FILE).open("a", encoding="utf-8")
-        self._handle.write("".join(s.to_json() + "\n" for s in samples))
+            self._handle = (self.run_dir / SAMPLES_FILE).open("ab")
+            self._handle.seek(0, os.SEEK_END)
+        offset = self._handle.tell()
+        lines = [(s.to_json() + "\n").encode() for s in samples]
+        self._handle.write(b"".join(lines))
         self._handle.flush()
         os.fsync(self._handle.fileno())
+        if self.index is not None:
+            for sample, line in zip(samples, lines, strict=True):
+                self.index.add(sample.query_id, sample.order_index, offset)
+                offset += len(line)
 
     def close(self) -> None:
         if self._handle is not None:

@@ -42,6 +42,7 @@ Which metrics exist, their order and how each is summarised are declared in
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -54,9 +55,9 @@ from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_mean_ci
 from harness.metrics.effectiveness import effectiveness
 from harness.metrics.position_bias import (
+    ExposurePool,
     exposure_counts,
     no_bias_mad,
-    pool_exposure,
     position_bias_mad,
     rank_given_position_counts,
 )
@@ -94,13 +95,19 @@ from harness.metrics.stability import (
     pairwise_stability,
     tie_rate,
 )
-from harness.results.store import Sample
+from harness.results.store import InMemorySamples, Sample, SampleIndex
+
+SampleSource = SampleIndex | InMemorySamples
+
+
+QUERIES_PER_CHUNK = 256
+"""Queries whose samples are read and scored together: memory holds one chunk's samples."""
 
 
 def summarize(
     sets: Sequence[CandidateSet],
     qrels: Qrels,
-    samples: Mapping[tuple[str, int], Sample],
+    samples: Mapping[tuple[str, int], Sample] | SampleSource,
     *,
     seed: int,
 ) -> dict[str, Any]:
@@ -108,56 +115,57 @@ def summarize(
     (every order's ``registry.per_order()`` values, the reference included, by order index)
     and ``counts``; metric names, order and aggregation come from ``harness.metrics.registry``.
     When the samples hold identity repeats (``--repeats``), also ``noise_floor``.
+
+    ``samples`` is read one chunk of queries at a time (a :class:`SampleIndex` reads them from
+    disk), so memory holds one chunk's samples, not the run's; pooled values are accumulated
+    in the queries' order, so they do not depend on the chunking.
     """
-    by_query: dict[str, list[Sample]] = defaultdict(list)
-    for sample in samples.values():
-        by_query[sample.query_id].append(sample)
-    sets = [s for s in sets if by_query.get(s.query_id)]
+    source = InMemorySamples(samples) if isinstance(samples, Mapping) else samples
+    sets = [s for s in sets if source.has_query(s.query_id)]
     if not sets:
         raise ValueError("no samples to summarise")
-    for query_samples in by_query.values():
-        query_samples.sort(key=lambda s: s.order_index)
-
-    flat = [(s.query_id, s.ranking) for cs in sets for s in by_query[cs.query_id]]
-    scores = effectiveness(qrels, flat, [spec.name for spec in registry.per_order()])
-    first_stage = effectiveness(qrels, [(cs.query_id, cs.doc_ids) for cs in sets], [NDCG])[NDCG]
+    metric_names = [spec.name for spec in registry.per_order()]
 
     per_query: dict[str, dict[str, float]] = {}
     per_order: dict[str, dict[str, list[float]]] = {}
     floors: dict[str, dict[str, float]] = {}
-    exposures, design_arrays, design_labels = [], {}, set()
-    cursor = 0
-    for position, cset in enumerate(sets):
-        query_samples = by_query[cset.query_id]
-        rows = slice(cursor, cursor + len(query_samples))
-        cursor += len(query_samples)
-        query_scores = {metric: values[rows] for metric, values in scores.items()}
-        design = np.array([s.label.in_design for s in query_samples])
-        chosen = [s for s, d in zip(query_samples, design, strict=True) if d]
-        design_arrays[cset.query_id] = _index_arrays(cset, chosen)
-        exposure = exposure_counts(*design_arrays[cset.query_id], k=TOP_K)
-        exposures.append(exposure)
-        design_labels.update(s.label for s in chosen)
-        per_order[cset.query_id] = {
-            "order_index": [s.order_index for s in query_samples],
-            **{metric: row.tolist() for metric, row in query_scores.items()},
-        }
-        values = _query_values(
-            cset, query_samples, query_scores, design, exposure, qrels.get(cset.query_id, {})
-        )
-        values[NDCG_FIRST_STAGE] = float(first_stage[position])
-        per_query[cset.query_id] = {spec.name: values[spec.name] for spec in registry.per_query()}
-        floor = _floor_values(cset, query_samples, query_scores, qrels.get(cset.query_id, {}))
-        if floor is not None:
-            floors[cset.query_id] = floor
+    pooled = _Pooled(sets)
+    for start in range(0, len(sets), QUERIES_PER_CHUNK):
+        chunk = [
+            (cset, source.query_samples(cset.query_id))
+            for cset in sets[start : start + QUERIES_PER_CHUNK]
+        ]
+        flat = [(cset.query_id, s.ranking) for cset, samples_ in chunk for s in samples_]
+        scores = effectiveness(qrels, flat, metric_names)
+        first_stage = effectiveness(qrels, [(c.query_id, c.doc_ids) for c, _ in chunk], [NDCG])
+        cursor = 0
+        for position, (cset, query_samples) in enumerate(chunk):
+            rows = slice(cursor, cursor + len(query_samples))
+            cursor += len(query_samples)
+            query_scores = {metric: values[rows] for metric, values in scores.items()}
+            design = np.array([s.label.in_design for s in query_samples])
+            chosen = [s for s, d in zip(query_samples, design, strict=True) if d]
+            exposure = pooled.add(cset, query_samples, chosen)
+            per_order[cset.query_id] = {
+                "order_index": [s.order_index for s in query_samples],
+                **{metric: row.tolist() for metric, row in query_scores.items()},
+            }
+            judged = qrels.get(cset.query_id, {})
+            values = _query_values(cset, query_samples, query_scores, design, exposure, judged)
+            values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
+            per_query[cset.query_id] = {
+                spec.name: values[spec.name] for spec in registry.per_query()
+            }
+            floor = _floor_values(cset, query_samples, query_scores, judged)
+            if floor is not None:
+                floors[cset.query_id] = floor
 
-    random_design = all(label.family == "random" for label in design_labels)
-    pooled = _pooled_position_bias(exposures, random_design)
-    latencies = np.array([s.facts.get("latency_ms", np.nan) for q in by_query.values() for s in q])
+    random_design = all(label.family == "random" for label in pooled.design_labels)
+    position_bias = _pooled_position_bias(pooled.exposures, random_design)
     computed = {
-        POSITION_BIAS_MAD: pooled.pop("summary"),
+        POSITION_BIAS_MAD: position_bias.pop("summary"),
         **{
-            latency_percentile(pct): {"value": float(np.nanpercentile(latencies, pct))}
+            latency_percentile(pct): {"value": float(np.nanpercentile(pooled.latencies, pct))}
             for pct in LATENCY_PERCENTILES
         },
     }
@@ -167,50 +175,118 @@ def summarize(
     sections = {
         "summary": summary,
         "per_query": per_query,
-        "position_bias": pooled | _rank_matrix(sets, design_arrays),
-        "parse_status": _parse_status_rates(by_query.values()),
+        "position_bias": position_bias | pooled.rank_matrix(),
+        "parse_status": pooled.parse_status_rates(),
         "per_order": per_order,
         "counts": {
             "queries": len(sets),
-            "samples": int(sum(len(q) for q in by_query.values())),
-            **cost_counts([s for q in by_query.values() for s in q]),
+            "samples": len(pooled.latencies),
+            **pooled.costs.counts(),
         },
     }
     if floors:
-        sections["noise_floor"] = _noise_floor(floors, summary, by_query, seed)
+        sections["noise_floor"] = _noise_floor(floors, summary, pooled.repeats, seed)
     return sections
 
 
-def cost_counts(samples: Sequence[Sample]) -> dict[str, int]:
+class _Pooled:
+    """What the summary pools over every query, accumulated one query at a time: top-k
+    exposure by input position, the rank-given-position counts, latencies, costs, parse
+    statuses, the design's labels and the number of identity repeats."""
+
+    def __init__(self, sets: Sequence[CandidateSet]) -> None:
+        lengths = Counter(len(cset) for cset in sets)
+        self.matrix_n, self.matrix_queries = lengths.most_common(1)[0]
+        self.matrix = np.zeros((self.matrix_n, self.matrix_n), dtype=np.int64)
+        self.exposures = ExposurePool(TOP_K)
+        self.latencies = array("d")
+        self.costs = CostCounter()
+        self.statuses: dict[str, Counter[str]] = defaultdict(Counter)
+        self.design_labels: set[Any] = set()
+        self.repeats = 0
+
+    def add(
+        self, cset: CandidateSet, samples: Sequence[Sample], chosen: list[Sample]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pool one query (all its samples, and the design's); returns its exposure."""
+        shown, output = _index_arrays(cset, chosen)
+        exposure = exposure_counts(shown, output, k=TOP_K)
+        self.exposures.add(exposure)
+        if len(cset) == self.matrix_n:
+            self.matrix += rank_given_position_counts(shown, output)
+        self.design_labels.update(s.label for s in chosen)
+        self.latencies.extend(float(s.facts.get("latency_ms", np.nan)) for s in samples)
+        self.costs.add(samples)
+        for sample in samples:
+            status = sample.facts.get("parse_status", "not_applicable")
+            if status != "not_applicable":
+                self.statuses[sample.label.family][status] += 1
+            if sample.label.is_repeat:
+                self.repeats = max(self.repeats, sample.label.index or 0)
+        return exposure
+
+    def rank_matrix(self) -> dict[str, Any]:
+        """P(output rank | input position), pooled over the queries of the most common length."""
+        probabilities = self.matrix / np.maximum(self.matrix.sum(axis=1, keepdims=True), 1)
+        return {
+            "rank_given_position": probabilities.round(6).tolist(),
+            "rank_given_position_n": self.matrix_n,
+            "rank_given_position_queries": self.matrix_queries,
+        }
+
+    def parse_status_rates(self) -> dict[str, dict[str, float]]:
+        """Share of each parse status per permutation family (e.g. 'random', 'identity')."""
+        return {
+            family: {status: c / sum(counter.values()) for status, c in sorted(counter.items())}
+            for family, counter in sorted(self.statuses.items())
+        }
+
+
+class CostCounter:
     """What the run's samples cost: prompt and generated tokens (counted with the method's
     tokenizer), and for a remote backend the requests behind them, how many the on-disk
-    cache answered, and the server's own token counts."""
-    prompt = generated = 0.0
-    for sample in samples:
-        # A set scored once (pointwise) reports the call's work on each of its orders.
-        shared = (sample.facts.get("extra") or {}).get("scored_once_per_set")
-        share = 1.0 / max(int(sample.facts.get("batch_size", 1) or 1), 1) if shared else 1.0
-        prompt += share * (sample.facts.get("prompt_tokens", 0) or 0)
-        generated += share * (sample.facts.get("generated_tokens", 0) or 0)
-    counts = {"prompt_tokens": round(prompt), "generated_tokens": round(generated)}
-    calls = []
-    for sample in samples:
-        extra = sample.facts.get("extra") or {}
-        calls += [d["http"] for d in extra.get("window_details", ()) if "http" in d]
-        if "http" in extra:  # pointwise: one summary per scored set
-            calls.append(extra["http"])
-    if not calls and not prompt and not generated:
-        return {}  # a control that runs no model: nothing to count
-    if calls:
-        counts["requests"] = sum(int(c.get("requests", 1)) for c in calls)
-        counts["requests_cached"] = sum(int(c.get("cached", 0)) for c in calls)
-        counts["server_prompt_tokens"] = sum(
-            int(c.get("server_prompt_tokens", c.get("prompt_tokens")) or 0) for c in calls
-        )
-        counts["server_completion_tokens"] = sum(
-            int(c.get("server_completion_tokens", c.get("completion_tokens")) or 0) for c in calls
-        )
-    return counts
+    cache answered, and the server's own token counts; summed as samples are added."""
+
+    def __init__(self) -> None:
+        self.prompt = self.generated = 0.0
+        self.calls = 0
+        self.http = Counter[str]()
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        for sample in samples:
+            # A set scored once (pointwise) reports the call's work on each of its orders.
+            shared = (sample.facts.get("extra") or {}).get("scored_once_per_set")
+            share = 1.0 / max(int(sample.facts.get("batch_size", 1) or 1), 1) if shared else 1.0
+            self.prompt += share * (sample.facts.get("prompt_tokens", 0) or 0)
+            self.generated += share * (sample.facts.get("generated_tokens", 0) or 0)
+            extra = sample.facts.get("extra") or {}
+            calls = [d["http"] for d in extra.get("window_details", ()) if "http" in d]
+            if "http" in extra:  # pointwise: one summary per scored set
+                calls.append(extra["http"])
+            for c in calls:
+                self.calls += 1
+                self.http["requests"] += int(c.get("requests", 1))
+                self.http["requests_cached"] += int(c.get("cached", 0))
+                self.http["server_prompt_tokens"] += int(
+                    c.get("server_prompt_tokens", c.get("prompt_tokens")) or 0
+                )
+                self.http["server_completion_tokens"] += int(
+                    c.get("server_completion_tokens", c.get("completion_tokens")) or 0
+                )
+
+    def counts(self) -> dict[str, int]:
+        counts = {"prompt_tokens": round(self.prompt), "generated_tokens": round(self.generated)}
+        if not self.calls and not self.prompt and not self.generated:
+            return {}  # a control that runs no model: nothing to count
+        if self.calls:
+            keys = (
+                "requests",
+                "requests_cached",
+                "server_prompt_tokens",
+                "server_completion_tokens",
+            )
+            counts |= {key: self.http[key] for key in keys}
+        return counts
 
 
 def _query_values(
@@ -314,7 +390,7 @@ def _score_spread(group: list[Sample]) -> float:
 def _noise_floor(
     floors: Mapping[str, Mapping[str, float]],
     summary: Mapping[str, Mapping[str, Any]],
-    by_query: Mapping[str, list[Sample]],
+    repeats: int,
     seed: int,
 ) -> dict[str, Any]:
     """The run's noise floor: per-query floor values, their bootstrap means, and for each
@@ -325,10 +401,6 @@ def _noise_floor(
     lower bound; lower-is-better: value <= its upper bound), i.e. the instability measured
     under changes of order is no larger than what rerunning the same order already gives.
     """
-    repeats = max(
-        (s.label.index or 0 for samples in by_query.values() for s in samples if s.label.is_repeat),
-        default=0,
-    )
     names = [spec.name for spec in registry.with_floor()] + [SCORE_SPREAD]
     entries: dict[str, Any] = {}
     for name in names:
@@ -382,15 +454,13 @@ def _summary_entry(
     }
 
 
-def _pooled_position_bias(
-    exposures: list[tuple[np.ndarray, np.ndarray]], random_design: bool
-) -> dict[str, Any]:
+def _pooled_position_bias(exposures: ExposurePool, random_design: bool) -> dict[str, Any]:
     """Top-10 exposure per absolute input position, pooled over queries (which may differ in n).
 
     Under random orders even an unbiased reranker shows sampling noise; its expected MAD
     (``no_bias_floor``) is reported beside the value so a small number can be read correctly.
     """
-    hits, trials, expected = pool_exposure(exposures, k=TOP_K)
+    hits, trials, expected = exposures.pooled()
     share = np.divide(hits, trials, out=np.full(len(hits), np.nan), where=trials > 0)
     floor = no_bias_mad(trials, expected) if random_design else None
     return {
@@ -402,36 +472,4 @@ def _pooled_position_bias(
         f"exposure_top{TOP_K}": share.tolist(),
         f"expected_top{TOP_K}": expected.tolist(),
         "trials": trials.astype(int).tolist(),
-    }
-
-
-def _rank_matrix(
-    sets: Sequence[CandidateSet], arrays: Mapping[str, tuple[np.ndarray, np.ndarray]]
-) -> dict:
-    """P(output rank | input position), pooled over the queries of the most common length."""
-    lengths = Counter(len(cset) for cset in sets)
-    n, _ = lengths.most_common(1)[0]
-    counts = np.zeros((n, n), dtype=np.int64)
-    for cset in sets:
-        if len(cset) == n:
-            counts += rank_given_position_counts(*arrays[cset.query_id])
-    probabilities = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    return {
-        "rank_given_position": probabilities.round(6).tolist(),
-        "rank_given_position_n": n,
-        "rank_given_position_queries": lengths[n],
-    }
-
-
-def _parse_status_rates(groups: Any) -> dict[str, dict[str, float]]:
-    """Share of each parse status per permutation family (e.g. 'random', 'identity')."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for samples in groups:
-        for sample in samples:
-            status = sample.facts.get("parse_status", "not_applicable")
-            if status != "not_applicable":
-                counts[sample.label.family][status] += 1
-    return {
-        family: {status: c / sum(counter.values()) for status, c in sorted(counter.items())}
-        for family, counter in sorted(counts.items())
     }

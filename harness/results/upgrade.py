@@ -66,7 +66,7 @@ def upgrade_run(run_dir: Path, dataset: str | None = None) -> RunResults:
     store.write_header(header, list(prepared.query_records()))
     results = compute_results(
         prepared,
-        store.load_samples(),
+        store.scan_samples(),
         identity or store.read_json(IDENTITY_FILE),
         environment=old.get("environment") or {},
         wall_time_s=float(old.get("wall_time_s") or 0.0),

@@ -1,0 +1,139 @@
+"""Peak memory and throughput of a run as it grows: synthetic data, the ``identity`` reranker.
+
+Two measurements, side by side in one run:
+
+* **Peak RSS** of ``harness run`` (a fresh run, then resuming the finished run) over
+  ``--sizes`` queries x 100 candidates x 21 orders (20 random + the reference). The goal:
+  flat in the number of queries, since samples stream from disk. ``--compare-with`` runs the
+  same commands with another checkout's ``harness`` (e.g. ``/work/main``, before streaming).
+* **Throughput** (orders per second of reranking wall time, actor start-up included) of the
+  local executor vs Ray with 1 and 2 workers, on ``--throughput-queries`` queries.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_scale.py
+    .venv/bin/python benchmarks/bench_scale.py --sizes 2000 20000 --compare-with /work/main
+    .venv/bin/python benchmarks/bench_scale.py --skip-memory --throughput-queries 200
+
+The data is made here (a TREC folder: run, topics, corpus, qrels) in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CANDIDATES = 100
+PERMS = 20  # + the identity reference = 21 orders per query
+CORPUS = 5000
+
+
+def make_data(folder: Path, queries: int, seed: int = 0) -> Path:
+    """``queries`` topics, each with 100 BM25-like candidates from a shared corpus and two
+    relevant documents among them."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w") as out:
+        for d in range(CORPUS):
+            out.write(json.dumps({"_id": f"d{d}", "text": f"passage {d}"}) + "\n")
+    with (
+        (folder / "topics.tsv").open("w") as topics,
+        (folder / "run.trec").open("w") as run,
+        (folder / "qrels.txt").open("w") as qrels,
+    ):
+        for q in range(queries):
+            topics.write(f"q{q}\tquestion {q}\n")
+            docs = rng.choice(CORPUS, size=CANDIDATES, replace=False)
+            for rank, d in enumerate(docs, start=1):
+                run.write(f"q{q} Q0 d{d} {rank} {CANDIDATES - rank + 1} synth\n")
+            for d in rng.choice(docs, size=2, replace=False):
+                qrels.write(f"q{q} 0 d{d} 1\n")
+    return folder
+
+
+def harness_run(args: list[str], pythonpath: str | None = None) -> tuple[float, float]:
+    """Run ``python -m harness run ARGS``; (peak RSS in MB, wall seconds)."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"harness run {' '.join(args)} failed:\n{process.stderr.read().decode()}")
+    return usage.ru_maxrss / 1024, seconds
+
+
+def memory(sizes: list[int], work: Path, trees: dict[str, str | None]) -> None:
+    print(f"peak RSS, identity reranker, {CANDIDATES} candidates x {PERMS + 1} orders per query")
+    header = f"{'queries':>8} {'samples.jsonl':>14} " + " ".join(
+        f"{name + ' ' + what:>22}" for name in trees for what in ("run", "resume")
+    )
+    print(header)
+    for size in sizes:
+        data = make_data(work / f"data{size}", size)
+        cells, samples_mb = [], 0.0
+        for name, tree in trees.items():
+            out = work / f"run-{name}-{size}"
+            args = ["--reranker", "identity", "--dataset", str(data), "--perms", str(PERMS)]
+            args += ["--queries", str(size), "--out", str(out)]
+            for _ in ("run", "resume"):
+                rss, seconds = harness_run(args, tree)
+                cells.append(f"{rss:8.0f} MB {seconds:7.1f} s")
+            samples_mb = (out / "samples.jsonl").stat().st_size / 1e6
+        print(f"{size:>8} {samples_mb:>11.0f} MB " + " ".join(f"{c:>22}" for c in cells))
+
+
+def throughput(queries: int, work: Path, reranker: str) -> None:
+    data = make_data(work / f"tdata{queries}", queries)
+    rows = [("local", [])] + [(f"ray {n} worker(s)", ["--workers", str(n)]) for n in (1, 2)]
+    print(f"\nthroughput, {reranker}, {queries} queries x {PERMS + 1} orders")
+    print(f"{'executor':>14} {'orders/s':>10} {'vs local':>9}")
+    base = None
+    for name, extra in rows:
+        out = work / f"t-{name.replace(' ', '_')}"
+        args = ["--reranker", reranker, "--dataset", str(data), "--perms", str(PERMS)]
+        args += ["--queries", str(queries), "--out", str(out)]
+        args += ["--executor", "ray", *extra] if extra else []
+        harness_run(args)
+        results = json.loads((out / "results.json").read_text())
+        rate = results["permutations"]["total_orders"] / results["wall_time_s"]
+        base = base or rate
+        print(f"{name:>14} {rate:>10.0f} {rate / base:>8.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--compare-with", help="another checkout whose harness to measure too")
+    parser.add_argument("--throughput-queries", type=int, default=300)
+    parser.add_argument("--reranker", default="identity", help="for the throughput part")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    trees: dict[str, str | None] = {"this": None}
+    if args.compare_with:
+        trees = {"before": str(Path(args.compare_with).resolve()), "this": None}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        if not args.skip_memory:
+            memory(args.sizes, Path(tmp), trees)
+        if not args.skip_throughput:
+            throughput(args.throughput_queries, Path(tmp), args.reranker)
+
+
+if __name__ == "__main__":
+    main()
