@@ -56,6 +56,7 @@ ADAPTERS: Mapping[str, str] = {
     "bootstrap": "harness.rerankers.meta:Bootstrapping",
     "sgs": "harness.rerankers.sgs:StochasticGreedySelection",
     "stella": "harness.rerankers.stella:Stella",
+    "icr": "harness.rerankers.icr:IcrReranker",
 }
 ADAPTER_BACKENDS: Mapping[str, str] = {"first-vllm": "vllm", "rankgpt-vllm": "vllm"}
 
