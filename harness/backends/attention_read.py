@@ -188,7 +188,7 @@ def query_attention(
         stacked = torch.stack([reader.read[layer] for layer in wanted], dim=1)  # [PQ, L', H, S]
     heads = stacked.shape[2]
     weights = stacked.reshape(p, q, len(wanted), heads, s).float().cpu().numpy()
-    full = total * heads * p * ((s * s) + q * (s + width) ** 2) * 4
+    full = total * heads * p * q * (s + width) ** 2 * 4  # output_attentions, one pass per query
     return QueryAttention(weights, deepest + 1, 2, reader.peak_bytes, full)
 
 

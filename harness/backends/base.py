@@ -148,7 +148,8 @@ class QueryAttention:
     (fp32). ``layers_run``: decoder layers computed (the pass stops after the deepest
     requested one). ``forward_passes``: model calls made (prefixes, then all queries at once).
     ``peak_weight_bytes``: the largest attention-weight tensor materialised at once;
-    ``full_weight_bytes``: what every layer's full [L, L] weights of every row would take.
+    ``full_weight_bytes``: what ``output_attentions`` would hold instead (every layer's full
+    [L, L] weights of one plain pass per prefix and query).
     """
 
     weights: np.ndarray

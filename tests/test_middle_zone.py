@@ -1,0 +1,53 @@
+"""The report's middle-zone view: zones split as documented, a list whose middle scores are
+identical has zero middle spread, and runs without scores are left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from harness.permutations import OrderLabel
+from harness.report.middle_zone import middle_zone, plot_middle_zone, zone_bounds
+from harness.results.schema import QueryRecord
+from harness.results.store import Sample
+
+
+def fake_run(scored: bool) -> SimpleNamespace:
+    """An honest stand-in for RunData: what middle_zone reads (samples, queries, results)."""
+    ids = tuple(f"d{i}" for i in range(9))
+    rng = np.random.default_rng(0)
+    samples = []
+    for index in range(4):
+        shown = tuple(int(i) for i in (range(9) if index == 0 else rng.permutation(9)))
+        # positions 3..5 (the middle third) all get 0.5; the edges spread around it
+        by_position = [0.0, 1.0, 2.0, 0.5, 0.5, 0.5, 3.0, -1.0, 4.0]
+        scores = {ids[i]: by_position[p] for p, i in enumerate(shown)} if scored else None
+        ranking = tuple(sorted(ids))
+        label = OrderLabel.parse("identity" if index == 0 else f"random:{index - 1}")
+        samples.append(Sample("q", index, label, shown, ranking, scores, {}))
+    results = SimpleNamespace(position_bias={"exposure_top10": [1.0] * 9})
+    queries = {"q": QueryRecord("q", "query", ids, {"d0": 1})}
+    return SimpleNamespace(samples=tuple(samples), queries=queries, results=results)
+
+
+def test_zones_split_in_thirds_with_the_middle_taking_the_remainder() -> None:
+    assert zone_bounds(20) == ((0, 6), (6, 14), (14, 20))
+    assert zone_bounds(9) == ((0, 3), (3, 6), (6, 9))
+
+
+def test_a_homogenized_middle_has_zero_spread(tmp_path: Path) -> None:
+    zone = middle_zone(fake_run(scored=True))  # type: ignore[arg-type]
+    assert zone is not None and zone.n == 9 and zone.orders == 4
+    assert zone.spread["middle"] == 0.0
+    everything = np.std([0.0, 1.0, 2.0, 0.5, 0.5, 0.5, 3.0, -1.0, 4.0])
+    assert zone.spread["first"] == pytest.approx(np.std([0.0, 1.0, 2.0]) / everything)
+    assert zone.spread["last"] == pytest.approx(np.std([3.0, -1.0, 4.0]) / everything)
+    png = plot_middle_zone({"icr": zone})
+    assert png.startswith(b"\x89PNG")
+
+
+def test_runs_without_scores_have_no_middle_zone() -> None:
+    assert middle_zone(fake_run(scored=False)) is None  # type: ignore[arg-type]
