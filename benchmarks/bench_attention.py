@@ -82,7 +82,9 @@ def main() -> None:
         "icr-heads": IcrReranker(
             "icr-heads", context, TransformersBackend(loaded), IcrParams(heads=args.heads, **words)
         ),
-        "first": FirstReranker("first", context, TransformersBackend(loaded), FirstParams(**window)),
+        "first": FirstReranker(
+            "first", context, TransformersBackend(loaded), FirstParams(**window)
+        ),
         "rankgpt": RankGPTReranker(
             "rankgpt", context, TransformersBackend(loaded), RankGPTParams(**window)
         ),

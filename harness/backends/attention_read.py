@@ -19,7 +19,7 @@ duration of one call and restored after it (backends are called from one thread 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +140,7 @@ def query_attention(
     """See :meth:`harness.backends.base.Backend.query_attention`.
 
     Two model calls: the P prefixes (one batch of equal-length rows) stopped after the deepest
-    layer asked for; then the P × Q query rows (left-aligned, padding at the end, which causal
+    layer asked for; then the P x Q query rows (left-aligned, padding at the end, which causal
     attention keeps every real token from seeing) on the prefixes' KV cache, each prefix's
     cache repeated for its Q queries.
     """
@@ -193,7 +193,5 @@ def query_attention(
 
 
 def _run(decoder: Any, **inputs: Any) -> None:
-    try:
+    with suppress(_Stop):
         decoder(use_cache=True, **inputs)
-    except _Stop:
-        pass

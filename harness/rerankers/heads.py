@@ -226,9 +226,7 @@ def _judged(split: Dataset) -> Dataset:
     """The split's sets that have a relevant judgment (nDCG is undefined for the others)."""
     import dataclasses
 
-    kept = tuple(
-        s for s in split.sets if max((split.qrels.get(s.query_id) or {0: 0}).values()) > 0
-    )
+    kept = tuple(s for s in split.sets if max((split.qrels.get(s.query_id) or {0: 0}).values()) > 0)
     if not kept:
         raise HarnessError("no query of the head-selection split has a relevant judgment")
     return dataclasses.replace(split, sets=kept)

@@ -41,8 +41,8 @@ from harness.data.model import CandidateSet, TextQuery, UserProfile
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
 from harness.rerankers.heads import HeadSelection, parse_heads
-from harness.rerankers.llm import BackendReranker
 from harness.rerankers.listwise_prompts import candidate_line_text, prompt_token_ids
+from harness.rerankers.llm import BackendReranker
 from harness.rerankers.prompts import render_context
 
 CALIBRATIONS = ("masked", "plain", "none")
@@ -187,7 +187,7 @@ def head_scores(reading: IcrReading) -> np.ndarray:
     candidate's tokens of a(query) - a(N/A) in that head alone (head selection ranks with
     these)."""
     diff = reading.attention[:, 0].astype(np.float64) - reading.attention[:, 1]
-    cumulative = np.concatenate([np.zeros(diff.shape[:-1] + (1,)), diff.cumsum(-1)], axis=-1)
+    cumulative = np.concatenate([np.zeros((*diff.shape[:-1], 1)), diff.cumsum(-1)], axis=-1)
     p_index = np.arange(len(reading.spans))[:, None]
     starts, ends = reading.spans[..., 0], reading.spans[..., 1]  # [P, n]
     by_head = cumulative.transpose(0, 3, 1, 2)  # [P, S+1, L, H]
@@ -195,8 +195,7 @@ def head_scores(reading: IcrReading) -> np.ndarray:
 
 
 class IcrReranker(BackendReranker):
-    """ICR on a backend that reads query attention (transformers). Params: :class:`IcrParams`.
-    """
+    """ICR on a backend that reads query attention (transformers). Params: :class:`IcrParams`."""
 
     method = "icr"
     requires = frozenset({Capability.TOKENIZER, Capability.QUERY_ATTENTION})
