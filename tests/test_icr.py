@@ -223,3 +223,19 @@ def test_bad_params_are_one_line_errors(backend: TransformersBackend) -> None:
         icr(backend, heads="2:0")
     with pytest.raises(HarnessError, match="set heads or heads_file, not both"):
         IcrParams(heads="0:0", heads_file="x.json")
+
+
+def test_the_bundled_preset_is_checked_before_any_model_loads(tmp_path) -> None:
+    from harness.rerankers.registry import check_preset, load_preset, resolve_preset
+
+    preset = resolve_preset("icr")
+    assert preset.adapter == "icr" and not preset.order_invariant
+    check_preset(preset)
+    on_vllm = tmp_path / "icr-vllm.yaml"
+    on_vllm.write_text("name: icr-vllm\nadapter: icr\nbackend: vllm\n")
+    with pytest.raises(HarnessError, match="needs query_attention, which backend 'vllm'"):
+        check_preset(load_preset(on_vllm))
+    bad = tmp_path / "icr-bad.yaml"
+    bad.write_text("name: icr-bad\nadapter: icr\nparams: {heads: '1-2'}\n")
+    with pytest.raises(HarnessError, match=r"icr-bad.yaml: reranker 'icr-bad'.*heads must be"):
+        check_preset(load_preset(bad))

@@ -10,7 +10,9 @@ model's own 4-D mask, so no architecture-specific projection code is repeated he
 computes the layer's output with sdpa and, only where a :class:`Reader` passed through the
 forward's keyword arguments asks for that layer, the softmax of the query rows. After the
 deepest layer asked for, it stops the forward pass (depth truncation): later layers cannot
-change what was read.
+change what was read. The prefix pass before it runs with the model's own attention and is
+stopped after the same layer by a forward hook, so its KV cache holds exactly the layers the
+query pass needs.
 
 The model's ``config._attn_implementation`` is switched to the reading function for the
 duration of one call and restored after it (backends are called from one thread at a time).
@@ -69,14 +71,18 @@ def _read_attention(
     import torch
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-    output, _ = sdpa_attention_forward(
-        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-    )
     reader = harness_reader
     if reader is None:
-        return output, None
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
     layer = module.layer_idx
     if reader.rows is not None and layer in reader.layers:
+        if key.shape[-2] != reader.keys + query.shape[-2]:
+            raise HarnessError(
+                f"layer {layer} does not attend to the whole prefix (a sliding-window layer?); "
+                "score with full-attention layers only (heads)"
+            )
         keys = repeat_kv(key, query.shape[1] // key.shape[1])
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         logits = torch.matmul(query.float(), keys.float().transpose(2, 3)) * scale
@@ -88,8 +94,10 @@ def _read_attention(
         mean = (weights * rows).sum(dim=2) / rows.sum(dim=2)  # [B, H, K]
         reader.read[layer] = mean[..., : reader.keys]
     if reader.stop_after is not None and layer >= reader.stop_after:
-        raise _Stop
-    return output, None
+        raise _Stop  # nothing after this layer can change what was read
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+    )
 
 
 def _register() -> None:
@@ -159,11 +167,13 @@ def query_attention(
     ids = torch.as_tensor(np.asarray(prefixes), dtype=torch.long, device=device)
     p, s = ids.shape
     q, width = len(queries), max(len(x) for x in queries)
-    with torch.inference_mode(), _reading(model):
+    with torch.inference_mode():
+        # The prefixes run with the model's own attention (no weights read), stopped by a
+        # hook after the deepest layer needed; the query pass reads.
         cache = DynamicCache(config=model.config)
         positions = torch.arange(s, device=device).expand(p, s)
-        skip = Reader(wanted, None, s, stop)
-        _run(decoder, input_ids=ids, position_ids=positions, cache=cache, harness_reader=skip)
+        with _stopping_after(decoder, stop):
+            _run(decoder, input_ids=ids, position_ids=positions, cache=cache)
         layers_cached = [(layer.keys, layer.values) for layer in cache.layers[: deepest + 1]]
         repeated = [
             (k.repeat_interleave(q, dim=0), v.repeat_interleave(q, dim=0)) for k, v in layers_cached
@@ -177,19 +187,37 @@ def query_attention(
         tokens, rows = tokens.repeat(p, 1), rows.repeat(p, 1)  # row p*Q + i: prefix p, query i
         mask = torch.cat([torch.ones(p * q, s, dtype=torch.long, device=device), rows.long()], 1)
         reader = Reader(wanted, rows, s, stop)
-        _run(
-            decoder,
-            input_ids=tokens,
-            attention_mask=mask,
-            position_ids=(s + torch.arange(width, device=device)).expand(p * q, width),
-            cache=query_cache,
-            harness_reader=reader,
-        )
+        with _reading(model):
+            _run(
+                decoder,
+                input_ids=tokens,
+                attention_mask=mask,
+                position_ids=(s + torch.arange(width, device=device)).expand(p * q, width),
+                cache=query_cache,
+                harness_reader=reader,
+            )
         stacked = torch.stack([reader.read[layer] for layer in wanted], dim=1)  # [PQ, L', H, S]
     heads = stacked.shape[2]
     weights = stacked.reshape(p, q, len(wanted), heads, s).float().cpu().numpy()
     full = total * heads * p * q * (s + width) ** 2 * 4  # output_attentions, one pass per query
     return QueryAttention(weights, deepest + 1, 2, reader.peak_bytes, full)
+
+
+@contextmanager
+def _stopping_after(decoder: Any, layer: int | None) -> Iterator[None]:
+    """Stop a forward pass once decoder layer ``layer`` has run (its KV cache is filled)."""
+    if layer is None:
+        yield
+        return
+
+    def stop(*_: Any) -> None:
+        raise _Stop
+
+    handle = decoder.layers[layer].register_forward_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _run(decoder: Any, **inputs: Any) -> None:
