@@ -29,9 +29,11 @@ summed and the pass stops after the deepest selected layer (``truncate_depth``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -95,10 +97,6 @@ class IcrTemplate:
     separator: str = "\n\n"
 
     def sha256(self) -> str:
-        import hashlib
-        import json
-        from dataclasses import asdict
-
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
 
