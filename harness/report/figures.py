@@ -37,7 +37,7 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
         "against the share with no position bias (dotted black, k/n).",
     ),
     "middle_zone": (
-        "Middle zone (score-based rerankers)",
+        "Middle zone (order-sensitive score-based rerankers)",
         f"Left: share of outputs in which the item shown at each input position reaches the top "
         f"{TOP_K}, the middle third of the positions shaded. Right: within each order, the "
         "spread (std) of the scores of the items shown in the first, middle and last third, "

@@ -2,7 +2,7 @@
 
 Attention rerankers tend to give candidates shown in the middle of a long context
 near-identical scores, so their order there is decided by noise. Two views from a run's
-samples, for runs that recorded scores:
+samples, for order-sensitive rerankers that recorded scores:
 
 * exposure by input position (from ``results.json``), with the middle third shaded;
 * score spread per zone: within each shown order, the standard deviation of the scores of
@@ -53,7 +53,10 @@ def zone_bounds(n: int) -> tuple[tuple[int, int], ...]:
 
 
 def middle_zone(run: RunData) -> MiddleZone | None:
-    """None when the run recorded no scores (generative rerankers) or has under 3 candidates."""
+    """None when the run recorded no scores (generative rerankers), has under 3 candidates, or
+    is declared order-invariant (its scores cannot depend on where a candidate is shown)."""
+    if run.results.reranker.order_invariant:
+        return None
     scored = [s for s in run.samples if s.scores]
     if not scored:
         return None
