@@ -501,6 +501,50 @@ def stella_calibrate(
     )
 
 
+@app.command("select-heads")
+def select_heads(
+    out: Annotated[Path, typer.Option(help="Head-selection artifact to write (JSON).")],
+    split_queries: Annotated[
+        int, typer.Option(help="Select on the LAST N queries (--queries evaluates the first).")
+    ],
+    reranker: Annotated[str, typer.Option(help="An icr preset scoring every head.")] = "icr",
+    dataset: Annotated[str, typer.Option(help="Dataset card name or data folder.")] = (
+        "msmarco-dl19"
+    ),
+    depth: Annotated[int | None, typer.Option(help="Keep the top K candidates.")] = None,
+    top: Annotated[int, typer.Option(help="How many heads to keep.")] = 8,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+) -> None:
+    """Choose ICR's heads by per-head nDCG@10 on a labelled split (not HeadRank's training)."""
+    from harness.config import RunConfig
+    from harness.errors import HarnessError
+    from harness.files import ensure_writable_folder
+    from harness.rerankers.base import RunContext
+    from harness.rerankers.heads import select_heads as run_selection
+
+    with _user_errors():
+        RunConfig(reranker=reranker, device=device).validate()
+        if depth is not None and depth < 1:
+            raise HarnessError(f"--depth must be at least 1, got {depth}")
+        if top < 1:
+            raise HarnessError(f"--top must be at least 1, got {top}")
+        ensure_writable_folder(out.parent, "the head selection")
+        selection = run_selection(
+            reranker,
+            dataset,
+            out,
+            split_queries=split_queries,
+            depth=depth,
+            top=top,
+            context=RunContext(device=device),
+        )
+    best = ", ".join(f"{layer}:{head}" for layer, head in selection.heads)
+    typer.echo(
+        f"selected {len(selection.heads)} heads ({best}) on "
+        f"{selection.provenance['split_queries']} queries: {out}"
+    )
+
+
 @app.command()
 def upgrade(
     run_dir: Annotated[

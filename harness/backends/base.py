@@ -42,6 +42,7 @@ class Capability(str, Enum):
     MASKED_FORWARD = "masked_forward"  # custom 4-D mask + explicit positions over a prefix
     ADD_TOKENS = "add_tokens"  # new special tokens with deterministic embeddings
     ATTENTIONS = "attentions"  # attention weights of every layer and head
+    QUERY_ATTENTION = "query_attention"  # attention of appended query tokens, chosen layers
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,26 @@ class MaskedRequest:
     target_columns: np.ndarray
 
 
+@dataclass(frozen=True)
+class QueryAttention:
+    """What the query tokens appended to each prefix pay to the prefix's tokens.
+
+    ``weights[p, q, i, h, s]``: attention of query ``q``'s tokens (averaged over them) after
+    prefix ``p`` to prefix token ``s``, in head ``h`` of the ``i``-th requested layer
+    (fp32). ``layers_run``: decoder layers computed (the pass stops after the deepest
+    requested one). ``forward_passes``: model calls made (prefixes, then all queries at once).
+    ``peak_weight_bytes``: the largest attention-weight tensor materialised at once;
+    ``full_weight_bytes``: what ``output_attentions`` would hold instead (every layer's full
+    [L, L] weights of one plain pass per prefix and query).
+    """
+
+    weights: np.ndarray
+    layers_run: int
+    forward_passes: int
+    peak_weight_bytes: int
+    full_weight_bytes: int
+
+
 class Backend(ABC):
     """A loaded model behind the operations methods use. Subclasses implement the methods of
     the capabilities they declare; the rest raise :class:`HarnessError` via :meth:`lacks`."""
@@ -212,6 +233,19 @@ class Backend(ABC):
     def attention_weights(self, token_ids: Sequence[int]) -> np.ndarray:
         """Attention weights [layers, heads, L, L] of one causal pass over ``token_ids``."""
         raise self.lacks(Capability.ATTENTIONS)
+
+    @property
+    def attention_shape(self) -> tuple[int, int]:
+        """(decoder layers, attention heads per layer) of the model."""
+        raise self.lacks(Capability.QUERY_ATTENTION)
+
+    def query_attention(
+        self, prefixes: np.ndarray, queries: Sequence[Sequence[int]], layers: Sequence[int]
+    ) -> QueryAttention:
+        """Run each prefix of ``prefixes`` [P, S] once, then every query of ``queries`` after
+        it on the prefix's KV cache, reading the query tokens' attention to the prefix in
+        ``layers`` only (see :class:`QueryAttention`)."""
+        raise self.lacks(Capability.QUERY_ATTENTION)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the engine; called once when a run ends."""

@@ -45,6 +45,7 @@ from harness.backends.base import (
     GenerationRequest,
     MaskedRequest,
     NextTokenScores,
+    QueryAttention,
     TokenBatch,
     eos_token_ids,
     length_groups,
@@ -368,6 +369,23 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             output = self._decoder(input_ids=ids, output_attentions=True)
         return torch.cat(output.attentions).float().cpu().numpy()
+
+    @property
+    def attention_shape(self) -> tuple[int, int]:
+        config = self.loaded.model.config
+        return int(config.num_hidden_layers), int(config.num_attention_heads)
+
+    def query_attention(
+        self, prefixes: np.ndarray, queries: Sequence[Sequence[int]], layers: Sequence[int]
+    ) -> QueryAttention:
+        """Query rows' attention on chosen layers, through transformers' attention-function
+        interface (any ``attn_implementation``; see :mod:`harness.backends.attention_read`)."""
+        from harness.backends.attention_read import check_readable, query_attention
+
+        check_readable(self.loaded.model)
+        return query_attention(
+            self.loaded.model, self._decoder, prefixes, queries, layers, self._pad
+        )
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -12,6 +12,7 @@ from harness.metrics.registry import KENDALL_TAU, NDCG, NDCG_RANGE, RBO, TOP_K
 from harness.report import plots, series
 from harness.report.document import Figure
 from harness.report.load import RunData
+from harness.report.middle_zone import middle_zone, plot_middle_zone
 
 CAPTIONS: Mapping[str, tuple[str, str]] = {
     "ndcg_across_orders": (
@@ -37,6 +38,14 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
         "against the share with no position bias (dotted black, k/n). The shaded band is where "
         "a reranker with no position bias lands 95% of the time under these random orders "
         "(binomial in the number of outputs); a point outside it is more than noise.",
+    ),
+    "middle_zone": (
+        "Middle zone (order-sensitive score-based rerankers)",
+        f"Left: share of outputs in which the item shown at each input position reaches the top "
+        f"{TOP_K}, the middle third of the positions shaded. Right: within each order, the "
+        "spread (std) of the scores of the items shown in the first, middle and last third, "
+        "relative to the spread of all its scores; a low middle bar is the 'homogenized "
+        "middle' attention rerankers are known for.",
     ),
     "lost_in_the_middle": (
         "Lost in the middle (sweep)",
@@ -92,6 +101,11 @@ def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dic
         figures.append(
             _figure("exposure", plots.exposure_by_position(exposure, expected, bands=bands))
         )
+    zones = {r.label: z for r in runs if (z := middle_zone(r)) is not None}
+    if zones:
+        figures.append(_figure("middle_zone", plot_middle_zone(zones)))
+        for label, zone in zones.items():
+            data[label]["middle_zone"] = zone.to_dict()
     curves = {}
     for r in runs:
         curve = series.sweep_curve(r)

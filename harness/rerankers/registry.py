@@ -57,6 +57,7 @@ ADAPTERS: Mapping[str, str] = {
     "sgs": "harness.rerankers.sgs:StochasticGreedySelection",
     "stella": "harness.rerankers.stella:Stella",
     "callable": "harness.rerankers.callable:CallableReranker",
+    "icr": "harness.rerankers.icr:IcrReranker",
 }
 ADAPTER_BACKENDS: Mapping[str, str] = {"first-vllm": "vllm", "rankgpt-vllm": "vllm"}
 
