@@ -136,3 +136,26 @@ def test_smollm2_converts_once_then_loads_from_cache(monkeypatch: pytest.MonkeyP
     assert again.identity.revision.startswith("sha256:") and again.identity.source == "embedded"
     assert again.model.config.model_type == "llama"
     assert not hasattr(again.model.config, "quantization_config")
+
+
+def test_conversion_silences_transformers_progress_bars_and_restores_them() -> None:
+    """The GGUF dequantizer's own tqdm bar (it calls tqdm directly) writes nothing while the
+    conversion runs, and both switches are back as they were afterwards."""
+    import io
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    original = gguf_utils.tqdm
+    with loading._transformers_quiet():
+        out = io.StringIO()
+        for _ in gguf_utils.tqdm(range(3), file=out):
+            pass
+        assert out.getvalue() == ""
+        assert not hf_logging.is_progress_bar_enabled()
+    assert gguf_utils.tqdm is original
+    assert hf_logging.is_progress_bar_enabled()
+    out = io.StringIO()
+    for _ in gguf_utils.tqdm(range(3), file=out):
+        pass
+    assert "3/3" in out.getvalue()

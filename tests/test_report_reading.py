@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -124,3 +125,34 @@ def test_the_best_value_per_metric_is_bold_and_marks_need_significance(report):
     assert not any(" \\*" in line for line in headline)  # 5 queries: none can be significant
     html = report.with_suffix(".html").read_text()
     assert "<strong>1.0000 [1.0000,\u00a01.0000]</strong>" in html
+
+
+def test_ecdf_band_is_the_dkw_band():
+    """Textbook DKW: n = 100, alpha = 0.05 gives half-width sqrt(ln(40) / 200) = 0.13581."""
+    from harness.report.plots import ecdf_band
+
+    values = np.linspace(0.0, 1.0, 100)[::-1]
+    x, lower, upper = ecdf_band(values)
+    assert np.all(np.diff(x) >= 0)
+    ecdf = np.arange(1, 101) / 100
+    half = np.sqrt(np.log(40.0) / 200.0)
+    assert half == pytest.approx(0.135810, abs=1e-6)
+    np.testing.assert_allclose(upper, np.minimum(ecdf + half, 1.0))
+    np.testing.assert_allclose(lower, np.maximum(ecdf - half, 0.0))
+
+
+def test_provenance_collapses_rows_every_run_shares(report):
+    """Two runs of different rerankers on the same data: what differs is one table, what they
+    share (dataset, queries, ...) is listed once in another."""
+    from harness.report.load import load_runs
+    from harness.report.tables import provenance_tables
+
+    runs = load_runs([report.parent / "identity", report.parent / "first-stage"])
+    differing, shared = provenance_tables(runs)
+    assert differing.caption == "What differs" and shared.caption == "Shared by every run"
+    assert "reranker" in [row[0] for row in differing.rows]
+    assert "dataset" in [row[0] for row in shared.rows]
+    assert all(len(row) == 2 for row in shared.rows)
+    assert all(len(set(row[1:])) > 1 for row in differing.rows)
+    (single,) = provenance_tables(runs[:1])
+    assert len(single.rows) == len(differing.rows) + len(shared.rows)

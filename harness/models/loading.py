@@ -295,6 +295,31 @@ def _load_gguf(gguf: Path, name: str, source: str, settings: _Settings, root: Pa
     return _loaded(model, tokenizer, name, source, f"sha256:{meta['gguf_sha256']}", settings)
 
 
+@contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    """Silence transformers' progress bars while it converts: the conversion prints its own
+    steps, and tqdm bars fill CI logs with carriage returns. The GGUF dequantizer calls
+    ``tqdm`` directly (not transformers' switchable one), so its name is swapped for a
+    disabled bar for the duration and restored after."""
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    original = getattr(gguf_utils, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if original is not None:
+        gguf_utils.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if original is not None:
+            gguf_utils.tqdm = original
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF file once and save it (fp32 safetensors + tokenizer) at ``target``."""
     for package in ("gguf", "accelerate"):
@@ -310,7 +335,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         f"(about 30 s on a laptop CPU); later runs load it from {target}"
     )
     started = time.perf_counter()
-    with atomic_directory(target) as scratch:
+    with _transformers_quiet(), atomic_directory(target) as scratch:
         console.print("  1/3 hashing the GGUF file and reading its tokenizer")
         digest = _file_sha256(gguf)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

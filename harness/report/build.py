@@ -28,7 +28,7 @@ from harness.report.tables import (
     headline_table,
     moved_section,
     parse_table,
-    provenance_table,
+    provenance_tables,
     repair_paragraphs,
 )
 from harness.results.provenance import utc_now
@@ -92,7 +92,7 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
     comparisons = compare_runs(runs, seed=seed) if reason is None else []
     figures, plot_notes, plot_data = build_figures(runs)
     sections = [
-        Section("Runs", tables=(provenance_table(runs),)),
+        Section("Runs", tables=provenance_tables(runs)),
         Section(
             "Headline",
             paragraphs=(

@@ -24,7 +24,9 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
     "stability_ecdf": (
         "Per-query stability (ECDF)",
         f"Share of queries whose mean pairwise Kendall tau / RBO@{TOP_K} across orders is at or "
-        "below x. Curves hugging the right edge (1.0) mean identical outputs in every order.",
+        "below x. Curves hugging the right edge (1.0) mean identical outputs in every order. "
+        "The shaded band around each curve is its 95% Dvoretzky-Kiefer-Wolfowitz band (wide "
+        "with few queries): curves inside each other's bands are not shown to differ.",
     ),
     "rank_given_position": (
         "P(output rank | input position)",

@@ -128,8 +128,19 @@ def ndcg_across_orders(
     return _png(fig)
 
 
+def ecdf_band(values: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted values and the Dvoretzky-Kiefer-Wolfowitz simultaneous ``1 - alpha`` band
+    around their ECDF: ECDF ± sqrt(ln(2/alpha) / 2n), clipped to [0, 1]. With few queries the
+    band is wide, which is the point: two curves inside each other's band are not different."""
+    x = np.sort(np.asarray(values, dtype=float))
+    eps = np.sqrt(np.log(2.0 / alpha) / (2.0 * x.size))
+    ecdf = np.arange(1, x.size + 1) / x.size
+    return x, np.clip(ecdf - eps, 0.0, 1.0), np.clip(ecdf + eps, 0.0, 1.0)
+
+
 def stability_ecdf(tau: Mapping[str, Sequence[float]], rbo: Mapping[str, Sequence[float]]) -> bytes:
-    """ECDF over queries of mean pairwise Kendall tau and RBO@10 (right = more stable)."""
+    """ECDF over queries of mean pairwise Kendall tau and RBO@10 (right = more stable), each
+    with its 95% DKW band."""
     fig, axes = _figure(10.0, 4.0, ncols=2)
     for ax, data, name, lo in (
         (axes[0], tau, "Kendall tau", -1.0),
@@ -150,6 +161,8 @@ def stability_ecdf(tau: Mapping[str, Sequence[float]], rbo: Mapping[str, Sequenc
                 markevery=max(1, v.size // 8),
                 linewidth=1.6,
             )
+            x, lower, upper = ecdf_band(v)
+            ax.fill_between(x, lower, upper, step="post", color=style["color"], alpha=0.12)
         ax.set_xlim(lo - 0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"{name} between outputs, mean over order pairs (1 = identical)")

@@ -17,7 +17,23 @@ from harness.results.markdown import REPAIR_NOTE, design_text, floor_note, floor
 MOVED_QUERIES = 5
 
 
-def provenance_table(runs: Sequence[RunData]) -> Table:
+def provenance_tables(runs: Sequence[RunData]) -> tuple[Table, ...]:
+    """Where each run came from. With several runs, the rows on which every run agrees are
+    collapsed into one "shared by every run" table, so what differs stands out."""
+    table = _provenance_table(runs)
+    if len(runs) < 2:
+        return (table,)
+    differing = tuple(row for row in table.rows if len(set(row[1:])) > 1)
+    shared = tuple((row[0], row[1]) for row in table.rows if len(set(row[1:])) == 1)
+    tables = []
+    if differing:
+        tables.append(Table(header=table.header, rows=differing, caption="What differs"))
+    if shared:
+        tables.append(Table(header=("", "every run"), rows=shared, caption="Shared by every run"))
+    return tuple(tables)
+
+
+def _provenance_table(runs: Sequence[RunData]) -> Table:
     def row(name: str, getter) -> tuple[str, ...]:
         return (name, *(_text(getter(r)) for r in runs))
 
