@@ -80,6 +80,7 @@ def test_headline_order_is_unchanged():
         "gpi",
         "position_bias_mad",
         "copy_tau",
+        "latency_per_set_ms",
         "latency_ms_p50",
         "latency_ms_p95",
     ]
@@ -127,3 +128,24 @@ def test_unknown_name_is_a_one_line_error_listing_known_names():
     message = str(err.value)
     assert "\n" not in message
     assert "unknown metric 'ndcg@5'" in message and "kendall_tau" in message
+
+
+def test_latency_per_set_sums_the_orders_where_the_median_hides_reuse():
+    """A reranker that pays for a set on its first order (pointwise reuses the scores): the
+    per-order median is the reused orders' near-zero, the per-set cost is the sum."""
+    cands = tuple(Candidate(f"d{i}", f"text {i}", float(-i)) for i in range(6))
+    cset = CandidateSet("q", TextQuery("query"), cands)
+    plan = plan_permutations("random", "q", len(cands), perms=4, seed=0)
+    latencies = [900.0, 1.0, 2.0, 1.0, 3.0]  # the first order computes, the others reuse
+    samples = {
+        ("q", row): Sample(
+            "q", row, label, tuple(int(i) for i in order),
+            tuple(cands[i].doc_id for i in order), None, {"latency_ms": latency},
+        )
+        for row, (order, label, latency) in enumerate(
+            zip(plan.orders, plan.labels, latencies, strict=True)
+        )
+    }  # fmt: skip
+    values = summarize([cset], {"q": {"d0": 1}}, samples, seed=0)["per_query"]["q"]
+    assert values[registry.LATENCY_MS] == 2.0
+    assert values[registry.LATENCY_PER_SET_MS] == 907.0

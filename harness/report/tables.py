@@ -79,6 +79,10 @@ def _provenance_table(runs: Sequence[RunData]) -> Table:
         row("declared order-invariant", lambda r: r.results.reranker.order_invariant),
         row("model", lambda r: _model_text(identity(r).get("model"))),
         row("prompt hash", lambda r: _model_text(identity(r).get("prompt_sha256"), "none")),
+        row(
+            "reuses work across orders",
+            lambda r: bool(identity(r).get("reuses_work_across_orders", False)),
+        ),
         row("params", lambda r: _mapping_text(r.results.reranker.params)),
         row("dataset", data),
         row("queries", queries),

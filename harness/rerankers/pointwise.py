@@ -83,6 +83,9 @@ class PointwiseReranker(BackendReranker):
             "prompt_sha256": self.templates.hashes(),
             "score": "log p(yes) - log p(no) at the answer position",
             "max_history": self.params.max_history,
+            # a set's scores are computed on its first order and reused for the others, so
+            # per-order latency is bimodal: read latency_per_set_ms for the cost
+            "reuses_work_across_orders": True,
         }
 
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:

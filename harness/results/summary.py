@@ -74,6 +74,7 @@ from harness.metrics.registry import (
     FORWARD_PASSES,
     GPI,
     LATENCY_MS,
+    LATENCY_PER_SET_MS,
     LATENCY_PERCENTILES,
     N_CANDIDATES,
     N_ORDERS,
@@ -332,6 +333,7 @@ def _query_values(
     values[PARSE_REPAIR_RATE] = float(np.mean(parsed)) if parsed else float("nan")
     latencies = [s.facts.get("latency_ms", np.nan) for s in samples]
     values[LATENCY_MS] = float(np.median(latencies))
+    values[LATENCY_PER_SET_MS] = float(np.sum(latencies))
     values[FORWARD_PASSES] = float(np.mean([s.facts.get("forward_passes", 0) for s in samples]))
     return values
 
