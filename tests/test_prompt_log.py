@@ -30,9 +30,14 @@ def test_each_call_logs_its_prompts_and_outputs(rankgpt_folder, tmp_path, rerank
     assert set(logged) == {(q, i) for q in ("q0", "q1") for i in range(4)}
     assert set(logged.values()) == {1}
     first = lines[0]
-    # InvariRank's segments route packs candidate segments into rows of their own: look in all
+    # InvariRank's segments route packs candidate segments into rows (and passes) of their
+    # own: look in every call of the first reranker call
+    same_call = [
+        prompt for line in lines if line["order_index"] == first["order_index"]
+        and line["query_id"] == first["query_id"] for prompt in line["prompts"]
+    ]  # fmt: skip
     assert "query number 0" in first["prompts"][0]
-    assert "doc 1 of query 0" in "\n".join(first["prompts"])
+    assert "doc 1 of query 0" in "\n".join(same_call)
     assert len(first["outputs"]) >= 1
     samples = run.samples.set_index(["query_id", "order_index"])
     shown = samples.loc[("q0", 1), "shown"]
@@ -66,3 +71,20 @@ def test_a_resumed_run_logs_each_saved_order_once(rankgpt_folder, tmp_path):
     harness.evaluate("rankgpt", **settings)
     keys = Counter((line["query_id"], i) for line in _log(out) for i in line["order_index"])
     assert len(keys) == len(samples) and set(keys.values()) == {1}
+
+
+def test_icr_logs_each_prefix_with_its_real_and_content_free_query(rankgpt_folder, tmp_path):
+    """ICR reads attention, not text: its calls are logged (one prompt per order's prefix and
+    query, the real one and ICR's "N/A"), not silently left out."""
+    out = tmp_path / "icr"
+    harness.evaluate(
+        "icr", model="tiny-random-llama", dataset=str(rankgpt_folder), queries=1, depth=4,
+        perms=1, batch_size=2, out=out, log_prompts=True,
+    )  # fmt: skip
+    lines = _log(out)
+    assert lines and {line["kind"] for line in lines} == {"query_attention"}
+    first = lines[0]
+    assert len(first["prompts"]) == 2 * len(first["order_index"])  # real + content-free
+    assert "query number 0" in first["prompts"][0] and "N/A" in first["prompts"][1]
+    assert all("doc 1 of query 0" in prompt for prompt in first["prompts"])
+    assert first["outputs"] == [None] * len(first["prompts"])

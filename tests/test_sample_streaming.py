@@ -69,6 +69,10 @@ def test_a_key_written_twice_counts_once_with_its_last_line(rankgpt_folder, tmp_
     key = (first["query_id"], first["order_index"])
     (sample,) = [s for s in index.query_samples(key[0]) if s.key == key]
     assert sample.facts["latency_ms"] == 123.0
+    # every other reader (reports, exports, the Python API) sees what the metrics see
+    streamed = [s for s in iter_samples(prepared.run_dir) if s.key == key]
+    assert [s.facts["latency_ms"] for s in streamed] == [123.0]
+    assert sum(1 for _ in iter_samples(prepared.run_dir)) == prepared.total_orders
 
 
 def test_a_resume_indexes_the_samples_instead_of_loading_them(rankgpt_folder, tmp_path):

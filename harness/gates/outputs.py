@@ -13,6 +13,8 @@ from typing import Any
 from xml.etree import ElementTree
 
 from harness.gates.gate import GateVerdict, MetricVerdict
+from harness.report.document import Table
+from harness.report.markdown import table_lines
 
 
 def verdict_dict(verdict: GateVerdict, *, run_label: str, baseline_label: str) -> dict[str, Any]:
@@ -114,17 +116,24 @@ def verdict_markdown(verdict: GateVerdict, *, run_label: str, baseline_label: st
         f"`{run_label}` ({verdict.new.reranker.get('name')}) vs `{baseline_label}` "
         f"({verdict.baseline.reranker.get('name')}), {len(verdict.new.query_ids)} queries",
         "",
-        "| check | baseline | new | verdict |",
-        "|---|---:|---:|---|",
     ]
-    for m in verdict.metrics:
-        lines.append(f"| {m.spec.metric} | {_f(m.baseline_mean)} | {_f(m.new_mean)} | {m.reason} |")
+    rows = [(m.spec.metric, _f(m.baseline_mean), _f(m.new_mean), m.reason) for m in verdict.metrics]
     if verdict.invariance is not None:
         bad = verdict.invariance.violations
-        lines.append(
-            f"| order invariance (declared) | 1 | min tau {_f(verdict.invariance.min_tau)} | "
-            f"{f'FAIL: {len(bad)} queries moved' if bad else 'pass'} |"
+        rows.append(
+            (
+                "order invariance (declared)",
+                "1",
+                f"min tau {_f(verdict.invariance.min_tau)}",
+                f"FAIL: {len(bad)} queries moved" if bad else "pass",
+            )
         )
+    table = Table(
+        header=("check", "baseline", "new", "verdict"),
+        rows=tuple(rows),
+        numeric=(False, True, True, False),
+    )
+    lines += table_lines(table)  # the report's renderer: cells escaped (a "|" in a reason)
     return "\n".join(lines) + "\n"
 
 

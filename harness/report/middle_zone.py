@@ -57,18 +57,19 @@ def middle_zone(run: RunData) -> MiddleZone | None:
     is declared order-invariant (its scores cannot depend on where a candidate is shown)."""
     if run.results.reranker.order_invariant:
         return None
-    scored = [s for s in run.samples if s.scores]
-    if not scored:
+    # two streaming passes (the run's samples are never all in memory): the common list
+    # length, then each scored order's spread per zone
+    lengths = Counter(len(s.shown) for s in run.samples if s.scores)
+    if not lengths:
         return None
-    n = Counter(len(s.shown) for s in scored).most_common(1)[0][0]
+    n = lengths.most_common(1)[0][0]
     if n < 3:
         return None
     spreads: dict[str, list[float]] = {zone: [] for zone in ZONES}
-    for sample in scored:
-        if len(sample.shown) != n:
+    for sample in run.samples:
+        if not sample.scores or len(sample.shown) != n:
             continue
         doc_ids = run.queries[sample.query_id].doc_ids
-        assert sample.scores is not None
         values = np.array([sample.scores[doc_ids[i]] for i in sample.shown], dtype=float)
         total = values.std()
         if not total > 0:

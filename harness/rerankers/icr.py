@@ -29,11 +29,9 @@ summed and the pass stops after the deepest selected layer (``truncate_depth``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +43,7 @@ from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_
 from harness.rerankers.heads import HeadSelection, parse_heads
 from harness.rerankers.listwise_prompts import candidate_line_text, prompt_token_ids
 from harness.rerankers.llm import BackendReranker
-from harness.rerankers.prompts import render_context
+from harness.rerankers.prompts import render_context, template_hash
 
 CALIBRATIONS = ("masked", "plain", "none")
 MASK_STDS = 2.0  # ICR drops calibrated token scores below mean - 2 std
@@ -97,7 +95,7 @@ class IcrTemplate:
     separator: str = "\n\n"
 
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        return template_hash(self)
 
 
 ICR_TEXT = IcrTemplate(

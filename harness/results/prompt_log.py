@@ -19,14 +19,18 @@ calls appear once.
 from __future__ import annotations
 
 import json
-from collections.abc import Container, Iterator
+import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from harness.results.store import SampleIndex
 
 PROMPTS_FILE = "prompts.jsonl"
 
@@ -44,12 +48,14 @@ _CURRENT: ContextVar[_Call | None] = ContextVar("harness_prompt_call", default=N
 class PromptLog:
     """Appends the calls of one run to ``prompts.jsonl``, keeping only saved orders' lines."""
 
-    def __init__(self, run_dir: Path, done: Container[tuple[str, int]]) -> None:
+    def __init__(self, run_dir: Path, done: SampleIndex) -> None:
         self.path = run_dir / PROMPTS_FILE
         if self.path.is_file():
-            kept = [line for line in _lines(self.path) if _saved(line, done)]
+            finished: dict[str, set[int]] = {}  # per query, read once from the index
+            kept = [line for line in _lines(self.path) if _saved(line, done, finished)]
             write_text_atomic(self.path, "".join(f"{line}\n" for line in kept))
         self._file = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()  # parallel HTTP calls finish in threads
 
     def attach(self, reranker: Any) -> None:
         """Log every backend call of ``reranker`` (and of the rerankers it wraps)."""
@@ -74,10 +80,14 @@ class PromptLog:
             yield
         finally:
             _CURRENT.reset(token)
-        for k, entry in enumerate(record.records):
-            line = {"query_id": query_id, "order_index": list(rows), "call": k, **entry}
-            self._file.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._file.flush()
+        lines = [
+            json.dumps({"query_id": query_id, "order_index": list(rows), "call": k, **entry},
+                       ensure_ascii=False) + "\n"
+            for k, entry in enumerate(record.records)
+        ]  # fmt: skip
+        with self._lock:  # one call's lines stay together
+            self._file.write("".join(lines))
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -94,11 +104,14 @@ def _lines(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _saved(line: str, done: Container[tuple[str, int]]) -> bool:
+def _saved(line: str, done: SampleIndex, finished: dict[str, set[int]]) -> bool:
     """Whether every order of the logged call was saved (a torn line is not)."""
     try:
         data = json.loads(line)
-        return all((data["query_id"], int(i)) in done for i in data["order_index"])
+        query_id = data["query_id"]
+        if query_id not in finished:
+            finished[query_id] = done.done(query_id)
+        return all(int(i) in finished[query_id] for i in data["order_index"])
     except (ValueError, KeyError, TypeError):
         return False
 
@@ -137,6 +150,14 @@ class LoggingBackend:
     def prefix(self, token_ids: Any) -> Any:
         self._prefix_text = self._decode(token_ids)  # what the masked rows are read after
         return self._inner.prefix(token_ids)
+
+    def query_attention(self, prefixes: Any, queries: Any, layers: Any) -> Any:
+        read = self._inner.query_attention(prefixes, queries, layers)
+        prompts = [
+            self._decode(prefix) + self._decode(query) for prefix in prefixes for query in queries
+        ]
+        self._record("query_attention", prompts, [None] * len(prompts))  # attention is not text
+        return read
 
     def masked_logprobs(self, prefix: Any, request: Any) -> Any:
         values = self._inner.masked_logprobs(prefix, request)

@@ -264,8 +264,14 @@ class RunStore:
 
 
 def iter_samples(run_dir: Path) -> Iterator[Sample]:
-    """Read a finished run's samples (used by reports and exports)."""
-    yield from _iter_records(run_dir / SAMPLES_FILE, Sample.from_dict, "sample")
+    """Stream a finished run's samples (reports, exports, the Python API), query by query and
+    by order index, reading them as the metrics do: a key written twice (a unit re-run after
+    a fault) once, its last line. Memory holds one query's samples and the index."""
+    if not (run_dir / SAMPLES_FILE).is_file():
+        raise HarnessError(f"cannot read {run_dir / SAMPLES_FILE}: no such file")
+    index = RunStore(run_dir).scan_samples(truncate=False)
+    for query_id in index.query_ids():
+        yield from index.query_samples(query_id)
 
 
 def read_queries(run_dir: Path) -> dict[str, QueryRecord]:
