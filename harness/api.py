@@ -119,19 +119,28 @@ def evaluate(
     pin: str | None = None,
     repeats: int | None = None,
     log_prompts: bool = False,
+    executor: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
     """Run one configuration (resuming ``out`` if it holds part of it) and return it.
 
     Every keyword is the ``harness run`` flag of the same name and defaults as it does;
-    ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``.
+    ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``
+    (empty for a function, which calls no model the harness sees); ``executor="ray"`` runs a
+    preset on Ray actors (a function runs here, in this process).
     ``reranker`` is a preset name or YAML path, a
     :class:`~harness.rerankers.callable.FunctionReranker`, or a bare scoring function
     ``fn(query, docs) -> scores``.
     """
     from harness.config import merge_config
+    from harness.errors import HarnessError
+    from harness.executors import ExecutorOptions
     from harness.rerankers.callable import FunctionReranker, from_scores
     from harness.runner import execute_run, prepare_run
+
+    options = ExecutorOptions(kind=executor, workers=workers, address=ray_address)
 
     function: FunctionReranker | None = None
     if isinstance(reranker, FunctionReranker):
@@ -161,14 +170,18 @@ def evaluate(
     )
     if function is None:
         prepared = prepare_run(settings)
-        results = execute_run(prepared, progress=progress, log_prompts=log_prompts)
+        results = execute_run(
+            prepared, progress=progress, log_prompts=log_prompts, executor=options
+        )
     else:
         if model is not None:
-            from harness.errors import HarnessError
-
             raise HarnessError("model= applies to presets; a function loads its own model")
+        if options.kind != "local":
+            raise HarnessError(f"executor={executor!r} runs presets; a function runs locally")
         prepared = prepare_run(settings, preset=function.preset())
-        results = execute_run(prepared, progress=progress, reranker_factory=function.build)
+        results = execute_run(
+            prepared, progress=progress, reranker_factory=function.build, log_prompts=log_prompts
+        )
     return Evaluation(prepared.run_dir, results)
 
 

@@ -158,3 +158,12 @@ def test_the_example_runs_on_dl19_and_records_its_function(dl19_dir, tmp_path):
     assert len(results["dataset"]["query_ids"]) == 5
     # the shown-position bonus makes it order-dependent, and the numbers say so
     assert results["summary"]["kendall_tau"]["value"] < 1.0
+
+
+def test_a_function_runs_locally_and_says_so_for_another_executor(rankgpt_folder, tmp_path):
+    with pytest.raises(HarnessError, match="a function runs locally"):
+        harness.evaluate(
+            harness.from_scores(lambda query, docs: [len(d) for d in docs]),
+            dataset=str(rankgpt_folder), executor="ray", out=tmp_path / "run",
+        )  # fmt: skip
+    assert not (tmp_path / "run").exists()
