@@ -56,7 +56,8 @@ def _measured(results) -> dict:
     """Every per-query and per-order value and every summary value but measured latency."""
     data = json.loads(json.dumps(results.to_dict()))
     for values in data["per_query"].values():
-        values.pop("latency_ms")
+        for name in [n for n in values if n.startswith("latency")]:
+            values.pop(name)
     summary = {k: v for k, v in data["summary"].items() if not k.startswith("latency")}
     return {
         "summary": summary,

@@ -42,7 +42,8 @@ def _stable(results: RunResults) -> dict:
     payload["reranker"].pop("source")
     payload["summary"] = {k: v for k, v in payload["summary"].items() if "latency" not in k}
     for row in payload["per_query"].values():
-        row.pop("latency_ms")
+        for name in [n for n in row if "latency" in n]:
+            row.pop(name)
     return payload
 
 

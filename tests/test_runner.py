@@ -38,7 +38,8 @@ def _without_latency(results: RunResults) -> dict:
         if name.startswith("latency"):
             del stable["summary"][name]
     for values in stable["per_query"].values():
-        del values["latency_ms"]
+        for name in [n for n in values if n.startswith("latency")]:
+            del values[name]
     return stable
 
 
