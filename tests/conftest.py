@@ -12,6 +12,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DL19_DIR = REPO_ROOT.parent / "shared" / "data" / "msmarco-dl19"
 
 
+def without_latency(payload: dict) -> dict:
+    """``payload`` (results as JSON) without its measured latencies, summary and per query:
+    what two runs of the same configuration must agree on."""
+    payload["summary"] = {k: v for k, v in payload["summary"].items() if "latency" not in k}
+    for row in payload["per_query"].values():
+        for name in [n for n in row if "latency" in n]:
+            del row[name]
+    return payload
+
+
 def write_rankgpt_folder(
     folder: Path, *, queries: int = 4, candidates: int = 12, seed_text: str = "doc"
 ) -> Path:

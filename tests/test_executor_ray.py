@@ -19,6 +19,7 @@ from harness.executors import ExecutorOptions
 from harness.rerankers.registry import build_reranker
 from harness.results.store import FAILURES_FILE, iter_samples
 from harness.runner import LOCAL, execute_run, prepare_run
+from tests.conftest import without_latency
 
 RAY = ExecutorOptions(kind="ray", workers=2)
 
@@ -54,13 +55,9 @@ def _run(config: RunConfig, executor: ExecutorOptions = LOCAL, **kwargs):
 
 def _measured(results) -> dict:
     """Every per-query and per-order value and every summary value but measured latency."""
-    data = json.loads(json.dumps(results.to_dict()))
-    for values in data["per_query"].values():
-        for name in [n for n in values if n.startswith("latency")]:
-            values.pop(name)
-    summary = {k: v for k, v in data["summary"].items() if not k.startswith("latency")}
+    data = without_latency(json.loads(json.dumps(results.to_dict())))
     return {
-        "summary": summary,
+        "summary": data["summary"],
         "per_query": data["per_query"],
         "per_order": data["per_order"],
         "position_bias": data["position_bias"],

@@ -18,7 +18,7 @@ from harness.report.load import load_run
 from harness.results.schema import FORMAT_VERSION, RunHeader, RunResults
 from harness.results.store import QUERIES_FILE, RESULTS_FILE, RUN_FILE, read_queries, read_results
 from harness.runner import execute_run, prepare_run
-from tests.conftest import write_rankgpt_folder
+from tests.conftest import without_latency, write_rankgpt_folder
 
 cli = CliRunner()
 FORMAT_1_RUN = Path(__file__).parent / "fixtures" / "run-format-1"
@@ -40,11 +40,7 @@ def _stable(results: RunResults) -> dict:
     for key in ("environment", "wall_time_s", "finished", "created"):
         payload.pop(key, None)
     payload["reranker"].pop("source")
-    payload["summary"] = {k: v for k, v in payload["summary"].items() if "latency" not in k}
-    for row in payload["per_query"].values():
-        for name in [n for n in row if "latency" in n]:
-            row.pop(name)
-    return payload
+    return without_latency(payload)
 
 
 def test_results_round_trip_through_their_typed_records(data, tmp_path):

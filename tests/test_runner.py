@@ -15,6 +15,7 @@ from harness.rerankers.registry import build_reranker
 from harness.results.schema import RunResults
 from harness.results.store import SAMPLES_FILE
 from harness.runner import execute_run, prepare_run
+from tests.conftest import without_latency
 
 STABLE_KEYS = ("summary", "per_query", "per_order", "position_bias", "config_hash")
 
@@ -33,14 +34,7 @@ def _run(folder: Path, out: Path, **overrides) -> RunResults:
 def _without_latency(results: RunResults) -> dict:
     """Everything that must be reproducible (latency is measured, so it is not)."""
     everything = results.to_dict()
-    stable = json.loads(json.dumps({k: everything[k] for k in STABLE_KEYS}))
-    for name in list(stable["summary"]):
-        if name.startswith("latency"):
-            del stable["summary"][name]
-    for values in stable["per_query"].values():
-        for name in [n for n in values if n.startswith("latency")]:
-            del values[name]
-    return stable
+    return without_latency(json.loads(json.dumps({k: everything[k] for k in STABLE_KEYS})))
 
 
 def test_first_stage_is_invariant_and_identity_is_not(rankgpt_folder, tmp_path):
