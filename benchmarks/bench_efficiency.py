@@ -97,9 +97,11 @@ def main() -> None:
     print(bench.describe())
     rows = []
     for name in datasets:
+        for _ in range(args.repeats):  # methods alternate, so load drifts hit them alike
+            for method in methods:
+                bench.measure(name, method)
         for method in methods:
-            samples = [bench.measure(name, method) for _ in range(args.repeats)]
-            rows.append(bench.row(name, method, samples))
+            rows.append(bench.row(name, method, bench.samples[name, method]))
             print(f"  {name} {method}: {rows[-1].ms_per_order:.0f} ms/order", flush=True)
     report(rows, methods)
 
