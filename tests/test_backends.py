@@ -162,6 +162,27 @@ def test_masked_forward_with_a_causal_pattern_equals_a_plain_pass(
         assert np.abs(got[rows == r] - expected).max() < 1e-5
 
 
+def test_masked_forward_reads_given_targets_past_the_last_run_token(
+    eager: TransformersBackend,
+) -> None:
+    """A row's last token, whose output nothing reads, need not run: its log-prob comes from
+    the column before it, with the token id given (``target_tokens``)."""
+    span, rest = [4, 5, 6], np.array([[7, 8, 9, 10]])
+    allowed = np.concatenate([np.ones((3, 3), bool), np.tri(3, dtype=bool)], 1)[None]
+    request = MaskedRequest(
+        tokens=rest[:, :3],
+        positions=3 + np.arange(3)[None],
+        allowed=allowed,
+        target_rows=np.zeros(3, dtype=np.int64),
+        target_columns=np.array([1, 2, 3]),
+        target_tokens=rest[0, 1:],
+    )
+    got = eager.masked_logprobs(eager.prefix(span), request)
+    full = plain_logprobs(eager, span + rest[0].tolist())
+    expected = [float(full[2 + c, rest[0, c]]) for c in range(1, 4)]
+    assert np.abs(got - expected).max() < 1e-5
+
+
 def test_attention_weights_are_causal_distributions(eager: TransformersBackend) -> None:
     weights = eager.attention_weights([3, 4, 5, 6, 7])
     assert weights.shape == (2, 4, 5, 5)  # layers, heads, query, key

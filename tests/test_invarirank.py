@@ -194,7 +194,7 @@ def test_segments_compute_every_order_and_only_allowed_rows(
         set_tokens.block_start, set_tokens.block_len, set_tokens.content_count, strict=True
     ):
         block = set_tokens.tokens[start : start + length].tolist()
-        segments.append(block[length - count - 2 : -1])  # [ITEM] content
+        segments.append(block[length - count - 2 : -2])  # [ITEM] content but its last
     counts = [0] * len(segments)
     for request in seen:
         for tokens, positions in zip(request.tokens.tolist(), request.positions, strict=True):
@@ -376,7 +376,7 @@ def test_bundled_presets_build_on_the_embedded_model() -> None:
     assert invarirank.identity()["backend"] == "transformers"
 
 
-def test_pack_segments_fills_rows_up_to_the_capacity_shortest_first() -> None:
-    rows = pack_segments(np.array([5, 3, 9, 3, 4]), capacity=10)
-    assert [r.tolist() for r in rows] == [[1, 3, 4], [0], [2]]
-    assert [r.tolist() for r in pack_segments(np.array([12, 2]), capacity=10)] == [[1], [0]]
+def test_pack_segments_balances_rows_of_about_the_capacity() -> None:
+    rows = pack_segments(np.array([5, 3, 9, 3, 4]), capacity=10)  # 24 tokens: 3 rows
+    assert [r.tolist() for r in rows] == [[2], [3, 0], [1, 4]]  # 9, 8, 7 tokens
+    assert [r.tolist() for r in pack_segments(np.array([12, 2]), capacity=10)] == [[0], [1]]

@@ -149,13 +149,17 @@ class MaskedRequest:
     """One forward pass over ``tokens`` [P, T] on top of a computed prefix, with explicit
     ``positions`` [P, T] and ``allowed`` [P, T, S+T] (True where a query token may attend to
     a key: the S prefix tokens, then the T row tokens). ``targets`` (rows, columns): read the
-    log-probability of the token at each (row, column) from the position before it."""
+    log-probability of the token at each (row, column) from the position before it; that token
+    is ``target_tokens`` where given, else ``tokens[row, column]`` (a given target may lie one
+    column past the row's last token run: a segment's last token, which nothing reads, need
+    not be computed)."""
 
     tokens: np.ndarray
     positions: np.ndarray
     allowed: np.ndarray  # bool [P, T, S+T]; a backend converts it to its own mask
     target_rows: np.ndarray
     target_columns: np.ndarray
+    target_tokens: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

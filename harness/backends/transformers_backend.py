@@ -304,7 +304,10 @@ class TransformersBackend(Backend):
             rows = torch.from_numpy(request.target_rows).to(device)
             columns = torch.from_numpy(request.target_columns).to(device)
             picked = hidden[rows, columns - 1]
-            targets = input_ids[rows, columns]
+            if request.target_tokens is None:
+                targets = input_ids[rows, columns]
+            else:
+                targets = torch.from_numpy(request.target_tokens).to(device)
             return token_logprobs(picked, targets, self._head).double().cpu().numpy()
 
     def _broadcast(self, cache: Any, batch: int) -> Any:
@@ -399,14 +402,19 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def token_logprobs(
     hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module
 ) -> torch.Tensor:
-    """fp32 log p(target | hidden) over the full vocabulary, projected in chunks."""
+    """fp32 log p(target | hidden) over the full vocabulary, projected in chunks.
+
+    Only the target's logit is kept; the log-sum-exp runs in place on the chunk's logits
+    (max, subtract, exp, sum), sparing ``torch.logsumexp``'s extra chunk-sized temporary."""
     import torch
 
     parts = []
     for start in range(0, len(targets), LOGIT_CHUNK):
         logits = head(hidden[start : start + LOGIT_CHUNK]).float()
         chosen = logits.gather(1, targets[start : start + LOGIT_CHUNK, None])[:, 0]
-        parts.append(chosen - torch.logsumexp(logits, dim=-1))
+        top = logits.amax(dim=-1, keepdim=True)
+        total = logits.sub_(top).exp_().sum(dim=-1).log_()
+        parts.append(chosen - top[:, 0] - total)
     return torch.cat(parts)
 
 

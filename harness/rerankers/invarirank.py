@@ -27,18 +27,20 @@ This is exact, not an approximation, and it spares the span's share of the compu
 InvariRank's mask allows little: on a 20-passage prompt about 4% of the (query, key) entries
 a dense pass computes. ``attention: segments`` (its default) computes little else: the
 ``[ITEM] content`` segment of every (order, candidate) pair runs on the span's cache at
-positions S.., packed a few to a row (up to the span's length) under the invariant mask, so
-each row carries the span's keys once and almost every entry it computes is allowed. The score
-is the dense mask's up to float rounding (tests hold it to 1e-5 against ``attention: dense``,
-the full 4-D mask, which stays as the reference). Separators and ``[/ITEM]`` feed no score and
-are not run. Every order's segments are computed for that order; nothing is reused across
-orders, or the invariance measured would hold by construction.
+positions S.., packed a few to a row (rows of near-equal length, about the span's) under the
+invariant mask, so each row carries the span's keys once and almost every entry it computes
+is allowed. The score is the dense mask's up to float rounding (tests hold it to 1e-5 against
+``attention: dense``, the full 4-D mask, which stays as the reference). Separators,
+``[/ITEM]`` and each segment's last content token (whose output would predict ``[/ITEM]``)
+feed no score and are not run. Every order's segments are computed for that order; nothing is
+reused across orders, or the invariance measured would hold by construction.
 Both need a backend that takes a custom mask and explicit positions (``masked_forward``:
 transformers; vLLM cannot).
 """
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -177,20 +179,18 @@ def causal_allowed(batch: int, span: int, length: int) -> np.ndarray:
 
 
 def pack_segments(lengths: np.ndarray, capacity: int) -> list[np.ndarray]:
-    """Segment indices packed into rows of at most ``capacity`` tokens (a longer segment gets
-    a row of its own), shortest first, so that a row's segments are of similar length."""
-    rows: list[np.ndarray] = []
-    order = np.argsort(lengths, kind="stable")
-    start, total = 0, 0
-    for i, index in enumerate(order.tolist()):
-        size = int(lengths[index])
-        if i > start and total + size > capacity:
-            rows.append(order[start:i])
-            start, total = i, 0
-        total += size
-    if len(order):
-        rows.append(order[start:])
-    return rows
+    """Segment indices packed into ``ceil(total / capacity)`` rows of near-equal totals, so
+    that a pass pads little: longest first, each into the row with the fewest tokens so far
+    (a segment longer than ``capacity`` ends up alone). Inside a row, shortest first."""
+    total = int(np.sum(lengths))
+    count = max(-(-total // max(capacity, 1)), 1) if len(lengths) else 0
+    rows: list[list[int]] = [[] for _ in range(count)]
+    filled = [(0, r) for r in range(count)]  # (tokens so far, row), a heap
+    for index in np.argsort(-np.asarray(lengths), kind="stable").tolist():
+        size, row = heapq.heappop(filled)
+        rows[row].append(index)
+        heapq.heappush(filled, (size + int(lengths[index]), row))
+    return [np.array(row[::-1], dtype=np.int64) for row in rows if row]
 
 
 def tie_twins(scores: np.ndarray, twin: np.ndarray) -> np.ndarray:
@@ -348,10 +348,13 @@ class MarkerListwiseReranker(BackendReranker):
         or ``[/ITEM]``, so they are not run. Each order's segments are computed for that order
         (no result is shared across orders), and the dense route stays the reference that
         checks nothing order-dependent leaks in. Rows of similar length share a pass (at most
-        10% padding: every padded token costs a full token's matmuls)."""
+        10% padding: every padded token costs a full token's matmuls). A segment's last
+        content token is read as a target but not run: its output would predict ``[/ITEM]``."""
         p, n = orders.shape
         candidate = np.asarray(orders, dtype=np.int64).reshape(-1)  # pair k: order k // n
-        lengths = set_tokens.content_count[candidate] + 1  # [ITEM] + content
+        counts = set_tokens.content_count[candidate]
+        # [ITEM] + content but its last token, whose output (predicting [/ITEM]) nothing reads
+        lengths = np.maximum(counts, 1)
         starts = set_tokens.block_start + set_tokens.block_len - set_tokens.content_count - 2
         span = len(set_tokens.span)
         packed = pack_segments(lengths, max(span, int(lengths.max())))
@@ -363,6 +366,7 @@ class MarkerListwiseReranker(BackendReranker):
             tokens = np.full((len(rows), width), self.markers.item_end, dtype=np.int64)
             positions = np.zeros((len(rows), width), dtype=np.int64)
             owner = np.full((len(rows), width), SEPARATOR_GROUP, dtype=np.int64)
+            reads: list[tuple[int, int, int]] = []  # (row, column of the [ITEM], pair)
             for r, row in enumerate(rows):
                 column = 0
                 for pair in row.tolist():
@@ -370,19 +374,27 @@ class MarkerListwiseReranker(BackendReranker):
                     tokens[r, column : column + size] = set_tokens.tokens[first : first + size]
                     positions[r, column : column + size] = span + np.arange(size)
                     owner[r, column : column + size] = pair
+                    reads.append((r, column, pair))
                     column += size
-            scored = positions > span  # content tokens: after each segment's [ITEM]
-            target_rows, target_columns = np.nonzero(scored)
+            # Content token j of a segment (column of its [ITEM] + 1 + j) is read from the
+            # output one column before it; the last one's column is not run.
+            row_of, item_column, pairs = np.array(reads, dtype=np.int64).reshape(-1, 3).T
+            read = counts[pairs]
+            within = np.arange(read.sum()) - np.repeat(np.cumsum(read) - read, read)
+            target_rows = np.repeat(row_of, read)
+            target_columns = np.repeat(item_column, read) + 1 + within
+            pairs = np.repeat(pairs, read)
+            target_tokens = set_tokens.tokens[starts[candidate[pairs]] + 1 + within]
             request = MaskedRequest(
                 tokens=tokens,
                 positions=positions,
                 allowed=invariant_allowed(owner, span),
                 target_rows=target_rows,
                 target_columns=target_columns,
+                target_tokens=target_tokens,
             )
             logprobs = self.backend.masked_logprobs(span_cache, request)
-            pair = owner[target_rows, target_columns]
-            np.add.at(sums, (pair // n, candidate[pair]), logprobs)
+            np.add.at(sums, (pairs // n, candidate[pairs]), logprobs)
         return tie_twins(sums / set_tokens.content_count[None, :], set_tokens.twin), len(groups)
 
     def _score_dense(
