@@ -31,7 +31,7 @@ from harness.config import RunConfig
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama, load_model
-from harness.rerankers.base import RunContext
+from harness.rerankers.base import RunContext, auto_batch_size
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult
 from harness.rerankers.listwise_prompts import ChatPrompt, prompt_token_ids
 from harness.rerankers.params import ListwiseParams, RankGPTParams
@@ -97,6 +97,74 @@ def test_cached_batched_generation_equals_naive_greedy_decoding() -> None:
     for row, tokens in zip(batch.rows, generation.tokens, strict=True):
         assert list(tokens) == naive_greedy(loaded.model, row, 12, reranker.stop_ids)
     assert generation.decode_steps == 11  # prefill gives token 1, then one pass per token
+
+
+def test_batched_decoding_equals_one_row_decoding_token_for_token() -> None:
+    """Greedy tokens do not depend on which rows decode together: every window of six orders
+    decoded in one batch (reserved cache, one new column per step) equals it decoded alone,
+    and the rankings of a batched call equal one call per order."""
+    reranker = make_rankgpt(tiny(), window_size=6, stride=3)
+    cset = passages(12)
+    rng = np.random.default_rng(3)
+    orders = np.stack([rng.permutation(12) for _ in range(6)])
+    together = reranker.rerank(cset, orders)
+    alone = [reranker.rerank(cset, orders[i : i + 1])[0] for i in range(len(orders))]
+    assert [o.ranking for o in together] == [o.ranking for o in alone]
+    assert [o.facts.extra["window_details"] for o in together] == [
+        o.facts.extra["window_details"] for o in alone
+    ]
+    backend = reranker.backend
+    head = "Shared instruction and query. "
+    prompts = [ChatPrompt(head, head + "x" * n) for n in (1, 9, 4, 17, 2, 6)]
+    batch = encode(backend, prompts)
+    forced = GenerationRequest(10, reranker.stop_ids, ignore_stop=True)
+    batched = backend.generate(batch, forced).tokens
+    for row, tokens in zip(batch.rows, batched, strict=True):
+        single = backend.generate(TokenBatch((row,), batch.prefix_len), forced).tokens[0]
+        assert tokens == single and len(tokens) == 10
+
+
+def test_reserved_cache_writes_in_place_and_equals_concatenation() -> None:
+    from harness.backends.reserved_cache import ReservedLayer
+
+    layer = ReservedLayer(room=4)
+    chunks = [torch.randn(2, 3, n, 5) for n in (6, 1, 1, 1, 1, 3)]
+    seen = []
+    for i, chunk in enumerate(chunks):
+        keys, values = layer.update(chunk, -chunk)
+        seen.append(keys.untyped_storage().data_ptr())
+        assert torch.equal(keys, torch.cat(chunks[: i + 1], dim=-2))
+        assert torch.equal(values, -keys)
+        assert layer.get_seq_length() == keys.shape[-2]
+    assert len(set(seen[:5])) == 1  # the first fill and four steps: one buffer, no copies
+    assert seen[5] != seen[4]  # past the reserved room it grows once
+
+
+def test_a_generation_larger_than_memory_allows_is_split_with_the_same_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import harness.backends.transformers_backend as module
+
+    backend = make_rankgpt(tiny()).backend
+    head = "Shared instruction and query. "
+    batch = encode(backend, [ChatPrompt(head, head + "y" * n) for n in (3, 8, 5)])
+    request = GenerationRequest(6, backend.stop_token_ids(), ignore_stop=True)
+    whole = backend.generate(batch, request)
+    per_row = module.kv_bytes_per_token(backend.loaded.model) * (max(map(len, batch.rows)) + 6)
+    monkeypatch.setattr(module, "free_memory", lambda device: int(per_row / 0.25) + 1)
+    assert backend.decode_rows(batch, 6) == 1
+    split = backend.generate(batch, request)
+    assert split.tokens == whole.tokens and split.texts == whole.texts
+    assert split.decode_steps == 3 * whole.decode_steps  # one decoding pass per row
+
+
+def test_auto_batch_size_makes_the_fewest_equal_calls() -> None:
+    assert auto_batch_size(16, 20) == 10
+    assert auto_batch_size(16, 16) == 16
+    assert auto_batch_size(16, 17) == 9
+    assert auto_batch_size(4, 21) == 4
+    assert auto_batch_size(4, 1) == 1
+    assert auto_batch_size(16, 0) == 1
 
 
 def test_shared_prefix_is_the_common_token_prefix_leaving_each_row_a_token() -> None:
@@ -268,7 +336,11 @@ def test_a_run_reports_parse_status_rates_per_permutation_family(
         depth=8,
         out=str(tmp_path / "run"),
     ).validate()
-    results = execute_run(prepare_run(config))
+    prepared = prepare_run(config)
+    # no --batch-size: rankgpt decodes all of a query's orders together (up to its cap)
+    assert prepared.config.batch_size == len(prepared.plans[0]) <= RankGPTReranker.batch_cap
+    assert prepared.header.config["batch_size"] == prepared.config.batch_size
+    results = execute_run(prepared)
     rates = results.parse_status
     assert set(rates) == {"reference", "random"}
     for family in rates.values():
