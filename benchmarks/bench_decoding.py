@@ -15,7 +15,8 @@ alternation (A, B, B, A, …), so load drift on a shared machine hits both alike
 Each variant reranks ``--orders`` orders of one set per dataset, in calls of its batch;
 ms/order = the calls' time ÷ orders. Efficiency as in ``bench_efficiency.py`` (its FLOP count
 and matmul rate, measured here): the FLOPs the work needs (counted once, on this checkout) ÷
-the fp32 matmul rate (measured before each timing) ÷ the time. The rankings of every variant
+the fp32 matmul rate (measured before each timing) ÷ the time; FLOPs per order are counted
+on the first call's orders. The rankings of every variant
 are compared: greedy decoding must give the same ones.
 
 Usage::
@@ -82,7 +83,7 @@ def compare(old: Worker, new: Worker, args: argparse.Namespace) -> None:
             (f"after-b{before_batch}", new, before_batch),
             ("after", new, new.call("batch", **ask)["batch"]),
         ]
-        flops = new.call("flops", **ask, batch=before_batch)["flops"]
+        per_order = new.call("flops", **ask, batch=before_batch)["flops"]
         for _, worker, batch in variants:  # warm-up: one call on another set
             worker.call("rerank", **ask, batch=batch, warm=True)
         times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
@@ -99,7 +100,6 @@ def compare(old: Worker, new: Worker, args: argparse.Namespace) -> None:
         for name, _, batch in variants:
             seconds = statistics.median(times[name])
             rate = statistics.median(rates[name])
-            per_order = flops / args.orders
             table.append((dataset, name, batch, seconds, per_order / rate / seconds, rate))
         same = all(r == rankings["before"] for r in rankings.values())
         table.append((dataset, "identical rankings", same, 0.0, 0.0, 0.0))
@@ -175,9 +175,9 @@ def serve(threads: int) -> None:
         if ask["op"] == "batch":
             answer = {"batch": run_batch(ask["orders"])}
         elif ask["op"] == "flops":
-            with counted_flops() as counter:
-                rerank(loaded, found[0], shown[0], ask["batch"])
-            answer = {"flops": counter.total()}
+            with counted_flops() as counter:  # on one call's orders: FLOPs per order
+                rerank(loaded, found[0], shown[0][: ask["batch"]], ask["batch"])
+            answer = {"flops": counter.total() / ask["batch"]}
         else:
             index, orders = (1, ask["batch"]) if ask.get("warm") else (0, ask["orders"])
             rate = matmul_rate()

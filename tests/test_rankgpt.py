@@ -124,6 +124,21 @@ def test_batched_decoding_equals_one_row_decoding_token_for_token() -> None:
         assert tokens == single and len(tokens) == 10
 
 
+def test_the_vocabulary_projection_runs_only_where_logits_are_read() -> None:
+    """One position per row per step (what ``logits_to_keep=1`` gives ``model.generate``):
+    the prefill's last column, then each step's new token."""
+    backend = make_rankgpt(tiny()).backend
+    head = "Shared instruction and query. "
+    batch = encode(backend, [ChatPrompt(head, head + "z" * n) for n in (2, 7, 4)])
+    shapes: list[tuple[int, ...]] = []
+    hook = backend._head.register_forward_hook(lambda _m, args, _o: shapes.append(args[0].shape))
+    try:
+        backend.generate(batch, GenerationRequest(5, frozenset(), ignore_stop=True))
+    finally:
+        hook.remove()
+    assert shapes == [(3, backend.loaded.model.config.hidden_size)] * 5
+
+
 def test_reserved_cache_writes_in_place_and_equals_concatenation() -> None:
     from harness.backends.reserved_cache import ReservedLayer
 
@@ -165,6 +180,22 @@ def test_auto_batch_size_makes_the_fewest_equal_calls() -> None:
     assert auto_batch_size(4, 21) == 4
     assert auto_batch_size(4, 1) == 1
     assert auto_batch_size(16, 0) == 1
+
+
+def test_an_unset_batch_size_is_chosen_per_reranker_and_recorded(
+    rankgpt_folder: Path, tmp_path: Path
+) -> None:
+    def prepared(reranker: str, **settings: Any) -> Any:
+        config = RunConfig(reranker=reranker, dataset=str(rankgpt_folder), perms=20, **settings)
+        return prepare_run(config.validate())
+
+    rankgpt = prepared("rankgpt", out=str(tmp_path / "a"))
+    assert len(rankgpt.plans[0]) == 21  # the shown order and 20 shuffles: calls of 11 and 10
+    assert rankgpt.config.batch_size == 11 and rankgpt.header.config["batch_size"] == 11
+    control = prepared("identity", out=str(tmp_path / "b"))  # 4, as before: same config hash
+    assert control.config.batch_size == 4 and control.header.config["batch_size"] == 4
+    given = prepared("rankgpt", batch_size=4, out=str(tmp_path / "c"))
+    assert given.config.batch_size == 4
 
 
 def test_shared_prefix_is_the_common_token_prefix_leaving_each_row_a_token() -> None:
