@@ -390,7 +390,13 @@ def test_smollm2_generates_and_is_parsed_on_a_short_list() -> None:
         TextQuery("capital of france"),
         tuple(Candidate(f"d{i}", t, 0.0) for i, t in enumerate(texts)),
     )
-    (output,) = reranker.rerank(cset, np.array([[2, 0, 1]]))
+    orders = np.array([[2, 0, 1], [0, 1, 2], [1, 2, 0]])
+    together = reranker.rerank(cset, orders)
+    alone = [reranker.rerank(cset, orders[i : i + 1])[0] for i in range(3)]
+    assert [o.facts.extra["window_details"] for o in together] == [
+        o.facts.extra["window_details"] for o in alone
+    ]  # the same answer text whichever orders decode together
+    output = together[0]
     facts = output.facts
     assert 1 <= facts.generated_tokens <= answer_budget(reranker.tokenizer, 3)
     assert facts.parse_status in ("ok", "wrong_format", "repetition", "missing")

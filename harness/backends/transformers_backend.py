@@ -15,7 +15,10 @@ mask) and differs from one uncached, unpadded pass only by float rounding (~1e-6
 
 **Generation** is a plain greedy loop (or temperature sampling with a seeded generator)
 rather than ``model.generate``: a model's ``generation_config`` cannot switch sampling on
-behind the harness's back, and the tokens each row generated are counted exactly.
+behind the harness's back, and the tokens each row generated are counted exactly. Its KV
+cache has room reserved for the answer (:mod:`reserved_cache`), so a step writes one column
+instead of copying the cache, and the vocabulary projection runs on one position per row.
+A call's rows decode together unless their cache would not fit in memory (:meth:`decode_rows`).
 
 **Masked forward** (InvariRank, lft): one pass over rows of equal length on a computed
 prefix with an explicit additive 4-D float mask (0 allowed, ``finfo(dtype).min`` blocked — a
