@@ -16,8 +16,8 @@ Each variant reranks ``--orders`` orders of one set per dataset, in calls of its
 ms/order = the calls' time ÷ orders. Efficiency as in ``bench_efficiency.py`` (its FLOP count
 and matmul rate, measured here): the FLOPs the work needs (counted once, on this checkout) ÷
 the fp32 matmul rate (measured before each timing) ÷ the time; FLOPs per order are counted
-on the first call's orders. The rankings of every variant
-are compared: greedy decoding must give the same ones.
+on the first order alone (unpadded: padding is not work the method needs). The rankings of
+every variant are compared: greedy decoding must give the same ones.
 
 Usage::
 
@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=8, help="orders reranked per set")
     parser.add_argument("--rounds", type=int, default=2, help="timings per variant")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--warmup", type=int, default=1, help="1: one untimed call per variant")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -83,8 +84,8 @@ def compare(old: Worker, new: Worker, args: argparse.Namespace) -> None:
             (f"after-b{before_batch}", new, before_batch),
             ("after", new, new.call("batch", **ask)["batch"]),
         ]
-        per_order = new.call("flops", **ask, batch=before_batch)["flops"]
-        for _, worker, batch in variants:  # warm-up: one call on another set
+        per_order = new.call("flops", **ask, batch=1)["flops"]
+        for _, worker, batch in variants if args.warmup else ():  # one call on another set
             worker.call("rerank", **ask, batch=batch, warm=True)
         times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         rates: dict[str, list[float]] = {name: [] for name, _, _ in variants}
@@ -175,7 +176,7 @@ def serve(threads: int) -> None:
         if ask["op"] == "batch":
             answer = {"batch": run_batch(ask["orders"])}
         elif ask["op"] == "flops":
-            with counted_flops() as counter:  # on one call's orders: FLOPs per order
+            with counted_flops() as counter:
                 rerank(loaded, found[0], shown[0][: ask["batch"]], ask["batch"])
             answer = {"flops": counter.total() / ask["batch"]}
         else:
