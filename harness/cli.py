@@ -101,7 +101,11 @@ def run(
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] [default: cpu].")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Orders per reranker call [default: 4].")
+        int | None,
+        typer.Option(
+            help="Orders per reranker call [default: chosen per reranker: 4; rankgpt up to 16 "
+            "orders of a query in equal calls, as memory allows]."
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="run.yaml with any of these settings; flags override it.")

@@ -51,7 +51,7 @@ class RunConfig:
     seed: int = 0
     out: str | None = None
     device: str = "cpu"
-    batch_size: int = 4
+    batch_size: int | None = None  # unset: chosen per reranker (runner.auto_batch_size)
     count: int | None = None
     pin: str | None = None
     templates: str | None = None
@@ -98,7 +98,7 @@ class RunConfig:
             raise HarnessError(
                 f"--repeats must be between 0 and {MAX_ORDERS_PER_QUERY:,}, got {self.repeats:,}"
             )
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise HarnessError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")

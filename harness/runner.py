@@ -39,11 +39,12 @@ from harness.permutations import (
     plan_permutations,
     read_templates,
 )
-from harness.rerankers.base import RunContext
+from harness.rerankers.base import RunContext, auto_batch_size
 from harness.rerankers.meta import model_reranker
 from harness.rerankers.model_override import with_model
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
+    adapter_class,
     backend_of,
     build_reranker,
     check_preset,
@@ -160,6 +161,9 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     pin = Pin.parse(config.pin) if config.pin is not None else None
     templates = read_templates(Path(config.templates)) if config.templates else ()
     plans = tuple(_plan(cset, dataset, config, pin, templates) for cset in dataset.sets)
+    if config.batch_size is None:  # recorded as the number chosen, so a resume takes it too
+        most = max((len(plan) for plan in plans), default=1)
+        config = replace(config, batch_size=auto_batch_size(adapter_class(preset).batch_cap, most))
     resolved = config.to_dict() | {"queries": queries, "depth": depth}
     resolved.pop("out")
     if selection is not None:  # the ids themselves, whatever file or draw named them

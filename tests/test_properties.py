@@ -54,7 +54,7 @@ def test_cli_values_validate_or_are_one_line_errors(**values):
     except HarnessError as exc:
         _one_line(exc)
         return
-    assert config.batch_size >= 1 and 0 <= config.seed < 2**63
+    assert (config.batch_size is None or config.batch_size >= 1) and 0 <= config.seed < 2**63
     assert config.strategy != "random" or 1 <= config.perms <= 10_000
 
 

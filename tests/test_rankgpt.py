@@ -31,7 +31,7 @@ from harness.config import RunConfig
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama, load_model
-from harness.rerankers.base import RunContext
+from harness.rerankers.base import RunContext, auto_batch_size
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult
 from harness.rerankers.listwise_prompts import ChatPrompt, prompt_token_ids
 from harness.rerankers.params import ListwiseParams, RankGPTParams
@@ -97,6 +97,105 @@ def test_cached_batched_generation_equals_naive_greedy_decoding() -> None:
     for row, tokens in zip(batch.rows, generation.tokens, strict=True):
         assert list(tokens) == naive_greedy(loaded.model, row, 12, reranker.stop_ids)
     assert generation.decode_steps == 11  # prefill gives token 1, then one pass per token
+
+
+def test_batched_decoding_equals_one_row_decoding_token_for_token() -> None:
+    """Greedy tokens do not depend on which rows decode together: every window of six orders
+    decoded in one batch (reserved cache, one new column per step) equals it decoded alone,
+    and the rankings of a batched call equal one call per order."""
+    reranker = make_rankgpt(tiny(), window_size=6, stride=3)
+    cset = passages(12)
+    rng = np.random.default_rng(3)
+    orders = np.stack([rng.permutation(12) for _ in range(6)])
+    together = reranker.rerank(cset, orders)
+    alone = [reranker.rerank(cset, orders[i : i + 1])[0] for i in range(len(orders))]
+    assert [o.ranking for o in together] == [o.ranking for o in alone]
+    assert [o.facts.extra["window_details"] for o in together] == [
+        o.facts.extra["window_details"] for o in alone
+    ]
+    backend = reranker.backend
+    head = "Shared instruction and query. "
+    prompts = [ChatPrompt(head, head + "x" * n) for n in (1, 9, 4, 17, 2, 6)]
+    batch = encode(backend, prompts)
+    forced = GenerationRequest(10, reranker.stop_ids, ignore_stop=True)
+    batched = backend.generate(batch, forced).tokens
+    for row, tokens in zip(batch.rows, batched, strict=True):
+        single = backend.generate(TokenBatch((row,), batch.prefix_len), forced).tokens[0]
+        assert tokens == single and len(tokens) == 10
+
+
+def test_the_vocabulary_projection_runs_only_where_logits_are_read() -> None:
+    """One position per row per step (what ``logits_to_keep=1`` gives ``model.generate``):
+    the prefill's last column, then each step's new token."""
+    backend = make_rankgpt(tiny()).backend
+    head = "Shared instruction and query. "
+    batch = encode(backend, [ChatPrompt(head, head + "z" * n) for n in (2, 7, 4)])
+    shapes: list[tuple[int, ...]] = []
+    hook = backend._head.register_forward_hook(lambda _m, args, _o: shapes.append(args[0].shape))
+    try:
+        backend.generate(batch, GenerationRequest(5, frozenset(), ignore_stop=True))
+    finally:
+        hook.remove()
+    assert shapes == [(3, backend.loaded.model.config.hidden_size)] * 5
+
+
+def test_reserved_cache_writes_in_place_and_equals_concatenation() -> None:
+    from harness.backends.reserved_cache import ReservedLayer
+
+    layer = ReservedLayer(room=4)
+    chunks = [torch.randn(2, 3, n, 5) for n in (6, 1, 1, 1, 1, 3)]
+    seen = []
+    for i, chunk in enumerate(chunks):
+        keys, values = layer.update(chunk, -chunk)
+        seen.append(keys.untyped_storage().data_ptr())
+        assert torch.equal(keys, torch.cat(chunks[: i + 1], dim=-2))
+        assert torch.equal(values, -keys)
+        assert layer.get_seq_length() == keys.shape[-2]
+    assert len(set(seen[:5])) == 1  # the first fill and four steps: one buffer, no copies
+    assert seen[5] != seen[4]  # past the reserved room it grows once
+
+
+def test_a_generation_larger_than_memory_allows_is_split_with_the_same_tokens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import harness.backends.transformers_backend as module
+
+    backend = make_rankgpt(tiny()).backend
+    head = "Shared instruction and query. "
+    batch = encode(backend, [ChatPrompt(head, head + "y" * n) for n in (3, 8, 5)])
+    request = GenerationRequest(6, backend.stop_token_ids(), ignore_stop=True)
+    whole = backend.generate(batch, request)
+    per_row = module.kv_bytes_per_token(backend.loaded.model) * (max(map(len, batch.rows)) + 6)
+    monkeypatch.setattr(module, "free_memory", lambda device: int(per_row / 0.25) + 1)
+    assert backend.decode_rows(batch, 6) == 1
+    split = backend.generate(batch, request)
+    assert split.tokens == whole.tokens and split.texts == whole.texts
+    assert split.decode_steps == 3 * whole.decode_steps  # one decoding pass per row
+
+
+def test_auto_batch_size_makes_the_fewest_equal_calls() -> None:
+    assert auto_batch_size(16, 20) == 10
+    assert auto_batch_size(16, 16) == 16
+    assert auto_batch_size(16, 17) == 9
+    assert auto_batch_size(4, 21) == 4
+    assert auto_batch_size(4, 1) == 1
+    assert auto_batch_size(16, 0) == 1
+
+
+def test_an_unset_batch_size_is_chosen_per_reranker_and_recorded(
+    rankgpt_folder: Path, tmp_path: Path
+) -> None:
+    def prepared(reranker: str, **settings: Any) -> Any:
+        config = RunConfig(reranker=reranker, dataset=str(rankgpt_folder), perms=20, **settings)
+        return prepare_run(config.validate())
+
+    rankgpt = prepared("rankgpt", out=str(tmp_path / "a"))
+    assert len(rankgpt.plans[0]) == 21  # the shown order and 20 shuffles: calls of 11 and 10
+    assert rankgpt.config.batch_size == 11 and rankgpt.header.config["batch_size"] == 11
+    control = prepared("identity", out=str(tmp_path / "b"))  # 4, as before: same config hash
+    assert control.config.batch_size == 4 and control.header.config["batch_size"] == 4
+    given = prepared("rankgpt", batch_size=4, out=str(tmp_path / "c"))
+    assert given.config.batch_size == 4
 
 
 def test_shared_prefix_is_the_common_token_prefix_leaving_each_row_a_token() -> None:
@@ -268,7 +367,11 @@ def test_a_run_reports_parse_status_rates_per_permutation_family(
         depth=8,
         out=str(tmp_path / "run"),
     ).validate()
-    results = execute_run(prepare_run(config))
+    prepared = prepare_run(config)
+    # no --batch-size: rankgpt decodes all of a query's orders together (up to its cap)
+    assert prepared.config.batch_size == len(prepared.plans[0]) <= RankGPTReranker.batch_cap
+    assert prepared.header.config["batch_size"] == prepared.config.batch_size
+    results = execute_run(prepared)
     rates = results.parse_status
     assert set(rates) == {"reference", "random"}
     for family in rates.values():
@@ -287,7 +390,13 @@ def test_smollm2_generates_and_is_parsed_on_a_short_list() -> None:
         TextQuery("capital of france"),
         tuple(Candidate(f"d{i}", t, 0.0) for i, t in enumerate(texts)),
     )
-    (output,) = reranker.rerank(cset, np.array([[2, 0, 1]]))
+    orders = np.array([[2, 0, 1], [0, 1, 2], [1, 2, 0]])
+    together = reranker.rerank(cset, orders)
+    alone = [reranker.rerank(cset, orders[i : i + 1])[0] for i in range(3)]
+    assert [o.facts.extra["window_details"] for o in together] == [
+        o.facts.extra["window_details"] for o in alone
+    ]  # the same answer text whichever orders decode together
+    output = together[0]
     facts = output.facts
     assert 1 <= facts.generated_tokens <= answer_budget(reranker.tokenizer, 3)
     assert facts.parse_status in ("ok", "wrong_format", "repetition", "missing")

@@ -15,7 +15,10 @@ mask) and differs from one uncached, unpadded pass only by float rounding (~1e-6
 
 **Generation** is a plain greedy loop (or temperature sampling with a seeded generator)
 rather than ``model.generate``: a model's ``generation_config`` cannot switch sampling on
-behind the harness's back, and the tokens each row generated are counted exactly.
+behind the harness's back, and the tokens each row generated are counted exactly. Its KV
+cache has room reserved for the answer (:mod:`reserved_cache`), so a step writes one column
+instead of copying the cache, and the vocabulary projection runs on one position per row.
+A call's rows decode together unless their cache would not fit in memory (:meth:`decode_rows`).
 
 **Masked forward** (InvariRank, lft): one pass over rows of equal length on a computed
 prefix with an explicit additive 4-D float mask (0 allowed, ``finfo(dtype).min`` blocked — a
@@ -32,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
     import torch
 
 LOGIT_CHUNK = 256  # rows of the vocabulary projection computed at once (~50 MB for 49k vocab)
+DECODE_MEMORY_SHARE = 0.25  # of free memory a decoding pass's KV cache may take
 DEFAULT_DTYPE = "float32"  # what the invariance checks need (bf16 moves logits by ~0.4)
 
 
@@ -152,16 +157,24 @@ class TransformersBackend(Backend):
         import torch
 
         parts = _unshared_rows(batch)
+        rows = self.decode_rows(batch, request.max_new_tokens)
+        if parts is None and rows < len(batch.rows):  # the KV cache would not fit: split
+            parts = [
+                TokenBatch(batch.rows[start : start + rows], batch.prefix_len)
+                for start in range(0, len(batch.rows), rows)
+            ]
         if parts is not None:
+            passes = self.prefix_passes
             done = [self.generate(part, request) for part in parts]
             return Generation(
                 tuple(t for g in done for t in g.tokens),
                 tuple(t for g in done for t in g.texts),
                 tuple(s for g in done for s in g.stopped),
                 sum(g.decode_steps for g in done),
+                self.prefix_passes > passes,
             )
         passes = self.prefix_passes
-        logits, (cache, mask, positions) = self._prefill(batch)
+        logits, (cache, mask, positions) = self._prefill(batch, request.max_new_tokens)
         p = len(batch.rows)
         device = logits.device
         generator = None
@@ -207,6 +220,15 @@ class TransformersBackend(Backend):
         )
         return Generation(tokens, texts, ended, decode_steps, self.prefix_passes > passes)
 
+    def decode_rows(self, batch: TokenBatch, new_tokens: int) -> int:
+        """How many rows of ``batch`` one decoding pass takes: all of them unless their KV
+        cache (prompt + ``new_tokens`` positions per row) would take more than
+        ``DECODE_MEMORY_SHARE`` of the memory free on the model's device now."""
+        per_row = kv_bytes_per_token(self.loaded.model) * (
+            max(len(r) for r in batch.rows) + new_tokens
+        )
+        return max(1, int(DECODE_MEMORY_SHARE * free_memory(self.loaded.device) // per_row))
+
     def _read_last(self, batch: TokenBatch) -> torch.Tensor:
         """fp32 logits after each row's last token, rows left-aligned (pads at the end, where
         no real token can see them, so each row computes as it would alone)."""
@@ -217,22 +239,30 @@ class TransformersBackend(Backend):
         with torch.inference_mode():
             return self._head(output.last_hidden_state[rows, ends]).float()
 
-    def _prefill(self, batch: TokenBatch) -> tuple[torch.Tensor, tuple[Any, Any, Any]]:
+    def _prefill(
+        self, batch: TokenBatch, reserve: int
+    ) -> tuple[torch.Tensor, tuple[Any, Any, Any]]:
         """Run the rows right-aligned, so that the next token of every row goes in one new
         column; returns last-position fp32 logits and the state a decoding loop continues
-        from (cache, 2-D mask, positions)."""
+        from (cache with room for ``reserve`` more tokens, 2-D mask, positions)."""
         import torch
 
-        output, mask, positions, _ = self._run_rows(batch, right_aligned=True)
+        output, mask, positions, _ = self._run_rows(batch, right_aligned=True, reserve=reserve)
         with torch.inference_mode():
             logits = self._head(output.last_hidden_state[:, -1]).float()
         return logits, (output.cache, mask, positions)
 
-    def _run_rows(self, batch: TokenBatch, right_aligned: bool) -> tuple[Any, Any, Any, Any]:
+    def _run_rows(
+        self, batch: TokenBatch, right_aligned: bool, reserve: int = 0
+    ) -> tuple[Any, Any, Any, Any]:
         """One forward pass over the rows after the (cached) shared prefix, padded to one
         width with the padding masked and positions continuing the prefix; returns the
-        output, the 2-D mask, the positions and each row's last column."""
+        output, the 2-D mask, the positions and each row's last column. ``reserve``: tokens
+        the caller will still add, for which the returned cache keeps room (decoding then
+        writes into it instead of copying the cache at every step)."""
         import torch
+
+        from harness.backends.reserved_cache import reserved_cache
 
         device = self.loaded.device
         length = batch.prefix_len
@@ -253,7 +283,12 @@ class TransformersBackend(Backend):
                 positions[i, start:] = torch.arange(length, length + len(row))
         ends = torch.tensor([width - 1 if right_aligned else len(r) - 1 for r in rest])
         with torch.inference_mode():
-            cache = self._shared_prefix(batch) if length else None
+            if length:
+                cache = self._shared_prefix(batch, width + reserve if reserve else 0)
+            elif reserve:
+                cache = reserved_cache(self.loaded.model.config, width + reserve)
+            else:
+                cache = None
             output = self._decoder(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -263,14 +298,15 @@ class TransformersBackend(Backend):
             )
         return output, mask, positions, ends.to(device)
 
-    def _shared_prefix(self, batch: TokenBatch) -> Any:
-        """The prefix's KV cache broadcast to the batch; the prefix runs once per new key."""
+    def _shared_prefix(self, batch: TokenBatch, room: int = 0) -> Any:
+        """The prefix's KV cache broadcast to the batch (with ``room`` free positions per row
+        when above 0); the prefix runs once per new key."""
         key = batch.prefix
         if key != self._prefix_key:
             self._prefix_cache = self.prefix(key)
             self._prefix_key = key
             self.prefix_passes += 1
-        return self._broadcast(self._prefix_cache, len(batch.rows))
+        return self._broadcast(self._prefix_cache, len(batch.rows), room)
 
     # -- masked forward ----------------------------------------------------------------------
 
@@ -310,17 +346,23 @@ class TransformersBackend(Backend):
                 targets = torch.from_numpy(request.target_tokens).to(device)
             return token_logprobs(picked, targets, self._head).double().cpu().numpy()
 
-    def _broadcast(self, cache: Any, batch: int) -> Any:
-        """A fresh ``DynamicCache`` holding a batch-1 cache's keys/values ``batch`` times.
+    def _broadcast(self, cache: Any, batch: int, room: int = 0) -> Any:
+        """A fresh ``DynamicCache`` holding a batch-1 cache's keys/values ``batch`` times
+        (``room`` > 0: with that many free positions, see :mod:`reserved_cache`).
 
         Built anew for every forward pass because the model appends to the cache it is given;
         the prefix cache itself is never modified, so it can serve any number of batches.
         """
         from transformers import DynamicCache
 
+        from harness.backends.reserved_cache import reserved_cache
+
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         expanded = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in layers]
-        return DynamicCache(ddp_cache_data=expanded, config=self.loaded.model.config)
+        config = self.loaded.model.config
+        if room:
+            return reserved_cache(config, room, expanded)
+        return DynamicCache(ddp_cache_data=expanded, config=config)
 
     # -- vocabulary and attention ------------------------------------------------------------
 
@@ -389,6 +431,37 @@ class TransformersBackend(Backend):
         return query_attention(
             self.loaded.model, self._decoder, prefixes, queries, layers, self._pad
         )
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes one position of one row takes in the model's KV cache (keys and values of every
+    layer)."""
+    config = model.config.get_text_config(decoder=True)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    size = next(model.parameters()).element_size()
+    return 2 * int(config.num_hidden_layers) * int(kv_heads) * int(head_dim) * size
+
+
+def free_memory(device: Any) -> int:
+    """Bytes free on ``device`` now: CUDA's free memory, or the host's available memory
+    (Linux ``MemAvailable``, which counts reclaimable page cache; else free pages)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no such query here: no limit
+        return 1 << 62
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -90,6 +90,10 @@ class Reranker(ABC):
     # Calls the runner may make at once from several threads (only rerankers on a remote
     # backend, whose calls wait on a server, say more than 1).
     parallel_calls: int = 1
+    batch_cap: ClassVar[int] = 4
+    """The most orders of one query a call takes when the run leaves ``--batch-size`` unset
+    (see :func:`auto_batch_size`); a method whose cost per order falls with the batch (one
+    decoding pass serves every order) sets more."""
 
     def __init__(self, name: str, context: RunContext) -> None:
         self.name = name
@@ -132,6 +136,14 @@ class Reranker(ABC):
     def check_data(self, candidate_set: CandidateSet) -> None:  # noqa: B027 - optional hook
         """HarnessError if this set's data cannot be reranked faithfully; the runner calls it
         on every pending set before the first call, so bad data stops a run at its start."""
+
+
+def auto_batch_size(cap: int, orders: int) -> int:
+    """Orders per call for ``orders`` orders of one query with calls of at most ``cap``: the
+    fewest calls, of (nearly) equal size, so no call is left with a small remainder (20 orders,
+    cap 16: two calls of 10, not 16 + 4)."""
+    calls = -(-max(orders, 1) // max(cap, 1))
+    return -(-max(orders, 1) // calls)
 
 
 def ranking_from_scores(doc_ids: Sequence[str], scores: Sequence[float]) -> tuple[str, ...]:
