@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import HarnessError
-from harness.files import ensure_writable_folder, read_json_object, write_text_atomic
+from harness.files import dumps_json, ensure_writable_folder, read_json_object, write_text_atomic
 from harness.permutations import OrderLabel
 from harness.results.schema import (
     FORMAT_VERSION,
@@ -319,7 +319,7 @@ def read_results(run_dir: Path) -> RunResults:
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(path, dumps_json(payload, default=str) + "\n")
 
 
 def _differences(recorded: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:
