@@ -38,6 +38,7 @@ def dumps_json(
     value: Any,
     indent: int = 2,
     *,
+    item_separator: str = ",",
     default: Callable[[Any], Any] | None = None,
     allow_nan: bool = True,
 ) -> str:
@@ -47,14 +48,14 @@ def dumps_json(
     ``json.loads`` gives back exactly what it gives for ``json.dumps(value)``."""
 
     def leaf(x: Any) -> str:
-        return json.dumps(x, default=default, allow_nan=allow_nan, separators=(",", ":"))
+        separators = (item_separator, ": " if item_separator.endswith(" ") else ":")
+        return json.dumps(x, default=default, allow_nan=allow_nan, separators=separators)
 
     def render(x: Any, level: int) -> str:
         pad, inner = " " * (indent * level), " " * (indent * (level + 1))
         if isinstance(x, Mapping) and x:
             items = [
-                f"{inner}{json.dumps(k if isinstance(k, str) else leaf(k))}: "
-                f"{render(v, level + 1)}"
+                f"{inner}{json.dumps(k if isinstance(k, str) else leaf(k))}: {render(v, level + 1)}"
                 for k, v in x.items()
             ]
             return "{\n" + ",\n".join(items) + f"\n{pad}}}"

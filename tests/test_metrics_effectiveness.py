@@ -105,8 +105,9 @@ def test_property_matches_oracle(grades, perm, depth):
 def test_alignment_survives_key_sorting():
     # 12 entries: ranx sorts keys, and "q\x1f10" < "q\x1f2" lexicographically.
     rankings = [("q2", [f"n{j}" for j in range(i)] + ["x"]) for i in range(12)]
-    out = effectiveness(QRELS, rankings, ["mrr"])
-    np.testing.assert_allclose(out["mrr"], [1 / (i + 1) for i in range(12)])
+    for metric in ("mrr", "mrr@20"):  # one metric alone, with and without a cutoff
+        out = effectiveness(QRELS, rankings, [metric])
+        np.testing.assert_allclose(out[metric], [1 / (i + 1) for i in range(12)])
 
 
 def test_the_ranking_decides_not_the_doc_ids():

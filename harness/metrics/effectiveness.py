@@ -114,14 +114,17 @@ def effectiveness(
     os.environ.setdefault("NUMBA_CACHE_DIR", _numba_cache_dir())
     from ranx import evaluate
 
+    # ranx's evaluate, asked for one "name@k" without means, looks it up by its bare name
+    # (KeyError): it always gets a list of at least two.
+    requested = names if len(names) > 1 else names * 2
     for length, rows in by_length.items():
         run = np.empty((len(rows), length, 2))
         run[:, :, 0] = [coded[i] for i in rows]
         run[:, :, 1] = np.arange(length, 0, -1)  # strictly decreasing: the ranking decides
         truth = _stack([relevant[rankings[i][0]] for i in rows])
-        scores = evaluate(truth, run, names, return_mean=False, save_results_in_run=False)
+        scores = evaluate(truth, run, requested, return_mean=False, save_results_in_run=False)
         for m in names:
-            out[m][rows] = scores if len(names) == 1 else scores[m]
+            out[m][rows] = scores[m]
     return out
 
 
