@@ -38,8 +38,9 @@ WARM = "from harness.metrics.effectiveness import compile_kernels; compile_kerne
 
 
 def kernel_files(cache: Path) -> int:
-    """Kernels numba has saved in ``cache`` (one index file per compiled function)."""
-    return sum(1 for _ in cache.rglob("*.nbi"))
+    """Kernels numba has saved in ``cache``: one data file per compiled specialisation (a
+    function's index file is shared by all of its specialisations)."""
+    return sum(1 for _ in cache.rglob("*.nbc"))
 
 
 def main() -> None:
