@@ -59,14 +59,17 @@ def make_data(folder: Path, queries: int, seed: int = 0) -> Path:
     return folder
 
 
-def harness_run(args: list[str], pythonpath: str | None = None) -> tuple[float, float]:
-    """Run ``python -m harness run ARGS``; (peak RSS in MB, wall seconds)."""
-    env = dict(os.environ)
+def harness_run(
+    args: list[str], pythonpath: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Run ``python -m harness run ARGS`` (with ``env`` added to this process's
+    environment); (peak RSS in MB, wall seconds)."""
+    env = os.environ | (env or {})
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", *args],
+        [sys.executable, "-P", "-m", "harness", "run", *args],  # -P: PYTHONPATH, not the cwd
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

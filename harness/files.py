@@ -1,11 +1,12 @@
-"""Small filesystem helpers shared across layers: the user cache folder, atomic writes and
-reading a JSON object with a one-line error."""
+"""Small filesystem helpers shared across layers: the user cache folder, atomic writes,
+readable-and-compact JSON, and reading a JSON object with a one-line error."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,43 @@ def write_text_atomic(path: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise HarnessError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def dumps_json(
+    value: Any,
+    indent: int = 2,
+    *,
+    item_separator: str = ",",
+    default: Callable[[Any], Any] | None = None,
+    allow_nan: bool = True,
+) -> str:
+    """JSON indented like ``json.dumps(value, indent=indent)``, except that a list of scalars
+    is written on one line (a list of such lists, e.g. a matrix, one row per line): per-query
+    vectors and count matrices stay readable in a diff without one line per number.
+    ``json.loads`` gives back exactly what it gives for ``json.dumps(value)``."""
+
+    def leaf(x: Any) -> str:
+        separators = (item_separator, ": " if item_separator.endswith(" ") else ":")
+        return json.dumps(x, default=default, allow_nan=allow_nan, separators=separators)
+
+    def render(x: Any, level: int) -> str:
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        if isinstance(x, Mapping) and x:
+            items = [
+                f"{inner}{json.dumps(k if isinstance(k, str) else leaf(k))}: {render(v, level + 1)}"
+                for k, v in x.items()
+            ]
+            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+        if isinstance(x, list | tuple) and not all(_is_scalar(v) for v in x):
+            items = [inner + render(v, level + 1) for v in x]
+            return "[\n" + ",\n".join(items) + f"\n{pad}]"
+        return leaf(x)
+
+    return render(value, 0)
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float)
 
 
 def ensure_writable_folder(folder: Path, what: str) -> None:

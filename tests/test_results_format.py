@@ -15,13 +15,16 @@ from harness.cli import app
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.report.load import load_run
-from harness.results.schema import FORMAT_VERSION, RunHeader, RunResults
+from harness.results.schema import FORMAT_VERSION, RANK_COUNTS, RunHeader, RunResults
 from harness.results.store import QUERIES_FILE, RESULTS_FILE, RUN_FILE, read_queries, read_results
 from harness.runner import execute_run, prepare_run
 from tests.conftest import without_latency, write_rankgpt_folder
 
 cli = CliRunner()
 FORMAT_1_RUN = Path(__file__).parent / "fixtures" / "run-format-1"
+# Format 2 as written before the rank-given-position counts (harness at bc31941): the matrix
+# as rounded probabilities, every JSON number on its own line.
+PROBABILITY_MATRIX_RUN = Path(__file__).parent / "fixtures" / "run-format-2-probabilities"
 
 
 def _run(data: Path, out: Path, **overrides) -> RunResults:
@@ -137,6 +140,47 @@ def test_report_and_gate_need_nothing_but_the_run_folder(tmp_path):
     gate = cli.invoke(app, ["gate", str(tmp_path / "random"), "--baseline", str(baseline)])
     assert gate.exit_code == 0, gate.output
     assert load_run(tmp_path / "sweep").queries["q2"].doc_ids[0] == "q2-d01"
+
+
+def test_a_folder_with_the_older_probability_matrix_still_loads_reports_and_gates(tmp_path):
+    import harness
+
+    old = tmp_path / "old"
+    shutil.copytree(PROBABILITY_MATRIX_RUN, old)
+    legacy = json.loads((old / RESULTS_FILE).read_text())["position_bias"]
+    assert "rank_given_position" in legacy and RANK_COUNTS not in legacy
+    data = write_rankgpt_folder(tmp_path / "data", candidates=8)
+    new = _run(data, tmp_path / "new", reranker="identity", perms=3)  # the same run, again
+    assert RANK_COUNTS in new.position_bias and "rank_given_position" not in new.position_bias
+
+    loaded = harness.load(old).results
+    np.testing.assert_allclose(loaded.rank_given_position(), new.rank_given_position(), atol=1e-6)
+    assert loaded.rank_given_position().shape == (8, 8)
+    assert _stable(loaded)["per_query"] == _stable(new)["per_query"]
+    # A report comparing both layouts draws both heatmaps; baselines and gates work across them.
+    report = cli.invoke(
+        app, ["report", str(old), str(tmp_path / "new"), "--out", str(tmp_path / "r")]
+    )
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "r_figures" / "rank_given_position.png").is_file()
+    for run, base in ((old, tmp_path / "new"), (tmp_path / "new", old)):
+        baseline = tmp_path / f"{base.name}.json"
+        made = cli.invoke(app, ["baseline", str(base), "--to", str(baseline)])
+        assert made.exit_code == 0, made.output
+        gate = cli.invoke(app, ["gate", str(run), "--baseline", str(baseline)])
+        assert gate.exit_code == 0, gate.output
+
+
+def test_results_json_is_compact_and_plain_json(data, tmp_path):
+    """The matrix is integer counts, one row per line; vectors sit on one line each."""
+    _run(data, tmp_path / "run", reranker="identity", perms=3)
+    text = (tmp_path / "run" / RESULTS_FILE).read_text()
+    counts = json.loads(text)["position_bias"][RANK_COUNTS]
+    assert len(counts) == 8 and all(isinstance(c, int) for row in counts for c in row)
+    rows = [line.strip().rstrip(",") for line in text.splitlines()]
+    assert sum(json.loads(r) in counts for r in rows if r.startswith("[") and r != "[") == 8
+    lone_values = [r for r in rows if r and not r.startswith(('"', "{", "}", "[", "]"))]
+    assert lone_values == []  # json.dumps(indent=2) gives every number of a vector its own line
 
 
 def test_trec_export_is_read_back_by_ranx_with_the_recorded_values(data, tmp_path):

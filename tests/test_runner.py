@@ -46,8 +46,13 @@ def test_first_stage_is_invariant_and_identity_is_not(rankgpt_folder, tmp_path):
     assert ident.summary["kendall_tau"].value < 0.5
     assert ident.summary["ndcg@10_range"].value > 0.0
     # Copying the input means the item shown first is always output first.
-    matrix = np.array(ident.position_bias["rank_given_position"])
+    matrix = ident.rank_given_position()
     np.testing.assert_allclose(matrix, np.eye(len(matrix)))
+    counts = ident.position_bias["rank_given_position_counts"]  # stored as exact integers
+    assert all(isinstance(c, int) for row in counts for c in row)
+    assert {sum(row) for row in counts} == {
+        ident.position_bias["rank_given_position_queries"] * ident.permutations.random_orders
+    }
     assert ident.summary["position_bias_mad"].value > first.summary["position_bias_mad"].value
 
 

@@ -82,3 +82,34 @@ def test_a_resume_indexes_the_samples_instead_of_loading_them(rankgpt_folder, tm
     assert isinstance(reranked.samples, SampleIndex)
     assert len(reranked.samples) == prepared.total_orders
     assert ("q0", 0) in reranked.samples and ("q0", 10_000) not in reranked.samples
+
+
+def test_readers_index_keys_from_each_line_head_and_parse_each_line_once(
+    rankgpt_folder, tmp_path, monkeypatch
+):
+    """``iter_samples`` takes each line's key from its first bytes (as ``Sample.to_json``
+    writes them) and parses the line once, when its query is read; a line written with
+    other key order or spacing is parsed to find its key; a corrupt line is one line."""
+    import pytest
+
+    from harness.errors import HarnessError
+    from harness.results import store
+
+    prepared = _prepared(rankgpt_folder, tmp_path / "run")
+    execute_run(prepared)
+    path = prepared.run_dir / SAMPLES_FILE
+    index = RunStore(prepared.run_dir).scan_samples()
+    expected = [s for q in index.query_ids() for s in index.query_samples(q)]
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = json.dumps(dict(reversed(json.loads(lines[3]).items()))) + "\n"  # other writer
+    path.write_text("".join(lines))
+    parsed = []
+    real = store.Sample.from_dict
+    monkeypatch.setattr(store.Sample, "from_dict", lambda data: parsed.append(1) or real(data))
+    assert list(iter_samples(prepared.run_dir)) == expected
+    assert len(parsed) == len(lines) + 1  # every line once, the reordered one twice
+    lines[5] = lines[5][:60] + "#corrupt\n"
+    path.write_text("".join(lines))
+    with pytest.raises(HarnessError, match=r"samples\.jsonl.*corrupt sample record") as error:
+        list(iter_samples(prepared.run_dir))
+    assert "\n" not in str(error.value)

@@ -9,7 +9,6 @@ The gate reduces the new run to the same structure, so both sides are read ident
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.files import ensure_writable_folder, read_json_object, write_text_atomic
+from harness.files import dumps_json, ensure_writable_folder, read_json_object, write_text_atomic
 from harness.metrics import registry
 from harness.results.schema import RunResults
 
@@ -165,26 +164,9 @@ def write_baseline(results: RunResults, run_dir: Path, to: Path) -> Baseline:
         raise HarnessError(f"--to {to}: is a folder, expected a baseline file path (NAME.json)")
     ensure_writable_folder(to.parent, "the baseline")
     baseline = baseline_from_results(results, run_dir)
-    write_text_atomic(to, _dumps(baseline.to_dict()))
+    # each vector on one line, so a re-recorded baseline diffs readably
+    write_text_atomic(to, dumps_json(baseline.to_dict(), indent=1, item_separator=", ") + "\n")
     return baseline
-
-
-def _dumps(payload: Mapping[str, Any]) -> str:
-    """Indented JSON with each vector on one line, so a re-recorded baseline diffs readably."""
-    vectors = ("query_ids", "per_query")
-    head = json.dumps({k: v for k, v in payload.items() if k not in vectors}, indent=1)
-    per_query = [
-        f"  {json.dumps(m)}: {json.dumps(v, allow_nan=False)}"
-        for m, v in payload["per_query"].items()
-    ]
-    return (
-        head[: -len("\n}")]
-        + ",\n"
-        + f' "query_ids": {json.dumps(payload["query_ids"])},\n'
-        + ' "per_query": {\n'
-        + ",\n".join(per_query)
-        + "\n }\n}\n"
-    )
 
 
 def read_baseline(path: Path) -> Baseline:

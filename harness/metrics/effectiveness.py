@@ -45,39 +45,22 @@ def check_metric(name: str) -> str:
     return name
 
 
-def ranking_scores(docs: Sequence[str]) -> dict[str, float]:
-    """Map a best-first ranking to strictly decreasing scores (n - rank).
-
-    ranx orders tied scores by insertion order; distinct scores make the ranking itself, not the
-    dict's order, decide the metric, so no input order can leak in.
-    """
-    n = len(docs)
-    scores = {doc: float(n - rank) for rank, doc in enumerate(docs)}
-    if len(scores) != n:
-        raise ValueError("ranking contains a duplicate document id")
-    return scores
-
-
 class DocCodes:
-    """Doc ids as fixed-width codes (``CODE_WIDTH`` hex digits, one per distinct id).
-
-    ranx stores doc ids in NumPy string arrays whose dtype is the longest id's length, and
-    numba compiles its kernels once per dtype: 17-29 s for every new longest-id length, i.e.
-    per dataset. Codes of one width make every dataset hit the kernels compiled at set-up.
-    Metrics compare ids only for equality, so a one-to-one code changes no number.
-    """
+    """Doc ids as consecutive integer codes (one per distinct id of a call): ranx is handed
+    them as float64 ids (exact up to 2^53). Metrics compare ids only for equality, so a
+    one-to-one code changes no number (ranx's own string path hashes the ids instead)."""
 
     def __init__(self) -> None:
-        self._codes: dict[str, str] = {}
+        self._codes: dict[str, int] = {}
 
-    def __call__(self, doc: str) -> str:
+    def __call__(self, doc: str) -> int:
         code = self._codes.get(doc)
         if code is None:
-            code = self._codes[doc] = f"{len(self._codes):0{CODE_WIDTH}x}"
+            code = self._codes[doc] = len(self._codes)
         return code
 
 
-CODE_WIDTH = 12  # hex digits: room for 2^48 distinct doc ids in one call
+PADDING = -1.0  # the doc code of rows that pad judgment arrays to one length (grade 0)
 
 
 def _numba_cache_dir() -> str:
@@ -91,10 +74,18 @@ def effectiveness(
 ) -> dict[str, np.ndarray]:
     """Score each (query_id, best-first doc ids) entry; arrays are aligned with ``rankings``.
 
-    The same query may appear many times (once per permutation), so every entry gets its own
-    key in a single ranx Run (one JIT-compiled call, not one per entry). Grades are the gain
-    (trec_eval / ranx ``ndcg``); a doc is relevant when its grade >= 1; retrieved docs missing
-    from the qrels count as non-relevant; the ideal DCG uses all judged docs of the query.
+    The same query may appear many times (once per permutation). ranx gets plain float64
+    arrays, not its ``Qrels``/``Run`` dictionaries: per ranking length, one call with a
+    [entries, length, 2] array of (doc code, n - rank) rows and one of each entry's relevant
+    judgments (built once per query, padded with grade-0 rows). Its kernels are compiled for
+    those array types once per machine (``compile_kernels``, at set-up), so no dataset (doc
+    ids, their lengths, list sizes) makes a run compile again; and no numba typed container
+    is built, whose methods numba would compile again in every new process.
+
+    Grades are the gain (trec_eval / ranx ``ndcg``); a doc is relevant when its grade >= 1
+    (or the metric's ``-lN``); retrieved docs missing from the qrels count as non-relevant;
+    the ideal DCG uses all judged docs of the query (only grades >= 1 are passed: no
+    supported metric counts the others).
 
     Raises ValueError naming the query when it has no judgments or no relevant (grade > 0)
     judgment: trec_eval skips such queries and ranx would silently score them 0, so the caller
@@ -103,44 +94,61 @@ def effectiveness(
     names = list(dict.fromkeys(check_metric(m) for m in metrics))
     if not names:
         raise ValueError("no metrics requested")
-    run: dict[str, dict[str, float]] = {}
-    judged: dict[str, dict[str, int]] = {}
-    rows: list[int] = []
     codes = DocCodes()
-    coded: dict[str, dict[str, int]] = {}  # a query's judgments under their codes, built once
+    relevant: dict[str, np.ndarray] = {}  # per query, built once
+    by_length: dict[int, list[int]] = {}  # ranking length -> its entries
+    coded: list[list[int]] = []
     for i, (qid, docs) in enumerate(rankings):
-        grades = qrels.get(qid)
-        if not grades or max(grades.values()) <= 0:
-            raise ValueError(f"query {qid!r} has no relevant judgment in qrels")
-        if not docs:  # every supported metric is 0; ranx cannot build an all-empty Run
-            continue
-        key = f"{qid}\x1f{i}"
-        try:
-            run[key] = ranking_scores([codes(doc) for doc in docs])
-        except ValueError as err:
-            raise ValueError(f"query {qid!r} (entry {i}): {err}") from None
-        if qid not in coded:
-            coded[qid] = {codes(doc): int(g) for doc, g in grades.items()}
-        judged[key] = coded[qid]
-        rows.append(i)
+        if qid not in relevant:
+            relevant[qid] = _relevant_rows(qid, qrels.get(qid), codes)
+        ids = [codes(doc) for doc in docs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"query {qid!r} (entry {i}): ranking contains a duplicate document id")
+        coded.append(ids)
+        if ids:  # an empty ranking scores 0 in every supported metric
+            by_length.setdefault(len(ids), []).append(i)
     out = {m: np.zeros(len(rankings)) for m in names}
-    if not run:
+    if not by_length:
         return out
 
     os.environ.setdefault("NUMBA_CACHE_DIR", _numba_cache_dir())
-    from ranx import Qrels, Run, evaluate
+    from ranx import evaluate
 
-    ranx_run = Run(run)
-    evaluate(Qrels(judged), ranx_run, names, return_mean=False, save_results_in_run=True)
-    # ranx sorts query ids internally, so realign by key rather than trusting array order.
-    for m in names:
-        out[m][rows] = [ranx_run.scores[m][key] for key in run]
+    # ranx's evaluate, asked for one "name@k" without means, looks it up by its bare name
+    # (KeyError): it always gets a list of at least two.
+    requested = names if len(names) > 1 else names * 2
+    for length, rows in by_length.items():
+        run = np.empty((len(rows), length, 2))
+        run[:, :, 0] = [coded[i] for i in rows]
+        run[:, :, 1] = np.arange(length, 0, -1)  # strictly decreasing: the ranking decides
+        truth = _stack([relevant[rankings[i][0]] for i in rows])
+        scores = evaluate(truth, run, requested, return_mean=False, save_results_in_run=False)
+        for m in names:
+            out[m][rows] = scores[m]
     return out
 
 
+def _relevant_rows(qid: str, grades: Mapping[str, int] | None, codes: DocCodes) -> np.ndarray:
+    """[relevant docs, 2] rows (code, grade), highest grade first (ranx's ideal ranking)."""
+    if not grades or max(grades.values()) <= 0:
+        raise ValueError(f"query {qid!r} has no relevant judgment in qrels")
+    rows = sorted(((int(g), codes(d)) for d, g in grades.items() if g > 0), reverse=True)
+    return np.array([(code, grade) for grade, code in rows], dtype=np.float64)
+
+
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """One [entries, longest, 2] array, shorter ones padded with (PADDING, 0) rows, which no
+    metric counts (ranx drops rows below the relevance level; an ideal DCG gains 0 there)."""
+    stacked = np.zeros((len(arrays), max(len(a) for a in arrays), 2))
+    stacked[:, :, 0] = PADDING
+    for row, array in enumerate(arrays):
+        stacked[row, : len(array)] = array
+    return stacked
+
+
 def compile_kernels() -> None:
-    """Compile ranx's numba kernels into the cache now (``scripts/setup.sh`` calls this), so
-    a fresh machine's first run does not spend ~40 s compiling before its first number."""
+    """Compile ranx's numba kernels for ``effectiveness``'s array types into the cache now
+    (``scripts/setup.sh`` calls this), so no run compiles before its first number."""
     import warnings
 
     qrels = {"q": {"a": 1, "b": 0}}

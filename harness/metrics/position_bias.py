@@ -43,6 +43,13 @@ def rank_given_position_counts(shown: np.ndarray, output: np.ndarray) -> np.ndar
     return np.bincount(flat, minlength=n * n).reshape(n, n)
 
 
+def rank_given_position(counts: np.ndarray) -> np.ndarray:
+    """P(output rank | input position): the counts of :func:`rank_given_position_counts`
+    (summed over queries of equal n) divided by their row sums (an empty row stays 0)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
 def exposure_counts(
     shown: np.ndarray, output: np.ndarray, k: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -88,14 +88,12 @@ def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dic
         _figure("ndcg_across_orders", plots.ndcg_across_orders(per_order, reference, spread)),
         _figure("stability_ecdf", plots.stability_ecdf(tau, rbo)),
     ]
-    bias = {r.label: r.results.position_bias for r in runs}
     matrices = {
-        k: np.array(v["rank_given_position"])
-        for k, v in bias.items()
-        if v.get("rank_given_position")
+        r.label: matrix for r in runs if (matrix := r.results.rank_given_position()) is not None
     }
     if matrices:
         figures.append(_figure("rank_given_position", plots.rank_heatmaps(matrices)))
+    bias = {r.label: r.results.position_bias for r in runs}
     exposure = {k: v.get(f"exposure_top{TOP_K}") or [] for k, v in bias.items()}
     expected = {k: v.get(f"expected_top{TOP_K}") or [] for k, v in bias.items()}
     if any(exposure.values()):

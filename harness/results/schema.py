@@ -31,6 +31,8 @@ from harness.rerankers.preset import RerankerPreset
 
 FORMAT_VERSION = 2
 LEGACY_FORMAT_KEY = "harness_run"  # format 1 stored its version under this key
+RANK_COUNTS = "rank_given_position_counts"  # position_bias: (input position, output rank) counts
+LEGACY_RANK_PROBABILITIES = "rank_given_position"  # what runs stored before the counts
 
 
 def format_of(data: Mapping[str, Any]) -> int | None:
@@ -274,6 +276,20 @@ class RunResults:
         if not self.noise_floor:
             return None
         return self.noise_floor.get("summary", {}).get(metric)
+
+    def rank_given_position(self) -> Any:
+        """P(output rank | input position) as an [n, n] NumPy array, or None when the run has
+        none: from the counts (``position_bias.rank_given_position_counts``), or from the
+        probabilities that runs written before the counts stored (``rank_given_position``)."""
+        import numpy as np
+
+        from harness.metrics.position_bias import rank_given_position
+
+        counts = self.position_bias.get(RANK_COUNTS)
+        if counts:
+            return rank_given_position(np.asarray(counts))
+        legacy = self.position_bias.get(LEGACY_RANK_PROBABILITIES)
+        return np.asarray(legacy, dtype=np.float64) if legacy else None
 
     def summary_value(self, metric: str) -> float:
         entry = self.summary.get(metric)

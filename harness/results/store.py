@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import HarnessError
-from harness.files import ensure_writable_folder, read_json_object, write_text_atomic
+from harness.files import dumps_json, ensure_writable_folder, read_json_object, write_text_atomic
 from harness.permutations import OrderLabel
 from harness.results.schema import (
     FORMAT_VERSION,
@@ -127,7 +128,11 @@ class SampleIndex:
         with self.path.open("rb") as handle:
             for order in sorted(latest):
                 handle.seek(latest[order])
-                samples.append(Sample.from_dict(json.loads(handle.readline())))
+                try:
+                    samples.append(Sample.from_dict(json.loads(handle.readline())))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                    where = f"{self.path} (byte {latest[order]})"
+                    raise HarnessError(f"{where}: corrupt sample record ({exc})") from exc
         return samples
 
 
@@ -192,7 +197,11 @@ class RunStore:
         self.needs_header = False
 
     def scan_samples(
-        self, check: Callable[[Sample], str | None] | None = None, *, truncate: bool = True
+        self,
+        check: Callable[[Sample], str | None] | None = None,
+        *,
+        truncate: bool = True,
+        keys_only: bool = False,
     ) -> SampleIndex:
         """Index every complete sample on disk, keeping none in memory; a torn last line
         (crash mid-write) is dropped.
@@ -200,7 +209,9 @@ class RunStore:
         ``check`` returns what is wrong with a sample (e.g. not this run's order), or None;
         a problem is a HarnessError naming the file and line. ``truncate=False`` (a dry run)
         leaves a torn last line on disk for the run that may still be writing it. Samples
-        appended later are added to the same index.
+        appended later are added to the same index. ``keys_only`` (readers that parse each
+        sample later, by query) reads a line's key from its first bytes where
+        :meth:`Sample.to_json` put it, parsing only lines written otherwise.
         """
         path = self.run_dir / SAMPLES_FILE
         index = SampleIndex(path)
@@ -212,15 +223,18 @@ class RunStore:
             for number, raw in enumerate(handle, start=1):
                 if not raw.endswith(b"\n"):
                     break  # torn final line (even one that parses): recomputed, not appended to
-                try:
-                    sample = Sample.from_dict(json.loads(raw))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    message = f"{path}:{number}: corrupt sample record ({exc})"
-                    raise HarnessError(message) from exc
-                problem = check(sample) if check is not None else None
-                if problem:
-                    raise HarnessError(f"{path}:{number}: {problem}")
-                index.add(sample.query_id, sample.order_index, good_bytes)
+                key = _leading_key(raw) if keys_only and check is None else None
+                if key is None:
+                    try:
+                        sample = Sample.from_dict(json.loads(raw))
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                        message = f"{path}:{number}: corrupt sample record ({exc})"
+                        raise HarnessError(message) from exc
+                    problem = check(sample) if check is not None else None
+                    if problem:
+                        raise HarnessError(f"{path}:{number}: {problem}")
+                    key = sample.key
+                index.add(*key, good_bytes)
                 good_bytes += len(raw)
         if truncate and good_bytes < path.stat().st_size:
             with path.open("r+b") as handle:
@@ -269,9 +283,19 @@ def iter_samples(run_dir: Path) -> Iterator[Sample]:
     a fault) once, its last line. Memory holds one query's samples and the index."""
     if not (run_dir / SAMPLES_FILE).is_file():
         raise HarnessError(f"cannot read {run_dir / SAMPLES_FILE}: no such file")
-    index = RunStore(run_dir).scan_samples(truncate=False)
+    index = RunStore(run_dir).scan_samples(truncate=False, keys_only=True)
     for query_id in index.query_ids():
         yield from index.query_samples(query_id)
+
+
+_LEADING_KEY = re.compile(rb'\{"query_id":("(?:[^"\\]|\\.)*"),"order_index":(\d+),')
+
+
+def _leading_key(raw: bytes) -> tuple[str, int] | None:
+    """(query id, order index) from the start of a line as :meth:`Sample.to_json` writes it,
+    without parsing the rest; None for a line that starts otherwise."""
+    found = _LEADING_KEY.match(raw)
+    return (json.loads(found[1]), int(found[2])) if found else None
 
 
 def read_queries(run_dir: Path) -> dict[str, QueryRecord]:
@@ -319,7 +343,7 @@ def read_results(run_dir: Path) -> RunResults:
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+    write_text_atomic(path, dumps_json(payload, default=str) + "\n")
 
 
 def _differences(recorded: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:

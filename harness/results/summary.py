@@ -97,6 +97,7 @@ from harness.metrics.stability import (
     tie_rate,
 )
 from harness.rerankers.base import http_calls
+from harness.results.schema import RANK_COUNTS
 from harness.results.store import InMemorySamples, Sample, SampleIndex
 
 SampleSource = SampleIndex | InMemorySamples
@@ -228,10 +229,11 @@ class _Pooled:
         return exposure
 
     def rank_matrix(self) -> dict[str, Any]:
-        """P(output rank | input position), pooled over the queries of the most common length."""
-        probabilities = self.matrix / np.maximum(self.matrix.sum(axis=1, keepdims=True), 1)
+        """Counts of (input position, output rank), pooled over the queries of the most common
+        length: integers, exact and a fraction of the size of the probabilities they give
+        (``RunResults.rank_given_position``)."""
         return {
-            "rank_given_position": probabilities.round(6).tolist(),
+            RANK_COUNTS: self.matrix.tolist(),
             "rank_given_position_n": self.matrix_n,
             "rank_given_position_queries": self.matrix_queries,
         }
