@@ -569,7 +569,7 @@ def upgrade(
 
 def _work_line(prepared) -> str:
     """What the run will do, said before it starts (a typo in --perms shows here first)."""
-    sets = len(prepared.plans)
+    sets = len(prepared.dataset.sets)
     return (
         f"work: {sets} queries x {prepared.total_orders // max(sets, 1)} orders = "
         f"{prepared.total_orders:,} reranked orders ({prepared.preset.name}, batches of "

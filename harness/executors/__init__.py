@@ -5,7 +5,7 @@ executor decides where each unit runs, never what it computes, so both give the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,7 +95,7 @@ class Executor(Protocol):
         """The reranker's identity (model, prompt, ...), JSON-normalised."""
         ...
 
-    def check_data(self, sets: Sequence[CandidateSet]) -> None:
+    def check_data(self, sets: Iterable[CandidateSet]) -> None:
         """Raise (HarnessError) on data the reranker cannot take, before any unit runs."""
         ...
 
