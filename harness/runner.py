@@ -41,6 +41,7 @@ from harness.permutations import (
     read_templates,
 )
 from harness.rerankers.base import RunContext
+from harness.rerankers.meta import model_reranker
 from harness.rerankers.model_override import with_model
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
@@ -48,6 +49,7 @@ from harness.rerankers.registry import (
     build_reranker,
     check_preset,
     device_used,
+    model_preset,
     resolve_preset,
 )
 from harness.results.prompt_log import PromptLog
@@ -445,7 +447,7 @@ def dry_run(
     after a request that would be sent, later windows of that order are counted on a stand-in
     answer, so their prompt tokens are an estimate)."""
     config = prepared.config
-    backend = backend_of(prepared.preset)
+    backend = backend_of(model_preset(prepared.preset))
     if backend is None or not backend_class(backend).remote:
         where = f"on backend {backend!r}" if backend else "no model"
         raise HarnessError(
@@ -467,7 +469,8 @@ def dry_run(
         orders = 0
         for job in jobs:
             orders += len(rerank_unit(reranker, *job))
-        return DryRun(orders=orders, usage=reranker.backend.usage())  # type: ignore[attr-defined]
+        usage = model_reranker(reranker).backend.usage()  # type: ignore[attr-defined]
+        return DryRun(orders=orders, usage=usage)
     finally:
         reranker.close()
 
@@ -491,8 +494,13 @@ def write_results(
 
 def _floor_caveats(preset: RerankerPreset) -> list[str]:
     """Where ``--repeats`` cannot see jitter: the rerun is answered without recomputing."""
-    backend = backend_of(preset)
-    if backend is not None and backend_class(backend).remote and preset.params.get("cache", True):
+    computing = model_preset(preset)
+    backend = backend_of(computing)
+    if (
+        backend is not None
+        and backend_class(backend).remote
+        and computing.params.get("cache", True)
+    ):
         return [
             "--repeats over an HTTP backend with its request cache on: each repeat is answered "
             "from the cache, so the floor is 0 by construction (set cache: false in the preset "

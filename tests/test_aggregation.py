@@ -105,3 +105,20 @@ def test_positions_inverts_rankings_and_bad_input_is_refused():
         kemeny(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="k must be"):
         reciprocal_rank_fusion([[0, 1]], k=-1)
+
+
+def test_local_search_reaches_a_local_optimum_above_the_exact_limit():
+    """At 60 items (the local-search regime GPI uses for long lists) no single move improves."""
+    rng = np.random.default_rng(11)
+    base = rng.permutation(60)
+    rankings = [base] + [rng.permutation(60) for _ in range(4)]
+    weights = pairwise_wins(rankings) / len(rankings)
+    local = kemeny(weights)
+    assert not local.exact
+    assert local.cost <= ranking_cost(borda(rankings), weights) + 1e-9
+    order = list(local.order)
+    for a in range(len(order)):
+        for b in range(len(order)):
+            moved = order.copy()
+            moved.insert(b, moved.pop(a))
+            assert ranking_cost(moved, weights) >= local.cost - 1e-9

@@ -43,7 +43,8 @@ def test_per_head_ndcg_scores_each_head_alone() -> None:
 
 def test_the_artifact_round_trips_and_guards_its_split(tmp_path: Path) -> None:
     table = np.array([[0.5, 0.25], [0.75, 0.0]])
-    provenance = {"split_query_ids": ["q9"], "model": {"name": "m"}, "dataset": "d"}
+    model = {"name": "m", "revision": "sha256:aa"}
+    provenance = {"split_query_ids": ["q9"], "model": model, "dataset": "d"}
     path = tmp_path / "heads.json"
     HeadSelection(((1, 0), (0, 0)), table, provenance).save(path)
     loaded = HeadSelection.load(path)
@@ -52,8 +53,12 @@ def test_the_artifact_round_trips_and_guards_its_split(tmp_path: Path) -> None:
     loaded.check_held_out("q1")
     with pytest.raises(HarnessError, match="query 'q9' was in the head-selection split"):
         loaded.check_held_out("q9")
-    with pytest.raises(HarnessError, match="heads were selected on model 'm'"):
+    loaded.check_model({"name": "m", "revision": "sha256:aa"})
+    loaded.check_model({"name": "m"})  # a backend that records no revision
+    with pytest.raises(HarnessError, match="heads were selected on model name 'm'"):
         loaded.check_model({"name": "other"})
+    with pytest.raises(HarnessError, match="model revision 'sha256:aa', this preset loads"):
+        loaded.check_model({"name": "m", "revision": "sha256:bb"})
     path.write_text('{"format": "something-else"}')
     with pytest.raises(HarnessError, match="not a head selection"):
         HeadSelection.load(path)

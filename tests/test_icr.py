@@ -239,3 +239,38 @@ def test_the_bundled_preset_is_checked_before_any_model_loads(tmp_path) -> None:
     bad.write_text("name: icr-bad\nadapter: icr\nparams: {heads: '1-2'}\n")
     with pytest.raises(HarnessError, match=r"icr-bad.yaml: reranker 'icr-bad'.*heads must be"):
         check_preset(load_preset(bad))
+
+
+def test_the_default_templates_render_the_prompt_as_before(backend: TransformersBackend) -> None:
+    """The strings ICR rendered before its templates became data files."""
+    decode = backend.tokenizer.decode
+    tokens = icr(backend).set_tokens(passage_set())
+    real = decode(tokens.queries[0])
+    want = "\n\nFind the information in the passages above that is relevant to this search query."
+    assert real.startswith(want + "\n\nQuery: capital of france")
+    assert decode(tokens.head).endswith("Here are some passages:")
+    history = decode(icr(backend).set_tokens(movie_set()).queries[0])
+    assert history.startswith(
+        "\n\nFind the candidate items above that this user would enjoy.\n\n"
+        "The user rated these items, oldest first:\nStar Wars (1977), rated 5\nAlien, rated 4"
+    )
+
+
+def test_a_prompt_template_file_replaces_its_tasks_default(
+    backend: TransformersBackend, tmp_path
+) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "name: mine\nkind: attention\ntask: text-ranking\nopening: 'Documents:'\n"
+        "closing: 'Which documents answer this?'\nquery: 'Q: {query}'\nseparator: \"\\n\"\n",
+        encoding="utf-8",
+    )
+    reranker = icr(backend, prompt_template=str(path))
+    tokens = reranker.set_tokens(passage_set())
+    decode = backend.tokenizer.decode
+    assert decode(tokens.queries[0]).startswith("\nWhich documents answer this?\nQ: capital of")
+    assert decode(tokens.head).endswith("Documents:")
+    hashes = reranker.identity()["prompt_sha256"]
+    assert list(hashes) == ["icr-recommendation-v1", "mine"]
+    with pytest.raises(HarnessError, match="is a numbered template; this reranker renders"):
+        IcrParams(prompt_template="numbered-text-v1")

@@ -421,7 +421,9 @@ def test_failed_request_keeps_every_finished_order(tmp_path, rankgpt_folder):
 
     with FakeServer(answer=_identifier_answer) as server:
         server.faults.extend(faults)
-        config = _first_config(tmp_path, rankgpt_folder, server.base_url)
+        # One request at a time: with several in flight, 20 answers can spread over more
+        # orders than 6 and finish fewer of them, which is scheduling, not what is tested.
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
         with pytest.raises(HarnessError, match="HTTP 401"):
             execute_run(prepare_run(config))
     kept = _samples(tmp_path / "run")
@@ -448,3 +450,47 @@ def test_cli_dry_run_prints_requests_and_tokens_and_sends_nothing(tmp_path, rank
     assert result.exit_code == 0, result.output
     assert "would send 48 requests" in result.output and "prompt tokens" in result.output
     assert server.bodies == [] and not (tmp_path / "run").exists()
+
+
+def _psc_over_http(tmp_path: Path, folder, base_url, out: str, **engine) -> RunConfig:
+    """psc (3 shuffles) over FIRST on the fake server."""
+    inner = _first_config(tmp_path, folder, base_url, out=out, **engine).reranker
+    meta = tmp_path / "psc-http.yaml"
+    meta.write_text(
+        f"name: psc-http\nadapter: psc\nparams:\n  inner: {json.dumps(inner)}\n  shuffles: 3\n",
+        encoding="utf-8",
+    )
+    return RunConfig(
+        reranker=str(meta), dataset=str(folder), perms=3, batch_size=2, out=str(tmp_path / out)
+    ).validate()
+
+
+def test_debiaser_over_http_counts_its_requests_and_runs_them_concurrently(
+    tmp_path, rankgpt_folder
+):
+    """A meta-reranker over a served model: the dry run counts what it would send, the
+    results count every request the server received, and concurrency changes nothing."""
+    runs = {}
+    with FakeServer(answer=_identifier_answer) as server:
+        for concurrency in (1, 4):
+            config = _psc_over_http(
+                tmp_path / f"c{concurrency}",
+                rankgpt_folder,
+                server.base_url,
+                "run",
+                concurrency=concurrency,
+            )
+            prepared = prepare_run(config)
+            counted = dry_run(prepared)
+            assert server.bodies == []
+            windows = 4 * 4 * 3 * 3  # queries x orders x shuffles x windows
+            assert counted.orders == 16 and counted.usage["requests_would_send"] == windows
+            results = execute_run(prepared)
+            assert len(server.bodies) == windows
+            assert results.counts["requests"] == windows
+            assert results.counts["server_prompt_tokens"] == 7 * windows
+            server.bodies.clear()
+            runs[concurrency] = [
+                (s["query_id"], s["order_index"], s["ranking"]) for s in _samples(Path(config.out))
+            ]
+    assert runs[1] == runs[4]

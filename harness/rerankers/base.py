@@ -54,6 +54,15 @@ class CallFacts:
         return asdict(self)
 
 
+def http_calls(extra: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """What a remote backend reported about the requests behind one output: one entry per
+    window of a listwise method, or a set's summary (pointwise, or a nested debiaser)."""
+    calls = [d["http"] for d in extra.get("window_details", ()) if "http" in d]
+    if "http" in extra:
+        calls.append(extra["http"])
+    return calls
+
+
 @dataclass(frozen=True)
 class RerankOutput:
     """The reranker's output for one shown order.

@@ -112,12 +112,16 @@ class HeadSelection:
         }
 
     def check_model(self, identity: Mapping[str, Any]) -> None:
-        chosen_on = (self.provenance.get("model") or {}).get("name")
-        if chosen_on is not None and chosen_on != identity.get("name"):
-            raise HarnessError(
-                f"{self.source}: heads were selected on model {chosen_on!r}, this preset loads "
-                f"{identity.get('name')!r}; select heads on this model"
-            )
+        """Heads belong to one set of weights: the name and, where both record it, the
+        revision (a weights hash for embedded models) must match."""
+        chosen = self.provenance.get("model") or {}
+        for key in ("name", "revision"):
+            mine, loaded = chosen.get(key), identity.get(key)
+            if mine is not None and loaded is not None and mine != loaded:
+                raise HarnessError(
+                    f"{self.source}: heads were selected on model {key} {mine!r}, this preset "
+                    f"loads {loaded!r}; select heads on this model"
+                )
 
     def check_held_out(self, query_id: str) -> None:
         if query_id in set(self.provenance.get("split_query_ids") or ()):

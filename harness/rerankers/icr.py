@@ -37,13 +37,14 @@ from typing import Any
 import numpy as np
 
 from harness.backends.base import Backend, Capability, QueryAttention
-from harness.data.model import CandidateSet, TextQuery, UserProfile
+from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
 from harness.rerankers.heads import HeadSelection, parse_heads
 from harness.rerankers.listwise_prompts import candidate_line_text, prompt_token_ids
 from harness.rerankers.llm import BackendReranker
-from harness.rerankers.prompts import render_context, template_hash
+from harness.rerankers.params import check_template
+from harness.rerankers.templates import choose_templates
 
 CALIBRATIONS = ("masked", "plain", "none")
 MASK_STDS = 2.0  # ICR drops calibrated token scores below mean - 2 std
@@ -56,7 +57,8 @@ class IcrParams:
     ``calibration_query`` (the content-free query, ``N/A``), ``heads`` (``"layer:head,..."``
     to score with those heads only) or ``heads_file`` (a ``harness select-heads`` artifact),
     ``truncate_depth`` (stop the pass after the deepest selected layer),
-    ``max_candidate_words`` (candidate text cut to this many words), ``max_history``."""
+    ``max_candidate_words`` (candidate text cut to this many words), ``max_history``,
+    ``prompt_template`` (an ``attention`` template by name or path; unset: the defaults)."""
 
     calibration: str = "masked"
     calibration_query: str = "N/A"
@@ -65,8 +67,10 @@ class IcrParams:
     truncate_depth: bool = True
     max_candidate_words: int | None = None
     max_history: int | None = None
+    prompt_template: str | None = None
 
     def __post_init__(self) -> None:
+        check_template(self.prompt_template, "attention")
         if self.calibration not in CALIBRATIONS:
             raise HarnessError(
                 f"calibration must be one of {', '.join(CALIBRATIONS)}, got {self.calibration!r}"
@@ -81,39 +85,6 @@ class IcrParams:
             raise HarnessError("max_candidate_words must be >= 1")
         if self.max_history is not None and self.max_history < 0:
             raise HarnessError(f"max_history must be >= 0, got {self.max_history}")
-
-
-@dataclass(frozen=True)
-class IcrTemplate:
-    """The ICR prompt's strings; ``query`` has the field ``{query}`` (the query text or the
-    rendered history, or the calibration query)."""
-
-    name: str
-    opening: str
-    closing: str
-    query: str
-    separator: str = "\n\n"
-
-    def sha256(self) -> str:
-        return template_hash(self)
-
-
-ICR_TEXT = IcrTemplate(
-    name="icr-text-v1",
-    opening="Here are some passages:",
-    closing="Find the information in the passages above that is relevant to this search query.",
-    query="Query: {query}",
-)
-ICR_RECOMMENDATION = IcrTemplate(
-    name="icr-recommendation-v1",
-    opening="Here are some candidate items:",
-    closing="Find the candidate items above that this user would enjoy.",
-    query="The user rated these items, oldest first:\n{query}",
-)
-
-
-def icr_template(candidate_set: CandidateSet) -> IcrTemplate:
-    return ICR_RECOMMENDATION if isinstance(candidate_set.query, UserProfile) else ICR_TEXT
 
 
 @dataclass(frozen=True)
@@ -228,6 +199,7 @@ class IcrReranker(BackendReranker):
         self.pairs = tuple(sorted(pairs))
         self.depth = self.layers[-1] + 1
         self._chat = _chat_parts(backend.tokenizer)
+        self.templates = choose_templates("attention", self.params.prompt_template)
         self._tokens: tuple[CandidateSet, SetTokens] | None = None
 
     def identity(self) -> dict[str, Any]:
@@ -236,7 +208,7 @@ class IcrReranker(BackendReranker):
         selection = self.selection.identity() if self.selection is not None else None
         return {
             **super().identity(),
-            "prompt_sha256": {t.name: t.sha256() for t in (ICR_TEXT, ICR_RECOMMENDATION)},
+            "prompt_sha256": self.templates.hashes(),
             "score": "attention of the query tokens to each candidate's tokens, summed over the "
             "scored heads",
             "calibration": self.params.calibration,
@@ -312,7 +284,7 @@ class IcrReranker(BackendReranker):
         if self._tokens is not None and self._tokens[0] is candidate_set:
             return self._tokens[1]
         tokenizer = self.backend.tokenizer
-        template = icr_template(candidate_set)
+        template = self.templates.for_query(candidate_set.query)
         opening, closing = self._chat
         sep = template.separator
 
@@ -323,13 +295,9 @@ class IcrReranker(BackendReranker):
             candidate_line_text(c, self.params.max_candidate_words)[0]
             for c in candidate_set.candidates
         ]
-        query = candidate_set.query
-        if isinstance(query, TextQuery):
-            context = query.text
-        else:
-            context = render_context(query, self.params.max_history)
+        context = template.context.render(candidate_set.query, self.params.max_history)
         queries = tuple(
-            encode(f"{sep}{template.closing}{sep}{template.query.format(query=q)}{closing}")
+            encode(f"{sep}{template.closing}{sep}{template.render_query(q)}{closing}")
             for q in (context, self.params.calibration_query)
         )
         built = SetTokens(

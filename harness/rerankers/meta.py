@@ -44,7 +44,7 @@ import numpy as np
 from harness import aggregation
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
-from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext
+from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext, http_calls
 from harness.rerankers.permutation_parser import worst_status
 from harness.rerankers.preset import RerankerPreset
 
@@ -121,6 +121,7 @@ class InnerTally:
     generated_tokens: int = 0
     forward_passes: int = 0
     statuses: Counter[str] = dataclasses.field(default_factory=Counter)
+    http: Counter[str] = dataclasses.field(default_factory=Counter)
 
     def add(self, facts: CallFacts) -> None:
         self.orders += 1
@@ -129,6 +130,12 @@ class InnerTally:
         self.generated_tokens += facts.generated_tokens
         self.forward_passes += facts.forward_passes
         self.statuses[facts.parse_status] += 1
+        for call in http_calls(facts.extra):
+            self.http["requests"] += int(call.get("requests", 1))
+            self.http["cached"] += int(call.get("cached", 0))
+            for key in ("server_prompt_tokens", "server_completion_tokens"):
+                short = key.removeprefix("server_")
+                self.http[key] += int(call.get(key, call.get(short)) or 0)
 
     def facts(self, call_ms: float, batch: int, extra: Mapping[str, Any]) -> CallFacts:
         return CallFacts(
@@ -142,6 +149,9 @@ class InnerTally:
             extra={
                 "inner_orders": self.orders,
                 "inner_parse_status_counts": dict(sorted(self.statuses.items())),
+                # The inner calls' requests to a server, summed in the shape the run's cost
+                # counter reads (a pointwise call's summary), so a debiaser's requests count.
+                **({"http": dict(sorted(self.http.items()))} if self.http else {}),
                 **extra,
             },
         )
@@ -196,13 +206,21 @@ class MetaReranker(Reranker):
     def inner_outputs(
         self, candidate_set: CandidateSet, orders: Sequence[np.ndarray]
     ) -> list[RerankOutput]:
-        """The inner reranker's outputs for ``orders``, in batches of the run's batch size."""
+        """The inner reranker's outputs for ``orders``, in batches of the run's batch size; on a
+        remote backend in one call, so its requests go out ``concurrency`` at a time."""
         outputs: list[RerankOutput] = []
-        size = max(1, self.context.batch_size)
+        remote = getattr(model_reranker(self), "backend", None)
+        size = len(orders) if getattr(remote, "remote", False) else self.context.batch_size
+        size = max(1, size)
         for start in range(0, len(orders), size):
             chunk = np.asarray(orders[start : start + size], dtype=np.int64)
             outputs.extend(self.inner.rerank(candidate_set, chunk))
         return outputs
+
+    @property
+    def parallel_calls(self) -> int:  # type: ignore[override]
+        """As many calls at once as the inner reranker allows (a server's concurrency)."""
+        return self.inner.parallel_calls
 
     def close(self) -> None:
         self.inner.close()
@@ -313,6 +331,13 @@ class Bootstrapping(_EnsembleReranker):
 
     def aggregate(self, rankings: list[list[int]]) -> tuple[tuple[int, ...], dict[str, Any]]:
         return aggregation.borda(rankings), {"aggregation": "borda"}
+
+
+def model_reranker(reranker: Reranker) -> Reranker:
+    """The reranker whose model computes: ``reranker`` itself, or a debiaser's innermost one."""
+    while isinstance(reranker, MetaReranker):
+        reranker = reranker.inner
+    return reranker
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def _check_history(max_history: int | None) -> None:
         raise HarnessError(f"max_history must be >= 0, got {max_history}")
 
 
-def _check_template(name_or_path: str | None, kind: str) -> None:
+def check_template(name_or_path: str | None, kind: str) -> None:
     """The chosen prompt template exists, is valid and is of the reranker's kind (checked
     before any model loads)."""
     if name_or_path is None:
@@ -60,7 +60,7 @@ class ListwiseParams:
         if self.max_candidate_words is not None and self.max_candidate_words < 1:
             raise HarnessError("max_candidate_words must be >= 1")
         _check_history(self.max_history)
-        _check_template(self.prompt_template, "numbered")
+        check_template(self.prompt_template, "numbered")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class PointwiseParams:
 
     def __post_init__(self) -> None:
         _check_history(self.max_history)
-        _check_template(self.prompt_template, "pointwise")
+        check_template(self.prompt_template, "pointwise")
         if self.candidates_per_forward < 1:
             raise HarnessError("candidates_per_forward must be >= 1")
 
@@ -126,7 +126,7 @@ class MarkerParams:
 
     def __post_init__(self) -> None:
         _check_history(self.max_history)
-        _check_template(self.prompt_template, "marker")
+        check_template(self.prompt_template, "marker")
         if self.attention not in ATTENTION_ROUTES:
             routes = ", ".join(r for r in ATTENTION_ROUTES if r)
             raise HarnessError(f"attention must be one of {routes}, got {self.attention!r}")

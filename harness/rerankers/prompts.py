@@ -140,6 +140,26 @@ class PointwiseTemplate:
         return template_hash(self)
 
 
+@dataclass(frozen=True)
+class AttentionTemplate:
+    """The ICR prompt: ``opening`` before the numbered candidates, then ``closing`` and the
+    ``query`` block (field ``{query}``: the rendered query or history, or the content-free
+    calibration query), joined by ``separator``."""
+
+    name: str
+    opening: str
+    closing: str
+    query: str  # field: {query}
+    separator: str = "\n\n"
+    context: ContextFormat = field(default_factory=lambda: ContextFormat(query="{query}"))
+
+    def render_query(self, context: str) -> str:
+        return self.query.format(query=context)
+
+    def sha256(self) -> str:
+        return template_hash(self)
+
+
 def render_context(query: QueryContext, max_history: int | None = None) -> str:
     """The query or history as the project's default format writes it (``Query: …``; one
     ``Title (year), rated 4`` line per item, oldest first): for methods without a template."""

@@ -153,13 +153,16 @@ def check_preset(preset: RerankerPreset) -> None:
     _checked(preset, ())
 
 
+def model_preset(preset: RerankerPreset) -> RerankerPreset:
+    """The preset whose model computes: ``preset`` itself, or a meta-reranker's innermost."""
+    _, typed = _checked(preset, ())
+    return model_preset(typed.inner) if isinstance(typed, _Meta) else preset
+
+
 def device_used(preset: RerankerPreset, device: str) -> str:
     """Where a preset's reranker computes: ``device`` for a model in this process, ``remote``
     for a server, ``none`` for the controls; a meta-reranker computes where its inner one does."""
-    _, typed = _checked(preset, ())
-    if isinstance(typed, _Meta):
-        return device_used(typed.inner, device)
-    backend = backend_of(preset)
+    backend = backend_of(model_preset(preset))
     if backend is None:
         return "none"
     return "remote" if backend_class(backend).remote else device

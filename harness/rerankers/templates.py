@@ -1,7 +1,7 @@
 """Prompt templates as data: load, validate and pick the YAML files under ``templates/``.
 
 A template file names its ``kind`` (which reranker family renders it: ``marker`` for
-InvariRank/lft, ``numbered`` for RankGPT/FIRST, ``pointwise``), its ``task``
+InvariRank/lft, ``numbered`` for RankGPT/FIRST, ``pointwise``, ``attention`` for ICR), its ``task``
 (``recommendation`` or ``text-ranking``) and the strings of that kind; an optional ``context``
 mapping says how a query, a history and a candidate become text
 (:class:`~harness.rerankers.prompts.ContextFormat`). ``reproduces`` and ``differs`` document
@@ -29,17 +29,19 @@ from harness.rerankers.prompts import (
     FIELD_NAMES,
     HISTORY_ORDERS,
     MARKERS,
+    AttentionTemplate,
     ContextFormat,
     ListwiseTemplate,
     PointwiseTemplate,
 )
 
-Template = ListwiseTemplate | NumberedTemplate | PointwiseTemplate
+Template = ListwiseTemplate | NumberedTemplate | PointwiseTemplate | AttentionTemplate
 TASKS = ("recommendation", "text-ranking")
 KINDS: dict[str, type] = {
     "marker": ListwiseTemplate,
     "numbered": NumberedTemplate,
     "pointwise": PointwiseTemplate,
+    "attention": AttentionTemplate,
 }
 DEFAULTS: dict[str, dict[str, str]] = {
     "marker": {
@@ -53,6 +55,10 @@ DEFAULTS: dict[str, dict[str, str]] = {
     "pointwise": {
         "recommendation": "pointwise-recommendation-v1",
         "text-ranking": "pointwise-text-v1",
+    },
+    "attention": {
+        "recommendation": "icr-recommendation-v1",
+        "text-ranking": "icr-text-v1",
     },
 }
 DOC_KEYS = ("description", "reproduces", "differs")
@@ -74,6 +80,7 @@ PLACEHOLDERS: dict[str, dict[str, set[str]]] = {
         "item_reply": {"label"},
     },
     "pointwise": {"prefix": {"context"}, "suffix": {"text"}, "yes": set(), "no": set()},
+    "attention": {"opening": set(), "closing": set(), "query": {"query"}, "separator": set()},
 }
 CONTEXT_PLACEHOLDERS: dict[str, set[str]] = {
     "query": {"query"},
@@ -82,7 +89,12 @@ CONTEXT_PLACEHOLDERS: dict[str, set[str]] = {
     "empty_history": set(),
     "candidate": _ITEM_FIELDS,
 }
-REQUIRED: dict[str, set[str]] = {"item": {"text"}, "span": {"context"}, "prefix": {"context"}}
+REQUIRED: dict[str, set[str]] = {
+    "item": {"text"},
+    "span": {"context"},
+    "prefix": {"context"},
+    "query": {"query"},
+}
 
 
 @dataclass(frozen=True)
@@ -214,7 +226,8 @@ def _required_part(cls: type, name: str) -> bool:
 
 
 def _context(raw: Any, kind: str, where: Any) -> ContextFormat:
-    base = ContextFormat(query="{query}") if kind == "numbered" else ContextFormat()
+    # Numbered and attention templates write the query themselves ("Query: {query}").
+    base = ContextFormat(query="{query}") if kind in ("numbered", "attention") else ContextFormat()
     if raw is None:
         return base
     if not isinstance(raw, dict):

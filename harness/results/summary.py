@@ -96,6 +96,7 @@ from harness.metrics.stability import (
     shown_order_taus,
     tie_rate,
 )
+from harness.rerankers.base import http_calls
 from harness.results.store import InMemorySamples, Sample, SampleIndex
 
 SampleSource = SampleIndex | InMemorySamples
@@ -260,11 +261,7 @@ class CostCounter:
             share = 1.0 / max(int(sample.facts.get("batch_size", 1) or 1), 1) if shared else 1.0
             self.prompt += share * (sample.facts.get("prompt_tokens", 0) or 0)
             self.generated += share * (sample.facts.get("generated_tokens", 0) or 0)
-            extra = sample.facts.get("extra") or {}
-            calls = [d["http"] for d in extra.get("window_details", ()) if "http" in d]
-            if "http" in extra:  # pointwise: one summary per scored set
-                calls.append(extra["http"])
-            for c in calls:
+            for c in http_calls(sample.facts.get("extra") or {}):
                 self.calls += 1
                 self.http["requests"] += int(c.get("requests", 1))
                 self.http["requests_cached"] += int(c.get("cached", 0))
