@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,24 @@ def user_cache_dir(*parts: str) -> Path:
     return Path(base, "harness", *parts)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
     """Write via a temporary file in the same folder and rename, so readers never see half a
     file and an interrupted write leaves the previous version intact. A path that is a folder,
-    or a folder that cannot be written, is one HarnessError, with no temporary file left."""
+    or a folder that cannot be written, is one HarnessError, with no temporary file left.
+    ``text`` may be an iterable of pieces (a JSON encoder's), written as they come."""
     if path.is_dir():
         raise HarnessError(f"{path}: is a folder, expected a file path")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.writelines([text] if isinstance(text, str) else text)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise HarnessError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:  # the pieces failed (a value JSON cannot encode), or Ctrl-C
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def ensure_writable_folder(folder: Path, what: str) -> None:

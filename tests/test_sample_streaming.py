@@ -146,3 +146,19 @@ def test_pending_units_keep_their_rows_while_samples_are_saved(rankgpt_folder, t
     store.close()
     assert _same_units(units, expected)
     assert len(units) == len(expected) and units[-1][2] == expected[-1][2]
+
+
+def test_results_json_is_streamed_to_the_same_bytes_and_a_failure_leaves_no_file(tmp_path):
+    import pytest
+
+    from harness.results.store import RunStore
+
+    payload = {"a": [1, 2.5, float("nan"), {"b": None, "c": "é"}], "p": Path("/x"), "e": {}}
+    path = RunStore(tmp_path).write_json("results.json", payload)
+    assert path.read_text(encoding="utf-8") == json.dumps(payload, indent=2, default=str) + "\n"
+    with pytest.raises(ValueError):  # a circular value fails midway: the old file stays
+        bad: dict = {"x": 1}
+        bad["self"] = bad
+        RunStore(tmp_path).write_json("results.json", bad)
+    assert path.read_text(encoding="utf-8").startswith('{\n  "a"')
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

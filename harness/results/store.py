@@ -10,6 +10,7 @@ is reopened (its samples are kept).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from array import array
@@ -319,7 +320,10 @@ def read_results(run_dir: Path) -> RunResults:
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")
+    """Streamed: the encoder's pieces go to the file as they come (``json.dumps`` with an
+    indent joins the same pieces), so a large results file is never one string in memory."""
+    encoder = json.JSONEncoder(indent=2, default=str)
+    write_text_atomic(path, itertools.chain(encoder.iterencode(payload), ["\n"]))
 
 
 def _differences(recorded: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:
