@@ -68,6 +68,7 @@ def harness_run(args: list[str], pythonpath: str | None = None) -> tuple[float, 
     process = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", *args],
         env=env,
+        cwd=pythonpath,  # ``-m`` puts the working folder first on the path: the other tree's
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
