@@ -194,7 +194,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         ).hexdigest()
     identity_payload = {  # the templates file's content counts, not its path
         "config": {k: v for k, v in resolved.items() if k != "templates"},
-        "reranker": {k: v for k, v in preset.to_dict().items() if k != "source"},
+        # where the preset was read from and where it runs (resources) are not what it computes
+        "reranker": {k: v for k, v in preset.to_dict().items() if k not in ("source", "resources")},
         "dataset_fingerprint": full.fingerprint,
     }
     digest = config_hash(identity_payload)

@@ -35,8 +35,8 @@ class ExecutorOptions:
     kind: str = "local"
     workers: int | None = None  # ray: actors (one reranker each); default: what fits the cluster
     address: str | None = None  # ray: cluster to join; default: start a local one
-    gpus_per_worker: float | None = None  # default: 1 on --device cuda, else 0
-    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # default: the preset's, else 1 on cuda, else 0
+    cpus_per_worker: float | None = None  # default: the preset's, else 1
     attempts: int = 3  # ray: tries per unit before it is recorded as failed
 
     def __post_init__(self) -> None:
@@ -46,6 +46,17 @@ class ExecutorOptions:
             raise HarnessError(f"--workers {self.workers}: must be at least 1")
         if self.attempts < 1:
             raise HarnessError(f"attempts {self.attempts}: must be at least 1")
+
+    def worker_resources(self, preset: RerankerPreset, device: str) -> tuple[float, float]:
+        """(GPUs, CPUs) per Ray actor: the flags, else the preset's ``resources``, else one
+        GPU on a CUDA device (none otherwise) and one CPU."""
+        gpus = self.gpus_per_worker
+        if gpus is None:
+            gpus = preset.resources.get("num_gpus", 1.0 if device.startswith("cuda") else 0.0)
+        cpus = self.cpus_per_worker
+        if cpus is None:
+            cpus = preset.resources.get("num_cpus", 1.0)
+        return float(gpus), float(cpus)
 
     def check_prompt_log(self, log_prompts: bool) -> None:
         """The prompt log is written by the process that calls the model: the local one."""

@@ -118,15 +118,11 @@ class RayExecutor:
         if not ray.is_initialized():
             _init_keeping_sigterm(ray, options.address)
             started = options.address is None
-        gpus = options.gpus_per_worker
-        if gpus is None:
-            gpus = 1.0 if context.device.startswith("cuda") else 0.0
-        workers = options.workers or _workers_that_fit(
-            ray.cluster_resources(), gpus, options.cpus_per_worker
-        )
+        gpus, cpus = options.worker_resources(preset, context.device)
+        workers = options.workers or _workers_that_fit(ray.cluster_resources(), gpus, cpus)
         if context.device.startswith("cuda"):
             context = replace(context, device="cuda")  # an actor sees its own GPU(s) only
-        remote = ray.remote(num_cpus=options.cpus_per_worker, num_gpus=gpus)(Worker)
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(Worker)
 
         def spawn() -> Any:
             return remote.remote(preset, context, factory)
