@@ -71,6 +71,7 @@ def harness_run(
     process = subprocess.Popen(
         [sys.executable, "-P", "-m", "harness", "run", *args],  # -P: PYTHONPATH, not the cwd
         env=env,
+        cwd=pythonpath,  # ``-m`` puts the working folder first on the path: the other tree's
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -81,7 +82,7 @@ def harness_run(
     return usage.ru_maxrss / 1024, seconds
 
 
-def memory(sizes: list[int], work: Path, trees: dict[str, str | None]) -> None:
+def memory(sizes: list[int], work: Path, trees: dict[str, str | None], compare_max: int) -> None:
     print(f"peak RSS, identity reranker, {CANDIDATES} candidates x {PERMS + 1} orders per query")
     header = f"{'queries':>8} {'samples.jsonl':>14} " + " ".join(
         f"{name + ' ' + what:>22}" for name in trees for what in ("run", "resume")
@@ -91,6 +92,9 @@ def memory(sizes: list[int], work: Path, trees: dict[str, str | None]) -> None:
         data = make_data(work / f"data{size}", size)
         cells, samples_mb = [], 0.0
         for name, tree in trees.items():
+            if tree is not None and size > compare_max:
+                cells += ["(not run)", "(not run)"]  # --compare-max: the old tree grows too much
+                continue
             out = work / f"run-{name}-{size}"
             args = ["--reranker", "identity", "--dataset", str(data), "--perms", str(PERMS)]
             args += ["--queries", str(size), "--out", str(out)]
@@ -105,7 +109,7 @@ def throughput(queries: int, work: Path, reranker: str) -> None:
     data = make_data(work / f"tdata{queries}", queries)
     rows = [("local", [])] + [(f"ray {n} worker(s)", ["--workers", str(n)]) for n in (1, 2)]
     print(f"\nthroughput, {reranker}, {queries} queries x {PERMS + 1} orders")
-    print(f"{'executor':>14} {'orders/s':>10} {'vs local':>9}")
+    print(f"{'executor':>14} {'queries/s':>10} {'orders/s':>10} {'vs local':>9}")
     base = None
     for name, extra in rows:
         out = work / f"t-{name.replace(' ', '_')}"
@@ -115,14 +119,21 @@ def throughput(queries: int, work: Path, reranker: str) -> None:
         harness_run(args)
         results = json.loads((out / "results.json").read_text())
         rate = results["permutations"]["total_orders"] / results["wall_time_s"]
+        per_query = results["dataset"]["queries_used"] / results["wall_time_s"]
         base = base or rate
-        print(f"{name:>14} {rate:>10.0f} {rate / base:>8.2f}x")
+        print(f"{name:>14} {per_query:>10.1f} {rate:>10.0f} {rate / base:>8.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--compare-with", help="another checkout whose harness to measure too")
+    parser.add_argument(
+        "--compare-max",
+        type=int,
+        default=2000,
+        help="measure --compare-with only up to this many queries (its memory grows with them)",
+    )
     parser.add_argument("--throughput-queries", type=int, default=300)
     parser.add_argument("--reranker", default="identity", help="for the throughput part")
     parser.add_argument("--skip-memory", action="store_true")
@@ -133,7 +144,7 @@ def main() -> None:
         trees = {"before": str(Path(args.compare_with).resolve()), "this": None}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         if not args.skip_memory:
-            memory(args.sizes, Path(tmp), trees)
+            memory(args.sizes, Path(tmp), trees, args.compare_max)
         if not args.skip_throughput:
             throughput(args.throughput_queries, Path(tmp), args.reranker)
 

@@ -142,9 +142,15 @@ def run(
         typer.Option(help="ray: cluster to join (e.g. auto) [default: start a local one]."),
     ] = None,
     worker_gpus: Annotated[
-        float | None, typer.Option(help="ray: GPUs per actor [default: 1 with --device cuda].")
+        float | None,
+        typer.Option(
+            help="ray: GPUs per actor [default: the preset's resources, else 1 with --device cuda]."
+        ),
     ] = None,
-    worker_cpus: Annotated[float, typer.Option(help="ray: CPUs per actor.")] = 1.0,
+    worker_cpus: Annotated[
+        float | None,
+        typer.Option(help="ray: CPUs per actor [default: the preset's resources, else 1]."),
+    ] = None,
 ) -> None:
     """Rerank every query in many seeded orders and write samples, results and a summary."""
     from harness.backends.threads import apply_wait_policy
@@ -573,7 +579,7 @@ def upgrade(
 
 def _work_line(prepared) -> str:
     """What the run will do, said before it starts (a typo in --perms shows here first)."""
-    sets = len(prepared.plans)
+    sets = len(prepared.dataset.sets)
     return (
         f"work: {sets} queries x {prepared.total_orders // max(sets, 1)} orders = "
         f"{prepared.total_orders:,} reranked orders ({prepared.preset.name}, batches of "

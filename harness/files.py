@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,24 @@ def user_cache_dir(*parts: str) -> Path:
     return Path(base, "harness", *parts)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
     """Write via a temporary file in the same folder and rename, so readers never see half a
     file and an interrupted write leaves the previous version intact. A path that is a folder,
-    or a folder that cannot be written, is one HarnessError, with no temporary file left."""
+    or a folder that cannot be written, is one HarnessError, with no temporary file left.
+    ``text`` may be an iterable of pieces (a JSON encoder's), written as they come."""
     if path.is_dir():
         raise HarnessError(f"{path}: is a folder, expected a file path")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.writelines([text] if isinstance(text, str) else text)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise HarnessError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:  # the pieces failed (a value JSON cannot encode), or Ctrl-C
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def dumps_json(
@@ -42,29 +47,51 @@ def dumps_json(
     default: Callable[[Any], Any] | None = None,
     allow_nan: bool = True,
 ) -> str:
+    """:func:`iter_json` joined into one string."""
+    return "".join(
+        iter_json(
+            value, indent, item_separator=item_separator, default=default, allow_nan=allow_nan
+        )
+    )
+
+
+def iter_json(
+    value: Any,
+    indent: int = 2,
+    *,
+    item_separator: str = ",",
+    default: Callable[[Any], Any] | None = None,
+    allow_nan: bool = True,
+) -> Iterator[str]:
     """JSON indented like ``json.dumps(value, indent=indent)``, except that a list of scalars
     is written on one line (a list of such lists, e.g. a matrix, one row per line): per-query
-    vectors and count matrices stay readable in a diff without one line per number.
-    ``json.loads`` gives back exactly what it gives for ``json.dumps(value)``."""
+    vectors and count matrices stay readable in a diff without one line per number. Yielded
+    in pieces, so a large file is written without ever being one string in memory;
+    ``json.loads`` of the joined pieces gives exactly what it gives for ``json.dumps(value)``."""
+    separators = (item_separator, ": " if item_separator.endswith(" ") else ":")
 
     def leaf(x: Any) -> str:
-        separators = (item_separator, ": " if item_separator.endswith(" ") else ":")
         return json.dumps(x, default=default, allow_nan=allow_nan, separators=separators)
 
-    def render(x: Any, level: int) -> str:
+    def render(x: Any, level: int) -> Iterator[str]:
         pad, inner = " " * (indent * level), " " * (indent * (level + 1))
         if isinstance(x, Mapping) and x:
-            items = [
-                f"{inner}{json.dumps(k if isinstance(k, str) else leaf(k))}: {render(v, level + 1)}"
-                for k, v in x.items()
-            ]
-            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-        if isinstance(x, list | tuple) and not all(_is_scalar(v) for v in x):
-            items = [inner + render(v, level + 1) for v in x]
-            return "[\n" + ",\n".join(items) + f"\n{pad}]"
-        return leaf(x)
+            yield "{\n"
+            for i, (k, v) in enumerate(x.items()):
+                key = json.dumps(k if isinstance(k, str) else leaf(k))
+                yield f",\n{inner}{key}: " if i else f"{inner}{key}: "
+                yield from render(v, level + 1)
+            yield f"\n{pad}}}"
+        elif isinstance(x, list | tuple) and not all(_is_scalar(v) for v in x):
+            yield "[\n"
+            for i, v in enumerate(x):
+                yield f",\n{inner}" if i else inner
+                yield from render(v, level + 1)
+            yield f"\n{pad}]"
+        else:
+            yield leaf(x)
 
-    return render(value, 0)
+    yield from render(value, 0)
 
 
 def _is_scalar(value: Any) -> bool:

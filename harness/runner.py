@@ -10,11 +10,12 @@ import hashlib
 import json
 import re
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from harness.backends.registry import backend_class
 from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
@@ -81,20 +82,35 @@ StageFn = Callable[[str], AbstractContextManager[Any]]
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """Everything resolved before any reranking: data, plans, folder, provenance header."""
+    """Everything resolved before any reranking: data, folder, provenance header, and how to
+    build each query's permutation plan.
+
+    Plans are not held: :meth:`plan` rebuilds one from its content-addressed seed when it is
+    needed (the same orders every time), so memory does not grow with the number of queries.
+    """
 
     config: RunConfig
     card: DatasetCard
     dataset: Dataset
     preset: RerankerPreset
-    plans: tuple[PermutationPlan, ...]
     run_dir: Path
     header: RunHeader
     notes: tuple[str, ...]
+    pin: Pin | None = None
+    templates: tuple[Template, ...] = ()
 
     @property
     def total_orders(self) -> int:
-        return sum(len(plan) for plan in self.plans)
+        return self.header.permutations.total_orders
+
+    def plan(self, cset: CandidateSet) -> PermutationPlan:
+        """The permutation plan of one of this run's candidate sets."""
+        return _plan(cset, self.dataset, self.config, self.pin, self.templates)
+
+    def plans(self) -> Iterator[tuple[CandidateSet, PermutationPlan]]:
+        """Every candidate set with its plan, built one at a time in the dataset's order."""
+        for cset in self.dataset.sets:
+            yield cset, self.plan(cset)
 
     def query_records(self) -> Iterator[QueryRecord]:
         """What ``queries.jsonl`` holds: the run folder's own copy of the data it needs."""
@@ -160,9 +176,11 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
 
     pin = Pin.parse(config.pin) if config.pin is not None else None
     templates = read_templates(Path(config.templates)) if config.templates else ()
-    plans = tuple(_plan(cset, dataset, config, pin, templates) for cset in dataset.sets)
+    # Plans are rebuilt from their seeds when needed, never held for every query.
+    lengths = [len(_plan(cset, dataset, config, pin, templates)) for cset in dataset.sets]
+    total_orders = sum(lengths)
     if config.batch_size is None:  # recorded as the number chosen, so a resume takes it too
-        most = max((len(plan) for plan in plans), default=1)
+        most = max(lengths, default=1)
         config = replace(config, batch_size=auto_batch_size(adapter_class(preset).batch_cap, most))
     resolved = config.to_dict() | {"queries": queries, "depth": depth}
     resolved.pop("out")
@@ -182,7 +200,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         ).hexdigest()
     identity_payload = {  # the templates file's content counts, not its path
         "config": {k: v for k, v in resolved.items() if k != "templates"},
-        "reranker": {k: v for k, v in preset.to_dict().items() if k != "source"},
+        # where the preset was read from and where it runs (resources) are not what it computes
+        "reranker": {k: v for k, v in preset.to_dict().items() if k not in ("source", "resources")},
         "dataset_fingerprint": full.fingerprint,
     }
     digest = config_hash(identity_payload)
@@ -206,12 +225,14 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
             random_orders=config.perms if config.strategy == "random" else 0,
             seed=config.seed,
             seeding="numpy default_rng(sha256(f'{seed}\\x1f{query_id}'))",
-            total_orders=sum(len(p) for p in plans),
+            total_orders=total_orders,
         ),
         created=utc_now(),
         run_notes=tuple(notes),
     )
-    return PreparedRun(config, card, dataset, preset, plans, run_dir, header, tuple(notes))
+    return PreparedRun(
+        config, card, dataset, preset, run_dir, header, tuple(notes), pin=pin, templates=templates
+    )
 
 
 @dataclass(frozen=True)
@@ -257,14 +278,18 @@ def _no_stage(_: str) -> AbstractContextManager[None]:
 def _sample_checker(prepared: PreparedRun) -> Callable[[Sample], str | None]:
     """What is wrong with a sample on disk for this run: a query or order index the plan does
     not have, or an order shown that is not the plan's (samples of another run or seed)."""
-    plans = {plan.query_id: plan for plan in prepared.plans}
-    doc_ids = {cset.query_id: set(cset.doc_ids) for cset in prepared.dataset.sets}
+    sets = {cset.query_id: k for k, cset in enumerate(prepared.dataset.sets)}
+    last: dict[str, tuple[PermutationPlan, set[str]]] = {}  # the query being read (in runs)
 
     def check(sample: Sample) -> str | None:
-        plan = plans.get(sample.query_id)
         key = f"sample ({sample.query_id!r}, order {sample.order_index})"
-        if plan is None:
+        if sample.query_id not in sets:
             return f"{key}: this run has no query {sample.query_id!r}"
+        if sample.query_id not in last:
+            cset = prepared.dataset.sets[sets[sample.query_id]]
+            last.clear()
+            last[sample.query_id] = (prepared.plan(cset), set(cset.doc_ids))
+        plan, doc_ids = last[sample.query_id]
         if not 0 <= sample.order_index < len(plan):
             return f"{key}: this run has {len(plan)} orders for that query"
         if sample.shown != tuple(int(i) for i in plan.orders[sample.order_index]):
@@ -273,7 +298,7 @@ def _sample_checker(prepared: PreparedRun) -> Callable[[Sample], str | None]:
                 "(seed or strategy); remove it or use another --out"
             )
         ranking = sample.ranking
-        if len(ranking) != len(plan.orders[0]) or set(ranking) != doc_ids[sample.query_id]:
+        if len(ranking) != len(plan.orders[0]) or set(ranking) != doc_ids:
             return f"{key} ranks other candidates than the query has"
         return None
 
@@ -300,26 +325,22 @@ def rerank_pending(
     store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
     done = store.scan_samples(check=_sample_checker(prepared))
     total = prepared.total_orders
-    pending = [
-        (cset, plan, _pending_rows(plan, done))
-        for cset, plan in zip(prepared.dataset.sets, prepared.plans, strict=True)
-    ]
-    pending = [(cset, plan, rows) for cset, plan, rows in pending if rows]
+    units = PendingUnits(prepared, done)
     pool: Executor | None = None
     log: PromptLog | None = None
     started = time.perf_counter()
-    completed = total - sum(len(rows) for _, _, rows in pending)
+    completed = total - units.orders
     if progress:
         progress(completed, total)
     try:
-        if pending:
+        if units:
             context = RunContext(
                 device=config.device, seed=config.seed, batch_size=config.batch_size
             )
             pool = start_executor(executor, prepared.preset, context, reranker_factory)
             identity = _same_reranker(store, pool.identity())
             # bad data stops the run at its start, not midway
-            pool.check_data([cset for cset, _, _ in pending])
+            pool.check_data(units.sets())
         if store.needs_header:  # only once the run may go on: a refusal leaves no trace
             store.write_header(prepared.header, list(prepared.query_records()))
         if pool is not None:
@@ -327,12 +348,6 @@ def rerank_pending(
             if log_prompts:
                 log = PromptLog(prepared.run_dir, done)
                 pool.log_prompts(log)
-        units = [
-            (cset, plan, scheduled[start : start + config.batch_size])
-            for cset, plan, rows in pending
-            for scheduled in (_schedule(plan, rows),)
-            for start in range(0, len(scheduled), config.batch_size)
-        ]
 
         def save(new: list[Sample]) -> None:
             nonlocal completed
@@ -351,6 +366,58 @@ def rerank_pending(
         if pool is not None:
             pool.close()
     return RerankedRun(done, model_identity, time.perf_counter() - started)
+
+
+class PendingUnits(Sequence[Unit]):
+    """The run's pending work units, the (query, batch of orders) reranker calls, in the order
+    a local run makes them, without holding their plans or candidates: per unit only its set's
+    position and its slice of the scheduled rows (8 bytes per order). A unit's plan is rebuilt
+    from its seed when the unit is asked for; the last query's is kept, so the units of one
+    query, asked for in turn, build it once. The rows are those pending when this was made
+    (samples saved meanwhile do not shift them)."""
+
+    def __init__(self, prepared: PreparedRun, done: SampleIndex | None) -> None:
+        self._prepared = prepared
+        self._rows = array("q")  # every unit's order indices, unit after unit
+        self._units = array("q")  # per unit: set position, first row, end row
+        batch = prepared.config.batch_size
+        for position, (_, plan) in enumerate(prepared.plans()):
+            scheduled = _schedule(plan, _pending_rows(plan, done))
+            for start in range(0, len(scheduled), batch):
+                rows = scheduled[start : start + batch]
+                self._units.extend((position, len(self._rows), len(self._rows) + len(rows)))
+                self._rows.extend(rows)
+        self._last: tuple[int, CandidateSet, PermutationPlan] | None = None
+
+    @property
+    def orders(self) -> int:
+        """How many (query, order) pairs the units rerank."""
+        return len(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._units) // 3
+
+    @overload
+    def __getitem__(self, index: int) -> Unit: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Unit]: ...
+    def __getitem__(self, index: int | slice) -> Unit | list[Unit]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        position, begin, end = self._units[3 * (index % len(self)) : 3 * (index % len(self)) + 3]
+        if self._last is None or self._last[0] != position:
+            cset = self._prepared.dataset.sets[position]
+            self._last = (position, cset, self._prepared.plan(cset))
+        _, cset, plan = self._last
+        return cset, plan, list(self._rows[begin:end])
+
+    def sets(self) -> Iterator[CandidateSet]:
+        """The candidate sets with pending work, in the dataset's order."""
+        sets = self._prepared.dataset.sets
+        for position in dict.fromkeys(self._units[0::3]):
+            yield sets[position]
 
 
 def _record_failures(store: RunStore, failed: Sequence[FailedUnit], units: int) -> None:
@@ -398,20 +465,14 @@ def dry_run(
     if (prepared.run_dir / "run.json").is_file():
         store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
         done = store.scan_samples(check=_sample_checker(prepared), truncate=False)
-    jobs: list[Unit] = []
-    for cset, plan in zip(prepared.dataset.sets, prepared.plans, strict=True):
-        rows = _schedule(plan, _pending_rows(plan, done))
-        jobs += [
-            (cset, plan, rows[start : start + config.batch_size])
-            for start in range(0, len(rows), config.batch_size)
-        ]
+    jobs = PendingUnits(prepared, done)
     context = RunContext(
         device=config.device, seed=config.seed, batch_size=config.batch_size, dry_run=True
     )
     reranker = reranker_factory(prepared.preset, context)
     try:
-        for job in jobs:
-            reranker.check_data(job[0])
+        for cset in jobs.sets():
+            reranker.check_data(cset)
         orders = 0
         for job in jobs:
             orders += len(rerank_unit(reranker, *job))

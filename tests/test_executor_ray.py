@@ -206,3 +206,26 @@ def test_without_ray_the_executor_is_a_one_line_error(monkeypatch, rankgpt_folde
     assert not (tmp_path / "run").exists()
     result = CliRunner().invoke(app, [*args[:-1], "threads"])
     assert result.exit_code == 2 and "choose one of local, ray" in result.output
+
+
+def test_actor_resources_come_from_the_flags_else_the_preset(tmp_path, rankgpt_folder):
+    from harness.rerankers.registry import load_preset, resolve_preset
+
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\nadapter: identity\nresources: {num_gpus: 0.5, num_cpus: 4}\n")
+    preset = load_preset(path)
+    assert ExecutorOptions(kind="ray").worker_resources(preset, "cuda") == (0.5, 4.0)
+    flags = ExecutorOptions(kind="ray", gpus_per_worker=2, cpus_per_worker=1)
+    assert flags.worker_resources(preset, "cuda") == (2.0, 1.0)
+    plain = resolve_preset("identity")
+    assert ExecutorOptions(kind="ray").worker_resources(plain, "cuda:1") == (1.0, 1.0)
+    assert ExecutorOptions(kind="ray").worker_resources(plain, "cpu") == (0.0, 1.0)
+    # where a preset runs is not what it computes: the same run, the same config hash
+    config = RunConfig(reranker="identity", dataset=str(rankgpt_folder), perms=2).validate()
+    hashes = {prepare_run(config, p).header.config_hash for p in (plain, preset.__class__(
+        **{**plain.__dict__, "resources": preset.resources}))}  # fmt: skip
+    assert len(hashes) == 1
+    for bad, message in (("{gpus: 1}", "unknown resources key 'gpus'"), ("{num_cpus: -1}", ">= 0")):
+        path.write_text(f"name: big\nadapter: identity\nresources: {bad}\n")
+        with pytest.raises(HarnessError, match=message):
+            load_preset(path)

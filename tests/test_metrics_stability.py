@@ -11,6 +11,7 @@ from harness.metrics.stability import (
     kendall_tau,
     pairwise_stability,
     rbo,
+    shown_order_taus,
     spearman_rho,
     top1_agreement,
     top_k_jaccard,
@@ -184,3 +185,21 @@ def test_pairwise_stability_is_exact_across_pair_chunks():
     assert got["rbo@10"] == pytest.approx(np.mean([rbo(a, b) for a, b in pairs]), abs=1e-12)
     jaccards = [top_k_jaccard(a, b) for a, b in pairs]
     assert got["top10_jaccard"] == pytest.approx(np.mean(jaccards), abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 40])
+def test_shown_order_taus_equal_kendall_tau_bit_for_bit(n):
+    """The vectorised copy tau is SciPy's tau-b to the last bit, row by row."""
+    rng = np.random.default_rng(n)
+    shown = np.stack([rng.permutation(n) for _ in range(12)])
+    output = np.stack([rng.permutation(n) for _ in range(12)])
+    output[0], output[1] = shown[0], shown[1][::-1]  # copies (+1) and reverses (-1)
+    ids = [f"d{i}" for i in range(n)]
+    expected = [
+        kendall_tau([ids[i] for i in s], [ids[i] for i in o])
+        for s, o in zip(shown, output, strict=True)
+    ]
+    got = shown_order_taus(shown, output)
+    assert np.array(expected).tobytes() == got.tobytes()
+    if n > 1:
+        assert got[0] == pytest.approx(1.0) and got[1] == pytest.approx(-1.0)

@@ -113,3 +113,83 @@ def test_readers_index_keys_from_each_line_head_and_parse_each_line_once(
     with pytest.raises(HarnessError, match=r"samples\.jsonl.*corrupt sample record") as error:
         list(iter_samples(prepared.run_dir))
     assert "\n" not in str(error.value)
+
+
+def _eager_units(prepared, done=None):
+    """The units as the runner built them before plans were built lazily: every plan up
+    front, then each query's scheduled pending rows cut into batches."""
+    from harness.runner import _pending_rows, _plan, _schedule
+
+    units = []
+    for cset in prepared.dataset.sets:
+        plan = _plan(cset, prepared.dataset, prepared.config, prepared.pin, prepared.templates)
+        rows = _schedule(plan, _pending_rows(plan, done))
+        units += [(cset, plan, rows[s : s + 4]) for s in range(0, len(rows), 4)]
+    return units
+
+
+def _same_units(lazy, eager) -> bool:
+    return len(lazy) == len(eager) and all(
+        a[0] is b[0] and a[2] == b[2] and (a[1].orders == b[1].orders).all()
+        and a[1].labels == b[1].labels
+        for a, b in zip(lazy, eager, strict=True)
+    )  # fmt: skip
+
+
+def test_pending_units_build_each_plan_when_asked_and_equal_the_eager_units(
+    rankgpt_folder, tmp_path, monkeypatch
+):
+    import harness.runner as runner_module
+    from harness.permutations import PermutationPlan
+
+    prepared = _prepared(rankgpt_folder, tmp_path / "run")
+    held = [v for v in vars(prepared).values() for v in (v if isinstance(v, tuple) else (v,))]
+    assert not any(isinstance(v, PermutationPlan) for v in held)  # no plan is kept
+    built = []
+    real = runner_module.plan_permutations
+    monkeypatch.setattr(
+        runner_module, "plan_permutations", lambda *a, **k: built.append(a[1]) or real(*a, **k)
+    )
+    units = runner_module.PendingUnits(prepared, None)
+    queries = [cset.query_id for cset in prepared.dataset.sets]
+    assert built == queries  # counted and scheduled one query at a time, none kept
+    built.clear()
+    lazy = [units[i] for i in range(len(units))]
+    assert built == queries  # in dispatch order each query's plan is built once
+    assert _same_units(lazy, _eager_units(prepared))
+    assert units.orders == prepared.total_orders
+
+
+def test_pending_units_keep_their_rows_while_samples_are_saved(rankgpt_folder, tmp_path):
+    from harness.runner import PendingUnits
+
+    prepared = _prepared(rankgpt_folder, tmp_path / "run")
+    execute_run(prepared)
+    path = prepared.run_dir / SAMPLES_FILE
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[::3]))  # a third done: the rest pending
+    done = RunStore(prepared.run_dir).scan_samples()
+    units = PendingUnits(prepared, done)
+    expected = _eager_units(prepared, done)
+    store = RunStore(prepared.run_dir)
+    store.index = done
+    store.append([s for s in iter_samples(prepared.run_dir)][:5])  # saved meanwhile
+    store.close()
+    assert _same_units(units, expected)
+    assert len(units) == len(expected) and units[-1][2] == expected[-1][2]
+
+
+def test_results_json_is_streamed_to_the_same_bytes_and_a_failure_leaves_no_file(tmp_path):
+    import pytest
+
+    from harness.results.store import RunStore
+
+    payload = {"a": [1, 2.5, float("nan"), {"b": None, "c": "é"}], "p": Path("/x"), "e": {}}
+    path = RunStore(tmp_path).write_json("results.json", payload)
+    assert path.read_text(encoding="utf-8") == json.dumps(payload, indent=2, default=str) + "\n"
+    with pytest.raises((ValueError, RecursionError)):  # fails midway: the old file stays
+        bad: dict = {"x": 1}
+        bad["self"] = bad
+        RunStore(tmp_path).write_json("results.json", bad)
+    assert path.read_text(encoding="utf-8").startswith('{\n  "a"')
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

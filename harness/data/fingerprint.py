@@ -19,18 +19,28 @@ FINGERPRINT_CHARS = 16
 
 
 def dataset_fingerprint(sets: Iterable[CandidateSet], qrels: Qrels) -> str:
-    """First 16 hex chars of sha256 over the canonical JSON of ``sets`` and ``qrels``."""
-    payload = {
-        "sets": [_set_record(s) for s in sets],
-        "qrels": [
-            [qid, sorted([doc_id, int(grade)] for doc_id, grade in qrels[qid].items())]
-            for qid in sorted(qrels)
-        ],
-    }
-    text = json.dumps(
-        payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_plain
+    """First 16 hex chars of sha256 over the canonical JSON of ``{"qrels": ..., "sets": ...}``.
+
+    Hashed as it is written, one set at a time: the bytes are those of dumping the whole
+    payload at once (keys sorted: ``qrels`` before ``sets``), so the fingerprint is the same
+    as ever, and memory holds one set's record, not the dataset's.
+    """
+    digest = hashlib.sha256()
+    qrels_rows = [
+        [qid, sorted([doc_id, int(grade)] for doc_id, grade in qrels[qid].items())]
+        for qid in sorted(qrels)
+    ]
+    digest.update(('{"qrels":' + _canonical(qrels_rows) + ',"sets":[').encode("utf-8"))
+    for k, cset in enumerate(sets):
+        digest.update((("," if k else "") + _canonical(_set_record(cset))).encode("utf-8"))
+    digest.update(b"]}")
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_plain
     )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_CHARS]
 
 
 def _set_record(cset: CandidateSet) -> dict[str, Any]:

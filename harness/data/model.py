@@ -7,7 +7,7 @@ so rerankers never see them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -83,7 +83,7 @@ class Dataset:
 
     name: str
     task: Task
-    sets: tuple[CandidateSet, ...]
+    sets: Sequence[CandidateSet]  # a tuple, or compact sets built as they are read
     qrels: Qrels
     fingerprint: str
     source: str

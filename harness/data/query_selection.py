@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.data.compact import set_query_ids, take_sets
 from harness.data.model import Dataset
 from harness.errors import HarnessError
 
@@ -61,7 +62,7 @@ class QuerySelection:
 
     def apply(self, dataset: Dataset, seed: int) -> Dataset:
         """The dataset with only the selected sets, in the dataset's own order."""
-        available = [s.query_id for s in dataset.sets]
+        available = set_query_ids(dataset.sets)
         if self.sample is not None:
             chosen = set(_draw(available, self.sample, seed))
         else:
@@ -77,7 +78,8 @@ class QuerySelection:
                     )
                 seen[qid] = where
             chosen = set(seen)
-        return replace(dataset, sets=tuple(s for s in dataset.sets if s.query_id in chosen))
+        keep = [k for k, qid in enumerate(available) if qid in chosen]
+        return replace(dataset, sets=take_sets(dataset.sets, keep))
 
 
 def _draw(available: list[str], size: int, seed: int) -> list[str]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.data.compact import CompactSets, trim_sets
 from harness.data.model import Dataset
 from harness.errors import HarnessError
 from harness.presets import preset_dir, read_yaml
@@ -140,8 +141,8 @@ def select(dataset: Dataset, *, queries: int | None, depth: int | None) -> Datas
     """Keep the first ``queries`` sets (in the dataset's order) and the top ``depth`` of each."""
     sets = dataset.sets[:queries] if queries is not None else dataset.sets
     if depth is not None:
-        sets = tuple(replace(s, candidates=s.candidates[:depth]) for s in sets)
-    return replace(dataset, sets=tuple(sets))
+        sets = trim_sets(sets, depth)
+    return replace(dataset, sets=sets if isinstance(sets, CompactSets) else tuple(sets))
 
 
 _FILE_KEYS = {

@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.data.compact import CompactSets
 from harness.data.fingerprint import dataset_fingerprint
-from harness.data.model import Candidate, CandidateSet, Dataset, TextQuery
+from harness.data.model import Dataset
 from harness.errors import DataFormatError, HarnessError
 
 PathLike = str | Path
@@ -280,22 +281,8 @@ def build_text_dataset(
     notes (trec_eval skips them too; nDCG is undefined with no relevant document).
     """
     kept = [qid for qid, hits in ranked.items() if hits and has_relevant(qrels.get(qid))]
-    sets = tuple(
-        CandidateSet(
-            query_id=qid,
-            query=TextQuery(queries[qid]),
-            candidates=tuple(
-                Candidate(
-                    doc_id=doc_id,
-                    text=passage_text(*docs[doc_id]),
-                    first_stage_score=score,
-                    title=docs[doc_id][0],
-                )
-                for doc_id, score in ranked[qid]
-            ),
-        )
-        for qid in kept
-    )
+    # compact: no object per candidate for the run's length (built as each set is read)
+    sets = CompactSets.build(kept, queries, ranked, docs, passage_text)
     kept_qrels = {qid: dict(qrels[qid]) for qid in kept}
     return Dataset(
         name=name,

@@ -5,7 +5,7 @@ executor decides where each unit runs, never what it computes, so both give the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,8 +35,8 @@ class ExecutorOptions:
     kind: str = "local"
     workers: int | None = None  # ray: actors (one reranker each); default: what fits the cluster
     address: str | None = None  # ray: cluster to join; default: start a local one
-    gpus_per_worker: float | None = None  # default: 1 on --device cuda, else 0
-    cpus_per_worker: float = 1.0
+    gpus_per_worker: float | None = None  # default: the preset's, else 1 on cuda, else 0
+    cpus_per_worker: float | None = None  # default: the preset's, else 1
     attempts: int = 3  # ray: tries per unit before it is recorded as failed
 
     def __post_init__(self) -> None:
@@ -46,6 +46,17 @@ class ExecutorOptions:
             raise HarnessError(f"--workers {self.workers}: must be at least 1")
         if self.attempts < 1:
             raise HarnessError(f"attempts {self.attempts}: must be at least 1")
+
+    def worker_resources(self, preset: RerankerPreset, device: str) -> tuple[float, float]:
+        """(GPUs, CPUs) per Ray actor: the flags, else the preset's ``resources``, else one
+        GPU on a CUDA device (none otherwise) and one CPU."""
+        gpus = self.gpus_per_worker
+        if gpus is None:
+            gpus = preset.resources.get("num_gpus", 1.0 if device.startswith("cuda") else 0.0)
+        cpus = self.cpus_per_worker
+        if cpus is None:
+            cpus = preset.resources.get("num_cpus", 1.0)
+        return float(gpus), float(cpus)
 
     def check_prompt_log(self, log_prompts: bool) -> None:
         """The prompt log is written by the process that calls the model: the local one."""
@@ -95,7 +106,7 @@ class Executor(Protocol):
         """The reranker's identity (model, prompt, ...), JSON-normalised."""
         ...
 
-    def check_data(self, sets: Sequence[CandidateSet]) -> None:
+    def check_data(self, sets: Iterable[CandidateSet]) -> None:
         """Raise (HarnessError) on data the reranker cannot take, before any unit runs."""
         ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from typing import Any
@@ -26,7 +26,7 @@ class LocalExecutor:
     def identity(self) -> dict[str, Any]:
         return normalised_identity(self.reranker)
 
-    def check_data(self, sets: Sequence[CandidateSet]) -> None:
+    def check_data(self, sets: Iterable[CandidateSet]) -> None:
         for cset in sets:
             self.reranker.check_data(cset)
 

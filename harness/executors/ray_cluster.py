@@ -11,11 +11,12 @@ saves what finished and removes the actors.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +40,9 @@ IN_FLIGHT_PER_ACTOR = 2
 
 CLOSE_WAIT_S = 10.0
 """How long closing waits for the actors' rerankers to close before removing the actors."""
+
+CHECK_CHUNK = 256
+"""Candidate sets sent to an actor at a time to be checked before the run."""
 
 WAIT_S = 0.5
 """How long the driver blocks on the cluster at a time (Ctrl-C is noticed between waits)."""
@@ -66,7 +70,7 @@ class Worker:
 
         return normalised_identity(self.reranker)
 
-    def check_data(self, sets: Sequence[CandidateSet]) -> None:
+    def check_data(self, sets: Iterable[CandidateSet]) -> None:
         for cset in sets:
             self.reranker.check_data(cset)
 
@@ -114,15 +118,11 @@ class RayExecutor:
         if not ray.is_initialized():
             _init_keeping_sigterm(ray, options.address)
             started = options.address is None
-        gpus = options.gpus_per_worker
-        if gpus is None:
-            gpus = 1.0 if context.device.startswith("cuda") else 0.0
-        workers = options.workers or _workers_that_fit(
-            ray.cluster_resources(), gpus, options.cpus_per_worker
-        )
+        gpus, cpus = options.worker_resources(preset, context.device)
+        workers = options.workers or _workers_that_fit(ray.cluster_resources(), gpus, cpus)
         if context.device.startswith("cuda"):
             context = replace(context, device="cuda")  # an actor sees its own GPU(s) only
-        remote = ray.remote(num_cpus=options.cpus_per_worker, num_gpus=gpus)(Worker)
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(Worker)
 
         def spawn() -> Any:
             return remote.remote(preset, context, factory)
@@ -139,8 +139,11 @@ class RayExecutor:
     def identity(self) -> dict[str, Any]:
         return self.ray.get(self.slots[0].actor.identity.remote())
 
-    def check_data(self, sets: Sequence[CandidateSet]) -> None:
-        self.ray.get(self.slots[0].actor.check_data.remote(list(sets)))
+    def check_data(self, sets: Iterable[CandidateSet]) -> None:
+        """Checked on one actor, a chunk of sets at a time (the driver holds one chunk)."""
+        sets = iter(sets)
+        while chunk := list(itertools.islice(sets, CHECK_CHUNK)):
+            self.ray.get(self.slots[0].actor.check_data.remote(chunk))
 
     def actor_pids(self) -> list[int]:
         return self.ray.get([slot.actor.pid.remote() for slot in self.slots])

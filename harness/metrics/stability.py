@@ -81,6 +81,30 @@ def top1_agreement(a: Sequence[str], b: Sequence[str]) -> float:
 _PAIR_CHUNK_ELEMENTS = 4_000_000
 
 
+def _count_dtype(pairs: int) -> type[np.signedinteger]:
+    """The narrowest integer type that holds a sum of ``pairs`` signs exactly."""
+    return np.int32 if pairs < 2**31 else np.int64
+
+
+def shown_order_taus(shown: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Kendall tau-b between each shown order and its output, row by row: ``kendall_tau`` of
+    (the ids in shown order, the ranking), with the same float operations as SciPy's
+    (``(C - D) / sqrt(N) / sqrt(N)``, clipped to [-1, 1]; no ties in permutations), so the
+    values are bit-identical, computed for all rows at once. ``shown`` and ``output`` are
+    ``[m, n]`` candidate indices; 1.0 when n < 2 (as ``kendall_tau``)."""
+    m, n = shown.shape
+    if n < 2:
+        return np.ones(m)
+    rank = np.empty_like(output)
+    rank[np.arange(m)[:, None], output] = np.arange(n)  # output rank of each candidate
+    seen = np.take_along_axis(rank, shown, axis=1)  # output rank, in shown order
+    u, v = np.triu_indices(n, 1)
+    pairs = len(u)
+    concordance = np.sign(seen[:, v] - seen[:, u]).sum(axis=1, dtype=np.int64)
+    root = np.sqrt(np.float64(pairs))
+    return np.minimum(1.0, np.maximum(-1.0, concordance / root / root))
+
+
 def pairwise_stability(
     rankings: Sequence[Sequence[str]], k: int = 10, p: float = 0.9
 ) -> dict[str, float]:
@@ -109,8 +133,9 @@ def pairwise_stability(
         tau = rho = np.ones(len(i))
     else:  # no ties, so tau-b = (concordant - discordant) / (n choose 2)
         u, v = np.triu_indices(n, 1)
-        # float64: a single swap among 1,000 items moves a mean tau by ~1e-7
-        signs = np.sign(ranks[:, u] - ranks[:, v]).astype(np.float64)  # [m, n choose 2]
+        # Exact integer concordance counts (what a float64 product of +-1 signs also gives),
+        # without BLAS: its threads spin on a busy machine and made this the summary's cost.
+        signs = np.sign(ranks[:, u] - ranks[:, v]).astype(_count_dtype(len(u)))
         tau = (signs @ signs.T)[i, j] / len(u)
         # no ties, so Spearman's rho = 1 - 6 sum d^2 / (n (n^2 - 1)); chunked like RBO below
         rho = np.concatenate(

@@ -23,6 +23,9 @@ class RerankerPreset:
     backend: str | None = None  # LLM methods: transformers (default) or vllm
     identity: Mapping[str, Any] = field(default_factory=dict)
     reproduces: str = ""  # the published setup this preset follows, where it follows one
+    # Ray resources per actor (num_gpus, num_cpus); flags override. Where it runs, not what it
+    # computes: left out of the config hash.
+    resources: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -40,8 +43,9 @@ class RerankerPreset:
         return self.identity.get("prompt_sha256", self.identity.get("prompt_hash"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain fields; ``backend``, ``identity`` and ``reproduces`` only when set, so a
-        preset's dict (and the config hash built from it) is what it was before they existed."""
+        """Plain fields; ``backend``, ``identity``, ``reproduces`` and ``resources`` only when
+        set, so a preset's dict (and the config hash built from it) is what it was before they
+        existed."""
         data: dict[str, Any] = {
             "name": self.name,
             "adapter": self.adapter,
@@ -56,4 +60,6 @@ class RerankerPreset:
             data["identity"] = dict(self.identity)
         if self.reproduces:
             data["reproduces"] = self.reproduces
+        if self.resources:
+            data["resources"] = dict(self.resources)
         return data

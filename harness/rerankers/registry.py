@@ -86,7 +86,10 @@ def load_preset(path: Path) -> RerankerPreset:
     for key in ("name", "adapter"):
         if not isinstance(data.get(key), str):
             raise HarnessError(f"{path}: reranker preset needs a string '{key}'")
-    known = {"name", "adapter", "description", "order_invariant", "params", "backend", "reproduces"}
+    known = {
+        "name", "adapter", "description", "order_invariant", "params", "backend", "reproduces",
+        "resources",
+    }  # fmt: skip
     unknown = set(data) - known
     if unknown:
         raise HarnessError(f"{path}: unknown preset keys {sorted(unknown)}")
@@ -100,6 +103,7 @@ def load_preset(path: Path) -> RerankerPreset:
     if not isinstance(params, dict):
         raise HarnessError(f"{path}: 'params' must be a mapping")
     return RerankerPreset(
+        resources=_resources(path, data.get("resources")),
         name=data["name"],
         adapter=data["adapter"],
         description=str(data.get("description", "")).strip(),
@@ -109,6 +113,27 @@ def load_preset(path: Path) -> RerankerPreset:
         backend=data.get("backend"),
         reproduces=str(data.get("reproduces", "")).strip(),
     )
+
+
+RESOURCE_KEYS = ("num_gpus", "num_cpus")
+
+
+def _resources(path: Path, value: Any) -> dict[str, float]:
+    """A preset's ``resources``: Ray's ``num_gpus``/``num_cpus`` per actor, numbers >= 0."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HarnessError(
+            f"{path}: 'resources' must be a mapping of {' and '.join(RESOURCE_KEYS)}"
+        )
+    for key, amount in value.items():
+        if key not in RESOURCE_KEYS:
+            raise HarnessError(
+                f"{path}: unknown resources key {key!r}; allowed: {', '.join(RESOURCE_KEYS)}"
+            )
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+            raise HarnessError(f"{path}: resources {key} must be a number >= 0, got {amount!r}")
+    return {key: float(amount) for key, amount in value.items()}
 
 
 def build_reranker(

@@ -10,6 +10,7 @@ is reopened (its samples are kept).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.errors import HarnessError
-from harness.files import dumps_json, ensure_writable_folder, read_json_object, write_text_atomic
+from harness.files import ensure_writable_folder, iter_json, read_json_object, write_text_atomic
 from harness.permutations import OrderLabel
 from harness.results.schema import (
     FORMAT_VERSION,
@@ -343,7 +344,9 @@ def read_results(run_dir: Path) -> RunResults:
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    write_text_atomic(path, dumps_json(payload, default=str) + "\n")
+    """Streamed: the pieces go to the file as they come, so a large results file is never
+    one string in memory."""
+    write_text_atomic(path, itertools.chain(iter_json(payload, default=str), ["\n"]))
 
 
 def _differences(recorded: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:

@@ -92,8 +92,8 @@ from harness.metrics.registry import (
 )
 from harness.metrics.stability import (
     best_relevant_ranks,
-    kendall_tau,
     pairwise_stability,
+    shown_order_taus,
     tie_rate,
 )
 from harness.rerankers.base import http_calls
@@ -320,9 +320,8 @@ def _query_values(
     values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
     # every shown order, the reference too; identity repeats are the noise floor's
     values[DISTINCT_RANKINGS] = len({s.ranking for s in shown_orders})
-    ids = cset.doc_ids
-    copies = [kendall_tau([ids[i] for i in s.shown], s.ranking) for s in chosen]
-    values[COPY_TAU] = _nan_stat(np.mean, np.array(copies, dtype=float))
+    copies = shown_order_taus(*_index_arrays(cset, chosen)) if chosen else np.array([])
+    values[COPY_TAU] = _nan_stat(np.mean, copies)
     expected = min(TOP_K, len(cset)) / len(cset)
     values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))
     ties = [tie_rate(list(s.scores.values())) for s in chosen if s.scores]
