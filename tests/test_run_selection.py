@@ -111,7 +111,8 @@ def test_model_override_of_a_reranker_without_a_model_is_refused(rankgpt_folder)
 def test_run_help_shows_every_default():
     text = " ".join(cli.invoke(app, ["run", "--help"]).output.split())  # unwrapped
     for default in ("[default: movielens-100k]", "[default: 20]", "[default: random]",
-                    "[default: cpu]", "[default: chosen per reranker: 4;", "[default: the dataset's]"):  # fmt: skip
+                    "[default: cpu]", "[default: chosen per reranker: 4;",
+                    "[default: the dataset's]"):  # fmt: skip
         assert default in text, default
     assert "<bool>" not in text and "{run_dir}" not in text
     gate_help = " ".join(cli.invoke(app, ["gate", "--help"]).output.split())
