@@ -190,7 +190,8 @@ def test_an_unset_batch_size_is_chosen_per_reranker_and_recorded(
         return prepare_run(config.validate())
 
     rankgpt = prepared("rankgpt", out=str(tmp_path / "a"))
-    assert len(rankgpt.plans[0]) == 21  # the shown order and 20 shuffles: calls of 11 and 10
+    # the shown order and 20 shuffles: calls of 11 and 10
+    assert len(rankgpt.plan(rankgpt.dataset.sets[0])) == 21
     assert rankgpt.config.batch_size == 11 and rankgpt.header.config["batch_size"] == 11
     control = prepared("identity", out=str(tmp_path / "b"))  # 4, as before: same config hash
     assert control.config.batch_size == 4 and control.header.config["batch_size"] == 4
@@ -369,7 +370,8 @@ def test_a_run_reports_parse_status_rates_per_permutation_family(
     ).validate()
     prepared = prepare_run(config)
     # no --batch-size: rankgpt decodes all of a query's orders together (up to its cap)
-    assert prepared.config.batch_size == len(prepared.plans[0]) <= RankGPTReranker.batch_cap
+    orders = len(prepared.plan(prepared.dataset.sets[0]))
+    assert prepared.config.batch_size == orders <= RankGPTReranker.batch_cap
     assert prepared.header.config["batch_size"] == prepared.config.batch_size
     results = execute_run(prepared)
     rates = results.parse_status
