@@ -65,12 +65,7 @@ def test_local_search_is_a_local_optimum_never_worse_than_its_start():
     assert exact.cost <= local.cost + 1e-9
     # The start is the net-wins order, which for full rankings is the Borda order.
     assert local.cost <= ranking_cost(borda(rankings), weights) + 1e-9
-    order = list(local.order)
-    for a in range(len(order)):
-        for b in range(len(order)):
-            moved = order.copy()
-            moved.insert(b, moved.pop(a))
-            assert ranking_cost(moved, weights) >= local.cost - 1e-9
+    assert_no_single_move_improves(local.order, weights, local.cost)
 
 
 def test_local_search_finds_the_consensus_when_all_rankings_agree():
@@ -116,9 +111,14 @@ def test_local_search_reaches_a_local_optimum_above_the_exact_limit():
     local = kemeny(weights)
     assert not local.exact
     assert local.cost <= ranking_cost(borda(rankings), weights) + 1e-9
-    order = list(local.order)
+    assert_no_single_move_improves(local.order, weights, local.cost)
+
+
+def assert_no_single_move_improves(order, weights, cost) -> None:
+    """Every removal and reinsertion of one item costs at least ``cost``."""
+    order = list(order)
     for a in range(len(order)):
         for b in range(len(order)):
             moved = order.copy()
             moved.insert(b, moved.pop(a))
-            assert ranking_cost(moved, weights) >= local.cost - 1e-9
+            assert ranking_cost(moved, weights) >= cost - 1e-9
