@@ -561,7 +561,7 @@ def save_results(run_dir: Path, results: RunResults) -> None:
     from harness.results.markdown import render_summary
 
     store = RunStore(run_dir)
-    store.write_json(RESULTS_FILE, results.to_dict())
+    store.write_json(RESULTS_FILE, results.to_streamed_dict())
     store.write_text(SUMMARY_FILE, render_summary(results))
 
 

@@ -58,7 +58,8 @@ def test_summary_holds_exactly_the_summarized_entries_with_their_aggregation(sum
 def test_per_order_holds_every_order_of_each_per_order_metric(summarized):
     names = [spec.name for spec in registry.per_order()]
     assert names == [registry.NDCG, registry.MRR]
-    for qid, row in summarized["per_order"].items():
+    for qid, orders in summarized["per_order"].items():
+        row = orders.to_dict()
         assert list(row) == ["order_index", *names]
         assert row["order_index"] == list(range(5))  # the reference row 0 included
         for name in names:

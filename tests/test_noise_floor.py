@@ -125,7 +125,9 @@ def test_first_stage_with_repeats_end_to_end(rankgpt_folder, tmp_path):
     summary = render_summary(results)
     assert "noise floor" in summary and "Within the floor here: ndcg@10_std" in summary
     loaded = read_results(tmp_path / "run")
-    assert loaded.noise_floor == json.loads(json.dumps(loaded.noise_floor))  # plain JSON
+    written = loaded.to_dict()["noise_floor"]
+    assert written == json.loads(json.dumps(written))  # plain JSON
+    assert loaded.noise_floor == results.noise_floor  # read back as computed
     assert loaded.floor("ppi")["value"] == 0.0
     assert loaded.counts["samples"] == 4 * (4 + 1 + 2)
 

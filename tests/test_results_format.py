@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from harness.cli import app
 from harness.config import RunConfig
 from harness.errors import HarnessError
+from harness.files import dumps_json
 from harness.report.load import load_run
 from harness.results.schema import FORMAT_VERSION, RANK_COUNTS, RunHeader, RunResults
 from harness.results.store import QUERIES_FILE, RESULTS_FILE, RUN_FILE, read_queries, read_results
@@ -51,6 +52,9 @@ def test_results_round_trip_through_their_typed_records(data, tmp_path):
     on_disk = read_results(tmp_path / "run")
     assert on_disk == RunResults.from_dict(results.to_dict())
     assert on_disk.to_dict()["format"] == FORMAT_VERSION
+    # written row by row (to_streamed_dict), the file is the JSON of the plain results
+    written = (tmp_path / "run" / RESULTS_FILE).read_text()
+    assert written == dumps_json(results.to_dict(), default=str) + "\n"
     header = json.loads((tmp_path / "run" / RUN_FILE).read_text())
     assert RunHeader.from_dict(header).config_hash == results.header.config_hash
     # Per-order values: one per sample of each query, the reference order included.

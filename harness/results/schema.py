@@ -21,13 +21,20 @@ Format history: 1 (untyped, no ``queries.jsonl``, no per-order values; ``run.jso
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.rerankers.preset import RerankerPreset
+from harness.results.tables import (
+    PerOrder,
+    PerOrderTable,
+    PerQueryTable,
+    RenderedRows,
+    number,
+)
 
 FORMAT_VERSION = 2
 LEGACY_FORMAT_KEY = "harness_run"  # format 1 stored its version under this key
@@ -195,36 +202,11 @@ class SummaryEntry:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> SummaryEntry:
         entry = dict(data)
-        entry["value"] = _number(entry.get("value"))
+        entry["value"] = number(entry.get("value"))
         if entry.get("ci95") is not None:
             low, high = entry["ci95"]
-            entry["ci95"] = (_number(low), _number(high))
+            entry["ci95"] = (number(low), number(high))
         return _build(cls, entry, where)
-
-
-@dataclass(frozen=True)
-class PerOrder:
-    """One query's per-order values: ``order_index[i]`` is the order ``values[m][i]`` is for."""
-
-    order_index: tuple[int, ...]
-    values: Mapping[str, tuple[float, ...]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "order_index": list(self.order_index),
-            **{k: list(v) for k, v in self.values.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PerOrder:
-        index = tuple(int(i) for i in data["order_index"])
-        values = {
-            str(k): tuple(_number(x) for x in v) for k, v in data.items() if k != "order_index"
-        }
-        for name, vector in values.items():
-            if len(vector) != len(index):
-                raise ValueError(f"{name} has {len(vector)} values for {len(index)} orders")
-        return cls(index, values)
 
 
 @dataclass(frozen=True)
@@ -268,6 +250,8 @@ class RunResults:
 
     def vector(self, metric: str) -> dict[str, float]:
         """``{query id: value}`` of a per-query metric (NaN where a query lacks it)."""
+        if isinstance(self.per_query, PerQueryTable):
+            return dict(zip(self.per_query, self.per_query.column(metric).tolist(), strict=True))
         return {q: float(v.get(metric, math.nan)) for q, v in self.per_query.items()}
 
     def floor(self, metric: str) -> Mapping[str, Any] | None:
@@ -296,20 +280,38 @@ class RunResults:
         return math.nan if entry is None else entry.value
 
     def to_dict(self) -> dict[str, Any]:
-        body = {
-            "environment": self.environment,
-            "wall_time_s": self.wall_time_s,
-            "finished": self.finished,
-            "summary": {k: v.to_dict() for k, v in self.summary.items()},
-            "per_query": self.per_query,
-            "per_order": {q: v.to_dict() for q, v in self.per_order.items()},
-            "position_bias": self.position_bias,
-            "parse_status": self.parse_status,
-            "counts": self.counts,
-        }
+        """``results.json`` as plain JSON values (NaN as null)."""
+        return self._layout(lambda rows, render: {k: render(v) for k, v in rows.items()})
+
+    def to_streamed_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict`'s content with ``per_query``, ``per_order`` and the noise floor's
+        ``per_query`` rendered a row at a time as ``iter_json`` writes them: writing a large
+        run's results never holds those sections as plain JSON."""
+        return self._layout(RenderedRows)
+
+    def _layout(self, rows: Callable[[Mapping[str, Any], Callable[[Any], Any]], Any]) -> dict:
+        """The file's sections in order; ``rows(section, render)`` gives a per-query section."""
+        body = _plain(
+            {
+                "environment": self.environment,
+                "wall_time_s": self.wall_time_s,
+                "finished": self.finished,
+                "summary": {k: v.to_dict() for k, v in self.summary.items()},
+                "per_query": None,
+                "per_order": None,
+                "position_bias": self.position_bias,
+                "parse_status": self.parse_status,
+                "counts": self.counts,
+            }
+        )
+        body["per_query"] = rows(self.per_query, _plain)
+        body["per_order"] = rows(self.per_order, lambda orders: _plain(orders.to_dict()))
         if self.noise_floor:
-            body["noise_floor"] = self.noise_floor
-        return self.header.to_dict() | _plain(body)
+            floor = {k: v for k, v in self.noise_floor.items() if k != "per_query"}
+            body["noise_floor"] = _plain(floor) | {
+                "per_query": rows(self.noise_floor["per_query"], _plain)
+            }
+        return self.header.to_dict() | body
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "results.json") -> RunResults:
@@ -346,11 +348,8 @@ class RunResults:
                     k: SummaryEntry.from_dict(v, f"{where}: summary {k!r}")
                     for k, v in metrics["summary"].items()
                 },
-                per_query={
-                    str(q): {str(k): _value(x) for k, x in row.items()}
-                    for q, row in metrics["per_query"].items()
-                },
-                per_order={str(q): PerOrder.from_dict(v) for q, v in metrics["per_order"].items()},
+                per_query=PerQueryTable.from_rows(metrics["per_query"]),
+                per_order=PerOrderTable.from_rows(metrics["per_order"]),
                 position_bias=dict(metrics["position_bias"]),
                 parse_status=dict(metrics.get("parse_status") or {}),
                 counts=dict(metrics["counts"]),
@@ -367,25 +366,13 @@ def _noise_floor(data: Any) -> dict[str, Any]:
     summary = {
         str(name): {
             **entry,
-            "value": _number(entry.get("value")),
-            "ci95": [_number(x) for x in entry.get("ci95") or (None, None)],
+            "value": number(entry.get("value")),
+            "ci95": [number(x) for x in entry.get("ci95") or (None, None)],
         }
         for name, entry in data["summary"].items()
     }
-    per_query = {
-        str(q): {str(k): _value(x) for k, x in row.items()} for q, row in data["per_query"].items()
-    }
+    per_query = PerQueryTable.from_rows(data["per_query"])
     return {"repeats": int(data["repeats"]), "summary": summary, "per_query": per_query}
-
-
-def _number(value: Any) -> float:
-    """JSON null (how NaN is stored) back to NaN."""
-    return math.nan if value is None else float(value)
-
-
-def _value(value: Any) -> float | int:
-    """A per-query value: counts stay integers, null is NaN."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else _number(value)
 
 
 def _plain(value: Any) -> Any:

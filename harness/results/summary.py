@@ -99,6 +99,7 @@ from harness.metrics.stability import (
 from harness.rerankers.base import http_calls
 from harness.results.schema import RANK_COUNTS
 from harness.results.store import InMemorySamples, Sample, SampleIndex
+from harness.results.tables import PerOrderTable, PerQueryTable
 
 SampleSource = SampleIndex | InMemorySamples
 
@@ -129,9 +130,9 @@ def summarize(
         raise ValueError("no samples to summarise")
     metric_names = [spec.name for spec in registry.per_order()]
 
-    per_query: dict[str, dict[str, float]] = {}
-    per_order: dict[str, dict[str, list[float]]] = {}
-    floors: dict[str, dict[str, float]] = {}
+    per_query = PerQueryTable()
+    per_order = PerOrderTable()
+    floors = PerQueryTable()
     pooled = _Pooled(sets)
     for start in range(0, len(sets), QUERIES_PER_CHUNK):
         chunk = [
@@ -149,19 +150,20 @@ def summarize(
             design = np.array([s.label.in_design for s in query_samples])
             chosen = [s for s, d in zip(query_samples, design, strict=True) if d]
             exposure = pooled.add(cset, query_samples, chosen)
-            per_order[cset.query_id] = {
-                "order_index": [s.order_index for s in query_samples],
-                **{metric: row.tolist() for metric, row in query_scores.items()},
-            }
+            per_order.append(
+                cset.query_id,
+                [s.order_index for s in query_samples],
+                {metric: row.tolist() for metric, row in query_scores.items()},
+            )
             judged = qrels.get(cset.query_id, {})
             values = _query_values(cset, query_samples, query_scores, design, exposure, judged)
             values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
-            per_query[cset.query_id] = {
-                spec.name: values[spec.name] for spec in registry.per_query()
-            }
+            per_query.append(
+                cset.query_id, {spec.name: values[spec.name] for spec in registry.per_query()}
+            )
             floor = _floor_values(cset, query_samples, query_scores, judged)
             if floor is not None:
-                floors[cset.query_id] = floor
+                floors.append(cset.query_id, floor)
 
     random_design = all(label.family == "random" for label in pooled.design_labels)
     position_bias = _pooled_position_bias(pooled.exposures, random_design)
@@ -388,7 +390,7 @@ def _score_spread(group: list[Sample]) -> float:
 
 
 def _noise_floor(
-    floors: Mapping[str, Mapping[str, float]],
+    floors: PerQueryTable,
     summary: Mapping[str, Mapping[str, Any]],
     repeats: int,
     seed: int,
@@ -404,7 +406,7 @@ def _noise_floor(
     names = [spec.name for spec in registry.with_floor()] + [SCORE_SPREAD]
     entries: dict[str, Any] = {}
     for name in names:
-        vector = np.array([row.get(name, np.nan) for row in floors.values()], dtype=float)
+        vector = floors.column(name)
         mean, low, high = bootstrap_mean_ci(vector, seed=seed)
         entry: dict[str, Any] = {
             "value": mean,
@@ -423,7 +425,7 @@ def _noise_floor(
     return {
         "repeats": int(repeats),
         "summary": entries,
-        "per_query": {q: dict(row) for q, row in floors.items()},
+        "per_query": floors,
     }
 
 
@@ -437,14 +439,14 @@ def _index_arrays(cset: CandidateSet, samples: list[Sample]) -> tuple[np.ndarray
 
 def _summary_entry(
     spec: registry.MetricSpec,
-    per_query: Mapping[str, Mapping[str, float]],
+    per_query: PerQueryTable,
     computed: Mapping[str, Mapping[str, Any]],
     seed: int,
 ) -> dict[str, Any]:
     """A mean over queries with its bootstrap interval, or a value computed another way."""
     if spec.summary != "mean over queries":
         return {**computed[spec.name], "aggregate": spec.summary}
-    vector = np.array([values[spec.name] for values in per_query.values()], dtype=float)
+    vector = per_query.column(spec.name)
     mean, low, high = bootstrap_mean_ci(vector, seed=seed)
     return {
         "value": mean,
