@@ -342,7 +342,7 @@ def rerank_pending(
             # bad data stops the run at its start, not midway
             pool.check_data(units.sets())
         if store.needs_header:  # only once the run may go on: a refusal leaves no trace
-            store.write_header(prepared.header, list(prepared.query_records()))
+            store.write_header(prepared.header, prepared.query_records())
         if pool is not None:
             store.write_json(IDENTITY_FILE, identity)
             if log_prompts:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from array import array
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -189,10 +189,11 @@ class RunStore:
         stale = version != FORMAT_VERSION or not (run_dir / QUERIES_FILE).is_file()
         return cls(run_dir, needs_header=stale)
 
-    def write_header(self, header: RunHeader, queries: Sequence[QueryRecord]) -> None:
-        """Write ``queries.jsonl``, then ``run.json`` (last: it marks the folder usable)."""
+    def write_header(self, header: RunHeader, queries: Iterable[QueryRecord]) -> None:
+        """Write ``queries.jsonl`` (streamed: one query in memory at a time), then
+        ``run.json`` (last: it marks the folder usable)."""
         ensure_writable_folder(self.run_dir, "the run folder")
-        lines = "".join(json.dumps(q.to_dict(), separators=(",", ":")) + "\n" for q in queries)
+        lines = (json.dumps(q.to_dict(), separators=(",", ":")) + "\n" for q in queries)
         self.write_text(QUERIES_FILE, lines)
         self.write_json(RUN_FILE, header.to_dict())
         self.needs_header = False
@@ -272,7 +273,7 @@ class RunStore:
         path = self.run_dir / name
         return read_json_object(path, name) if path.exists() else {}
 
-    def write_text(self, name: str, text: str) -> Path:
+    def write_text(self, name: str, text: str | Iterable[str]) -> Path:
         path = self.run_dir / name
         write_text_atomic(path, text)
         return path

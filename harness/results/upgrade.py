@@ -63,7 +63,7 @@ def upgrade_run(run_dir: Path, dataset: str | None = None) -> RunResults:
         )
     prepared = replace(prepared, header=header)
     store = RunStore.open(run_dir, header.config_hash)
-    store.write_header(header, list(prepared.query_records()))
+    store.write_header(header, prepared.query_records())
     results = compute_results(
         prepared,
         store.scan_samples(),
