@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from harness.aggregation import positions
+from harness.data.compact import set_query_ids, take_sets
 from harness.data.model import CandidateSet, Qrels
 from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_mean_ci
@@ -125,7 +126,8 @@ def summarize(
     in the queries' order, so they do not depend on the chunking.
     """
     source = InMemorySamples(samples) if isinstance(samples, Mapping) else samples
-    sets = [s for s in sets if source.has_query(s.query_id)]
+    # by position: a compact dataset's sets are built only a chunk at a time below
+    sets = take_sets(sets, [k for k, q in enumerate(set_query_ids(sets)) if source.has_query(q)])
     if not sets:
         raise ValueError("no samples to summarise")
     metric_names = [spec.name for spec in registry.per_order()]
