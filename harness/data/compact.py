@@ -107,8 +107,11 @@ class RunBuilder:
         return True
 
     def build(self) -> RankedRun:
+        """The run so far; the builder starts over empty (the run is not shared with it)."""
         self._close()
-        return RankedRun(tuple(self._doc_ids), self._lists)
+        run = RankedRun(tuple(self._doc_ids), self._lists)
+        self._number, self._doc_ids, self._lists = {}, [], {}
+        return run
 
     def _close(self) -> None:
         if self._qid is None:
