@@ -6,6 +6,8 @@ Two measurements, side by side in one run:
   ``--sizes`` queries x 100 candidates x 21 orders (20 random + the reference). The goal:
   flat in the number of queries, since samples stream from disk. ``--compare-with`` runs the
   same commands with another checkout's ``harness`` (e.g. ``/work/main``, before streaming).
+* **Loading alone** (``--load-only``): peak RSS and Python's traced peak (tracemalloc, in a
+  second process, since tracing inflates RSS) of ``load_trec_dataset`` on ``--sizes`` queries.
 * **Throughput** (orders per second of reranking wall time, actor start-up included) of the
   local executor vs Ray with 1 and 2 workers, on ``--throughput-queries`` queries.
 
@@ -14,6 +16,7 @@ Usage::
     .venv/bin/python benchmarks/bench_scale.py
     .venv/bin/python benchmarks/bench_scale.py --sizes 2000 20000 --compare-with /work/main
     .venv/bin/python benchmarks/bench_scale.py --skip-memory --throughput-queries 200
+    .venv/bin/python benchmarks/bench_scale.py --load-only --sizes 20000 --compare-with /work/main
 
 The data is made here (a TREC folder: run, topics, corpus, qrels) in a temporary folder.
 """
@@ -105,6 +108,46 @@ def memory(sizes: list[int], work: Path, trees: dict[str, str | None], compare_m
         print(f"{size:>8} {samples_mb:>11.0f} MB " + " ".join(f"{c:>22}" for c in cells))
 
 
+LOAD = """
+import resource, sys, tracemalloc
+from harness.data.trec import load_trec_dataset
+folder, traced = sys.argv[1], sys.argv[2] == "traced"
+if traced:
+    tracemalloc.start()
+files = [f"{folder}/{name}" for name in ("run.trec", "topics.tsv", "corpus.jsonl", "qrels.txt")]
+dataset = load_trec_dataset(*files, name="synthetic")
+if traced:
+    print(tracemalloc.get_traced_memory()[1] / 1e6, dataset.fingerprint)
+else:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, dataset.fingerprint)
+"""
+
+
+def load_only(sizes: list[int], work: Path, trees: dict[str, str | None]) -> None:
+    """Peak memory of ``load_trec_dataset`` alone, each figure from a fresh process."""
+    print(f"loading a TREC folder, {CANDIDATES} candidates per query: peak RSS / traced peak")
+    print(f"{'queries':>8} " + " ".join(f"{name:>28}" for name in trees) + "  fingerprint")
+    for size in sizes:
+        data, cells, prints = make_data(work / f"data{size}", size), [], set()
+        for tree in trees.values():
+            env = os.environ | ({"PYTHONPATH": tree} if tree else {})
+            figures = []
+            for mode in ("rss", "traced"):
+                out = subprocess.run(
+                    [sys.executable, "-P", "-c", LOAD, str(data), mode],
+                    env=env,
+                    cwd=tree,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                figures.append(float(out[0]))
+                prints.add(out[1])
+            cells.append(f"{figures[0]:7.0f} MB RSS {figures[1]:7.0f} MB traced")
+        same = prints.pop() if len(prints) == 1 else f"DIFFER: {sorted(prints)}"
+        print(f"{size:>8} " + " ".join(f"{c:>28}" for c in cells) + f"  {same}")
+
+
 def throughput(queries: int, work: Path, reranker: str) -> None:
     data = make_data(work / f"tdata{queries}", queries)
     rows = [("local", [])] + [(f"ray {n} worker(s)", ["--workers", str(n)]) for n in (1, 2)]
@@ -138,11 +181,14 @@ def main() -> None:
     parser.add_argument("--reranker", default="identity", help="for the throughput part")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--load-only", action="store_true", help="only the loader's peak memory")
     args = parser.parse_args()
     trees: dict[str, str | None] = {"this": None}
     if args.compare_with:
         trees = {"before": str(Path(args.compare_with).resolve()), "this": None}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        if args.load_only:
+            return load_only(args.sizes, Path(tmp), trees)
         if not args.skip_memory:
             memory(args.sizes, Path(tmp), trees, args.compare_max)
         if not args.skip_throughput:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 
-from harness.data.compact import CompactSets, set_query_ids, take_sets, trim_sets
+from harness.data.compact import (
+    CompactSets,
+    RankedRun,
+    RunBuilder,
+    set_query_ids,
+    take_sets,
+    trim_sets,
+)
 from harness.data.fingerprint import _plain, _set_record, dataset_fingerprint
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.data.query_selection import QuerySelection
@@ -83,3 +90,47 @@ def test_streamed_fingerprint_equals_the_one_shot_hash_on_user_profiles_too():
         *_eager(),
     ]
     assert dataset_fingerprint(sets, QRELS) == _one_shot_fingerprint(sets, QRELS)
+
+
+def _ranked_run(ranked) -> RankedRun:
+    """``ranked`` through the builder, rows interleaved across queries (q1 comes back)."""
+    builder = RunBuilder()
+    rows = [(q, d, s) for q, hits in ranked.items() for d, s in hits]
+    for q, d, s in rows[::2] + rows[1::2]:
+        assert builder.add(q, d, s)
+    return builder.build()
+
+
+class _NoLists(RankedRun):
+    """A run whose lists cannot be built: whoever reads it must use its arrays."""
+
+    def __getitem__(self, qid: str):
+        raise AssertionError(f"built the list of {qid}")
+
+
+def test_ranked_run_is_the_mapping_it_was_built_from():
+    run = _ranked_run(RANKED)
+    assert run == RANKED and list(run) == list(RANKED) and "q2" in run and "q9" not in run
+    assert run.sizes() == {"q1": 3, "q2": 2, "q3": 3}
+    assert run.doc_ids() == {"d1", "d2", "d3", "d4"}
+    cut = run.cut(1)
+    assert cut == {q: hits[:1] for q, hits in RANKED.items()} and run.cut(None) is run
+    assert cut.doc_ids() == {"d1", "d3", "d2"}
+    assert run == RANKED  # cutting left the run whole
+
+
+def test_builder_rejects_a_doc_twice_in_a_query_even_after_reopening_it():
+    builder = RunBuilder()
+    assert builder.add("q1", "a", 1.0) and builder.add("q2", "a", 1.0)
+    assert not builder.add("q1", "a", 2.0)
+    assert builder.add("q1", "b", 2.0)
+    assert builder.build() == {"q1": [("b", 2.0), ("a", 1.0)], "q2": [("a", 1.0)]}
+
+
+def test_dataset_from_a_ranked_run_is_built_from_its_arrays_and_equals_the_dict_one():
+    compact = _ranked_run(RANKED)
+    run = _NoLists(compact.doc_table, {q: compact.arrays(q) for q in compact})
+    dataset = build_text_dataset(run, QUERIES, DOCS, QRELS, name="t", source="s", notes={})
+    expected = build_text_dataset(RANKED, QUERIES, DOCS, QRELS, name="t", source="s", notes={})
+    assert dataset == expected and dataset.sets == _eager()
+    assert dataset.fingerprint == expected.fingerprint == _one_shot_fingerprint(_eager(), QRELS)

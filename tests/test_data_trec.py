@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from harness.data.model import TextQuery
 from harness.data.trec import (
+    build_text_dataset,
     iter_lines,
     load_trec_dataset,
     read_corpus_jsonl,
@@ -111,6 +113,67 @@ def test_read_run_rejects_malformed_lines(tmp_path: Path, bad_line: str, fragmen
     with pytest.raises(DataFormatError, match=fragment) as exc:
         read_run(path)
     assert_located(exc, path, 2)
+
+
+def reference_read_run(path: Path) -> dict[str, list[tuple[str, float]]]:
+    """The dict-of-dicts reader read_run replaced (valid files only): every row as objects."""
+    scores: dict[str, dict[str, float]] = {}
+    for lineno, line in iter_lines(path):
+        parts = line.split()
+        if parts:
+            docs = scores.setdefault(parts[0], {})
+            assert parts[2] not in docs, f"duplicate at line {lineno}"
+            docs[parts[2]] = float(parts[4])
+    return {
+        qid: sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
+        for qid, docs in scores.items()
+    }
+
+
+def shuffled_run(rng: random.Random) -> str:
+    """Rows of 12 queries in random order (queries interleave and come back), tied scores,
+    blank lines, numeric-looking ids whose string order differs from their numeric order."""
+    rows = []
+    for q in rng.sample(range(40), 12):
+        for d in rng.sample(range(60), rng.randint(1, 15)):
+            score = rng.choice(["1", "1.0", "2.5", "-0.5", "0", "-0.0", "1e1", "3"])
+            rows.append(f"q{q} Q0 {d} {rng.randint(1, 99)} {score} tag\n")
+    rng.shuffle(rows)
+    for _ in range(3):
+        rows.insert(rng.randrange(len(rows)), "\n")
+    return "".join(rows)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_read_run_equals_the_dict_reader_on_shuffled_tied_rows(tmp_path: Path, seed: int) -> None:
+    path = write(tmp_path / "run.trec", shuffled_run(random.Random(seed)))
+    run, expected = read_run(path), reference_read_run(path)
+    assert list(run) == list(expected)  # first appearance
+    assert {q: run[q] for q in run} == expected
+    assert run == expected and len(run) == len(expected)
+    assert all(q in run for q in expected) and "nope" not in run
+
+
+def test_read_run_reopens_a_query_that_comes_back(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "run.trec",
+        "q1 Q0 a 1 1.0 t\nq2 Q0 x 1 1.0 t\nq1 Q0 b 2 1.0 t\nq2 Q0 y 2 3.0 t\nq1 Q0 c 3 2.0 t\n",
+    )
+    assert read_run(path) == {
+        "q1": [("c", 2.0), ("b", 1.0), ("a", 1.0)],
+        "q2": [("y", 3.0), ("x", 1.0)],
+    }
+    assert list(read_run(path)) == ["q1", "q2"]
+
+
+def test_duplicate_doc_in_a_reopened_query_is_located(tmp_path: Path) -> None:
+    body = "q1 Q0 a 1 1.0 t\nq2 Q0 x 1 1.0 t\nq1 Q0 b 2 1.0 t\nq2 Q0 y 2 3.0 t\n\nq1 Q0 a 3 2.0 t\n"
+    path = write(tmp_path / "run.trec", body)
+    with pytest.raises(DataFormatError, match="query q1 lists doc a twice") as exc:
+        read_run(path)
+    assert_located(exc, path, 6)
+    with pytest.raises(AssertionError, match="line 6"):
+        reference_read_run(path)
 
 
 # --- topics and corpus -------------------------------------------------------------------
@@ -230,6 +293,33 @@ def test_fingerprint_changes_with_content(trec_files: dict[str, Path]) -> None:
     assert load(trec_files).fingerprint != before
 
 
+def test_load_equals_the_dict_reader_path_on_shuffled_rows(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    run = write(tmp_path / "run.trec", shuffled_run(rng))
+    expected = reference_read_run(run)
+    topics = write(tmp_path / "topics.tsv", "".join(f"q{q}\tquery {q}\n" for q in range(40)))
+    corpus = write(
+        tmp_path / "corpus.jsonl", jsonl(*({"_id": str(d), "text": f"p{d}"} for d in range(60)))
+    )
+    judged = list(expected)[:-2]  # two run queries without judgments are dropped
+    qrels = write(
+        tmp_path / "qrels.txt", "".join(f"{q} 0 {expected[q][-1][0]} 1\n" for q in judged)
+    )
+    loaded = load_trec_dataset(run, topics, corpus, qrels, name="shuffled")
+    reference = build_text_dataset(
+        expected,
+        read_topics_tsv(topics),
+        read_corpus_jsonl(corpus),
+        read_qrels(qrels),
+        name="shuffled",
+        source=loaded.source,
+        notes={},
+    )
+    assert loaded == reference and loaded.fingerprint == reference.fingerprint
+    assert [s.query_id for s in loaded.sets] == judged
+    assert loaded.notes["dropped_unjudged_queries"] == 2
+
+
 def test_run_doc_missing_from_corpus(trec_files: dict[str, Path]) -> None:
     with trec_files["run"].open("a", encoding="utf-8") as handle:
         handle.write("q2 Q0 ghost 2 1.0 bm25\n")
@@ -264,3 +354,28 @@ def test_dl19_trec_files() -> None:
     assert set(topics) == set(run) == set(qrels)
     first = run["264014"][:2]
     assert first == [("5611210", 15.780599594116211), ("6641238", 15.090800285339355)]
+    assert run == reference_read_run(DL19 / "bm25_top100.trec")
+
+
+@needs_dl19
+def test_dl19_trec_load_keeps_its_fingerprint(tmp_path: Path) -> None:
+    """DL19 through the TREC loader (corpus: the RankGPT file's passages) is the dataset the
+    dict-based reader built, with the fingerprint it had (pinned)."""
+    entries = json.loads((DL19 / "bm25_top100.rankgpt.json").read_text(encoding="utf-8"))
+    passages = {hit["docid"]: hit["content"] for entry in entries for hit in entry["hits"]}
+    corpus = write(
+        tmp_path / "corpus.jsonl", jsonl(*({"_id": d, "text": t} for d, t in passages.items()))
+    )
+    files = [DL19 / "bm25_top100.trec", DL19 / "topics.tsv", corpus, DL19 / "qrels.txt"]
+    loaded = load_trec_dataset(*files, name="dl19")
+    reference = build_text_dataset(
+        reference_read_run(files[0]),
+        read_topics_tsv(files[1]),
+        read_corpus_jsonl(corpus),
+        read_qrels(files[3]),
+        name="dl19",
+        source=loaded.source,
+        notes={},
+    )
+    assert loaded == reference
+    assert loaded.fingerprint == reference.fingerprint == "f3f2702ee722281f"

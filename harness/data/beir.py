@@ -32,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.data.compact import RankedRun
 from harness.data.model import Dataset
 from harness.data.trec import (
     PathLike,
@@ -49,7 +50,7 @@ from harness.data.trec import (
 from harness.errors import DataFormatError, HarnessError, MissingExtraError
 from harness.files import user_cache_dir, write_text_atomic
 
-Run = dict[str, list[tuple[str, float]]]
+Run = RankedRun
 QRELS_HEADER = ["query-id", "corpus-id", "score"]
 DEFAULT_SPLIT = "test"
 RUN_SUFFIXES = (".trec", ".run")
@@ -217,7 +218,7 @@ def load_beir(
     if run is not None:
         if depth is not None:
             _check_depth(depth)
-        ranked = {qid: docs[:depth] for qid, docs in read_run(run).items()}
+        ranked = read_run(run).cut(depth)
         texts = read_queries_jsonl(queries, set(ranked))
         _check_run_queries(run, ranked, texts, queries)
         provenance: dict[str, Any] = {
@@ -242,7 +243,7 @@ def load_beir(
             config=config,
             cache_dir=cache_dir,
         )
-    docs = read_corpus_jsonl(corpus, {d for hits in ranked.values() for d, _ in hits})
+    docs = read_corpus_jsonl(corpus, ranked.doc_ids())
     if run is not None:
         _check_run_docs(run, ranked, docs, corpus)
     return build_text_dataset(

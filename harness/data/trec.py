@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.data.compact import CompactSets
+from harness.data.compact import CompactSets, RankedRun, RunBuilder
 from harness.data.fingerprint import dataset_fingerprint
 from harness.data.model import Dataset
 from harness.errors import DataFormatError, HarnessError
@@ -99,14 +99,15 @@ def add_judgment(
         )
 
 
-def read_run(path: PathLike) -> dict[str, list[tuple[str, float]]]:
+def read_run(path: PathLike) -> RankedRun:
     """Read a TREC run ``qid Q0 docid rank score tag``: query id -> [(doc id, score)], best first.
 
     Queries keep the order in which they first appear. Docs are ordered as trec_eval orders
     them: score descending, ties by doc id descending; the rank column is validated as an
-    integer but not used. A doc listed twice for one query is an error.
+    integer but not used. A doc listed twice for one query is an error. The run is held
+    compactly (a :class:`RankedRun`: arrays, no object per row); its lists are built when read.
     """
-    scores: dict[str, dict[str, float]] = {}
+    run = RunBuilder()
     for lineno, line in iter_lines(path):
         parts = line.split()
         if not parts:
@@ -126,14 +127,9 @@ def read_run(path: PathLike) -> dict[str, list[tuple[str, float]]]:
             raise DataFormatError(path, f"score {score_text!r} is not a number", lineno) from None
         if not math.isfinite(score):
             raise DataFormatError(path, f"score {score_text!r} is not finite", lineno)
-        docs = scores.setdefault(qid, {})
-        if doc_id in docs:
+        if not run.add(qid, doc_id, score):
             raise DataFormatError(path, f"query {qid} lists doc {doc_id} twice", lineno)
-        docs[doc_id] = score
-    return {
-        qid: sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
-        for qid, docs in scores.items()
-    }
+    return run.build()
 
 
 def read_topics_tsv(path: PathLike) -> dict[str, str]:
@@ -241,19 +237,15 @@ def load_trec_dataset(
                 f"query {qid} is not in topics file {topics_path}",
                 _first_line(run_path, lambda parts, q=qid: parts[0] == q),
             )
-    wanted = {doc_id for docs in run.values() for doc_id, _ in docs}
+    wanted = run.doc_ids()
     corpus = read_corpus_jsonl(corpus_path, wanted)
-    for qid, docs in run.items():
-        for doc_id, _ in docs:
-            if doc_id not in corpus:
-                raise DataFormatError(
-                    run_path,
-                    f"doc {doc_id} (query {qid}) is not in corpus {corpus_path}",
-                    _first_line(
-                        run_path, lambda parts, q=qid, d=doc_id: parts[0] == q and parts[2] == d
-                    ),
-                )
-
+    if len(corpus) < len(wanted):  # name the first missing doc in run order
+        qid, doc_id = next((q, d) for q in run for d, _ in run[q] if d not in corpus)
+        raise DataFormatError(
+            run_path,
+            f"doc {doc_id} (query {qid}) is not in corpus {corpus_path}",
+            _first_line(run_path, lambda parts: parts[0] == qid and parts[2] == doc_id),
+        )
     return build_text_dataset(
         run,
         topics,
@@ -280,7 +272,11 @@ def build_text_dataset(
     Queries without a relevant judgment or without candidates are dropped and counted in the
     notes (trec_eval skips them too; nDCG is undefined with no relevant document).
     """
-    kept = [qid for qid, hits in ranked.items() if hits and has_relevant(qrels.get(qid))]
+    # a RankedRun counts its lists without building them
+    sizes = (
+        ranked.sizes() if isinstance(ranked, RankedRun) else {q: len(h) for q, h in ranked.items()}
+    )
+    kept = [qid for qid, size in sizes.items() if size and has_relevant(qrels.get(qid))]
     # compact: no object per candidate for the run's length (built as each set is read)
     sets = CompactSets.build(kept, queries, ranked, docs, passage_text)
     kept_qrels = {qid: dict(qrels[qid]) for qid in kept}
@@ -294,9 +290,9 @@ def build_text_dataset(
         notes={
             **notes,
             "queries_in_run": len(ranked),
-            "dropped_queries_without_candidates": sum(1 for h in ranked.values() if not h),
+            "dropped_queries_without_candidates": sum(1 for size in sizes.values() if not size),
             "dropped_unjudged_queries": sum(
-                1 for q, h in ranked.items() if h and not has_relevant(qrels.get(q))
+                1 for q, size in sizes.items() if size and not has_relevant(qrels.get(q))
             ),
             "judged_queries_not_in_run": sum(1 for qid in qrels if qid not in ranked),
             "run_order": "score desc, ties by doc id desc (trec_eval)",
