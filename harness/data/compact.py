@@ -68,6 +68,10 @@ class RankedRun(Mapping[str, list[tuple[str, float]]]):
                 used[d] = 1
         return {doc_id for doc_id, hit in zip(self._doc_ids, used, strict=True) if hit}
 
+    def select(self, keep: Callable[[str], bool]) -> RankedRun:
+        """The queries for which ``keep(query id)`` holds, in this run's order."""
+        return RankedRun(self._doc_ids, {q: v for q, v in self._lists.items() if keep(q)})
+
     def cut(self, depth: int | None) -> RankedRun:
         """Every list cut to its top ``depth`` (``None``: this run, whole)."""
         if depth is None:

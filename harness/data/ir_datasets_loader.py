@@ -31,6 +31,7 @@ from importlib import metadata
 from typing import Any
 
 from harness.data.beir import BM25Config, bm25_run, build_text_dataset
+from harness.data.compact import RankedRun, RunBuilder
 from harness.data.model import Dataset
 from harness.data.trec import PathLike, passage_text
 from harness.errors import HarnessError, MissingExtraError
@@ -93,7 +94,7 @@ def load_ir_dataset(
                 config=config,
                 cache_dir=cache_dir,
             )
-        wanted = {doc_id for hits in ranked.values() for doc_id, _ in hits}
+        wanted = ranked.doc_ids()
         found = handle.docs_store().get_many(wanted)
     docs = {doc_id: (_doc_title(doc), _doc_body(doc)) for doc_id, doc in found.items()}
     lost = sorted(wanted - set(docs))
@@ -101,7 +102,7 @@ def load_ir_dataset(
         raise HarnessError(
             f"ir_datasets {dataset_id!r}: candidate doc {lost[0]} is not in its corpus"
         )
-    ranked = {qid: hits for qid, hits in ranked.items() if qid in queries}
+    ranked = ranked.select(queries.__contains__)
     return build_text_dataset(
         ranked,
         queries,
@@ -287,22 +288,22 @@ def _qrels(handle: Any, dataset_id: str) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def _scoreddocs(
-    handle: Any, wanted: set[str], depth: int
-) -> tuple[dict[str, list[tuple[str, float]]], dict[str, Any]]:
+def _scoreddocs(handle: Any, wanted: set[str], depth: int) -> tuple[RankedRun, dict[str, Any]]:
     lists: dict[str, dict[str, float]] = {}
     for row in handle.scoreddocs_iter():
         if row.query_id in wanted:
             lists.setdefault(row.query_id, {}).setdefault(row.doc_id, float(row.score))
-    ranked: dict[str, list[tuple[str, float]]] = {}
+    run = RunBuilder()
     scoreless = 0
     for qid, docs in lists.items():
         if len(set(docs.values())) == 1:
             scoreless += 1
-            ranked[qid] = [(doc_id, -float(rank)) for rank, doc_id in enumerate(docs, 1)][:depth]
+            items = [(doc_id, -float(rank)) for rank, doc_id in enumerate(docs, 1)]
         else:
             items = sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
-            ranked[qid] = items[:depth]
+        for doc_id, score in items[:depth]:  # the builder keeps this order (trec_eval's)
+            run.add(qid, doc_id, score)
+    ranked = run.build()
     return ranked, {
         "first_stage": "the dataset's scoreddocs",
         "retrieval_depth": depth,
