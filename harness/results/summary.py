@@ -262,11 +262,10 @@ class CostCounter:
 
     def add(self, samples: Sequence[Sample]) -> None:
         for sample in samples:
-            # A set scored once (pointwise) reports the call's work on each of its orders.
-            shared = (sample.facts.get("extra") or {}).get("scored_once_per_set")
-            share = 1.0 / max(int(sample.facts.get("batch_size", 1) or 1), 1) if shared else 1.0
-            self.prompt += share * (sample.facts.get("prompt_tokens", 0) or 0)
-            self.generated += share * (sample.facts.get("generated_tokens", 0) or 0)
+            # Every reranker counts a call's work once (a set scored once for all its orders,
+            # pointwise, reports it on the call's first order), so the sum is the run's cost.
+            self.prompt += sample.facts.get("prompt_tokens", 0) or 0
+            self.generated += sample.facts.get("generated_tokens", 0) or 0
             for c in http_calls(sample.facts.get("extra") or {}):
                 self.calls += 1
                 self.http["requests"] += int(c.get("requests", 1))
