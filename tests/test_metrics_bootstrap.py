@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from harness.metrics import bootstrap
 from harness.metrics.bootstrap import bootstrap_mean_ci
 
 VALUES = np.random.default_rng(0).normal(0.5, 0.2, 60)
@@ -43,3 +44,17 @@ def test_degenerate_inputs():
         bootstrap_mean_ci(VALUES, seed=0, confidence=1.0)
     with pytest.raises(ValueError):
         bootstrap_mean_ci(VALUES, seed=0, n_resamples=0)
+
+
+@pytest.mark.parametrize(("n", "resamples"), [(300, 2000), (300, 2002), (777, 2000), (5000, 7)])
+def test_blocked_resampling_gives_the_one_shot_interval_exactly(monkeypatch, n, resamples):
+    """Drawn a block of rows at a time (bounded memory), the resamples are the same stream as
+    one (n_resamples, n) draw, so the interval is bit-identical to the textbook one-shot form
+    (blocks of 3 rows, the last one of 2 or of 3 + 1; blocks of 2 rows, the last one of 3)."""
+    monkeypatch.setattr(bootstrap, "_BLOCK_VALUES", 1000)
+    values = np.random.default_rng(1).normal(size=n)
+    indices = np.random.default_rng(7).integers(0, n, size=(resamples, n))
+    tail = (1 - 0.95) / 2
+    low, high = np.quantile(values[indices].mean(1), [tail, 1 - tail])
+    got = bootstrap.bootstrap_mean_ci(values, seed=7, n_resamples=resamples)
+    assert got == (values.mean(), low, high)
