@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import replace
@@ -16,7 +17,7 @@ from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.gates.baseline import Baseline, baseline_from_results, read_baseline, write_baseline
 from harness.gates.gate import DEFAULT_GATES, GateSpec, evaluate_gate, parse_specs, render_verdict
-from harness.metrics import registry
+from harness.metrics import paired, registry
 from harness.metrics.paired import holm, sign_flip_pvalue, win_tie_loss
 from harness.rerankers.base import RerankOutput
 from harness.rerankers.registry import build_reranker
@@ -376,6 +377,27 @@ def test_a_baseline_lacking_a_metric_is_named_as_the_culprit(tmp_path):
     old = read_baseline(path)
     with pytest.raises(HarnessError, match=rf"{path}: does not record metric 'ndcg@10'"):
         evaluate_gate(old, snap, [GateSpec("ndcg@10", 0.01, 0.03)])
+
+
+@pytest.mark.parametrize("n", [301, 2000])
+def test_sign_flip_pvalue_does_not_depend_on_how_many_patterns_are_drawn_at_once(monkeypatch, n):
+    """Memory is bounded by drawing sign patterns in blocks; the p-value is the one-shot one."""
+    from scipy.stats import permutation_test
+
+    values = np.random.default_rng(n).normal(0.05, 1.0, size=n)
+    monkeypatch.setattr(paired, "BATCH_VALUES", 5 * n)  # blocks of 5 patterns
+    blocked = sign_flip_pvalue(values, alternative="less", seed=3)
+    keyword = "rng" if "rng" in inspect.signature(permutation_test).parameters else "random_state"
+    one_shot = permutation_test(
+        (values,),
+        lambda x, axis=-1: np.mean(x, axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=paired.N_RESAMPLES,
+        alternative="less",
+        **{keyword: np.random.default_rng(3)},
+    ).pvalue
+    assert blocked == one_shot
 
 
 def test_runs_of_different_order_designs_are_not_paired():
