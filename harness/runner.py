@@ -19,6 +19,7 @@ from typing import Any, overload
 
 from harness.backends.registry import backend_class
 from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
+from harness.data.compact import set_query_ids, set_ranked_ids
 from harness.data.model import CandidateSet, Dataset, TextQuery, describe_dropped
 from harness.data.query_selection import QuerySelection
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
@@ -105,12 +106,15 @@ class PreparedRun:
 
     def plan(self, cset: CandidateSet) -> PermutationPlan:
         """The permutation plan of one of this run's candidate sets."""
-        return _plan(cset, self.dataset, self.config, self.pin, self.templates)
+        return self._plan_of(cset.query_id, cset.doc_ids)
 
-    def plans(self) -> Iterator[tuple[CandidateSet, PermutationPlan]]:
-        """Every candidate set with its plan, built one at a time in the dataset's order."""
-        for cset in self.dataset.sets:
-            yield cset, self.plan(cset)
+    def plans(self) -> Iterator[PermutationPlan]:
+        """Every candidate set's plan, built one at a time in the dataset's order."""
+        for query_id, doc_ids in set_ranked_ids(self.dataset.sets):
+            yield self._plan_of(query_id, doc_ids)
+
+    def _plan_of(self, query_id: str, doc_ids: Sequence[str]) -> PermutationPlan:
+        return _plan(query_id, doc_ids, self.dataset, self.config, self.pin, self.templates)
 
     def query_records(self) -> Iterator[QueryRecord]:
         """What ``queries.jsonl`` holds: the run folder's own copy of the data it needs."""
@@ -150,7 +154,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         dropped = describe_dropped(full.notes)
         why = f" ({dropped}; check the judgments (qrels) the card names)" if dropped else ""
         raise HarnessError(f"dataset {card.name!r} has no candidate sets to rerank{why}")
-    unjudged = [s.query_id for s in dataset.sets if not has_relevant(dataset.qrels.get(s.query_id))]
+    unjudged = [q for q in set_query_ids(dataset.sets) if not has_relevant(dataset.qrels.get(q))]
     if unjudged:  # loaders drop these; a custom loader might not, and nDCG would be undefined
         raise HarnessError(
             f"dataset {card.name!r}: query {unjudged[0]!r} has no relevant judgment "
@@ -163,7 +167,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         notes.append(f"{len(full.sets)} queries available, {dropped}")
     if config.repeats:
         notes += _floor_caveats(preset)
-    longest = max(len(s) for s in full.sets)
+    longest = max(len(doc_ids) for _, doc_ids in set_ranked_ids(full.sets))
     if depth is not None and depth > longest:
         notes.append(f"--depth {depth} exceeds the longest list ({longest}); full lists are used")
     if queries is not None and queries > len(full.sets):
@@ -177,7 +181,10 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     pin = Pin.parse(config.pin) if config.pin is not None else None
     templates = read_templates(Path(config.templates)) if config.templates else ()
     # Plans are rebuilt from their seeds when needed, never held for every query.
-    lengths = [len(_plan(cset, dataset, config, pin, templates)) for cset in dataset.sets]
+    lengths = [
+        len(_plan(query_id, doc_ids, dataset, config, pin, templates))
+        for query_id, doc_ids in set_ranked_ids(dataset.sets)
+    ]
     total_orders = sum(lengths)
     if config.batch_size is None:  # recorded as the number chosen, so a resume takes it too
         most = max(lengths, default=1)
@@ -187,7 +194,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     if selection is not None:  # the ids themselves, whatever file or draw named them
         resolved["queries"] = selection.text
         resolved["query_ids_sha256"] = hashlib.sha256(
-            "\n".join(s.query_id for s in dataset.sets).encode()
+            "\n".join(set_query_ids(dataset.sets)).encode()
         ).hexdigest()
     if config.strategy != "random":
         resolved["perms"] = None  # only random uses it; it must not split the same run in two
@@ -217,7 +224,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
             fingerprint=full.fingerprint,
             queries_available=len(full.sets),
             queries_used=len(dataset.sets),
-            query_ids=tuple(s.query_id for s in dataset.sets),
+            query_ids=tuple(set_query_ids(dataset.sets)),
             notes=dict(full.notes),
         ),
         permutations=PermutationRecord(
@@ -278,7 +285,7 @@ def _no_stage(_: str) -> AbstractContextManager[None]:
 def _sample_checker(prepared: PreparedRun) -> Callable[[Sample], str | None]:
     """What is wrong with a sample on disk for this run: a query or order index the plan does
     not have, or an order shown that is not the plan's (samples of another run or seed)."""
-    sets = {cset.query_id: k for k, cset in enumerate(prepared.dataset.sets)}
+    sets = {query_id: k for k, query_id in enumerate(set_query_ids(prepared.dataset.sets))}
     last: dict[str, tuple[PermutationPlan, set[str]]] = {}  # the query being read (in runs)
 
     def check(sample: Sample) -> str | None:
@@ -381,7 +388,7 @@ class PendingUnits(Sequence[Unit]):
         self._rows = array("q")  # every unit's order indices, unit after unit
         self._units = array("q")  # per unit: set position, first row, end row
         batch = prepared.config.batch_size
-        for position, (_, plan) in enumerate(prepared.plans()):
+        for position, plan in enumerate(prepared.plans()):
             scheduled = _schedule(plan, _pending_rows(plan, done))
             for start in range(0, len(scheduled), batch):
                 rows = scheduled[start : start + batch]
@@ -590,18 +597,20 @@ def _schedule(plan: PermutationPlan, rows: list[int]) -> list[int]:
 
 
 def _plan(
-    cset: CandidateSet,
+    query_id: str,
+    doc_ids: Sequence[str],
     dataset: Dataset,
     config: RunConfig,
     pin: Pin | None = None,
     templates: tuple[Template, ...] = (),
 ) -> PermutationPlan:
-    judged = dataset.qrels.get(cset.query_id, {})
-    relevant = [i for i, c in enumerate(cset.candidates) if judged.get(c.doc_id, 0) > 0]
+    """The plan of the set of ``query_id`` whose candidates are ``doc_ids`` (first-stage order)."""
+    judged = dataset.qrels.get(query_id, {})
+    relevant = [i for i, doc_id in enumerate(doc_ids) if judged.get(doc_id, 0) > 0]
     return plan_permutations(
         config.strategy,
-        cset.query_id,
-        len(cset),
+        query_id,
+        len(doc_ids),
         perms=config.perms,
         seed=config.seed,
         relevant_positions=relevant,

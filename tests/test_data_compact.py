@@ -11,6 +11,7 @@ from harness.data.compact import (
     RankedRun,
     RunBuilder,
     set_query_ids,
+    set_ranked_ids,
     take_sets,
     trim_sets,
 )
@@ -65,6 +66,10 @@ def test_compact_sets_read_back_as_the_eager_sets():
     assert isinstance(trimmed, CompactSets) and [len(s) for s in trimmed] == [2, 2, 2]
     assert trimmed == trim_sets(_eager(), 2)
     assert set_query_ids(dataset.sets) == ["q1", "q2", "q3"]
+    expected_ids = [(s.query_id, s.doc_ids) for s in _eager()]
+    assert list(set_ranked_ids(dataset.sets)) == expected_ids  # without building sets
+    assert list(set_ranked_ids(_eager())) == expected_ids
+    assert list(set_ranked_ids(trimmed)) == [(q, ids[:2]) for q, ids in expected_ids]
 
 
 def test_selection_and_depth_keep_sets_compact_and_equal():

@@ -121,11 +121,11 @@ def test_readers_index_keys_from_each_line_head_and_parse_each_line_once(
 def _eager_units(prepared, done=None):
     """The units as the runner built them before plans were built lazily: every plan up
     front, then each query's scheduled pending rows cut into batches."""
-    from harness.runner import _pending_rows, _plan, _schedule
+    from harness.runner import _pending_rows, _schedule
 
     units = []
     for cset in prepared.dataset.sets:
-        plan = _plan(cset, prepared.dataset, prepared.config, prepared.pin, prepared.templates)
+        plan = prepared.plan(cset)
         rows = _schedule(plan, _pending_rows(plan, done))
         units += [(cset, plan, rows[s : s + 4]) for s in range(0, len(rows), 4)]
     return units

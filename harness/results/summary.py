@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from harness.aggregation import positions
-from harness.data.compact import set_query_ids, take_sets
+from harness.data.compact import set_query_ids, set_ranked_ids, take_sets
 from harness.data.model import CandidateSet, Qrels
 from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_mean_ci
@@ -202,7 +202,7 @@ class _Pooled:
     statuses, the design's labels and the number of identity repeats."""
 
     def __init__(self, sets: Sequence[CandidateSet]) -> None:
-        lengths = Counter(len(cset) for cset in sets)
+        lengths = Counter(len(doc_ids) for _, doc_ids in set_ranked_ids(sets))
         self.matrix_n, self.matrix_queries = lengths.most_common(1)[0]
         self.matrix = np.zeros((self.matrix_n, self.matrix_n), dtype=np.int64)
         self.exposures = ExposurePool(TOP_K)
