@@ -107,7 +107,6 @@ class PointwiseReranker(BackendReranker):
             forward_passes=0 if reused else computed.forward_passes,
             extra={
                 "scores_reused": reused,
-                "scored_once_per_set": True,
                 **({"http": computed.http} if computed.http and not reused else {}),
             },
         )
