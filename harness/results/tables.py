@@ -78,45 +78,37 @@ class _Columns:
         )
 
 
-class PerQueryTable(Mapping[str, Mapping[str, Value]]):
-    """``{query id: {metric: value}}`` stored as one array per metric (see the module)."""
+class _QueryRows:
+    """Rows grouped by query, the queries in the order they were added: each query's span of
+    rows and the named columns over every row. The two tables below add how a query's span
+    reads back."""
 
     def __init__(self) -> None:
         self._ids: list[str] = []
         self._where: dict[str, int] = {}
+        self._starts = array("q", [0])  # query k's rows are starts[k]:starts[k + 1]
         self._columns = _Columns()
 
-    @classmethod
-    def from_rows(
-        cls, rows: Mapping[str, Mapping[str, Any]], value: Callable[[Any], Value] | None = None
-    ) -> PerQueryTable:
-        """A table of ``rows`` (as JSON stores them: null is NaN), each value read through
-        ``value`` (default: counts stay integers, other numbers are floats)."""
-        if isinstance(rows, PerQueryTable):
-            return rows
-        read = value or per_query_value
-        table = cls()
-        for query_id, row in rows.items():
-            table.append(str(query_id), {str(k): read(x) for k, x in row.items()})
-        return table
-
-    def append(self, query_id: str, row: Mapping[str, Value]) -> None:
+    def _add(self, query_id: str, values: Mapping[str, Sequence[Value]], count: int) -> None:
         if query_id in self._where:
             raise ValueError(f"query {query_id} has two rows")
+        self._columns.extend(values, count)
         self._where[query_id] = len(self._ids)
         self._ids.append(query_id)
-        self._columns.extend({name: [x] for name, x in row.items()}, 1)
+        self._starts.append(self._starts[-1] + count)
 
-    def column(self, metric: str) -> np.ndarray:
-        """Every query's value of ``metric`` as floats, in row order (NaN where absent)."""
-        column = self._columns.columns.get(metric)
-        if column is None:
-            return np.full(len(self._ids), np.nan)
-        return np.asarray(column, dtype=float)
+    def _span(self, query_id: str) -> slice:
+        k = self._where[query_id]
+        return slice(self._starts[k], self._starts[k + 1])
 
-    def __getitem__(self, query_id: str) -> dict[str, Value]:
-        row = self._where[query_id]
-        return {name: column[row] for name, column in self._columns.columns.items()}
+    def _same_rows(self, other: _QueryRows) -> bool:
+        """Same queries, spans and values (NaN equal to NaN: rows read back as new floats,
+        unlike ``math.nan`` in a dict)."""
+        return (
+            self._ids == other._ids
+            and self._starts == other._starts
+            and self._columns == other._columns
+        )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._ids)
@@ -124,26 +116,50 @@ class PerQueryTable(Mapping[str, Mapping[str, Value]]):
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __eq__(self, other: object) -> bool:
-        """NaN equals NaN here: rows read back as new floats, unlike ``math.nan`` in a dict."""
-        if isinstance(other, PerQueryTable):
-            return self._ids == other._ids and self._columns == other._columns
-        if isinstance(other, Mapping):
-            return self == PerQueryTable.from_rows(other)
-        return NotImplemented
-
     __hash__ = None  # type: ignore[assignment]
 
 
-class PerOrderTable(Mapping[str, PerOrder]):
+class PerQueryTable(_QueryRows, Mapping[str, Mapping[str, Value]]):
+    """``{query id: {metric: value}}`` stored as one array per metric (see the module)."""
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[str, Mapping[str, Any]]) -> PerQueryTable:
+        """A table of ``rows`` as JSON stores them: null is NaN, counts stay integers."""
+        if isinstance(rows, PerQueryTable):
+            return rows
+        table = cls()
+        for query_id, row in rows.items():
+            table.append(str(query_id), {str(k): per_query_value(x) for k, x in row.items()})
+        return table
+
+    def append(self, query_id: str, row: Mapping[str, Value]) -> None:
+        self._add(query_id, {name: [x] for name, x in row.items()}, 1)
+
+    def column(self, metric: str) -> np.ndarray:
+        """Every query's value of ``metric`` as floats, in row order (NaN where absent)."""
+        column = self._columns.columns.get(metric)
+        if column is None:
+            return np.full(len(self), np.nan)
+        return np.asarray(column, dtype=float)
+
+    def __getitem__(self, query_id: str) -> dict[str, Value]:
+        row = self._where[query_id]  # one row per query
+        return {name: column[row] for name, column in self._columns.columns.items()}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PerQueryTable):
+            return self._same_rows(other)
+        if isinstance(other, Mapping):
+            return self._same_rows(PerQueryTable.from_rows(other))
+        return NotImplemented
+
+
+class PerOrderTable(_QueryRows, Mapping[str, PerOrder]):
     """``{query id: PerOrder}`` stored as flat arrays over every (query, order) row."""
 
     def __init__(self) -> None:
-        self._ids: list[str] = []
-        self._where: dict[str, int] = {}
-        self._starts = array("q", [0])
+        super().__init__()
         self._order_index = array("q")
-        self._columns = _Columns()
 
     @classmethod
     def from_rows(cls, rows: Mapping[str, Any]) -> PerOrderTable:
@@ -157,45 +173,24 @@ class PerOrderTable(Mapping[str, PerOrder]):
         return table
 
     def append(
-        self,
-        query_id: str,
-        order_index: Sequence[int],
-        values: Mapping[str, Sequence[float]],
+        self, query_id: str, order_index: Sequence[int], values: Mapping[str, Sequence[float]]
     ) -> None:
-        if query_id in self._where:
-            raise ValueError(f"query {query_id} has two rows")
-        self._columns.extend(values, len(order_index))
-        self._where[query_id] = len(self._ids)
-        self._ids.append(query_id)
+        self._add(query_id, values, len(order_index))
         self._order_index.extend(order_index)
-        self._starts.append(len(self._order_index))
 
     def __getitem__(self, query_id: str) -> PerOrder:
-        row = self._where[query_id]
-        rows = slice(self._starts[row], self._starts[row + 1])
+        rows = self._span(query_id)
         return PerOrder(
             tuple(self._order_index[rows]),
             {name: tuple(column[rows]) for name, column in self._columns.columns.items()},
         )
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, PerOrderTable):
-            return (
-                self._ids == other._ids
-                and self._order_index == other._order_index
-                and self._columns == other._columns
-            )
-        if isinstance(other, Mapping):
-            return self == PerOrderTable.from_rows(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
+        if isinstance(other, Mapping) and not isinstance(other, PerOrderTable):
+            other = PerOrderTable.from_rows(other)
+        if not isinstance(other, PerOrderTable):
+            return NotImplemented
+        return self._same_rows(other) and self._order_index == other._order_index
 
 
 class RenderedRows(Mapping[str, Any]):
