@@ -51,7 +51,7 @@ def test_a_metric_the_first_rows_lack_is_nan_there():
     table.append("a", {"x": 1.0})
     table.append("b", {"x": 2.0, "new": 5.0})
     assert math.isnan(table["a"]["new"]) and table["b"]["new"] == 5.0
-    assert math.isnan(table["a"]["new"]) and table["b"]["x"] == 2.0
+    assert table["a"]["x"] == 1.0 and table["b"]["x"] == 2.0
 
 
 def test_a_query_cannot_have_two_rows():
