@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,33 @@ def without_latency(payload: dict) -> dict:
         for name in [n for n in row if "latency" in n]:
             del row[name]
     return payload
+
+
+# How far two computations of the same model scores (log-probabilities, nats) may drift when
+# they run other kernels: another process's thread count, another CPU's AMX/AVX-512 paths,
+# other batch shapes. fp32 rounding moves SmolLM2's scores by ~1e-6; this leaves room.
+SCORE_TOLERANCE = 1e-4
+
+
+def assert_same_up_to_rounding(
+    expected: Mapping[tuple[str, int], tuple], got: Mapping[tuple[str, int], tuple], atol: float
+) -> None:
+    """Samples ``{(query, order): (shown, ranking, scores)}`` of two runs agree as float
+    arithmetic allows: the same keys and shown orders, every score within ``atol``, and the
+    same rankings except for pairs of candidates whose scores are within ``atol`` of each other
+    (a near-tie that rounding may decide either way)."""
+    assert got.keys() == expected.keys()
+    for key, (shown, ranking, scores) in expected.items():
+        got_shown, got_ranking, got_scores = got[key]
+        assert got_shown == shown, key
+        assert set(got_scores) == set(scores), key
+        drift = max(abs(got_scores[doc] - scores[doc]) for doc in scores)
+        assert drift <= atol, f"{key}: a score moved by {drift:.2e} > {atol:.0e}"
+        position = {doc: rank for rank, doc in enumerate(got_ranking)}
+        for first, second in itertools.combinations(ranking, 2):
+            if position[first] > position[second]:  # ordered the other way round
+                gap = abs(scores[first] - scores[second])
+                assert gap <= atol, f"{key}: {first} and {second} swapped {gap:.2e} apart"
 
 
 def write_rankgpt_folder(

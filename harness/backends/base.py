@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from harness.rerankers.base import RunContext
 
 
-class Capability(str, Enum):
+class Capability(StrEnum):
     """One thing a backend can do for a method."""
 
     TOKENIZER = "tokenizer"  # a tokenizer with the model's chat template; prompts as token ids

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,9 +26,16 @@ from typing import IO, Any
 from harness.errors import HarnessError
 
 SERVER_PACKAGE = "llama_cpp"
-INSTALL_HINT = 'pip install "llama-cpp-python[server]==0.3.36" (builds from source, ~5 min)'
+INSTALL_HINT = (
+    "bash scripts/install-llama-server.sh .venv/bin/python (builds llama-cpp-python 0.3.36 "
+    "portable, once per machine, ~5 min)"
+)
 DEFAULT_CONTEXT = 8192  # SmolLM2's positions; a 20-passage window needs more than 2048
 START_SECONDS = 180.0
+# Compiled-in CPU features that not every x86-64 machine of this project's kind runs: AMX
+# kernels, which a native build selects on recent Xeons, fault there (issue 26); AVX-512 is
+# missing on many CPUs. scripts/install-llama-server.sh builds without both.
+NON_PORTABLE_FEATURES = ("AMX", "AVX512")
 
 
 def server_installed() -> bool:
@@ -35,6 +43,33 @@ def server_installed() -> bool:
     return (
         importlib.util.find_spec(SERVER_PACKAGE) is not None
         and importlib.util.find_spec("uvicorn") is not None
+    )
+
+
+def build_features() -> dict[str, str]:
+    """The CPU features the installed llama.cpp was compiled with (``AVX2 -> "1"``), as its
+    ``llama_print_system_info`` reports them. Imports ``llama_cpp`` (loads its library)."""
+    import llama_cpp
+
+    return parse_system_info(llama_cpp.llama_print_system_info().decode(errors="replace"))
+
+
+def parse_system_info(info: str) -> dict[str, str]:
+    """``"CPU : SSE3 = 1 | AVX2 = 1 | "`` -> ``{"SSE3": "1", "AVX2": "1"}``."""
+    features: dict[str, str] = {}
+    for part in info.split("|"):
+        name, sep, value = part.partition("=")
+        if sep:
+            features[name.split(":")[-1].strip()] = value.strip()
+    return features
+
+
+def non_portable_features(features: dict[str, str]) -> list[str]:
+    """The enabled features among those that fault or are missing on some machines."""
+    return sorted(
+        name
+        for name, value in features.items()
+        if value == "1" and any(name.startswith(prefix) for prefix in NON_PORTABLE_FEATURES)
     )
 
 
@@ -104,17 +139,36 @@ class LlamaServer:
     def _wait(self) -> None:
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                where = f" (see {self.log_path})" if self.log_path else ""
-                raise HarnessError(
-                    f"llama.cpp server exited with code {self.process.returncode} before it "
-                    f"answered{where}"
-                )
+            problem = self.failure()
+            if problem is not None:
+                raise HarnessError(f"{problem} before it answered")
             if self.models() is not None:
                 return
             time.sleep(0.25)
         raise HarnessError(f"llama.cpp server did not answer on {self.base_url} in time")
+
+    def failure(self) -> str | None:
+        """One line saying how the server process ended (exit code or signal, its log's last
+        line), or None while it runs. A fault in llama.cpp's kernels kills it with SIGSEGV or
+        SIGILL; clients only see refused connections, so this is where the cause is told."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        how = f"exited with code {code}"
+        if code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+            if -code in (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS):
+                how += (
+                    " (a fault in llama.cpp's CPU kernels? check its build: "
+                    "python -m harness.backends.llama_server --check-build)"
+                )
+        line = f"llama.cpp server for {self.alias!r} on {self.base_url} {how}"
+        if self.log_path is not None:
+            if self._log is not None:
+                self._log.flush()
+            tail = _last_line(self.log_path)
+            line += f"; its log ({self.log_path}) ends: {tail!r}" if tail else ""
+        return line
 
     def models(self) -> list[str] | None:
         """The served model ids, or None while the server does not answer."""
@@ -138,6 +192,14 @@ class LlamaServer:
             self._log = None
 
 
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_bytes()[-4096:].decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip()[:200] if lines else ""
+
+
 def embedded_server(alias: str = "smollm2-135m", **kwargs: Any) -> LlamaServer:
     """A server for an embedded model's GGUF file (the file transformers loads too)."""
     from harness.models.loading import embedded_gguf_path
@@ -155,15 +217,44 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", default="smollm2-135m", help="an embedded model name")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--log", type=Path, default=None, help="write the server's output here")
+    parser.add_argument(
+        "--check-build",
+        action="store_true",
+        help="exit 0 if the installed llama.cpp was built without AMX and AVX-512, else 1",
+    )
     args = parser.parse_args()
+    if args.check_build:
+        sys.exit(_check_build())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with embedded_server(args.model, port=args.port, threads=args.threads) as server:
+    with embedded_server(
+        args.model, port=args.port, threads=args.threads, log_path=args.log
+    ) as server:
         print(server.base_url, flush=True)
         try:
             assert server.process is not None
             server.process.wait()
         except KeyboardInterrupt:
-            pass
+            return
+        problem = server.failure()
+        if problem is not None and server.process.returncode != 0:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(1)
+
+
+def _check_build() -> int:
+    if not server_installed():
+        print(f"llama.cpp's server is not installed: {INSTALL_HINT}", file=sys.stderr)
+        return 1
+    enabled = non_portable_features(build_features())
+    if enabled:
+        print(
+            f"llama.cpp was built with {', '.join(enabled)} (a native build); reinstall it "
+            "portable: bash scripts/install-llama-server.sh .venv/bin/python",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

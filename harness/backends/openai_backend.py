@@ -606,7 +606,10 @@ class OpenAIBackend(Backend):
                     "(is the server running at base_url?)"
                 )
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                problem = f"{url} dropped the connection ({_kind(exc)}: {_one_line(str(exc))})"
+                problem = (
+                    f"{url} dropped the connection ({_kind(exc)}: {_one_line(str(exc))}; "
+                    "did the server exit? its log says why)"
+                )
             except httpx.HTTPError as exc:  # malformed URL and other transport errors
                 raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
             else:
