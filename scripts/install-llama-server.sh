@@ -12,13 +12,15 @@
 # (~5 min on 2 idle cores) happens once per machine.
 set -euo pipefail
 python="${1:?usage: install-llama-server.sh PATH/TO/VENV/python}"
-version="0.3.36"
-flags="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+# The version and the flags live in harness/backends/llama_server.py (one copy).
+{ read -r version; read -r flags; } < <("$python" -m harness.backends.llama_server --build-settings)
+[[ -n "${version:-}" && -n "${flags:-}" ]] || { echo "install-llama-server.sh: harness is not installed in $python" >&2; exit 1; }
 pip=("$python" -m pip --disable-pip-version-check)
-wheels="$("${pip[@]}" cache dir)/harness-llama-cpp-portable-v1"
+# One folder per set of flags, so a change of flags never reuses an older build.
+wheels="$("${pip[@]}" cache dir)/harness-llama-cpp-$(printf %s "$flags" | sha256sum | cut -c1-12)"
 
 if "$python" -m harness.backends.llama_server --check-build 2>/dev/null; then
-  exit 0  # installed, and built without AVX-512 or AMX
+  exit 0  # this version is installed, built without AVX-512 or AMX
 fi
 if ! compgen -G "$wheels/llama_cpp_python-${version}-*.whl" >/dev/null; then
   echo "install-llama-server.sh: building llama-cpp-python ${version} (portable, once per machine, ~5 min)"

@@ -26,9 +26,17 @@ from typing import IO, Any
 from harness.errors import HarnessError
 
 SERVER_PACKAGE = "llama_cpp"
+LLAMA_CPP_VERSION = "0.3.36"
+# ggml's build options for a llama.cpp that runs on every x86-64 machine of this project's kind:
+# no -march=native, no AVX-512, no AMX (AVX2, FMA, F16C and BMI2 stay on).
+PORTABLE_CMAKE_ARGS = " ".join(
+    f"-DGGML_{option}=OFF" for option in ("NATIVE", "AVX512", "AMX_TILE", "AMX_INT8", "AMX_BF16")
+)
 INSTALL_HINT = (
-    "bash scripts/install-llama-server.sh .venv/bin/python (builds llama-cpp-python 0.3.36 "
-    "portable, once per machine, ~5 min)"
+    "bash scripts/install-llama-server.sh .venv/bin/python (builds llama-cpp-python "
+    f"{LLAMA_CPP_VERSION} portable, once per machine, ~5 min; outside a checkout: "
+    f'CMAKE_ARGS="{PORTABLE_CMAKE_ARGS}" pip install --no-cache-dir '
+    f'"llama-cpp-python[server]=={LLAMA_CPP_VERSION}")'
 )
 DEFAULT_CONTEXT = 8192  # SmolLM2's positions; a 20-passage window needs more than 2048
 START_SECONDS = 180.0
@@ -219,11 +227,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--log", type=Path, default=None, help="write the server's output here")
     parser.add_argument(
+        "--build-settings",
+        action="store_true",
+        help="print the llama-cpp-python version and the portable CMake flags, one per line",
+    )
+    parser.add_argument(
         "--check-build",
         action="store_true",
-        help="exit 0 if the installed llama.cpp was built without AMX and AVX-512, else 1",
+        help=f"exit 0 if llama-cpp-python {LLAMA_CPP_VERSION} is installed, built without AMX "
+        "and AVX-512, else 1",
     )
     args = parser.parse_args()
+    if args.build_settings:
+        print(LLAMA_CPP_VERSION, PORTABLE_CMAKE_ARGS, sep="\n")
+        return
     if args.check_build:
         sys.exit(_check_build())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -245,6 +262,14 @@ def main() -> None:
 def _check_build() -> int:
     if not server_installed():
         print(f"llama.cpp's server is not installed: {INSTALL_HINT}", file=sys.stderr)
+        return 1
+    from importlib.metadata import version
+
+    installed = version("llama-cpp-python")
+    if installed != LLAMA_CPP_VERSION:
+        print(
+            f"llama-cpp-python {installed} is installed, not {LLAMA_CPP_VERSION}", file=sys.stderr
+        )
         return 1
     enabled = non_portable_features(build_features())
     if enabled:
