@@ -138,13 +138,14 @@ def test_next_token_logprobs_on_a_shared_prefix_equal_separate_passes(
         assert mass == pytest.approx(float(expected[chosen].exp().sum()), abs=1e-6)
     # The cached prefix is reused. The same rows again run the same kernels on the same shapes,
     # so they are bit-identical; fewer rows are other shapes, and CPUs whose kernels split
-    # the work by shape (oneDNN's AMX/AVX-512 paths) round differently: equal within 1e-6.
+    # the work by shape (oneDNN's AMX/AVX-512 paths) round differently: equal within 1e-5,
+    # the tolerance against separate passes above.
     again = eager.next_token_logprobs(TokenBatch.of(rows, prefix), chosen)
     assert not again.prefix_computed
     assert np.array_equal(again.logprobs, read.logprobs)
     fewer = eager.next_token_logprobs(TokenBatch.of(rows[:2], prefix), chosen)
     assert not fewer.prefix_computed
-    assert np.abs(np.asarray(fewer.logprobs) - np.asarray(read.logprobs[:2])).max() < 1e-6
+    assert np.abs(np.asarray(fewer.logprobs) - np.asarray(read.logprobs[:2])).max() < 1e-5
 
 
 def test_masked_forward_with_a_causal_pattern_equals_a_plain_pass(
