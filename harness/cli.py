@@ -159,6 +159,7 @@ def run(
     from harness.config import merge_config
     from harness.errors import HarnessError
     from harness.executors import ExecutorOptions
+    from harness.results.lock import RunFolderBusy
     from harness.results.markdown import render_summary
     from harness.runner import execute_run, prepare_run
 
@@ -220,6 +221,8 @@ def run(
                     f"{prepared.run_dir}; rerun the same command to resume"
                 )
                 raise typer.Exit(received.exit_code) from None
+            except RunFolderBusy:
+                raise  # the folder is another run's: nothing of this one is in it
             except Exception as exc:  # keep the user's work visible, whatever went wrong
                 kept = f"finished orders are kept in {prepared.run_dir}"
                 if isinstance(exc, HarnessError):

@@ -54,6 +54,7 @@ from harness.rerankers.registry import (
     model_preset,
     resolve_preset,
 )
+from harness.results.lock import run_folder_lock
 from harness.results.prompt_log import PromptLog
 from harness.results.provenance import environment, utc_now
 from harness.results.schema import (
@@ -263,19 +264,23 @@ def execute_run(
 ) -> RunResults:
     """Rerank what is pending (where ``executor`` says), then compute and write the results.
 
-    Ctrl-C (KeyboardInterrupt) propagates after the finished batches are saved; rerunning
-    resumes. ``stage`` wraps the metric computation (the CLI shows a status line with it).
-    ``log_prompts`` writes every model call's prompt and output to ``prompts.jsonl``.
+    The run folder is locked first, before any model loads or any file in it is written: a
+    second writer of the same folder is refused at once
+    (:class:`~harness.results.lock.RunFolderBusy`). Ctrl-C (KeyboardInterrupt) propagates
+    after the finished batches are saved; rerunning resumes. ``stage`` wraps the metric
+    computation (the CLI shows a status line with it). ``log_prompts`` writes every model
+    call's prompt and output to ``prompts.jsonl``.
     """
-    reranked = rerank_pending(
-        prepared,
-        progress=progress,
-        reranker_factory=reranker_factory,
-        executor=executor,
-        log_prompts=log_prompts,
-    )
-    with (stage or _no_stage)("computing metrics"):
-        return write_results(prepared, reranked, executor)
+    with run_folder_lock(prepared.run_dir):
+        reranked = rerank_pending(
+            prepared,
+            progress=progress,
+            reranker_factory=reranker_factory,
+            executor=executor,
+            log_prompts=log_prompts,
+        )
+        with (stage or _no_stage)("computing metrics"):
+            return write_results(prepared, reranked, executor)
 
 
 def _no_stage(_: str) -> AbstractContextManager[None]:
@@ -325,7 +330,8 @@ def rerank_pending(
     Resumes from ``prepared.run_dir`` when it holds samples of the same configuration; the
     model is loaded (where ``executor`` says) only if something is left to do. Units that
     failed on every attempt (Ray) are written to ``failures.json`` and raised as one error
-    after every other unit is saved; a rerun retries them.
+    after every other unit is saved; a rerun retries them. The caller holds the folder's
+    lock (:func:`execute_run` does).
     """
     config = prepared.config
     executor.check_prompt_log(log_prompts)
