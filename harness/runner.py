@@ -24,7 +24,7 @@ from harness.data.model import CandidateSet, Dataset, TextQuery, describe_droppe
 from harness.data.query_selection import QuerySelection
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 from harness.executors import (
     Executor,
     ExecutorOptions,
@@ -158,8 +158,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     unjudged = [q for q in set_query_ids(dataset.sets) if not has_relevant(dataset.qrels.get(q))]
     if unjudged:  # loaders drop these; a custom loader might not, and nDCG would be undefined
         raise HarnessError(
-            f"dataset {card.name!r}: query {unjudged[0]!r} has no relevant judgment "
-            f"({len(unjudged)} such queries); drop them or add judgments"
+            f"dataset {card.name!r}: query {shorten(unjudged[0], quote=True)} has no relevant "
+            f"judgment ({len(unjudged)} such queries); drop them or add judgments"
         )
 
     notes = []
@@ -294,9 +294,10 @@ def _sample_checker(prepared: PreparedRun) -> Callable[[Sample], str | None]:
     last: dict[str, tuple[PermutationPlan, set[str]]] = {}  # the query being read (in runs)
 
     def check(sample: Sample) -> str | None:
-        key = f"sample ({sample.query_id!r}, order {sample.order_index})"
+        query = shorten(sample.query_id, quote=True)
+        key = f"sample ({query}, order {sample.order_index})"
         if sample.query_id not in sets:
-            return f"{key}: this run has no query {sample.query_id!r}"
+            return f"{key}: this run has no query {query}"
         if sample.query_id not in last:
             cset = prepared.dataset.sets[sets[sample.query_id]]
             last.clear()
