@@ -134,8 +134,9 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
 
     A resolved preset is checked as far as it can be without a model, so a bad one stops the
     run before its folder is written. ``preset`` replaces resolving ``config.reranker`` (an
-    upgrade, which reranks nothing, passes the recorded one).
+    upgrade, which reranks nothing, passes the recorded one; a Python function, its own).
     """
+    named = preset is None  # a preset by name or file, whose device is the run's to say
     if preset is None:
         preset = resolve_preset(config.reranker or "")
         if config.model:
@@ -168,6 +169,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         notes.append(f"{len(full.sets)} queries available, {dropped}")
     if config.repeats:
         notes += _floor_caveats(preset)
+    if named:
+        notes += _device_caveats(preset, config.device)
     longest = max(len(doc_ids) for _, doc_ids in set_ranked_ids(full.sets))
     if depth is not None and depth > longest:
         notes.append(f"--depth {depth} exceeds the longest list ({longest}); full lists are used")
@@ -530,6 +533,19 @@ def _floor_caveats(preset: RerankerPreset) -> list[str]:
     if preset.adapter == "pointwise":
         return ["--repeats with pointwise: a set is scored once and reused, so its floor is 0"]
     return []
+
+
+def _device_caveats(preset: RerankerPreset, device: str) -> list[str]:
+    """A ``--device`` the reranker does not compute on is said, not silently ignored: the
+    results record where it did compute (``none`` for a control, ``remote`` for a server)."""
+    used = device_used(preset, device)
+    if device == "cpu" or used == device:  # the default, or honoured
+        return []
+    where = "runs no model" if used == "none" else "computes on a server"
+    return [
+        f"--device {device} has no effect: reranker {preset.name!r} {where} "
+        f"(recorded as device_used: {used})"
+    ]
 
 
 def _device_used(prepared: PreparedRun) -> str:

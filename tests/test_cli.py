@@ -201,6 +201,20 @@ def test_a_dataset_whose_queries_were_all_dropped_says_why(rankgpt_folder):
     assert "dropped unjudged queries 4" in result.output and "qrels" in result.output
 
 
+def test_a_device_the_reranker_does_not_use_is_noted_in_one_line(rankgpt_folder, tmp_path):
+    result = _invoke(
+        "run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--perms", "2",
+        "--device", "cuda", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: --device cuda has no effect: reranker 'identity' runs no model (recorded as "
+        "device_used: none)\n"
+    ) in result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["environment"]["device_used"] == "none"
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_folder, tmp_path):
     import signal
     import time
