@@ -159,7 +159,9 @@ def run(
     from harness.config import merge_config
     from harness.errors import HarnessError
     from harness.executors import ExecutorOptions
+    from harness.results.lock import RunFolderBusy
     from harness.results.markdown import render_summary
+    from harness.results.store import holds_samples
     from harness.runner import execute_run, prepare_run
 
     with _user_errors():
@@ -215,12 +217,19 @@ def run(
                     executor=options,
                 )
             except KeyboardInterrupt:
-                console.print(
-                    f"\n[yellow]interrupted ({received.name})[/]: finished orders are saved in "
-                    f"{prepared.run_dir}; rerun the same command to resume"
+                saved = (
+                    f"finished orders are saved in {prepared.run_dir}; rerun the same command "
+                    "to resume"
+                    if holds_samples(prepared.run_dir)
+                    else "no order had finished"
                 )
+                console.print(f"\n[yellow]interrupted ({received.name})[/]: {saved}")
                 raise typer.Exit(received.exit_code) from None
+            except RunFolderBusy:
+                raise  # the folder is another run's: nothing of this one is in it
             except Exception as exc:  # keep the user's work visible, whatever went wrong
+                if not holds_samples(prepared.run_dir):
+                    raise  # nothing was kept: saying where it is would send the user looking
                 kept = f"finished orders are kept in {prepared.run_dir}"
                 if isinstance(exc, HarnessError):
                     exc.args = (f"{exc} ({kept})",)

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+ECHO_LIMIT = 200  # characters of a value from the user's data an error message repeats
+
+
+def shorten(value: object, *, quote: bool = False, limit: int = ECHO_LIMIT) -> str:
+    """``value`` as an error message repeats it: whole up to ``limit`` characters, else its
+    first ``limit`` and its length, so that a 100 MB doc id in a data file makes a one-line
+    error rather than a 100 MB one. ``quote`` shows it as ``{value!r}`` would."""
+    text = value if isinstance(value, str) else repr(value) if quote else str(value)
+    quote = quote and isinstance(value, str)
+    if len(text) <= limit:
+        return repr(text) if quote else text
+    head = text[:limit]
+    return f"{repr(head) if quote else head}… ({len(text):,} characters)"
+
 
 class HarnessError(Exception):
     """An error caused by the user's input or environment, shown without a traceback."""

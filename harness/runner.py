@@ -24,7 +24,7 @@ from harness.data.model import CandidateSet, Dataset, TextQuery, describe_droppe
 from harness.data.query_selection import QuerySelection
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 from harness.executors import (
     Executor,
     ExecutorOptions,
@@ -54,6 +54,7 @@ from harness.rerankers.registry import (
     model_preset,
     resolve_preset,
 )
+from harness.results.lock import run_folder_lock
 from harness.results.prompt_log import PromptLog
 from harness.results.provenance import environment, utc_now
 from harness.results.schema import (
@@ -133,8 +134,9 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
 
     A resolved preset is checked as far as it can be without a model, so a bad one stops the
     run before its folder is written. ``preset`` replaces resolving ``config.reranker`` (an
-    upgrade, which reranks nothing, passes the recorded one).
+    upgrade, which reranks nothing, passes the recorded one; a Python function, its own).
     """
+    named = preset is None  # a preset by name or file, whose device is the run's to say
     if preset is None:
         preset = resolve_preset(config.reranker or "")
         if config.model:
@@ -157,8 +159,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     unjudged = [q for q in set_query_ids(dataset.sets) if not has_relevant(dataset.qrels.get(q))]
     if unjudged:  # loaders drop these; a custom loader might not, and nDCG would be undefined
         raise HarnessError(
-            f"dataset {card.name!r}: query {unjudged[0]!r} has no relevant judgment "
-            f"({len(unjudged)} such queries); drop them or add judgments"
+            f"dataset {card.name!r}: query {shorten(unjudged[0], quote=True)} has no relevant "
+            f"judgment ({len(unjudged)} such queries); drop them or add judgments"
         )
 
     notes = []
@@ -167,6 +169,8 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         notes.append(f"{len(full.sets)} queries available, {dropped}")
     if config.repeats:
         notes += _floor_caveats(preset)
+    if named:
+        notes += _device_caveats(preset, config.device)
     longest = max(len(doc_ids) for _, doc_ids in set_ranked_ids(full.sets))
     if depth is not None and depth > longest:
         notes.append(f"--depth {depth} exceeds the longest list ({longest}); full lists are used")
@@ -263,19 +267,23 @@ def execute_run(
 ) -> RunResults:
     """Rerank what is pending (where ``executor`` says), then compute and write the results.
 
-    Ctrl-C (KeyboardInterrupt) propagates after the finished batches are saved; rerunning
-    resumes. ``stage`` wraps the metric computation (the CLI shows a status line with it).
-    ``log_prompts`` writes every model call's prompt and output to ``prompts.jsonl``.
+    The run folder is locked first, before any model loads or any file in it is written: a
+    second writer of the same folder is refused at once
+    (:class:`~harness.results.lock.RunFolderBusy`). Ctrl-C (KeyboardInterrupt) propagates
+    after the finished batches are saved; rerunning resumes. ``stage`` wraps the metric
+    computation (the CLI shows a status line with it). ``log_prompts`` writes every model
+    call's prompt and output to ``prompts.jsonl``.
     """
-    reranked = rerank_pending(
-        prepared,
-        progress=progress,
-        reranker_factory=reranker_factory,
-        executor=executor,
-        log_prompts=log_prompts,
-    )
-    with (stage or _no_stage)("computing metrics"):
-        return write_results(prepared, reranked, executor)
+    with run_folder_lock(prepared.run_dir):
+        reranked = rerank_pending(
+            prepared,
+            progress=progress,
+            reranker_factory=reranker_factory,
+            executor=executor,
+            log_prompts=log_prompts,
+        )
+        with (stage or _no_stage)("computing metrics"):
+            return write_results(prepared, reranked, executor)
 
 
 def _no_stage(_: str) -> AbstractContextManager[None]:
@@ -289,9 +297,10 @@ def _sample_checker(prepared: PreparedRun) -> Callable[[Sample], str | None]:
     last: dict[str, tuple[PermutationPlan, set[str]]] = {}  # the query being read (in runs)
 
     def check(sample: Sample) -> str | None:
-        key = f"sample ({sample.query_id!r}, order {sample.order_index})"
+        query = shorten(sample.query_id, quote=True)
+        key = f"sample ({query}, order {sample.order_index})"
         if sample.query_id not in sets:
-            return f"{key}: this run has no query {sample.query_id!r}"
+            return f"{key}: this run has no query {query}"
         if sample.query_id not in last:
             cset = prepared.dataset.sets[sets[sample.query_id]]
             last.clear()
@@ -325,7 +334,8 @@ def rerank_pending(
     Resumes from ``prepared.run_dir`` when it holds samples of the same configuration; the
     model is loaded (where ``executor`` says) only if something is left to do. Units that
     failed on every attempt (Ray) are written to ``failures.json`` and raised as one error
-    after every other unit is saved; a rerun retries them.
+    after every other unit is saved; a rerun retries them. The caller holds the folder's
+    lock (:func:`execute_run` does).
     """
     config = prepared.config
     executor.check_prompt_log(log_prompts)
@@ -523,6 +533,19 @@ def _floor_caveats(preset: RerankerPreset) -> list[str]:
     if preset.adapter == "pointwise":
         return ["--repeats with pointwise: a set is scored once and reused, so its floor is 0"]
     return []
+
+
+def _device_caveats(preset: RerankerPreset, device: str) -> list[str]:
+    """A ``--device`` the reranker does not compute on is said, not silently ignored: the
+    results record where it did compute (``none`` for a control, ``remote`` for a server)."""
+    used = device_used(preset, device)
+    if device == "cpu" or used == device:  # the default, or honoured
+        return []
+    where = "runs no model" if used == "none" else "computes on a server"
+    return [
+        f"--device {device} has no effect: reranker {preset.name!r} {where} "
+        f"(recorded as device_used: {used})"
+    ]
 
 
 def _device_used(prepared: PreparedRun) -> str:

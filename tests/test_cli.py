@@ -201,6 +201,61 @@ def test_a_dataset_whose_queries_were_all_dropped_says_why(rankgpt_folder):
     assert "dropped unjudged queries 4" in result.output and "qrels" in result.output
 
 
+def test_finished_orders_are_pointed_to_only_when_a_sample_was_kept(
+    rankgpt_folder, tmp_path, monkeypatch
+):
+    import harness.runner
+    from harness.errors import HarnessError
+
+    out = tmp_path / "run"
+    args = ["run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--out", str(out)]
+
+    def fails(*_, **__):
+        raise HarnessError("the model would not load")
+
+    monkeypatch.setattr(harness.runner, "execute_run", fails)
+    result = _invoke(*args)  # no folder at all
+    _assert_user_error(result, "error: the model would not load\n")
+    assert "kept in" not in result.output
+    out.mkdir()
+    (out / "samples.jsonl").write_text('{"query_id":"q0","order_index":0,')  # torn: no sample
+    result = _invoke(*args)
+    _assert_user_error(result, "error: the model would not load\n")
+    assert "kept in" not in result.output
+    (out / "samples.jsonl").write_text('{"query_id":"q0","order_index":0}\n')
+    result = _invoke(*args)
+    _assert_user_error(
+        result, f"error: the model would not load (finished orders are kept in {out})"
+    )
+
+    def interrupted(*_, **__):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.runner, "execute_run", interrupted)
+    result = _invoke(*args)
+    assert result.exit_code == 130, result.output
+    assert f"interrupted (Ctrl-C): finished orders are saved in {out}; rerun" in result.output
+    (out / "samples.jsonl").unlink()
+    result = _invoke(*args)
+    assert result.exit_code == 130, result.output
+    assert "interrupted (Ctrl-C): no order had finished\n" in result.output
+    assert "saved in" not in result.output
+
+
+def test_a_device_the_reranker_does_not_use_is_noted_in_one_line(rankgpt_folder, tmp_path):
+    result = _invoke(
+        "run", "--reranker", "identity", "--dataset", str(rankgpt_folder), "--perms", "2",
+        "--device", "cuda", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "note: --device cuda has no effect: reranker 'identity' runs no model (recorded as "
+        "device_used: none)\n"
+    ) in result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["environment"]["device_used"] == "none"
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_folder, tmp_path):
     import signal
     import time

@@ -18,7 +18,7 @@ from harness.data.trec import (
     read_run,
     read_topics_tsv,
 )
-from harness.errors import DataFormatError, HarnessError
+from harness.errors import ECHO_LIMIT, DataFormatError, HarnessError
 
 DL19 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "msmarco-dl19"
 
@@ -326,6 +326,30 @@ def test_run_doc_missing_from_corpus(trec_files: dict[str, Path]) -> None:
     with pytest.raises(DataFormatError, match=r"doc ghost .*not in corpus") as exc:
         load(trec_files)
     assert_located(exc, trec_files["run"], 5)
+
+
+@pytest.mark.parametrize(
+    ("row", "shown"),
+    [
+        (
+            "q2 Q0 {huge} 2 1.0 bm25",
+            "doc {head}… (1,000,000 characters) (query q2) is not in corpus",
+        ),
+        ("q2 Q0 d9 2 {huge} bm25", "score '{head}'… (1,000,000 characters) is not a number"),
+        ("q2 Q0 d3 2 1.0 bm25", "query q2 lists doc d3 twice"),  # short values: whole
+    ],
+)
+def test_a_huge_value_from_a_run_file_is_cut_in_the_error(
+    trec_files: dict[str, Path], row: str, shown: str
+) -> None:
+    huge = "x" * 1_000_000  # a 1 MB doc id made a 1 MB error message
+    with trec_files["run"].open("a", encoding="utf-8") as handle:
+        handle.write(row.format(huge=huge) + "\n")
+    with pytest.raises(DataFormatError) as exc:
+        load(trec_files)
+    assert_located(exc, trec_files["run"], 5)
+    assert shown.format(head="x" * ECHO_LIMIT) in str(exc.value)
+    assert len(str(exc.value)) < ECHO_LIMIT + 200 + len(str(trec_files["corpus"]))
 
 
 def test_run_query_missing_from_topics(trec_files: dict[str, Path]) -> None:

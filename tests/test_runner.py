@@ -217,6 +217,29 @@ def test_the_device_recorded_is_the_one_used(rankgpt_folder, tmp_path):
     results = _run(rankgpt_folder, tmp_path / "run", perms=2, device="cuda")
     assert results.config["device"] == "cuda"  # what was asked, part of the configuration
     assert results.environment["device_used"] == "none"  # first-stage computes on no device
+    assert results.header.run_notes == (  # and the flag that had no effect is said
+        "--device cuda has no effect: reranker 'first-stage' runs no model "
+        "(recorded as device_used: none)",
+    )
+    assert _run(rankgpt_folder, tmp_path / "cpu", perms=2).header.run_notes == ()
+
+
+@pytest.mark.parametrize(
+    ("reranker", "device", "note"),
+    [
+        ("identity", "cuda:1", "reranker 'identity' runs no model (recorded as device_used: none)"),
+        (
+            "rankgpt-openai",
+            "cuda",
+            "reranker 'rankgpt-openai' computes on a server (recorded as device_used: remote)",
+        ),
+        ("lft", "cuda", None),  # a model in this process: the device is used, nothing to say
+    ],
+)
+def test_a_device_the_reranker_does_not_use_is_noted(rankgpt_folder, reranker, device, note):
+    config = RunConfig(reranker=reranker, dataset=str(rankgpt_folder), device=device)
+    expected = () if note is None else (f"--device {device} has no effect: {note}",)
+    assert prepare_run(config.validate()).notes == expected  # nothing is loaded or sent
 
 
 def test_resuming_with_another_configuration_names_the_setting(rankgpt_folder, tmp_path):

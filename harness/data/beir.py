@@ -47,7 +47,7 @@ from harness.data.trec import (
     read_run,
     record_id,
 )
-from harness.errors import DataFormatError, HarnessError, MissingExtraError
+from harness.errors import DataFormatError, HarnessError, MissingExtraError, shorten
 from harness.files import user_cache_dir, write_text_atomic
 
 Run = RankedRun
@@ -136,9 +136,9 @@ def read_queries_jsonl(path: PathLike, wanted: set[str] | None = None) -> dict[s
             continue
         text = record.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise DataFormatError(path, f"query {qid}: missing or empty 'text'", lineno)
+            raise DataFormatError(path, f"query {shorten(qid)}: missing or empty 'text'", lineno)
         if qid in queries:
-            raise DataFormatError(path, f"query {qid} listed twice", lineno)
+            raise DataFormatError(path, f"query {shorten(qid)} listed twice", lineno)
         queries[qid] = text.strip()
     return queries
 
@@ -233,7 +233,7 @@ def load_beir(
         if missing:
             raise DataFormatError(
                 qrels,
-                f"query {missing[0]} is not in {queries}",
+                f"query {shorten(missing[0])} is not in {queries}",
                 _first_field_line(qrels, missing[0]),
             )
         ranked, provenance = bm25_run(
@@ -264,7 +264,7 @@ def _check_run_queries(
     for qid in ranked:
         if qid not in texts:
             raise DataFormatError(
-                run, f"query {qid} is not in {queries}", _first_field_line(run, qid)
+                run, f"query {shorten(qid)} is not in {queries}", _first_field_line(run, qid)
             )
 
 
@@ -276,7 +276,7 @@ def _check_run_docs(
             if doc_id not in docs:
                 raise DataFormatError(
                     run,
-                    f"doc {doc_id} (query {qid}) is not in corpus {corpus}",
+                    f"doc {shorten(doc_id)} (query {shorten(qid)}) is not in corpus {corpus}",
                     _first_field_line(run, qid, doc_id, column=2),
                 )
 
@@ -404,7 +404,10 @@ def _run_lines(queries: Mapping[str, str], hits: Mapping[str, list[tuple[str, fl
     for qid in queries:
         for rank, (doc_id, score) in enumerate(hits[qid], start=1):
             if any(ch.isspace() for ch in qid + doc_id):
-                raise HarnessError(f"query {qid!r} / doc {doc_id!r}: ids with whitespace")
+                raise HarnessError(
+                    f"query {shorten(qid, quote=True)} / doc {shorten(doc_id, quote=True)}: "
+                    "ids with whitespace"
+                )
             yield f"{qid} Q0 {doc_id} {rank} {score!r} bm25s\n"
 
 

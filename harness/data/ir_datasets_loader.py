@@ -34,7 +34,7 @@ from harness.data.beir import BM25Config, bm25_run, build_text_dataset
 from harness.data.compact import RankedRun, RunBuilder
 from harness.data.model import Dataset
 from harness.data.trec import PathLike, passage_text
-from harness.errors import HarnessError, MissingExtraError
+from harness.errors import HarnessError, MissingExtraError, shorten
 
 PREFIX = "irds:"
 FIRST_STAGES = ("auto", "scoreddocs", "bm25")
@@ -100,7 +100,7 @@ def load_ir_dataset(
     lost = sorted(wanted - set(docs))
     if lost:
         raise HarnessError(
-            f"ir_datasets {dataset_id!r}: candidate doc {lost[0]} is not in its corpus"
+            f"ir_datasets {dataset_id!r}: candidate doc {shorten(lost[0])} is not in its corpus"
         )
     ranked = ranked.select(queries.__contains__)
     return build_text_dataset(
@@ -282,8 +282,9 @@ def _qrels(handle: Any, dataset_id: str) -> dict[str, dict[str, int]]:
         previous = judged.setdefault(row.doc_id, int(row.relevance))
         if previous != int(row.relevance):
             raise HarnessError(
-                f"ir_datasets {dataset_id!r}: query {row.query_id} doc {row.doc_id} judged "
-                f"twice with different grades ({previous} and {row.relevance})"
+                f"ir_datasets {dataset_id!r}: query {shorten(row.query_id)} doc "
+                f"{shorten(row.doc_id)} judged twice with different grades ({previous} and "
+                f"{row.relevance})"
             )
     return qrels
 

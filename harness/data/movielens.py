@@ -40,7 +40,7 @@ from harness.data.atomic import read_header, split_row
 from harness.data.fingerprint import dataset_fingerprint
 from harness.data.model import Candidate, CandidateSet, Dataset, HistoryItem, UserProfile
 from harness.data.trec import PathLike, iter_lines
-from harness.errors import DataFormatError, HarnessError
+from harness.errors import DataFormatError, HarnessError, shorten
 
 INSTALL_HINT = "pip install --no-deps recbole==1.2.1"
 FIRST_STAGE = "item co-occurrence (cosine) over training interactions"
@@ -301,14 +301,18 @@ def _int(path: Path, text: str, label: str, lineno: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise DataFormatError(path, f"{label} {text!r} is not an integer", lineno) from None
+        raise DataFormatError(
+            path, f"{label} {shorten(text, quote=True)} is not an integer", lineno
+        ) from None
 
 
 def _float(path: Path, text: str, label: str, lineno: int) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise DataFormatError(path, f"{label} {text!r} is not a number", lineno) from None
+        raise DataFormatError(
+            path, f"{label} {shorten(text, quote=True)} is not a number", lineno
+        ) from None
     if not math.isfinite(value):
-        raise DataFormatError(path, f"{label} {text!r} is not finite", lineno)
+        raise DataFormatError(path, f"{label} {shorten(text, quote=True)} is not finite", lineno)
     return value

@@ -22,7 +22,7 @@ import numpy as np
 
 from harness.data.compact import set_query_ids, take_sets
 from harness.data.model import Dataset
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,14 @@ class QuerySelection:
             seen: dict[str, str] = {}
             for qid, where in self.ids:
                 if qid in seen:
-                    raise HarnessError(f"{where}: query {qid!r} is listed twice ({seen[qid]})")
-                if qid not in known:
                     raise HarnessError(
-                        f"{where}: no rerankable query {qid!r} in dataset {dataset.name!r} "
-                        f"({len(known)} queries, e.g. {', '.join(available[:3])})"
+                        f"{where}: query {shorten(qid, quote=True)} is listed twice ({seen[qid]})"
+                    )
+                if qid not in known:
+                    examples = ", ".join(shorten(q) for q in available[:3])
+                    raise HarnessError(
+                        f"{where}: no rerankable query {shorten(qid, quote=True)} in dataset "
+                        f"{dataset.name!r} ({len(known)} queries, e.g. {examples})"
                     )
                 seen[qid] = where
             chosen = set(seen)
@@ -102,7 +105,9 @@ def _read_ids(path: Path) -> tuple[tuple[str, str], ...]:
         if not value:
             continue
         if re.search(r"\s", value):
-            raise HarnessError(f"{path}:{number}: one query id per line, got {value!r}")
+            raise HarnessError(
+                f"{path}:{number}: one query id per line, got {shorten(value, quote=True)}"
+            )
         ids.append((value, f"{path}:{number}"))
     if not ids:
         raise HarnessError(f"{path}: lists no query ids")

@@ -27,7 +27,7 @@ from typing import Any
 from harness.data.fingerprint import dataset_fingerprint
 from harness.data.model import Candidate, CandidateSet, Dataset, TextQuery
 from harness.data.trec import PathLike, has_relevant, read_qrels
-from harness.errors import DataFormatError, HarnessError
+from harness.errors import DataFormatError, HarnessError, shorten
 
 HIT_KEYS = ("content", "qid", "docid", "rank", "score")
 
@@ -50,7 +50,7 @@ def load_rankgpt_json(run_path: PathLike, qrels_path: PathLike, *, name: str) ->
         if cset.query_id in seen_qids:
             raise DataFormatError(
                 run_path,
-                f"entries[{index}]: query {cset.query_id} already listed in "
+                f"entries[{index}]: query {shorten(cset.query_id)} already listed in "
                 f"entries[{seen_qids[cset.query_id]}]",
             )
         seen_qids[cset.query_id] = index
@@ -119,7 +119,7 @@ def _parse_entry(path: PathLike, index: int, entry: Any) -> CandidateSet | None:
             raise DataFormatError(path, f"{hit_where}: expected an object")
         label = qid if qid is not None else hit.get("qid")
         if label is not None:
-            hit_where += f" (query {label})"
+            hit_where += f" (query {shorten(label)})"
         for key in HIT_KEYS:
             if key not in hit:
                 raise DataFormatError(path, f"{hit_where}: missing key '{key}'")
@@ -127,10 +127,14 @@ def _parse_entry(path: PathLike, index: int, entry: Any) -> CandidateSet | None:
         if qid is None:
             qid = hit_qid
         elif hit_qid != qid:
-            raise DataFormatError(path, f"{hit_where}: qid {hit_qid} differs from {qid}")
+            raise DataFormatError(
+                path, f"{hit_where}: qid {shorten(hit_qid)} differs from {shorten(qid)}"
+            )
         doc_id = _as_id(path, hit_where, "docid", hit["docid"])
         if doc_id in seen_docs:
-            raise DataFormatError(path, f"{where}: query {qid} lists doc {doc_id} twice")
+            raise DataFormatError(
+                path, f"{where}: query {shorten(qid)} lists doc {shorten(doc_id)} twice"
+            )
         seen_docs.add(doc_id)
         rank, score, content = hit["rank"], hit["score"], hit["content"]
         if isinstance(rank, bool) or not isinstance(rank, int):

@@ -35,7 +35,7 @@ from harness.data.atomic import column_names, read_header, split_row
 from harness.data.fingerprint import dataset_fingerprint
 from harness.data.model import Candidate, CandidateSet, Dataset, HistoryItem, UserProfile
 from harness.data.trec import PathLike, iter_lines
-from harness.errors import DataFormatError, HarnessError
+from harness.errors import DataFormatError, HarnessError, shorten
 
 INTER_COLUMNS = ("user_id", "item_id_list", "item_id")
 TITLE_COLUMNS = ("title", "movie_title")
@@ -81,7 +81,7 @@ def load_recbole_seq(
     users = read_test_inter(inter, set(lists))
     for user, (lineno, _) in lists.items():
         if user not in users:
-            raise DataFormatError(candidates, f"user {user} is not in {inter}", lineno)
+            raise DataFormatError(candidates, f"user {shorten(user)} is not in {inter}", lineno)
     wanted_items = {i for _, items in lists.values() for i in items}
     for row in users.values():
         wanted_items.update(row.history[-history_len:])
@@ -158,12 +158,14 @@ def read_candidate_file(path: PathLike) -> dict[str, tuple[int, tuple[str, ...]]
         if not sep or not user:
             raise DataFormatError(path, "expected 'user_id<TAB>space-separated item ids'", lineno)
         if not items:
-            raise DataFormatError(path, f"user {user} has no candidates", lineno)
+            raise DataFormatError(path, f"user {shorten(user)} has no candidates", lineno)
         if len(set(items)) != len(items):
             twice = next(i for i in items if items.count(i) > 1)
-            raise DataFormatError(path, f"user {user} lists item {twice} twice", lineno)
+            raise DataFormatError(
+                path, f"user {shorten(user)} lists item {shorten(twice)} twice", lineno
+            )
         if user in lists:
-            raise DataFormatError(path, f"user {user} listed twice", lineno)
+            raise DataFormatError(path, f"user {shorten(user)} listed twice", lineno)
         lists[user] = (lineno, items)
     if not lists:
         raise DataFormatError(path, "no candidate lists")
@@ -186,7 +188,7 @@ def read_test_inter(path: PathLike, wanted: set[str] | None = None) -> dict[str,
         if not user or not target:
             raise DataFormatError(path, "empty user_id or item_id", lineno)
         if user in rows:
-            raise DataFormatError(path, f"user {user} listed twice", lineno)
+            raise DataFormatError(path, f"user {shorten(user)} listed twice", lineno)
         rows[user] = _UserRow(lineno, tuple(parts[idx["item_id_list"]].split()), target)
     return rows
 
@@ -212,9 +214,9 @@ def read_item_titles(path: PathLike, wanted: set[str] | None = None) -> dict[str
             continue
         text = parts[idx["title"]].strip()
         if not text:
-            raise DataFormatError(path, f"item {item} has an empty title", lineno)
+            raise DataFormatError(path, f"item {shorten(item)} has an empty title", lineno)
         if item in titles:
-            raise DataFormatError(path, f"item {item} listed twice", lineno)
+            raise DataFormatError(path, f"item {shorten(item)} listed twice", lineno)
         titles[item] = text
     return titles
 
@@ -231,11 +233,15 @@ def _check_items(
     for user, (lineno, items) in lists.items():
         missing = next((i for i in items if i not in titles), None)
         if missing is not None:
-            raise DataFormatError(candidates, f"item {missing} is not in the .item file", lineno)
+            raise DataFormatError(
+                candidates, f"item {shorten(missing)} is not in the .item file", lineno
+            )
         row = users[user]
         for i in (*row.history[-history_len:], row.target):
             if i not in titles:
-                raise DataFormatError(inter, f"item {i} is not in the .item file", row.lineno)
+                raise DataFormatError(
+                    inter, f"item {shorten(i)} is not in the .item file", row.lineno
+                )
 
 
 def _seeded_position(seed: int, user: str, size: int) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from harness.data.compact import CompactSets, RankedRun, RunBuilder
 from harness.data.fingerprint import dataset_fingerprint
 from harness.data.model import Dataset
-from harness.errors import DataFormatError, HarnessError
+from harness.errors import DataFormatError, HarnessError, shorten
 
 PathLike = str | Path
 
@@ -89,12 +89,15 @@ def add_judgment(
     try:
         grade = int(grade_text)
     except ValueError:
-        raise DataFormatError(path, f"grade {grade_text!r} is not an integer", lineno) from None
+        raise DataFormatError(
+            path, f"grade {shorten(grade_text, quote=True)} is not an integer", lineno
+        ) from None
     previous = qrels.setdefault(qid, {}).setdefault(doc_id, grade)
     if previous != grade:
         raise DataFormatError(
             path,
-            f"query {qid} doc {doc_id} judged twice with different grades ({previous} and {grade})",
+            f"query {shorten(qid)} doc {shorten(doc_id)} judged twice with different grades "
+            f"({previous} and {grade})",
             lineno,
         )
 
@@ -120,15 +123,23 @@ def read_run(path: PathLike) -> RankedRun:
         try:
             int(rank_text)
         except ValueError:
-            raise DataFormatError(path, f"rank {rank_text!r} is not an integer", lineno) from None
+            raise DataFormatError(
+                path, f"rank {shorten(rank_text, quote=True)} is not an integer", lineno
+            ) from None
         try:
             score = float(score_text)
         except ValueError:
-            raise DataFormatError(path, f"score {score_text!r} is not a number", lineno) from None
+            raise DataFormatError(
+                path, f"score {shorten(score_text, quote=True)} is not a number", lineno
+            ) from None
         if not math.isfinite(score):
-            raise DataFormatError(path, f"score {score_text!r} is not finite", lineno)
+            raise DataFormatError(
+                path, f"score {shorten(score_text, quote=True)} is not finite", lineno
+            )
         if not run.add(qid, doc_id, score):
-            raise DataFormatError(path, f"query {qid} lists doc {doc_id} twice", lineno)
+            raise DataFormatError(
+                path, f"query {shorten(qid)} lists doc {shorten(doc_id)} twice", lineno
+            )
     return run.build()
 
 
@@ -145,9 +156,9 @@ def read_topics_tsv(path: PathLike) -> dict[str, str]:
         if not qid:
             raise DataFormatError(path, "empty query id", lineno)
         if not text:
-            raise DataFormatError(path, f"query {qid} has empty text", lineno)
+            raise DataFormatError(path, f"query {shorten(qid)} has empty text", lineno)
         if qid in topics:
-            raise DataFormatError(path, f"query {qid} listed twice", lineno)
+            raise DataFormatError(path, f"query {shorten(qid)} listed twice", lineno)
         topics[qid] = text
     return topics
 
@@ -190,11 +201,13 @@ def iter_corpus_jsonl(
             continue
         title, text = record.get("title") or "", record.get("text")
         if not isinstance(text, str):
-            raise DataFormatError(path, f"doc {doc_id}: missing or non-string 'text'", lineno)
+            raise DataFormatError(
+                path, f"doc {shorten(doc_id)}: missing or non-string 'text'", lineno
+            )
         if not isinstance(title, str):
-            raise DataFormatError(path, f"doc {doc_id}: non-string 'title'", lineno)
+            raise DataFormatError(path, f"doc {shorten(doc_id)}: non-string 'title'", lineno)
         if doc_id in seen:
-            raise DataFormatError(path, f"doc {doc_id} listed twice", lineno)
+            raise DataFormatError(path, f"doc {shorten(doc_id)} listed twice", lineno)
         seen.add(doc_id)
         yield doc_id, title, text
 
@@ -234,7 +247,7 @@ def load_trec_dataset(
         if qid not in topics:
             raise DataFormatError(
                 run_path,
-                f"query {qid} is not in topics file {topics_path}",
+                f"query {shorten(qid)} is not in topics file {topics_path}",
                 _first_line(run_path, lambda parts, q=qid: parts[0] == q),
             )
     wanted = run.doc_ids()
@@ -243,7 +256,7 @@ def load_trec_dataset(
         qid, doc_id = next((q, d) for q in run for d, _ in run[q] if d not in corpus)
         raise DataFormatError(
             run_path,
-            f"doc {doc_id} (query {qid}) is not in corpus {corpus_path}",
+            f"doc {shorten(doc_id)} (query {shorten(qid)}) is not in corpus {corpus_path}",
             _first_line(run_path, lambda parts: parts[0] == qid and parts[2] == doc_id),
         )
     return build_text_dataset(

@@ -16,7 +16,7 @@ import numpy as np
 
 from harness.backends.base import Backend, Capability, check_capabilities
 from harness.data.model import CandidateSet, TextQuery
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 from harness.rerankers.base import Reranker, RerankOutput, RunContext
 
 
@@ -99,9 +99,9 @@ def check_plain_text(candidate_set: CandidateSet, tokens: tuple[str, ...]) -> No
         found = next((t for t in tokens if t in text), None)
         if found is not None:
             raise HarnessError(
-                f"query {candidate_set.query_id!r}, {where}: the text holds the model's control "
-                f"token {found!r}, which the tokenizer would read as a real control token; "
-                "remove or rewrite it in the data"
+                f"query {shorten(candidate_set.query_id, quote=True)}, {where}: the text holds "
+                f"the model's control token {found!r}, which the tokenizer would read as a real "
+                "control token; remove or rewrite it in the data"
             )
 
 
@@ -112,10 +112,11 @@ def _set_texts(candidate_set: CandidateSet) -> Iterator[tuple[str, str]]:
         yield "query text", query.text
     else:
         for item in query.history:
-            yield f"history item {item.item_id!r}", item.title
-            yield from _field_texts(f"history item {item.item_id!r}", item.fields)
+            where = f"history item {shorten(item.item_id, quote=True)}"
+            yield where, item.title
+            yield from _field_texts(where, item.fields)
     for candidate in candidate_set.candidates:
-        where = f"candidate {candidate.doc_id!r}"
+        where = f"candidate {shorten(candidate.doc_id, quote=True)}"
         yield where, candidate.title
         yield where, candidate.text
         yield from _field_texts(where, candidate.fields)

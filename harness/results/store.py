@@ -290,6 +290,16 @@ def iter_samples(run_dir: Path) -> Iterator[Sample]:
         yield from index.query_samples(query_id)
 
 
+def holds_samples(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds at least one complete sample line (a torn one is none), read
+    only as far as the first newline."""
+    try:
+        with (run_dir / SAMPLES_FILE).open("rb") as handle:
+            return any(b"\n" in chunk for chunk in iter(lambda: handle.read(1 << 16), b""))
+    except OSError:  # no folder, no file, or not readable: nothing the user can resume from
+        return False
+
+
 _LEADING_KEY = re.compile(rb'\{"query_id":("(?:[^"\\]|\\.)*"),"order_index":(\d+),')
 
 

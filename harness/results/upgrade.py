@@ -18,6 +18,7 @@ from typing import Any
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.rerankers.preset import RerankerPreset
+from harness.results.lock import run_folder_lock
 from harness.results.schema import (
     FORMAT_VERSION,
     DatasetRecord,
@@ -37,8 +38,6 @@ def upgrade_run(run_dir: Path, dataset: str | None = None) -> RunResults:
     ``dataset`` names the data where it is now, when it moved since the run (a card name or
     folder); its fingerprint and query ids must still match the recorded ones.
     """
-    from harness.runner import compute_results, prepare_run, save_results
-
     path = run_dir / RESULTS_FILE
     old = read_results_data(run_dir)
     version = format_of(old)
@@ -49,6 +48,20 @@ def upgrade_run(run_dir: Path, dataset: str | None = None) -> RunResults:
     header, identity, config = _recorded(old, path)
     if dataset is not None:
         config = replace(config, dataset=dataset)
+    with run_folder_lock(run_dir):  # a run resuming the folder must not write it meanwhile
+        return _upgrade(run_dir, old, header, identity, config)
+
+
+def _upgrade(
+    run_dir: Path,
+    old: Mapping[str, Any],
+    header: RunHeader,
+    identity: Mapping[str, Any],
+    config: RunConfig,
+) -> RunResults:
+    """Check the data against the recorded run, then rewrite the folder (locked)."""
+    from harness.runner import compute_results, prepare_run, save_results
+
     prepared = prepare_run(replace(config, out=str(run_dir)).validate(), preset=header.reranker)
     found = prepared.header.dataset
     if found.fingerprint != header.dataset.fingerprint:
