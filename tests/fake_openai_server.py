@@ -4,7 +4,9 @@ It runs no model. It answers ``GET /v1/models`` and ``POST /v1/completions`` on 
 with canned answers built by ``answer(body)``, and before answering it takes the next fault
 from a script: ``"429"`` (with ``Retry-After``), ``"500"``, ``"400"`` (a context-overflow
 message), ``"401"``, ``"malformed"`` (HTTP 200 with a body that is not JSON), ``"slow"``
-(answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering).
+(answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering),
+``"no-logprobs"`` and ``"no-text"`` (HTTP 200, the answer without its log-probs or with
+``null`` text: what a server that ignores ``logprobs`` or a broken replica sends).
 Every request body it receives is recorded, so tests count what was sent. The real server
 the tests also use is llama.cpp's (see ``tests/llama_server.py``); this fake only makes the
 failures that a real server does not produce on demand.
@@ -24,11 +26,12 @@ FAKE_MODEL = "fault-injecting-fake"
 
 
 def default_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """A completion whose logprobs list every biased token (descending by token id order)
-    and whose text is the numbered answer ``[1] > [2]``."""
+    """A completion whose logprobs list every biased token (descending by token id order;
+    ``A`` alone when nothing is biased) and whose text is the numbered answer ``[1] > [2]``."""
     bias = body.get("logit_bias") or {}
-    top = {f"tok{key}": -float(i) for i, key in enumerate(bias)}
+    top = {f"tok{key}": -float(i) for i, key in enumerate(bias)} or {"A": -0.1}
     text = "[1] > [2]" if body.get("max_tokens", 1) > 1 else "A"
+    logprobs = {"tokens": [text], "top_logprobs": [top]} if body.get("logprobs") else None
     return {
         "id": "fake",
         "object": "text_completion",
@@ -39,7 +42,7 @@ def default_answer(body: dict[str, Any]) -> dict[str, Any]:
                 "index": 0,
                 "text": text,
                 "finish_reason": "stop",
-                "logprobs": {"tokens": [text], "top_logprobs": [top]} if bias else None,
+                "logprobs": logprobs,
             }
         ],
         "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
@@ -135,9 +138,18 @@ class FakeServer:
                 else:
                     if fault == "slow":
                         fake.stop_event.wait(fake.slow_seconds)
-                    self._send(200, json.dumps(fake.answer(body)).encode())
+                    self._send(200, json.dumps(damaged(fake.answer(body), fault)).encode())
 
         return Handler
+
+
+def damaged(answer: dict[str, Any], fault: str | None) -> dict[str, Any]:
+    """``answer`` as a faulty server sends it: without log-probs or with ``null`` text."""
+    if fault == "no-logprobs":
+        answer["choices"][0]["logprobs"] = None
+    elif fault == "no-text":
+        answer["choices"][0]["text"] = None
+    return answer
 
 
 def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:

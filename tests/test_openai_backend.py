@@ -20,10 +20,12 @@ from harness.backends.openai_backend import (
     generation_body,
     http_error_line,
     logprob_body,
+    logprobs_problem,
     parse_retry_after,
     read_next_token,
     read_text,
     retry_delay,
+    text_problem,
 )
 from harness.backends.params import ModelParams, OpenAIParams
 from harness.config import RunConfig
@@ -87,6 +89,36 @@ def test_read_text_reads_completions_and_chat_answers():
         read_text({"error": "x"}, "http://h/v1/completions")
 
 
+def _choice(**fields) -> dict:
+    return {"choices": [{"text": "A", **fields}]}
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ({"choices": []}, "no 'choices'"),
+        (_choice(logprobs=None), "no top_logprobs"),
+        (_choice(logprobs={"top_logprobs": []}), "no top_logprobs"),
+        (_choice(logprobs={"top_logprobs": [{}]}), "empty"),
+        (_choice(logprobs={"top_logprobs": [None]}), "not a mapping"),
+        (_choice(logprobs={"top_logprobs": [{"A": "-0.1"}]}), "not a number"),
+        (_choice(logprobs={"top_logprobs": [{"A": True}]}), "not a number"),
+        (_choice(logprobs={"top_logprobs": [{"A": float("nan")}]}), "not a finite number"),
+        (_choice(logprobs={"top_logprobs": [{"A": -float("inf")}]}), "not a finite number"),
+    ],
+)
+def test_an_answer_without_usable_logprobs_says_what_is_wrong(response, expected):
+    problem = logprobs_problem(response)
+    assert problem is not None and expected in problem and "\n" not in problem
+    assert logprobs_problem(_choice(logprobs={"top_logprobs": [{"A": -0.1, "B": -2}]})) is None
+
+
+def test_a_generation_answer_needs_text():
+    assert text_problem(_choice()) is None and text_problem(_choice(text="")) is None
+    assert "not a string" in (text_problem(_choice(text=None)) or "")
+    assert "no 'choices'" in (text_problem({"error": "x"}) or "")
+
+
 def test_retry_after_seconds_and_http_dates():
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
@@ -130,6 +162,8 @@ def test_params_refuse_bad_settings():
         OpenAIParams(concurrency=0)
     with pytest.raises(HarnessError, match="endpoint"):
         OpenAIParams(endpoint="embeddings")
+    with pytest.raises(HarnessError, match="invalid_retries"):
+        OpenAIParams(invalid_retries=-1)
 
 
 # --- presets and capabilities ----------------------------------------------------------------
@@ -191,6 +225,47 @@ def _generate(backend: OpenAIBackend, prompt: str = "hello") -> str:
     ids = backend.tokenizer.encode(prompt)
     generation = backend.generate(TokenBatch.of([ids]), GenerationRequest(8, frozenset()))
     return generation.texts[0]
+
+
+def _logprobs(backend: OpenAIBackend, answers: str = "ABC") -> list[float]:
+    """The next-token log-probs of ``answers`` (one token each) after a short prompt."""
+    ids = backend.tokenizer.encode(answers, add_special_tokens=False)
+    batch = TokenBatch.of([backend.tokenizer.encode("hello")])
+    return backend.next_token_logprobs(batch, ids).logprobs[0].tolist()
+
+
+def _cached_files(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_an_answer_without_logprobs_is_asked_again(tmp_path):
+    with FakeServer(faults=["no-logprobs"], answer=_identifier_answer) as server:
+        backend = _backend(server.base_url, tmp_path)
+        logprobs = _logprobs(backend)
+        backend.close()
+    assert all(np.isfinite(logprobs)) and len(server.bodies) == 2
+    assert backend.usage()["retries"] == 1 and backend.usage()["requests_sent"] == 1
+
+
+def test_answers_that_stay_invalid_fail_in_one_line_and_are_not_cached(tmp_path):
+    with FakeServer(faults=["no-logprobs"] * 2, answer=_identifier_answer) as server:
+        backend = _backend(server.base_url, tmp_path, invalid_retries=1)
+        with pytest.raises(HarnessError) as error:
+            _logprobs(backend)
+        backend.close()
+    message = str(error.value)
+    assert message.startswith(f"invalid answer from {server.base_url}/completions: no top_logp")
+    assert "refused after 2 answers" in message and "\n" not in message
+    assert len(server.bodies) == 2 and _cached_files(tmp_path) == []
+
+
+def test_a_generation_without_text_is_refused_not_read_as_empty(tmp_path):
+    with FakeServer(faults=["no-text"] * 3) as server:
+        backend = _backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError, match=r"choices\[0\]\.text is None, not a string"):
+            _generate(backend)
+        backend.close()
+    assert len(server.bodies) == 3 and _cached_files(tmp_path) == []
 
 
 def test_429_then_200_is_retried(tmp_path):
@@ -429,6 +504,46 @@ def test_failed_request_keeps_every_finished_order(tmp_path, rankgpt_folder):
     kept = _samples(tmp_path / "run")
     assert len(kept) >= 6  # 20 answered requests: at least 6 orders of 3 windows finished
     assert all(len(s["facts"]["extra"]["window_details"]) == 3 for s in kept)
+
+
+def _without_logprobs(body: dict) -> dict:
+    answer = _identifier_answer(body)
+    answer["choices"][0]["logprobs"] = {"tokens": ["A"], "top_logprobs": [{}]}
+    return answer
+
+
+def test_a_server_without_logprobs_fails_the_run_instead_of_ranking_by_doc_id(
+    tmp_path, rankgpt_folder
+):
+    """Before issue 27 such a run exited 0, ranked every window by doc id and reported
+    Kendall tau 1.0."""
+    with FakeServer(answer=_without_logprobs) as server:
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
+        with pytest.raises(HarnessError, match=r"invalid answer from .*top_logprobs .*empty"):
+            execute_run(prepare_run(config))
+    assert not (tmp_path / "run" / SAMPLES_FILE).exists() or _samples(tmp_path / "run") == []
+    assert _cached_files(tmp_path) == []
+
+
+def test_an_invalid_answer_mid_run_keeps_finished_orders_and_a_rerun_resumes(
+    tmp_path, rankgpt_folder
+):
+    with FakeServer(answer=_identifier_answer) as server:
+        server.faults.extend([None] * 20 + ["no-logprobs"] * 3)
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
+        with pytest.raises(HarnessError, match=r"no top_logprobs .*refused after 3 answers"):
+            execute_run(prepare_run(config))
+        kept = _samples(tmp_path / "run")
+        assert len(kept) >= 6  # 20 valid answers: at least 6 orders of 3 windows finished
+        execute_run(prepare_run(config))
+    done = _samples(tmp_path / "run")
+    assert len(done) == 16 and done[: len(kept)] == kept
+    for sample in done:
+        assert all("missing_identifier_logprobs" not in w for w in _windows(sample))
+
+
+def _windows(sample: dict) -> list[dict]:
+    return sample["facts"]["extra"]["window_details"]
 
 
 def test_dry_run_is_refused_for_in_process_backends(rankgpt_folder, tmp_path):

@@ -177,6 +177,53 @@ def read_text(response: Mapping[str, Any], url: str = "the server") -> tuple[str
     return text, choice.get("finish_reason") == "stop"
 
 
+# --- what a valid answer is ----------------------------------------------------------------
+
+# Why an answer cannot be used (None: it can). Checked before an answer counts or is cached,
+# so an answer that would silently rank by doc id (no log-probs) is asked again or refused.
+Check = Callable[[Mapping[str, Any]], str | None]
+
+
+def choices_problem(response: Mapping[str, Any]) -> str | None:
+    """Every answer needs a first choice that is an object."""
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return f"no 'choices' ({_snippet(response)})"
+    return None
+
+
+def logprobs_problem(response: Mapping[str, Any]) -> str | None:
+    """FIRST and pointwise read the first generated token's ``top_logprobs``: it must be a
+    non-empty mapping of token text to a finite number."""
+    problem = choices_problem(response)
+    if problem is not None:
+        return problem
+    logprobs = response["choices"][0].get("logprobs")
+    tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(tops, list) or not tops:
+        return "no top_logprobs in choices[0].logprobs (does the server return log-probs?)"
+    step = tops[0]
+    if not isinstance(step, dict) or not step:
+        return f"top_logprobs of the first generated token is empty or not a mapping: {step!r}"
+    for token, value in step.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"top_logprobs[0][{token!r}] is {value!r}, not a number"
+        if not math.isfinite(value):
+            return f"top_logprobs[0][{token!r}] is {value!r}, not a finite number"
+    return None
+
+
+def text_problem(response: Mapping[str, Any]) -> str | None:
+    """Generation reads ``choices[0].text``: it must be a string (empty is an answer)."""
+    problem = choices_problem(response)
+    if problem is not None:
+        return problem
+    text = response["choices"][0].get("text")
+    if not isinstance(text, str):
+        return f"choices[0].text is {_one_line(repr(text))[:80]}, not a string"
+    return None
+
+
 def call_record(response: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
     """Per-request provenance: the server's model name and fingerprint, token usage, whether
     it came from the cache and how many attempts it took."""
@@ -482,7 +529,9 @@ class OpenAIBackend(Backend):
             logprob_body(self.model_name, p, token_ids, top_logprobs=top, bias=bias)
             for p in prompts
         ]
-        results = self._send_all("completions", bodies, [len(r) for r in batch.rows])
+        results = self._send_all(
+            "completions", bodies, [len(r) for r in batch.rows], logprobs_problem
+        )
         rows, mass, top_chosen, generated, missing, calls = [], [], [], [], [], []
         for answer in results:
             if answer.dry:
@@ -517,7 +566,7 @@ class OpenAIBackend(Backend):
             generation_body(self.model_name, p, request, self._stop_strings)
             for p in self._texts(batch)
         ]
-        results = self._send_all("completions", bodies, [len(r) for r in batch.rows])
+        results = self._send_all("completions", bodies, [len(r) for r in batch.rows], text_problem)
         tokens, texts, stopped, calls = [], [], [], []
         for answer in results:
             text, stop = ("", False) if answer.dry else read_text(answer.response, self._url(""))
@@ -551,18 +600,23 @@ class OpenAIBackend(Backend):
         return f"{self.base_url}{path}"
 
     def _send_all(
-        self, endpoint: str, bodies: Sequence[Mapping[str, Any]], local_tokens: Sequence[int]
+        self,
+        endpoint: str,
+        bodies: Sequence[Mapping[str, Any]],
+        local_tokens: Sequence[int],
+        check: Check,
     ) -> list[Answer]:
-        """Send every body (up to ``concurrency`` in flight), answers in the bodies' order."""
+        """Send every body (up to ``concurrency`` in flight), answers in the bodies' order;
+        each answer passed ``check``."""
         url = self._url(endpoint)
         with self.tally.lock:
             self.tally.local_prompt_tokens += sum(local_tokens)
         if len(bodies) == 1:
-            return [self._send(url, bodies[0])]
-        futures = [self._pool.submit(self._send, url, body) for body in bodies]
+            return [self._send(url, bodies[0], check)]
+        futures = [self._pool.submit(self._send, url, body, check) for body in bodies]
         return [f.result() for f in futures]
 
-    def _send(self, url: str, body: Mapping[str, Any]) -> Answer:
+    def _send(self, url: str, body: Mapping[str, Any], check: Check) -> Answer:
         key = cache_key(url, self.model_name, body)
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -574,7 +628,7 @@ class OpenAIBackend(Backend):
                 self.tally.would_send += 1
             return Answer({}, cached=False, attempts=0, dry=True)
         self._check_stopping()
-        response, attempts = self._post(url, body)
+        response, attempts = self._valid_answer(url, body, check)
         if self.cache is not None:
             self.cache.put(key, url, body, response)
         self._count(response, cached=False)
@@ -589,6 +643,41 @@ class OpenAIBackend(Backend):
                 self.tally.sent += 1
             self.tally.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.tally.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+    def _valid_answer(
+        self, url: str, body: Mapping[str, Any], check: Check
+    ) -> tuple[dict[str, Any], int]:
+        """POST until an answer passes ``check``: an invalid answer (a glitch of one replica,
+        a server without log-probs) is asked again up to ``invalid_retries`` times, then the
+        request fails loudly instead of counting as a ranking."""
+        attempts = 0
+        for asked in range(self.engine.invalid_retries + 1):
+            if asked:
+                self._wait(asked - 1, None)
+            response, tries = self._post(url, body)
+            attempts += tries
+            problem = check(response)
+            if problem is None:
+                return response, attempts
+        raise HarnessError(
+            f"invalid answer from {url}: {problem}; refused after {asked + 1} answers "
+            f"({attempts} attempts, invalid_retries: {self.engine.invalid_retries}), not cached"
+        )
+
+    def _wait(self, attempt: int, retry_after: float | None) -> None:
+        """Back off before retry ``attempt`` (0-based), counted; Ctrl-C ends the wait."""
+        with self._rng_lock:
+            delay = retry_delay(
+                attempt,
+                retry_after,
+                self.engine.retry_backoff,
+                self.engine.max_backoff,
+                self._rng,
+            )
+        with self.tally.lock:
+            self.tally.retries += 1
+        self._sleep(delay)
+        self._check_stopping()
 
     def _post(self, url: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         """POST with retries; the parsed JSON answer and the attempts it took."""
@@ -623,18 +712,7 @@ class OpenAIBackend(Backend):
                 retry_after = parse_retry_after(reply.headers.get("retry-after"))
             if attempt >= self.engine.max_retries:
                 raise HarnessError(f"{problem}; gave up after {attempt + 1} attempts")
-            with self._rng_lock:
-                delay = retry_delay(
-                    attempt,
-                    retry_after,
-                    self.engine.retry_backoff,
-                    self.engine.max_backoff,
-                    self._rng,
-                )
-            with self.tally.lock:
-                self.tally.retries += 1
-            self._sleep(delay)
-            self._check_stopping()
+            self._wait(attempt, retry_after)
             attempt += 1
 
     @staticmethod
