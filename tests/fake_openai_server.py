@@ -6,7 +6,10 @@ from a script: ``"429"`` (with ``Retry-After``), ``"500"``, ``"400"`` (a context
 message), ``"401"``, ``"malformed"`` (HTTP 200 with a body that is not JSON), ``"slow"``
 (answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering),
 ``"no-logprobs"`` and ``"no-text"`` (HTTP 200, the answer without its log-probs or with
-``null`` text: what a server that ignores ``logprobs`` or a broken replica sends).
+``null`` text: what a server that ignores ``logprobs`` or a broken replica sends),
+``"wrong-model"`` (the answer names ``OTHER_MODEL``). ``models`` is what ``GET /v1/models``
+lists (ids, or entries with more fields such as vLLM's ``root``); tests may change it
+between backends.
 Every request body it receives is recorded, so tests count what was sent. The real server
 the tests also use is llama.cpp's (see ``tests/llama_server.py``); this fake only makes the
 failures that a real server does not produce on demand.
@@ -23,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAKE_MODEL = "fault-injecting-fake"
+OTHER_MODEL = "other-model"
 
 
 def default_answer(body: dict[str, Any]) -> dict[str, Any]:
@@ -58,11 +62,13 @@ class FakeServer:
         answer: Callable[[dict[str, Any]], dict[str, Any]] = default_answer,
         slow_seconds: float = 2.0,
         retry_after: str = "0",
+        models: Iterable[str | dict[str, Any]] = (FAKE_MODEL,),
     ) -> None:
         self.faults: deque[str] = deque(faults)
         self.answer = answer
         self.slow_seconds = slow_seconds
         self.retry_after = retry_after
+        self.models = [m if isinstance(m, dict) else {"id": m} for m in models]
         self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -107,7 +113,8 @@ class FakeServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, json.dumps({"data": [{"id": FAKE_MODEL}]}).encode())
+                    listing = {"object": "list", "data": fake.models}
+                    self._send(200, json.dumps(listing).encode())
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -144,11 +151,14 @@ class FakeServer:
 
 
 def damaged(answer: dict[str, Any], fault: str | None) -> dict[str, Any]:
-    """``answer`` as a faulty server sends it: without log-probs or with ``null`` text."""
+    """``answer`` as a faulty server sends it: without log-probs, with ``null`` text or
+    from another model."""
     if fault == "no-logprobs":
         answer["choices"][0]["logprobs"] = None
     elif fault == "no-text":
         answer["choices"][0]["text"] = None
+    elif fault == "wrong-model":
+        answer["model"] = OTHER_MODEL
     return answer
 
 

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_openai_server import FAKE_MODEL, FakeServer, default_answer
+from fake_openai_server import FAKE_MODEL, OTHER_MODEL, FakeServer, default_answer
 
 from harness.backends.base import GenerationRequest, TokenBatch
 from harness.backends.openai_backend import (
     OpenAIBackend,
+    accepted_model,
     cache_key,
     generation_body,
     http_error_line,
     logprob_body,
     logprobs_problem,
+    model_problem,
     parse_retry_after,
     read_next_token,
     read_text,
@@ -171,7 +173,7 @@ def test_params_refuse_bad_settings():
 
 def _preset(tmp_path: Path, adapter: str, **params) -> Path:
     path = tmp_path / f"{adapter}-http.yaml"
-    body = {"model": "fake", "tokenizer": "tiny-random-llama", **params}
+    body = {"model": FAKE_MODEL, "tokenizer": "tiny-random-llama", **params}
     lines = [f"name: {adapter}-http", f"adapter: {adapter}", "backend: openai", "params:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in body.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -208,12 +210,12 @@ def test_refused_preset_leaves_no_run_folder(tmp_path, rankgpt_folder):
 # --- the backend against the fake server -----------------------------------------------------
 
 
-def _backend(base_url: str, tmp_path: Path, **engine) -> OpenAIBackend:
+def _backend(base_url: str, tmp_path: Path, model: str = FAKE_MODEL, **engine) -> OpenAIBackend:
     from harness.models.loading import tiny_tokenizer
 
     settings = {"retry_backoff": 0.0, "cache_dir": str(tmp_path / "cache"), **engine}
     return OpenAIBackend(
-        ModelParams(model="fake"),
+        ModelParams(model=model),
         OpenAIParams(base_url=base_url, **settings),
         RunContext(),
         tokenizer=tiny_tokenizer(),
@@ -381,7 +383,57 @@ def test_identity_records_the_server_model_and_tokenizer(tmp_path):
         identity = backend.identity()
         backend.close()
     assert identity["served_models"] == [FAKE_MODEL]
-    assert identity["tokenizer"] == "tiny-random-llama" and identity["name"] == "fake"
+    assert identity["tokenizer"] == "tiny-random-llama" and identity["name"] == FAKE_MODEL
+    assert "served_model" not in identity  # only where the preset accepts another id
+
+
+def test_a_server_of_another_model_is_refused_before_anything_is_sent(tmp_path):
+    with FakeServer(models=[OTHER_MODEL]) as server, pytest.raises(HarnessError) as error:
+        _backend(server.base_url, tmp_path, model="smollm2-135m")
+    assert str(error.value) == (
+        f"{server.base_url}/models serves 'other-model', not 'smollm2-135m'; point base_url "
+        "at a server of 'smollm2-135m', or accept the model it serves with served_model: <id>"
+    )
+    assert server.bodies == []
+
+
+def _other_model_answer(body: dict) -> dict:
+    return {**default_answer(body), "model": OTHER_MODEL}
+
+
+def test_served_model_accepts_the_id_the_server_lists(tmp_path):
+    with FakeServer(models=[OTHER_MODEL], answer=_other_model_answer) as server:
+        backend = _backend(server.base_url, tmp_path, "smollm2-135m", served_model=OTHER_MODEL)
+        assert _generate(backend) == "[1] > [2]"
+        assert backend.identity()["served_model"] == OTHER_MODEL
+        backend.close()
+        with pytest.raises(HarnessError, match=r"not served_model 'gone'; set served_model"):
+            _backend(server.base_url, tmp_path, "smollm2-135m", served_model="gone")
+
+
+def test_an_answer_from_another_model_is_refused(tmp_path):
+    with FakeServer(faults=["wrong-model"] * 3) as server:
+        backend = _backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError) as error:
+            _generate(backend)
+        backend.close()
+    assert f"answered as model 'other-model', not '{FAKE_MODEL}'" in str(error.value)
+    assert "refused after 3 answers" in str(error.value) and _cached_files(tmp_path) == []
+
+
+def test_accepted_names_are_exact():
+    accepted = {"smollm2-135m", "alias"}
+    assert model_problem({"model": "smollm2-135m"}, accepted) is None
+    assert model_problem({"model": "alias"}, accepted) is None
+    assert model_problem({}, accepted) is None  # a server that does not say is not refused
+    assert "'SmolLM2-135M'" in (model_problem({"model": "SmolLM2-135M"}, accepted) or "")
+    listed = [f"m{i}" for i in range(8)]
+    assert accepted_model("m7", None, listed, "u") == "m7"
+    assert accepted_model("x", "m0", listed, "u") == "m0"
+    with pytest.raises(HarnessError, match=r"serves 'm0', .*'m4' and 3 more, not 'x'"):
+        accepted_model("x", None, listed, "u")
+    with pytest.raises(HarnessError, match="serves no model"):
+        accepted_model("x", None, [], "u")
 
 
 # --- methods and the runner against the fake server ------------------------------------------

@@ -37,7 +37,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +222,36 @@ def text_problem(response: Mapping[str, Any]) -> str | None:
     if not isinstance(text, str):
         return f"choices[0].text is {_one_line(repr(text))[:80]}, not a string"
     return None
+
+
+def model_problem(response: Mapping[str, Any], accepted: Collection[str]) -> str | None:
+    """An answer that names its model must name an accepted one exactly (the requested
+    name or the preset's ``served_model``): another model's answer is not this run's."""
+    model = response.get("model")
+    if model is None or model in accepted:
+        return None
+    return f"answered as model {model!r}, not {' or '.join(map(repr, sorted(accepted)))}"
+
+
+def accepted_model(model: str, served_model: str | None, listed: Sequence[str], url: str) -> str:
+    """The listed model id this run accepts: ``served_model`` where the preset names one,
+    else ``model`` itself. A server that serves neither is refused before anything is
+    sent, so a run is never recorded under a model that did not answer it."""
+    wanted = served_model or model
+    if wanted in listed:
+        return wanted
+    shown = ", ".join(map(repr, listed[:5])) or "no model"
+    if len(listed) > 5:
+        shown += f" and {len(listed) - 5} more"
+    if served_model is not None:
+        raise HarnessError(
+            f"{url} serves {shown}, not served_model {served_model!r}; set served_model to an "
+            "id it lists"
+        )
+    raise HarnessError(
+        f"{url} serves {shown}, not {model!r}; point base_url at a server of {model!r}, or "
+        "accept the model it serves with served_model: <id>"
+    )
 
 
 def call_record(response: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
@@ -417,6 +447,8 @@ class OpenAIBackend(Backend):
         import httpx
 
         self.model_name = model.model
+        # Names an answer may give as its model: the one requested, or the one accepted.
+        self.accepted_names = frozenset({model.model, engine.served_model} - {None})
         self.engine = engine
         self.dry_run = context.dry_run
         self.base_url = engine.base_url.rstrip("/")
@@ -452,6 +484,13 @@ class OpenAIBackend(Backend):
         )
         try:
             self.served_models: tuple[str, ...] = () if self.dry_run else self._served_models()
+            if not self.dry_run:
+                accepted_model(
+                    self.model_name,
+                    engine.served_model,
+                    self.served_models,
+                    f"{self.base_url}/models",
+                )
         except BaseException:
             self.close()
             raise
@@ -476,6 +515,7 @@ class OpenAIBackend(Backend):
             "base_url": self.base_url,
             "endpoint": self.engine.endpoint,
             "served_models": list(self.served_models),
+            **({"served_model": self.engine.served_model} if self.engine.served_model else {}),
             "tokenizer": self.tokenizer_name,
             "tokenizer_class": type(self._tokenizer).__name__,
             "top_logprobs": self.engine.top_logprobs,
@@ -656,13 +696,17 @@ class OpenAIBackend(Backend):
                 self._wait(asked - 1, None)
             response, tries = self._post(url, body)
             attempts += tries
-            problem = check(response)
+            problem = self._problem(response, check)
             if problem is None:
                 return response, attempts
         raise HarnessError(
             f"invalid answer from {url}: {problem}; refused after {asked + 1} answers "
             f"({attempts} attempts, invalid_retries: {self.engine.invalid_retries}), not cached"
         )
+
+    def _problem(self, response: Mapping[str, Any], check: Check) -> str | None:
+        """Why ``response`` is not a valid answer of the accepted model (None: it is)."""
+        return check(response) or model_problem(response, self.accepted_names)
 
     def _wait(self, attempt: int, retry_after: float | None) -> None:
         """Back off before retry ``attempt`` (0-based), counted; Ctrl-C ends the wait."""

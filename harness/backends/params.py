@@ -85,7 +85,9 @@ class OpenAIParams:
     with a bias of ``+logit_bias_value``; ``cache``: answers kept on disk
     (``cache_dir``, default ``~/.cache/harness/http``) so nothing is sent twice;
     ``invalid_retries``: how many times an answer that cannot be read (no log-probs, no
-    text) is asked again before the request fails."""
+    text, another model) is asked again before the request fails; ``served_model``: the id
+    ``GET /models`` lists that the preset accepts when it is not ``model`` itself (an alias
+    or a path the server names the model by)."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str | None = None
@@ -102,6 +104,7 @@ class OpenAIParams:
     cache: bool = True
     cache_dir: str | None = None
     invalid_retries: int = 2
+    served_model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -129,3 +132,5 @@ class OpenAIParams:
             raise HarnessError(f"top_logprobs must be >= 1, got {self.top_logprobs}")
         if self.invalid_retries < 0:
             raise HarnessError(f"invalid_retries must be >= 0, got {self.invalid_retries}")
+        if self.served_model is not None and not self.served_model.strip():
+            raise HarnessError("served_model names a model id the server lists; it is empty")
