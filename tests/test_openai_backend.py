@@ -27,6 +27,7 @@ from harness.backends.openai_backend import (
     read_next_token,
     read_text,
     retry_delay,
+    served_identity,
     text_problem,
 )
 from harness.backends.params import ModelParams, OpenAIParams
@@ -137,13 +138,23 @@ def test_retry_delay_honours_retry_after_and_backs_off_with_jitter():
         assert ceiling / 2 <= delay <= ceiling
 
 
-def test_cache_key_covers_endpoint_model_and_every_body_field():
+def test_cache_key_covers_endpoint_model_served_model_and_every_body_field():
     body = {"prompt": "p", "max_tokens": 1}
-    key = cache_key("http://a/v1/completions", "m", body)
-    assert key == cache_key("http://a/v1/completions", "m", {"max_tokens": 1, "prompt": "p"})
-    assert key != cache_key("http://b/v1/completions", "m", body)
-    assert key != cache_key("http://a/v1/completions", "n", body)
-    assert key != cache_key("http://a/v1/completions", "m", {**body, "max_tokens": 2})
+    url, served = "http://a/v1/completions", {"id": "m"}
+    key = cache_key(url, "m", served, body)
+    assert key == cache_key(url, "m", {"id": "m"}, {"max_tokens": 1, "prompt": "p"})
+    assert key != cache_key("http://b/v1/completions", "m", served, body)
+    assert key != cache_key(url, "n", served, body)
+    assert key != cache_key(url, "m", {"id": "m", "root": "/weights/other"}, body)
+    assert key != cache_key(url, "m", {"id": "alias"}, body)
+    assert key != cache_key(url, "m", served, {**body, "max_tokens": 2})
+
+
+def test_served_identity_keeps_what_names_the_weights_not_what_changes_per_listing():
+    vllm = {"id": "m", "object": "model", "created": 1733, "owned_by": "vllm", "root": "/w/q"}
+    listing = [{"id": "other"}, {**vllm, "permission": [{"id": "modelperm-1", "created": 5}]}]
+    assert served_identity(listing, "m") == {"id": "m", "root": "/w/q"}
+    assert served_identity([{"id": "m", "owned_by": "me"}], "m") == {"id": "m"}
 
 
 def test_http_errors_are_one_line_and_name_the_cause():
@@ -377,6 +388,46 @@ def test_cache_answers_a_repeated_request_and_keeps_no_key(tmp_path, monkeypatch
     assert len(files) == 1 and "sk-do-not-leak" not in files[0].read_text()
 
 
+def test_an_invalid_cached_answer_is_asked_again(tmp_path):
+    with FakeServer() as server:
+        first = _backend(server.base_url, tmp_path)
+        _generate(first)
+        first.close()
+        [path] = _cached_files(tmp_path)
+        record = json.loads(path.read_text())
+        record["response"]["choices"][0]["text"] = None  # cached before answers were checked
+        path.write_text(json.dumps(record))
+        again = _backend(server.base_url, tmp_path)
+        assert _generate(again) == "[1] > [2]"
+        again.close()
+    assert len(server.bodies) == 2 and again.usage()["requests_cached"] == 0
+    assert json.loads(path.read_text())["response"]["choices"][0]["text"] == "[1] > [2]"
+
+
+def test_another_model_behind_the_same_url_and_name_never_reuses_answers(tmp_path):
+    """The cache key holds what GET /models says about the served model: a server restarted
+    with other weights under the same name (vLLM lists them as root) is asked again, and so
+    is another listed id accepted with served_model; the same model hits the cache even
+    though its listing's created time changed."""
+    sent = []
+    with FakeServer() as server:
+        for root, created, served_model in [
+            ("/weights/a", 1, None),
+            ("/weights/b", 2, None),
+            ("/weights/a", 3, None),
+            ("/weights/a", 4, "alias"),
+        ]:
+            server.models = [
+                {"id": FAKE_MODEL, "root": root, "created": created},
+                {"id": "alias", "root": root, "created": created},
+            ]
+            backend = _backend(server.base_url, tmp_path, served_model=served_model)
+            assert _generate(backend) == "[1] > [2]"
+            backend.close()
+            sent.append(len(server.bodies))
+    assert sent == [1, 2, 2, 3]
+
+
 def test_identity_records_the_server_model_and_tokenizer(tmp_path):
     with FakeServer() as server:
         backend = _backend(server.base_url, tmp_path)
@@ -596,6 +647,29 @@ def test_an_invalid_answer_mid_run_keeps_finished_orders_and_a_rerun_resumes(
 
 def _windows(sample: dict) -> list[dict]:
     return sample["facts"]["extra"]["window_details"]
+
+
+def test_dry_run_counts_cached_answers_of_the_served_model_only(tmp_path, rankgpt_folder):
+    """A dry run asks GET /models as the run does, so it counts as cached exactly the
+    answers the run would take from the cache."""
+    with FakeServer(answer=_identifier_answer) as server:
+        server.models = [{"id": FAKE_MODEL, "root": "/weights/a"}]
+        execute_run(prepare_run(_first_config(tmp_path, rankgpt_folder, server.base_url)))
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, out="again")
+        counted = dry_run(prepare_run(config)).usage
+        assert (counted["requests_cached"], counted["requests_would_send"]) == (48, 0)
+        server.models = [{"id": FAKE_MODEL, "root": "/weights/b"}]
+        counted = dry_run(prepare_run(config)).usage
+        assert (counted["requests_cached"], counted["requests_would_send"]) == (0, 48)
+        assert len(server.bodies) == 48  # the dry runs sent no completion
+
+
+def test_dry_run_without_a_server_says_why_it_asks(tmp_path, rankgpt_folder):
+    from harness.backends.llama_server import free_port
+
+    config = _first_config(tmp_path, rankgpt_folder, f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(HarnessError, match=r"cannot connect to .*a dry run asks it which model"):
+        dry_run(prepare_run(config))
 
 
 def test_dry_run_is_refused_for_in_process_backends(rankgpt_folder, tmp_path):

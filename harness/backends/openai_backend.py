@@ -19,10 +19,13 @@ server's own prompt-token count per request.
 Transport: ``httpx`` (one synchronous client with a connection pool, safe across threads),
 imported only when a backend opens. ``concurrency`` requests are in flight at once (a thread
 pool); 429, 5xx, dropped connections and timeouts are retried ``max_retries`` times with
-exponential backoff and jitter, or after the server's ``Retry-After``. Each answer is kept
-in an on-disk cache keyed by (URL, model, full request body), so a resumed or repeated run
-sends nothing twice; in a dry run nothing is sent and the requests that would be are
-counted. Every failure is one line naming the URL and what went wrong.
+exponential backoff and jitter, or after the server's ``Retry-After``. Every answer is
+checked before it counts or is cached (log-probs or text present, the accepted model);
+an invalid one is asked again ``invalid_retries`` times, then refused. Each valid answer is
+kept in an on-disk cache keyed by (URL, model, the served model as ``GET /models`` lists
+it, full request body), so a resumed or repeated run sends nothing twice; in a dry run no
+completion is sent (only ``GET /models``) and the requests that would be are counted.
+Every failure is one line naming the URL and what went wrong.
 
 The request builders and response readers are pure functions, unit-tested without a server.
 """
@@ -303,10 +306,24 @@ def retry_delay(
     return backoff * rng.uniform(0.5, 1.0)
 
 
-def cache_key(url: str, model: str, body: Mapping[str, Any]) -> str:
-    """sha256 of (endpoint URL, model, full request body), canonical JSON."""
-    payload = json.dumps({"url": url, "model": model, "body": body}, sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+def cache_key(url: str, model: str, served: Mapping[str, str], body: Mapping[str, Any]) -> str:
+    """sha256 of (endpoint URL, model, served model, full request body), canonical JSON:
+    ``served`` (see :func:`served_identity`) keeps the answers of another model behind the
+    same URL and name apart."""
+    payload = {"url": url, "model": model, "served": dict(served), "body": body}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# Fields of a GET /models entry that say which model is served: its id, and where the server
+# lists them the weights it was loaded from (vLLM's root and parent). Left out: what changes
+# from one listing to the next (vLLM's created time, permission ids).
+SERVED_FIELDS = ("id", "root", "parent")
+
+
+def served_identity(listing: Sequence[Mapping[str, Any]], accepted: str) -> dict[str, str]:
+    """What the server's model list says about the accepted model, for the cache key."""
+    entry = next(m for m in listing if str(m.get("id")) == accepted)
+    return {name: str(entry[name]) for name in SERVED_FIELDS if entry.get(name) is not None}
 
 
 def http_error_line(status: int, url: str, text: str, api_key_env: str | None) -> str:
@@ -357,7 +374,8 @@ def _snippet(value: Any) -> str:
 
 
 class RequestCache:
-    """Answers on disk, one JSON file per (URL, model, body) key, written atomically."""
+    """Answers on disk, one JSON file per (URL, model, served model, body) key, written
+    atomically."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -374,11 +392,19 @@ class RequestCache:
         response = data.get("response") if isinstance(data, dict) else None
         return response if isinstance(response, dict) else None
 
-    def put(self, key: str, url: str, body: Mapping[str, Any], response: Any) -> None:
+    def put(
+        self,
+        key: str,
+        url: str,
+        served: Mapping[str, str],
+        body: Mapping[str, Any],
+        response: Any,
+    ) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"url": url, "body": body, "response": response}), "utf-8")
+        record = {"url": url, "served": dict(served), "body": body, "response": response}
+        tmp.write_text(json.dumps(record), "utf-8")
         os.replace(tmp, path)
 
 
@@ -483,14 +509,12 @@ class OpenAIBackend(Backend):
             max_workers=engine.concurrency, thread_name_prefix="harness-http"
         )
         try:
-            self.served_models: tuple[str, ...] = () if self.dry_run else self._served_models()
-            if not self.dry_run:
-                accepted_model(
-                    self.model_name,
-                    engine.served_model,
-                    self.served_models,
-                    f"{self.base_url}/models",
-                )
+            listing = self._model_listing()
+            self.served_models = tuple(str(m.get("id")) for m in listing)
+            accepted = accepted_model(
+                self.model_name, engine.served_model, self.served_models, self._url("models")
+            )
+            self.served = served_identity(listing, accepted)
         except BaseException:
             self.close()
             raise
@@ -636,7 +660,8 @@ class OpenAIBackend(Backend):
         ]
 
     def _url(self, endpoint: str) -> str:
-        path = {"completions": "/completions", "chat": "/chat/completions"}.get(endpoint, "")
+        paths = {"completions": "/completions", "chat": "/chat/completions", "models": "/models"}
+        path = paths.get(endpoint, "")
         return f"{self.base_url}{path}"
 
     def _send_all(
@@ -657,10 +682,11 @@ class OpenAIBackend(Backend):
         return [f.result() for f in futures]
 
     def _send(self, url: str, body: Mapping[str, Any], check: Check) -> Answer:
-        key = cache_key(url, self.model_name, body)
+        key = cache_key(url, self.model_name, self.served, body)
         if self.cache is not None:
             hit = self.cache.get(key)
-            if hit is not None:
+            # An answer cached before it was validated, or damaged since, is asked again.
+            if hit is not None and self._problem(hit, check) is None:
                 self._count(hit, cached=True)
                 return Answer(hit, cached=True, attempts=0)
         if self.dry_run:
@@ -670,7 +696,7 @@ class OpenAIBackend(Backend):
         self._check_stopping()
         response, attempts = self._valid_answer(url, body, check)
         if self.cache is not None:
-            self.cache.put(key, url, body, response)
+            self.cache.put(key, url, self.served, body, response)
         self._count(response, cached=False)
         return Answer(response, cached=False, attempts=attempts)
 
@@ -771,19 +797,22 @@ class OpenAIBackend(Backend):
             raise HarnessError(f"{url} answered with JSON that is not an object: {_snippet(data)}")
         return data
 
-    def _served_models(self) -> tuple[str, ...]:
-        """The model ids ``GET /models`` lists (also the first check that base_url answers)."""
-        url = f"{self.base_url}/models"
+    def _model_listing(self) -> list[dict[str, Any]]:
+        """The entries ``GET /models`` lists (also the first check that base_url answers).
+        A dry run asks too: cached answers are keyed by the model served."""
+        url = self._url("models")
         httpx = self._httpx
+        why = "; a dry run asks it which model it serves, since answers are cached per model"
+        why = why if self.dry_run else ""
         try:
             reply = self._client.get(url, timeout=min(self.engine.timeout, OPEN_TIMEOUT))
         except httpx.ConnectError as exc:
             raise HarnessError(
                 f"cannot connect to {url}: {_one_line(str(exc)) or _kind(exc)} (is the server "
-                "running at base_url?)"
+                f"running at base_url?){why}"
             ) from None
         except httpx.TimeoutException:
-            raise HarnessError(f"no answer from {url} within {OPEN_TIMEOUT:g} s") from None
+            raise HarnessError(f"no answer from {url} within {OPEN_TIMEOUT:g} s{why}") from None
         except httpx.HTTPError as exc:
             raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
         if reply.status_code != 200:
@@ -794,7 +823,7 @@ class OpenAIBackend(Backend):
         listed = data.get("data")
         if not isinstance(listed, list):
             raise HarnessError(f"{url} is not an OpenAI-compatible model list: {_snippet(data)}")
-        return tuple(str(m.get("id")) for m in listed if isinstance(m, dict))
+        return [m for m in listed if isinstance(m, dict)]
 
 
 def load_tokenizer(name: str) -> Any:
