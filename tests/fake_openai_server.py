@@ -7,7 +7,10 @@ message), ``"401"``, ``"malformed"`` (HTTP 200 with a body that is not JSON), ``
 (answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering),
 ``"no-logprobs"`` and ``"no-text"`` (HTTP 200, the answer without its log-probs or with
 ``null`` text: what a server that ignores ``logprobs`` or a broken replica sends),
-``"wrong-model"`` (the answer names ``OTHER_MODEL``). ``models`` is what ``GET /v1/models``
+``"wrong-model"`` (the answer names ``OTHER_MODEL``), ``"huge"`` (HTTP 200, a valid answer
+whose text takes ``huge_bytes``, sent without a length until the client hangs up),
+``"trickle"`` (a valid answer sent in 100 pieces spread over ``slow_seconds``, each piece
+well within any read timeout). ``models`` is what ``GET /v1/models``
 lists (ids, or entries with more fields such as vLLM's ``root``); tests may change it
 between backends.
 Every request body it receives is recorded, so tests count what was sent. The real server
@@ -63,12 +66,14 @@ class FakeServer:
         slow_seconds: float = 2.0,
         retry_after: str = "0",
         models: Iterable[str | dict[str, Any]] = (FAKE_MODEL,),
+        huge_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.faults: deque[str] = deque(faults)
         self.answer = answer
         self.slow_seconds = slow_seconds
         self.retry_after = retry_after
         self.models = [m if isinstance(m, dict) else {"id": m} for m in models]
+        self.huge_bytes = huge_bytes
         self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -111,6 +116,41 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _send_huge(self, answer: dict[str, Any]) -> None:
+                """``answer`` with ``huge_bytes`` of text, no Content-Length (the body ends
+                when the connection does), written until done or the client hangs up."""
+                answer["choices"][0]["text"] = "@"
+                head, tail = json.dumps(answer).encode().split(b"@")
+                self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                piece = b"[1] > [2] " * 6400
+                try:
+                    self.wfile.write(head)
+                    for _ in range(fake.huge_bytes // len(piece)):
+                        self.wfile.write(piece)
+                    self.wfile.write(tail)
+                except OSError:  # the client stopped reading: what a bounded client does
+                    pass
+
+            def _trickle(self, payload: bytes) -> None:
+                """``payload`` in 100 pieces spread over ``slow_seconds``."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                step = -(-len(payload) // 100)
+                try:
+                    for start in range(0, len(payload), step):
+                        self.wfile.write(payload[start : start + step])
+                        self.wfile.flush()
+                        if fake.stop_event.wait(fake.slow_seconds / 100):
+                            return
+                except OSError:
+                    pass
+
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
                     listing = {"object": "list", "data": fake.models}
@@ -142,6 +182,10 @@ class FakeServer:
                 elif fault == "drop":
                     self.close_connection = True
                     self.connection.close()
+                elif fault == "huge":
+                    self._send_huge(fake.answer(body))
+                elif fault == "trickle":
+                    self._trickle(json.dumps(fake.answer(body)).encode())
                 else:
                     if fault == "slow":
                         fake.stop_event.wait(fake.slow_seconds)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from harness.backends.openai_backend import (
     parse_retry_after,
     read_next_token,
     read_text,
+    reply_limit,
     retry_delay,
     served_identity,
     text_problem,
@@ -136,6 +138,14 @@ def test_retry_delay_honours_retry_after_and_backs_off_with_jitter():
     for attempt, delay in enumerate(delays):
         ceiling = min(2.0**attempt, 8)
         assert ceiling / 2 <= delay <= ceiling
+
+
+def test_reply_limit_grows_with_the_answer_asked_for():
+    first = logprob_body("m", "p", [5], top_logprobs=50, bias=100.0)
+    assert reply_limit(first) == 64 * 1024 + 1024 * 51
+    rankgpt = generation_body("m", "p", GenerationRequest(200, frozenset()), [])
+    assert reply_limit(rankgpt) == 64 * 1024 + 1024 * 200
+    assert reply_limit({}) == 64 * 1024 + 1024
 
 
 def test_cache_key_covers_endpoint_model_served_model_and_every_body_field():
@@ -322,6 +332,35 @@ def test_timeout_without_retries_is_one_line(tmp_path):
         with pytest.raises(HarnessError, match=r"no answer from .* within 0.3 s"):
             _generate(backend)
         backend.close()
+
+
+def test_a_huge_reply_is_refused_in_one_line_not_retried_and_not_cached(tmp_path):
+    """A runaway server (one 50 MB RankGPT answer once took 233 s and 14.6 GB): reading
+    stops at the reply's byte limit."""
+    with FakeServer(faults=["huge"]) as server:
+        backend = _backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError) as error:
+            _generate(backend)
+        backend.close()
+    limit = 64 * 1024 + 1024 * 8
+    assert str(error.value) == (
+        f"reply from {server.base_url}/completions exceeded {limit} bytes for max_tokens=8; "
+        "not cached"
+    )
+    assert len(server.bodies) == 1 and _cached_files(tmp_path) == []
+
+
+def test_a_trickled_reply_cannot_outlive_the_timeout(tmp_path):
+    """Each piece arrives well within the read timeout (which httpx applies per chunk); the
+    request's own deadline ends it."""
+    with FakeServer(faults=["trickle"], slow_seconds=8.0) as server:
+        backend = _backend(server.base_url, tmp_path, timeout=1.0, max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(HarnessError, match=r"no complete answer from .* within 1 s"):
+            _generate(backend)
+        assert time.monotonic() - started < 4.0
+        backend.close()
+    assert _cached_files(tmp_path) == []
 
 
 def test_dropped_connection_is_retried_and_reported(tmp_path):

@@ -65,6 +65,9 @@ from harness.rerankers.base import RunContext
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 OPEN_TIMEOUT = 10.0  # seconds for the start-up GET /models
 KEPT_ERROR_CHARS = 200
+REPLY_ALLOWANCE = 64 * 1024  # bytes any reply may take: ids, usage, fingerprint, an error page
+TOKEN_ALLOWANCE = 1024  # bytes per generated token and per log-prob alternative of each
+LISTING_LIMIT = 4 * 1024 * 1024  # GET /models: a hosted API lists hundreds of models
 
 
 # --- request bodies -------------------------------------------------------------------------
@@ -306,6 +309,17 @@ def retry_delay(
     return backoff * rng.uniform(0.5, 1.0)
 
 
+def reply_limit(body: Mapping[str, Any]) -> int:
+    """The most bytes a reply to ``body`` may take: a fixed allowance plus a generous one per
+    generated token and per log-prob alternative of each (a token's escaped text and its
+    log-prob take far less), so one runaway answer cannot fill memory or the cache."""
+    tokens = body.get("max_tokens")
+    tokens = tokens if isinstance(tokens, int) and tokens > 0 else 1
+    alternatives = body.get("logprobs")
+    alternatives = alternatives if type(alternatives) is int and alternatives > 0 else 0
+    return REPLY_ALLOWANCE + TOKEN_ALLOWANCE * tokens * (1 + alternatives)
+
+
 def cache_key(url: str, model: str, served: Mapping[str, str], body: Mapping[str, Any]) -> str:
     """sha256 of (endpoint URL, model, served model, full request body), canonical JSON:
     ``served`` (see :func:`served_identity`) keeps the answers of another model behind the
@@ -412,6 +426,24 @@ class RequestCache:
 
 
 @dataclass(frozen=True)
+class Reply:
+    """One HTTP reply, read within its byte limit and deadline."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class Overdue(Exception):
+    """A reply still arriving when its request's deadline passed (a slow trickle of bytes:
+    httpx's read timeout is per chunk and never trips on it)."""
+
+
+@dataclass(frozen=True)
 class Answer:
     """One request's answer: the response JSON (empty in a dry run for a request that would
     be sent), whether it came from the cache, attempts made."""
@@ -491,7 +523,8 @@ class OpenAIBackend(Backend):
         self.cache = (
             RequestCache(Path(engine.cache_dir or user_cache_dir("http"))) if engine.cache else None
         )
-        headers = {"Content-Type": "application/json"}
+        # identity: a compressed reply could inflate past the byte limit within one chunk
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         key = os.environ.get(engine.api_key_env) if engine.api_key_env else None
         if engine.api_key_env and not key:
             raise HarnessError(
@@ -756,9 +789,14 @@ class OpenAIBackend(Backend):
         while True:
             retry_after: float | None = None
             try:
-                reply = self._client.post(url, json=body)
+                reply = self._exchange("POST", url, body, reply_limit(body), self.engine.timeout)
             except httpx.TimeoutException as exc:
                 problem = f"no answer from {url} within {self.engine.timeout:g} s ({_kind(exc)})"
+            except Overdue:
+                problem = (
+                    f"no complete answer from {url} within {self.engine.timeout:g} s (the reply "
+                    "was still arriving)"
+                )
             except httpx.ConnectError as exc:
                 problem = (
                     f"cannot connect to {url}: {_one_line(str(exc)) or _kind(exc)} "
@@ -772,12 +810,10 @@ class OpenAIBackend(Backend):
             except httpx.HTTPError as exc:  # malformed URL and other transport errors
                 raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
             else:
-                if reply.status_code == 200:
+                if reply.status == 200:
                     return self._json(reply, url), attempt + 1
-                problem = http_error_line(
-                    reply.status_code, url, reply.text, self.engine.api_key_env
-                )
-                if reply.status_code not in RETRY_STATUSES:
+                problem = http_error_line(reply.status, url, reply.text, self.engine.api_key_env)
+                if reply.status not in RETRY_STATUSES:
                     raise HarnessError(problem)
                 retry_after = parse_retry_after(reply.headers.get("retry-after"))
             if attempt >= self.engine.max_retries:
@@ -785,10 +821,33 @@ class OpenAIBackend(Backend):
             self._wait(attempt, retry_after)
             attempt += 1
 
+    def _exchange(
+        self, method: str, url: str, body: Mapping[str, Any] | None, limit: int, seconds: float
+    ) -> Reply:
+        """One request, its reply read in chunks: refused in one line past ``limit`` bytes
+        (not retried: the same request would get the same answer), abandoned as
+        :class:`Overdue` once ``seconds`` have passed since it was sent."""
+        deadline = time.monotonic() + seconds
+        timeout = self._httpx.Timeout(seconds, connect=min(seconds, OPEN_TIMEOUT))
+        with self._client.stream(method, url, json=body, timeout=timeout) as reply:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in reply.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    budget = f" for max_tokens={body.get('max_tokens')}" if body else ""
+                    raise HarnessError(
+                        f"reply from {url} exceeded {limit} bytes{budget}; not cached"
+                    )
+                if time.monotonic() > deadline:
+                    raise Overdue
+                chunks.append(chunk)
+            return Reply(reply.status_code, reply.headers, b"".join(chunks))
+
     @staticmethod
-    def _json(reply: Any, url: str) -> dict[str, Any]:
+    def _json(reply: Reply, url: str) -> dict[str, Any]:
         try:
-            data = reply.json()
+            data = json.loads(reply.content)
         except ValueError:
             raise HarnessError(
                 f"{url} answered HTTP 200 with malformed JSON: {_one_line(reply.text)[:80]!r}"
@@ -805,19 +864,22 @@ class OpenAIBackend(Backend):
         why = "; a dry run asks it which model it serves, since answers are cached per model"
         why = why if self.dry_run else ""
         try:
-            reply = self._client.get(url, timeout=min(self.engine.timeout, OPEN_TIMEOUT))
+            reply = self._exchange(
+                "GET", url, None, LISTING_LIMIT, min(self.engine.timeout, OPEN_TIMEOUT)
+            )
         except httpx.ConnectError as exc:
             raise HarnessError(
                 f"cannot connect to {url}: {_one_line(str(exc)) or _kind(exc)} (is the server "
                 f"running at base_url?){why}"
             ) from None
-        except httpx.TimeoutException:
-            raise HarnessError(f"no answer from {url} within {OPEN_TIMEOUT:g} s{why}") from None
+        except (httpx.TimeoutException, Overdue):
+            seconds = min(self.engine.timeout, OPEN_TIMEOUT)
+            raise HarnessError(f"no answer from {url} within {seconds:g} s{why}") from None
         except httpx.HTTPError as exc:
             raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
-        if reply.status_code != 200:
+        if reply.status != 200:
             raise HarnessError(
-                http_error_line(reply.status_code, url, reply.text, self.engine.api_key_env)
+                http_error_line(reply.status, url, reply.text, self.engine.api_key_env)
             )
         data = self._json(reply, url)
         listed = data.get("data")
