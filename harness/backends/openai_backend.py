@@ -749,8 +749,10 @@ class OpenAIBackend(Backend):
         """POST until an answer passes ``check``: an invalid answer (a glitch of one replica,
         a server without log-probs) is asked again up to ``invalid_retries`` times, then the
         request fails loudly instead of counting as a ranking."""
+        answers = self.engine.invalid_retries + 1
         attempts = 0
-        for asked in range(self.engine.invalid_retries + 1):
+        problem: str | None = None
+        for asked in range(answers):
             if asked:
                 self._wait(asked - 1, None)
             response, tries = self._post(url, body)
@@ -759,7 +761,7 @@ class OpenAIBackend(Backend):
             if problem is None:
                 return response, attempts
         raise HarnessError(
-            f"invalid answer from {url}: {problem}; refused after {asked + 1} answers "
+            f"invalid answer from {url}: {problem}; refused after {answers} answers "
             f"({attempts} attempts, invalid_retries: {self.engine.invalid_retries}), not cached"
         )
 
