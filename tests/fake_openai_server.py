@@ -4,7 +4,15 @@ It runs no model. It answers ``GET /v1/models`` and ``POST /v1/completions`` on 
 with canned answers built by ``answer(body)``, and before answering it takes the next fault
 from a script: ``"429"`` (with ``Retry-After``), ``"500"``, ``"400"`` (a context-overflow
 message), ``"401"``, ``"malformed"`` (HTTP 200 with a body that is not JSON), ``"slow"``
-(answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering).
+(answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering),
+``"no-logprobs"`` and ``"no-text"`` (HTTP 200, the answer without its log-probs or with
+``null`` text: what a server that ignores ``logprobs`` or a broken replica sends),
+``"wrong-model"`` (the answer names ``OTHER_MODEL``), ``"huge"`` (HTTP 200, a valid answer
+whose text takes ``huge_bytes``, sent without a length until the client hangs up),
+``"trickle"`` (a valid answer sent in 100 pieces spread over ``slow_seconds``, each piece
+well within any read timeout). ``models`` is what ``GET /v1/models``
+lists (ids, or entries with more fields such as vLLM's ``root``); tests may change it
+between backends.
 Every request body it receives is recorded, so tests count what was sent. The real server
 the tests also use is llama.cpp's (see ``tests/llama_server.py``); this fake only makes the
 failures that a real server does not produce on demand.
@@ -21,14 +29,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAKE_MODEL = "fault-injecting-fake"
+OTHER_MODEL = "other-model"
 
 
 def default_answer(body: dict[str, Any]) -> dict[str, Any]:
-    """A completion whose logprobs list every biased token (descending by token id order)
-    and whose text is the numbered answer ``[1] > [2]``."""
+    """A completion whose logprobs list every biased token (descending by token id order;
+    ``A`` alone when nothing is biased) and whose text is the numbered answer ``[1] > [2]``."""
     bias = body.get("logit_bias") or {}
-    top = {f"tok{key}": -float(i) for i, key in enumerate(bias)}
+    top = {f"tok{key}": -float(i) for i, key in enumerate(bias)} or {"A": -0.1}
     text = "[1] > [2]" if body.get("max_tokens", 1) > 1 else "A"
+    logprobs = {"tokens": [text], "top_logprobs": [top]} if body.get("logprobs") else None
     return {
         "id": "fake",
         "object": "text_completion",
@@ -39,7 +49,7 @@ def default_answer(body: dict[str, Any]) -> dict[str, Any]:
                 "index": 0,
                 "text": text,
                 "finish_reason": "stop",
-                "logprobs": {"tokens": [text], "top_logprobs": [top]} if bias else None,
+                "logprobs": logprobs,
             }
         ],
         "usage": {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8},
@@ -55,11 +65,15 @@ class FakeServer:
         answer: Callable[[dict[str, Any]], dict[str, Any]] = default_answer,
         slow_seconds: float = 2.0,
         retry_after: str = "0",
+        models: Iterable[str | dict[str, Any]] = (FAKE_MODEL,),
+        huge_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         self.faults: deque[str] = deque(faults)
         self.answer = answer
         self.slow_seconds = slow_seconds
         self.retry_after = retry_after
+        self.models = [m if isinstance(m, dict) else {"id": m} for m in models]
+        self.huge_bytes = huge_bytes
         self.bodies: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
@@ -102,9 +116,45 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _send_huge(self, answer: dict[str, Any]) -> None:
+                """``answer`` with ``huge_bytes`` of text, no Content-Length (the body ends
+                when the connection does), written until done or the client hangs up."""
+                answer["choices"][0]["text"] = "@"
+                head, tail = json.dumps(answer).encode().split(b"@")
+                self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                piece = b"[1] > [2] " * 6400
+                try:
+                    self.wfile.write(head)
+                    for _ in range(fake.huge_bytes // len(piece)):
+                        self.wfile.write(piece)
+                    self.wfile.write(tail)
+                except OSError:  # the client stopped reading: what a bounded client does
+                    pass
+
+            def _trickle(self, payload: bytes) -> None:
+                """``payload`` in 100 pieces spread over ``slow_seconds``."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                step = -(-len(payload) // 100)
+                try:
+                    for start in range(0, len(payload), step):
+                        self.wfile.write(payload[start : start + step])
+                        self.wfile.flush()
+                        if fake.stop_event.wait(fake.slow_seconds / 100):
+                            return
+                except OSError:
+                    pass
+
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, json.dumps({"data": [{"id": FAKE_MODEL}]}).encode())
+                    listing = {"object": "list", "data": fake.models}
+                    self._send(200, json.dumps(listing).encode())
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}')
 
@@ -132,12 +182,28 @@ class FakeServer:
                 elif fault == "drop":
                     self.close_connection = True
                     self.connection.close()
+                elif fault == "huge":
+                    self._send_huge(fake.answer(body))
+                elif fault == "trickle":
+                    self._trickle(json.dumps(fake.answer(body)).encode())
                 else:
                     if fault == "slow":
                         fake.stop_event.wait(fake.slow_seconds)
-                    self._send(200, json.dumps(fake.answer(body)).encode())
+                    self._send(200, json.dumps(damaged(fake.answer(body), fault)).encode())
 
         return Handler
+
+
+def damaged(answer: dict[str, Any], fault: str | None) -> dict[str, Any]:
+    """``answer`` as a faulty server sends it: without log-probs, with ``null`` text or
+    from another model."""
+    if fault == "no-logprobs":
+        answer["choices"][0]["logprobs"] = None
+    elif fault == "no-text":
+        answer["choices"][0]["text"] = None
+    elif fault == "wrong-model":
+        answer["model"] = OTHER_MODEL
+    return answer
 
 
 def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:

@@ -7,23 +7,30 @@ from __future__ import annotations
 import functools
 import json
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_openai_server import FAKE_MODEL, FakeServer, default_answer
+from fake_openai_server import FAKE_MODEL, OTHER_MODEL, FakeServer, default_answer
 
 from harness.backends.base import GenerationRequest, TokenBatch
 from harness.backends.openai_backend import (
     OpenAIBackend,
+    accepted_model,
     cache_key,
     generation_body,
     http_error_line,
     logprob_body,
+    logprobs_problem,
+    model_problem,
     parse_retry_after,
     read_next_token,
     read_text,
+    reply_limit,
     retry_delay,
+    served_identity,
+    text_problem,
 )
 from harness.backends.params import ModelParams, OpenAIParams
 from harness.config import RunConfig
@@ -87,6 +94,36 @@ def test_read_text_reads_completions_and_chat_answers():
         read_text({"error": "x"}, "http://h/v1/completions")
 
 
+def _choice(**fields) -> dict:
+    return {"choices": [{"text": "A", **fields}]}
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ({"choices": []}, "no 'choices'"),
+        (_choice(logprobs=None), "no top_logprobs"),
+        (_choice(logprobs={"top_logprobs": []}), "no top_logprobs"),
+        (_choice(logprobs={"top_logprobs": [{}]}), "empty"),
+        (_choice(logprobs={"top_logprobs": [None]}), "not a mapping"),
+        (_choice(logprobs={"top_logprobs": [{"A": "-0.1"}]}), "not a number"),
+        (_choice(logprobs={"top_logprobs": [{"A": True}]}), "not a number"),
+        (_choice(logprobs={"top_logprobs": [{"A": float("nan")}]}), "not a finite number"),
+        (_choice(logprobs={"top_logprobs": [{"A": -float("inf")}]}), "not a finite number"),
+    ],
+)
+def test_an_answer_without_usable_logprobs_says_what_is_wrong(response, expected):
+    problem = logprobs_problem(response)
+    assert problem is not None and expected in problem and "\n" not in problem
+    assert logprobs_problem(_choice(logprobs={"top_logprobs": [{"A": -0.1, "B": -2}]})) is None
+
+
+def test_a_generation_answer_needs_text():
+    assert text_problem(_choice()) is None and text_problem(_choice(text="")) is None
+    assert "not a string" in (text_problem(_choice(text=None)) or "")
+    assert "no 'choices'" in (text_problem({"error": "x"}) or "")
+
+
 def test_retry_after_seconds_and_http_dates():
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
@@ -103,13 +140,31 @@ def test_retry_delay_honours_retry_after_and_backs_off_with_jitter():
         assert ceiling / 2 <= delay <= ceiling
 
 
-def test_cache_key_covers_endpoint_model_and_every_body_field():
+def test_reply_limit_grows_with_the_answer_asked_for():
+    first = logprob_body("m", "p", [5], top_logprobs=50, bias=100.0)
+    assert reply_limit(first) == 64 * 1024 + 1024 * 51
+    rankgpt = generation_body("m", "p", GenerationRequest(200, frozenset()), [])
+    assert reply_limit(rankgpt) == 64 * 1024 + 1024 * 200
+    assert reply_limit({}) == 64 * 1024 + 1024
+
+
+def test_cache_key_covers_endpoint_model_served_model_and_every_body_field():
     body = {"prompt": "p", "max_tokens": 1}
-    key = cache_key("http://a/v1/completions", "m", body)
-    assert key == cache_key("http://a/v1/completions", "m", {"max_tokens": 1, "prompt": "p"})
-    assert key != cache_key("http://b/v1/completions", "m", body)
-    assert key != cache_key("http://a/v1/completions", "n", body)
-    assert key != cache_key("http://a/v1/completions", "m", {**body, "max_tokens": 2})
+    url, served = "http://a/v1/completions", {"id": "m"}
+    key = cache_key(url, "m", served, body)
+    assert key == cache_key(url, "m", {"id": "m"}, {"max_tokens": 1, "prompt": "p"})
+    assert key != cache_key("http://b/v1/completions", "m", served, body)
+    assert key != cache_key(url, "n", served, body)
+    assert key != cache_key(url, "m", {"id": "m", "root": "/weights/other"}, body)
+    assert key != cache_key(url, "m", {"id": "alias"}, body)
+    assert key != cache_key(url, "m", served, {**body, "max_tokens": 2})
+
+
+def test_served_identity_keeps_what_names_the_weights_not_what_changes_per_listing():
+    vllm = {"id": "m", "object": "model", "created": 1733, "owned_by": "vllm", "root": "/w/q"}
+    listing = [{"id": "other"}, {**vllm, "permission": [{"id": "modelperm-1", "created": 5}]}]
+    assert served_identity(listing, "m") == {"id": "m", "root": "/w/q"}
+    assert served_identity([{"id": "m", "owned_by": "me"}], "m") == {"id": "m"}
 
 
 def test_http_errors_are_one_line_and_name_the_cause():
@@ -130,6 +185,8 @@ def test_params_refuse_bad_settings():
         OpenAIParams(concurrency=0)
     with pytest.raises(HarnessError, match="endpoint"):
         OpenAIParams(endpoint="embeddings")
+    with pytest.raises(HarnessError, match="invalid_retries"):
+        OpenAIParams(invalid_retries=-1)
 
 
 # --- presets and capabilities ----------------------------------------------------------------
@@ -137,7 +194,7 @@ def test_params_refuse_bad_settings():
 
 def _preset(tmp_path: Path, adapter: str, **params) -> Path:
     path = tmp_path / f"{adapter}-http.yaml"
-    body = {"model": "fake", "tokenizer": "tiny-random-llama", **params}
+    body = {"model": FAKE_MODEL, "tokenizer": "tiny-random-llama", **params}
     lines = [f"name: {adapter}-http", f"adapter: {adapter}", "backend: openai", "params:"]
     lines += [f"  {key}: {json.dumps(value)}" for key, value in body.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -174,12 +231,12 @@ def test_refused_preset_leaves_no_run_folder(tmp_path, rankgpt_folder):
 # --- the backend against the fake server -----------------------------------------------------
 
 
-def _backend(base_url: str, tmp_path: Path, **engine) -> OpenAIBackend:
+def _backend(base_url: str, tmp_path: Path, model: str = FAKE_MODEL, **engine) -> OpenAIBackend:
     from harness.models.loading import tiny_tokenizer
 
     settings = {"retry_backoff": 0.0, "cache_dir": str(tmp_path / "cache"), **engine}
     return OpenAIBackend(
-        ModelParams(model="fake"),
+        ModelParams(model=model),
         OpenAIParams(base_url=base_url, **settings),
         RunContext(),
         tokenizer=tiny_tokenizer(),
@@ -191,6 +248,47 @@ def _generate(backend: OpenAIBackend, prompt: str = "hello") -> str:
     ids = backend.tokenizer.encode(prompt)
     generation = backend.generate(TokenBatch.of([ids]), GenerationRequest(8, frozenset()))
     return generation.texts[0]
+
+
+def _logprobs(backend: OpenAIBackend, answers: str = "ABC") -> list[float]:
+    """The next-token log-probs of ``answers`` (one token each) after a short prompt."""
+    ids = backend.tokenizer.encode(answers, add_special_tokens=False)
+    batch = TokenBatch.of([backend.tokenizer.encode("hello")])
+    return backend.next_token_logprobs(batch, ids).logprobs[0].tolist()
+
+
+def _cached_files(tmp_path: Path) -> list[Path]:
+    return list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_an_answer_without_logprobs_is_asked_again(tmp_path):
+    with FakeServer(faults=["no-logprobs"], answer=_identifier_answer) as server:
+        backend = _backend(server.base_url, tmp_path)
+        logprobs = _logprobs(backend)
+        backend.close()
+    assert all(np.isfinite(logprobs)) and len(server.bodies) == 2
+    assert backend.usage()["retries"] == 1 and backend.usage()["requests_sent"] == 1
+
+
+def test_answers_that_stay_invalid_fail_in_one_line_and_are_not_cached(tmp_path):
+    with FakeServer(faults=["no-logprobs"] * 2, answer=_identifier_answer) as server:
+        backend = _backend(server.base_url, tmp_path, invalid_retries=1)
+        with pytest.raises(HarnessError) as error:
+            _logprobs(backend)
+        backend.close()
+    message = str(error.value)
+    assert message.startswith(f"invalid answer from {server.base_url}/completions: no top_logp")
+    assert "refused after 2 answers" in message and "\n" not in message
+    assert len(server.bodies) == 2 and _cached_files(tmp_path) == []
+
+
+def test_a_generation_without_text_is_refused_not_read_as_empty(tmp_path):
+    with FakeServer(faults=["no-text"] * 3) as server:
+        backend = _backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError, match=r"choices\[0\]\.text is None, not a string"):
+            _generate(backend)
+        backend.close()
+    assert len(server.bodies) == 3 and _cached_files(tmp_path) == []
 
 
 def test_429_then_200_is_retried(tmp_path):
@@ -234,6 +332,35 @@ def test_timeout_without_retries_is_one_line(tmp_path):
         with pytest.raises(HarnessError, match=r"no answer from .* within 0.3 s"):
             _generate(backend)
         backend.close()
+
+
+def test_a_huge_reply_is_refused_in_one_line_not_retried_and_not_cached(tmp_path):
+    """A runaway server (one 50 MB RankGPT answer once took 233 s and 14.6 GB): reading
+    stops at the reply's byte limit."""
+    with FakeServer(faults=["huge"]) as server:
+        backend = _backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError) as error:
+            _generate(backend)
+        backend.close()
+    limit = 64 * 1024 + 1024 * 8
+    assert str(error.value) == (
+        f"reply from {server.base_url}/completions exceeded {limit} bytes for max_tokens=8; "
+        "not cached"
+    )
+    assert len(server.bodies) == 1 and _cached_files(tmp_path) == []
+
+
+def test_a_trickled_reply_cannot_outlive_the_timeout(tmp_path):
+    """Each piece arrives well within the read timeout (which httpx applies per chunk); the
+    request's own deadline ends it."""
+    with FakeServer(faults=["trickle"], slow_seconds=8.0) as server:
+        backend = _backend(server.base_url, tmp_path, timeout=1.0, max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(HarnessError, match=r"no complete answer from .* within 1 s"):
+            _generate(backend)
+        assert time.monotonic() - started < 4.0
+        backend.close()
+    assert _cached_files(tmp_path) == []
 
 
 def test_dropped_connection_is_retried_and_reported(tmp_path):
@@ -300,13 +427,103 @@ def test_cache_answers_a_repeated_request_and_keeps_no_key(tmp_path, monkeypatch
     assert len(files) == 1 and "sk-do-not-leak" not in files[0].read_text()
 
 
+def test_an_invalid_cached_answer_is_asked_again(tmp_path):
+    with FakeServer() as server:
+        first = _backend(server.base_url, tmp_path)
+        _generate(first)
+        first.close()
+        [path] = _cached_files(tmp_path)
+        record = json.loads(path.read_text())
+        record["response"]["choices"][0]["text"] = None  # cached before answers were checked
+        path.write_text(json.dumps(record))
+        again = _backend(server.base_url, tmp_path)
+        assert _generate(again) == "[1] > [2]"
+        again.close()
+    assert len(server.bodies) == 2 and again.usage()["requests_cached"] == 0
+    assert json.loads(path.read_text())["response"]["choices"][0]["text"] == "[1] > [2]"
+
+
+def test_another_model_behind_the_same_url_and_name_never_reuses_answers(tmp_path):
+    """The cache key holds what GET /models says about the served model: a server restarted
+    with other weights under the same name (vLLM lists them as root) is asked again, and so
+    is another listed id accepted with served_model; the same model hits the cache even
+    though its listing's created time changed."""
+    sent = []
+    with FakeServer() as server:
+        for root, created, served_model in [
+            ("/weights/a", 1, None),
+            ("/weights/b", 2, None),
+            ("/weights/a", 3, None),
+            ("/weights/a", 4, "alias"),
+        ]:
+            server.models = [
+                {"id": FAKE_MODEL, "root": root, "created": created},
+                {"id": "alias", "root": root, "created": created},
+            ]
+            backend = _backend(server.base_url, tmp_path, served_model=served_model)
+            assert _generate(backend) == "[1] > [2]"
+            backend.close()
+            sent.append(len(server.bodies))
+    assert sent == [1, 2, 2, 3]
+
+
 def test_identity_records_the_server_model_and_tokenizer(tmp_path):
     with FakeServer() as server:
         backend = _backend(server.base_url, tmp_path)
         identity = backend.identity()
         backend.close()
     assert identity["served_models"] == [FAKE_MODEL]
-    assert identity["tokenizer"] == "tiny-random-llama" and identity["name"] == "fake"
+    assert identity["tokenizer"] == "tiny-random-llama" and identity["name"] == FAKE_MODEL
+    assert "served_model" not in identity  # only where the preset accepts another id
+
+
+def test_a_server_of_another_model_is_refused_before_anything_is_sent(tmp_path):
+    with FakeServer(models=[OTHER_MODEL]) as server, pytest.raises(HarnessError) as error:
+        _backend(server.base_url, tmp_path, model="smollm2-135m")
+    assert str(error.value) == (
+        f"{server.base_url}/models serves 'other-model', not 'smollm2-135m'; point base_url "
+        "at a server of 'smollm2-135m', or accept the model it serves with served_model: <id>"
+    )
+    assert server.bodies == []
+
+
+def _other_model_answer(body: dict) -> dict:
+    return {**default_answer(body), "model": OTHER_MODEL}
+
+
+def test_served_model_accepts_the_id_the_server_lists(tmp_path):
+    with FakeServer(models=[OTHER_MODEL], answer=_other_model_answer) as server:
+        backend = _backend(server.base_url, tmp_path, "smollm2-135m", served_model=OTHER_MODEL)
+        assert _generate(backend) == "[1] > [2]"
+        assert backend.identity()["served_model"] == OTHER_MODEL
+        backend.close()
+        with pytest.raises(HarnessError, match=r"not served_model 'gone'; set served_model"):
+            _backend(server.base_url, tmp_path, "smollm2-135m", served_model="gone")
+
+
+def test_an_answer_from_another_model_is_refused(tmp_path):
+    with FakeServer(faults=["wrong-model"] * 3) as server:
+        backend = _backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError) as error:
+            _generate(backend)
+        backend.close()
+    assert f"answered as model 'other-model', not '{FAKE_MODEL}'" in str(error.value)
+    assert "refused after 3 answers" in str(error.value) and _cached_files(tmp_path) == []
+
+
+def test_accepted_names_are_exact():
+    accepted = {"smollm2-135m", "alias"}
+    assert model_problem({"model": "smollm2-135m"}, accepted) is None
+    assert model_problem({"model": "alias"}, accepted) is None
+    assert model_problem({}, accepted) is None  # a server that does not say is not refused
+    assert "'SmolLM2-135M'" in (model_problem({"model": "SmolLM2-135M"}, accepted) or "")
+    listed = [f"m{i}" for i in range(8)]
+    assert accepted_model("m7", None, listed, "u") == "m7"
+    assert accepted_model("x", "m0", listed, "u") == "m0"
+    with pytest.raises(HarnessError, match=r"serves 'm0', .*'m4' and 3 more, not 'x'"):
+        accepted_model("x", None, listed, "u")
+    with pytest.raises(HarnessError, match="serves no model"):
+        accepted_model("x", None, [], "u")
 
 
 # --- methods and the runner against the fake server ------------------------------------------
@@ -429,6 +646,69 @@ def test_failed_request_keeps_every_finished_order(tmp_path, rankgpt_folder):
     kept = _samples(tmp_path / "run")
     assert len(kept) >= 6  # 20 answered requests: at least 6 orders of 3 windows finished
     assert all(len(s["facts"]["extra"]["window_details"]) == 3 for s in kept)
+
+
+def _without_logprobs(body: dict) -> dict:
+    answer = _identifier_answer(body)
+    answer["choices"][0]["logprobs"] = {"tokens": ["A"], "top_logprobs": [{}]}
+    return answer
+
+
+def test_a_server_without_logprobs_fails_the_run_instead_of_ranking_by_doc_id(
+    tmp_path, rankgpt_folder
+):
+    """Before issue 27 such a run exited 0, ranked every window by doc id and reported
+    Kendall tau 1.0."""
+    with FakeServer(answer=_without_logprobs) as server:
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
+        with pytest.raises(HarnessError, match=r"invalid answer from .*top_logprobs .*empty"):
+            execute_run(prepare_run(config))
+    assert not (tmp_path / "run" / SAMPLES_FILE).exists() or _samples(tmp_path / "run") == []
+    assert _cached_files(tmp_path) == []
+
+
+def test_an_invalid_answer_mid_run_keeps_finished_orders_and_a_rerun_resumes(
+    tmp_path, rankgpt_folder
+):
+    with FakeServer(answer=_identifier_answer) as server:
+        server.faults.extend([None] * 20 + ["no-logprobs"] * 3)
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
+        with pytest.raises(HarnessError, match=r"no top_logprobs .*refused after 3 answers"):
+            execute_run(prepare_run(config))
+        kept = _samples(tmp_path / "run")
+        assert len(kept) >= 6  # 20 valid answers: at least 6 orders of 3 windows finished
+        execute_run(prepare_run(config))
+    done = _samples(tmp_path / "run")
+    assert len(done) == 16 and done[: len(kept)] == kept
+    for sample in done:
+        assert all("missing_identifier_logprobs" not in w for w in _windows(sample))
+
+
+def _windows(sample: dict) -> list[dict]:
+    return sample["facts"]["extra"]["window_details"]
+
+
+def test_dry_run_counts_cached_answers_of_the_served_model_only(tmp_path, rankgpt_folder):
+    """A dry run asks GET /models as the run does, so it counts as cached exactly the
+    answers the run would take from the cache."""
+    with FakeServer(answer=_identifier_answer) as server:
+        server.models = [{"id": FAKE_MODEL, "root": "/weights/a"}]
+        execute_run(prepare_run(_first_config(tmp_path, rankgpt_folder, server.base_url)))
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, out="again")
+        counted = dry_run(prepare_run(config)).usage
+        assert (counted["requests_cached"], counted["requests_would_send"]) == (48, 0)
+        server.models = [{"id": FAKE_MODEL, "root": "/weights/b"}]
+        counted = dry_run(prepare_run(config)).usage
+        assert (counted["requests_cached"], counted["requests_would_send"]) == (0, 48)
+        assert len(server.bodies) == 48  # the dry runs sent no completion
+
+
+def test_dry_run_without_a_server_says_why_it_asks(tmp_path, rankgpt_folder):
+    from harness.backends.llama_server import free_port
+
+    config = _first_config(tmp_path, rankgpt_folder, f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(HarnessError, match=r"cannot connect to .*a dry run asks it which model"):
+        dry_run(prepare_run(config))
 
 
 def test_dry_run_is_refused_for_in_process_backends(rankgpt_folder, tmp_path):

@@ -19,10 +19,13 @@ server's own prompt-token count per request.
 Transport: ``httpx`` (one synchronous client with a connection pool, safe across threads),
 imported only when a backend opens. ``concurrency`` requests are in flight at once (a thread
 pool); 429, 5xx, dropped connections and timeouts are retried ``max_retries`` times with
-exponential backoff and jitter, or after the server's ``Retry-After``. Each answer is kept
-in an on-disk cache keyed by (URL, model, full request body), so a resumed or repeated run
-sends nothing twice; in a dry run nothing is sent and the requests that would be are
-counted. Every failure is one line naming the URL and what went wrong.
+exponential backoff and jitter, or after the server's ``Retry-After``. Every answer is
+checked before it counts or is cached (log-probs or text present, the accepted model);
+an invalid one is asked again ``invalid_retries`` times, then refused. Each valid answer is
+kept in an on-disk cache keyed by (URL, model, the served model as ``GET /models`` lists
+it, full request body), so a resumed or repeated run sends nothing twice; in a dry run no
+completion is sent (only ``GET /models``) and the requests that would be are counted.
+Every failure is one line naming the URL and what went wrong.
 
 The request builders and response readers are pure functions, unit-tested without a server.
 """
@@ -37,7 +40,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +65,9 @@ from harness.rerankers.base import RunContext
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 OPEN_TIMEOUT = 10.0  # seconds for the start-up GET /models
 KEPT_ERROR_CHARS = 200
+REPLY_ALLOWANCE = 64 * 1024  # bytes any reply may take: ids, usage, fingerprint, an error page
+TOKEN_ALLOWANCE = 1024  # bytes per generated token and per log-prob alternative of each
+LISTING_LIMIT = 4 * 1024 * 1024  # GET /models: a hosted API lists hundreds of models
 
 
 # --- request bodies -------------------------------------------------------------------------
@@ -177,6 +183,83 @@ def read_text(response: Mapping[str, Any], url: str = "the server") -> tuple[str
     return text, choice.get("finish_reason") == "stop"
 
 
+# --- what a valid answer is ----------------------------------------------------------------
+
+# Why an answer cannot be used (None: it can). Checked before an answer counts or is cached,
+# so an answer that would silently rank by doc id (no log-probs) is asked again or refused.
+Check = Callable[[Mapping[str, Any]], str | None]
+
+
+def choices_problem(response: Mapping[str, Any]) -> str | None:
+    """Every answer needs a first choice that is an object."""
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return f"no 'choices' ({_snippet(response)})"
+    return None
+
+
+def logprobs_problem(response: Mapping[str, Any]) -> str | None:
+    """FIRST and pointwise read the first generated token's ``top_logprobs``: it must be a
+    non-empty mapping of token text to a finite number."""
+    problem = choices_problem(response)
+    if problem is not None:
+        return problem
+    logprobs = response["choices"][0].get("logprobs")
+    tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+    if not isinstance(tops, list) or not tops:
+        return "no top_logprobs in choices[0].logprobs (does the server return log-probs?)"
+    step = tops[0]
+    if not isinstance(step, dict) or not step:
+        return f"top_logprobs of the first generated token is empty or not a mapping: {step!r}"
+    for token, value in step.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"top_logprobs[0][{token!r}] is {value!r}, not a number"
+        if not math.isfinite(value):
+            return f"top_logprobs[0][{token!r}] is {value!r}, not a finite number"
+    return None
+
+
+def text_problem(response: Mapping[str, Any]) -> str | None:
+    """Generation reads ``choices[0].text``: it must be a string (empty is an answer)."""
+    problem = choices_problem(response)
+    if problem is not None:
+        return problem
+    text = response["choices"][0].get("text")
+    if not isinstance(text, str):
+        return f"choices[0].text is {_one_line(repr(text))[:80]}, not a string"
+    return None
+
+
+def model_problem(response: Mapping[str, Any], accepted: Collection[str]) -> str | None:
+    """An answer that names its model must name an accepted one exactly (the requested
+    name or the preset's ``served_model``): another model's answer is not this run's."""
+    model = response.get("model")
+    if model is None or model in accepted:
+        return None
+    return f"answered as model {model!r}, not {' or '.join(map(repr, sorted(accepted)))}"
+
+
+def accepted_model(model: str, served_model: str | None, listed: Sequence[str], url: str) -> str:
+    """The listed model id this run accepts: ``served_model`` where the preset names one,
+    else ``model`` itself. A server that serves neither is refused before anything is
+    sent, so a run is never recorded under a model that did not answer it."""
+    wanted = served_model or model
+    if wanted in listed:
+        return wanted
+    shown = ", ".join(map(repr, listed[:5])) or "no model"
+    if len(listed) > 5:
+        shown += f" and {len(listed) - 5} more"
+    if served_model is not None:
+        raise HarnessError(
+            f"{url} serves {shown}, not served_model {served_model!r}; set served_model to an "
+            "id it lists"
+        )
+    raise HarnessError(
+        f"{url} serves {shown}, not {model!r}; point base_url at a server of {model!r}, or "
+        "accept the model it serves with served_model: <id>"
+    )
+
+
 def call_record(response: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
     """Per-request provenance: the server's model name and fingerprint, token usage, whether
     it came from the cache and how many attempts it took."""
@@ -226,10 +309,35 @@ def retry_delay(
     return backoff * rng.uniform(0.5, 1.0)
 
 
-def cache_key(url: str, model: str, body: Mapping[str, Any]) -> str:
-    """sha256 of (endpoint URL, model, full request body), canonical JSON."""
-    payload = json.dumps({"url": url, "model": model, "body": body}, sort_keys=True)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+def reply_limit(body: Mapping[str, Any]) -> int:
+    """The most bytes a reply to ``body`` may take: a fixed allowance plus a generous one per
+    generated token and per log-prob alternative of each (a token's escaped text and its
+    log-prob take far less), so one runaway answer cannot fill memory or the cache."""
+    tokens = body.get("max_tokens")
+    tokens = tokens if isinstance(tokens, int) and tokens > 0 else 1
+    alternatives = body.get("logprobs")
+    alternatives = alternatives if type(alternatives) is int and alternatives > 0 else 0
+    return REPLY_ALLOWANCE + TOKEN_ALLOWANCE * tokens * (1 + alternatives)
+
+
+def cache_key(url: str, model: str, served: Mapping[str, str], body: Mapping[str, Any]) -> str:
+    """sha256 of (endpoint URL, model, served model, full request body), canonical JSON:
+    ``served`` (see :func:`served_identity`) keeps the answers of another model behind the
+    same URL and name apart."""
+    payload = {"url": url, "model": model, "served": dict(served), "body": body}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# Fields of a GET /models entry that say which model is served: its id, and where the server
+# lists them the weights it was loaded from (vLLM's root and parent). Left out: what changes
+# from one listing to the next (vLLM's created time, permission ids).
+SERVED_FIELDS = ("id", "root", "parent")
+
+
+def served_identity(listing: Sequence[Mapping[str, Any]], accepted: str) -> dict[str, str]:
+    """What the server's model list says about the accepted model, for the cache key."""
+    entry = next(m for m in listing if str(m.get("id")) == accepted)
+    return {name: str(entry[name]) for name in SERVED_FIELDS if entry.get(name) is not None}
 
 
 def http_error_line(status: int, url: str, text: str, api_key_env: str | None) -> str:
@@ -280,7 +388,8 @@ def _snippet(value: Any) -> str:
 
 
 class RequestCache:
-    """Answers on disk, one JSON file per (URL, model, body) key, written atomically."""
+    """Answers on disk, one JSON file per (URL, model, served model, body) key, written
+    atomically."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -297,15 +406,41 @@ class RequestCache:
         response = data.get("response") if isinstance(data, dict) else None
         return response if isinstance(response, dict) else None
 
-    def put(self, key: str, url: str, body: Mapping[str, Any], response: Any) -> None:
+    def put(
+        self,
+        key: str,
+        url: str,
+        served: Mapping[str, str],
+        body: Mapping[str, Any],
+        response: Any,
+    ) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"url": url, "body": body, "response": response}), "utf-8")
+        record = {"url": url, "served": dict(served), "body": body, "response": response}
+        tmp.write_text(json.dumps(record), "utf-8")
         os.replace(tmp, path)
 
 
 # --- the backend ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP reply, read within its byte limit and deadline."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class Overdue(Exception):
+    """A reply still arriving when its request's deadline passed (a slow trickle of bytes:
+    httpx's read timeout is per chunk and never trips on it)."""
 
 
 @dataclass(frozen=True)
@@ -370,6 +505,8 @@ class OpenAIBackend(Backend):
         import httpx
 
         self.model_name = model.model
+        # Names an answer may give as its model: the one requested, or the one accepted.
+        self.accepted_names = frozenset({model.model, engine.served_model} - {None})
         self.engine = engine
         self.dry_run = context.dry_run
         self.base_url = engine.base_url.rstrip("/")
@@ -386,7 +523,8 @@ class OpenAIBackend(Backend):
         self.cache = (
             RequestCache(Path(engine.cache_dir or user_cache_dir("http"))) if engine.cache else None
         )
-        headers = {"Content-Type": "application/json"}
+        # identity: a compressed reply could inflate past the byte limit within one chunk
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         key = os.environ.get(engine.api_key_env) if engine.api_key_env else None
         if engine.api_key_env and not key:
             raise HarnessError(
@@ -404,7 +542,12 @@ class OpenAIBackend(Backend):
             max_workers=engine.concurrency, thread_name_prefix="harness-http"
         )
         try:
-            self.served_models: tuple[str, ...] = () if self.dry_run else self._served_models()
+            listing = self._model_listing()
+            self.served_models = tuple(str(m.get("id")) for m in listing)
+            accepted = accepted_model(
+                self.model_name, engine.served_model, self.served_models, self._url("models")
+            )
+            self.served = served_identity(listing, accepted)
         except BaseException:
             self.close()
             raise
@@ -429,6 +572,7 @@ class OpenAIBackend(Backend):
             "base_url": self.base_url,
             "endpoint": self.engine.endpoint,
             "served_models": list(self.served_models),
+            **({"served_model": self.engine.served_model} if self.engine.served_model else {}),
             "tokenizer": self.tokenizer_name,
             "tokenizer_class": type(self._tokenizer).__name__,
             "top_logprobs": self.engine.top_logprobs,
@@ -482,7 +626,9 @@ class OpenAIBackend(Backend):
             logprob_body(self.model_name, p, token_ids, top_logprobs=top, bias=bias)
             for p in prompts
         ]
-        results = self._send_all("completions", bodies, [len(r) for r in batch.rows])
+        results = self._send_all(
+            "completions", bodies, [len(r) for r in batch.rows], logprobs_problem
+        )
         rows, mass, top_chosen, generated, missing, calls = [], [], [], [], [], []
         for answer in results:
             if answer.dry:
@@ -517,7 +663,7 @@ class OpenAIBackend(Backend):
             generation_body(self.model_name, p, request, self._stop_strings)
             for p in self._texts(batch)
         ]
-        results = self._send_all("completions", bodies, [len(r) for r in batch.rows])
+        results = self._send_all("completions", bodies, [len(r) for r in batch.rows], text_problem)
         tokens, texts, stopped, calls = [], [], [], []
         for answer in results:
             text, stop = ("", False) if answer.dry else read_text(answer.response, self._url(""))
@@ -547,26 +693,33 @@ class OpenAIBackend(Backend):
         ]
 
     def _url(self, endpoint: str) -> str:
-        path = {"completions": "/completions", "chat": "/chat/completions"}.get(endpoint, "")
+        paths = {"completions": "/completions", "chat": "/chat/completions", "models": "/models"}
+        path = paths.get(endpoint, "")
         return f"{self.base_url}{path}"
 
     def _send_all(
-        self, endpoint: str, bodies: Sequence[Mapping[str, Any]], local_tokens: Sequence[int]
+        self,
+        endpoint: str,
+        bodies: Sequence[Mapping[str, Any]],
+        local_tokens: Sequence[int],
+        check: Check,
     ) -> list[Answer]:
-        """Send every body (up to ``concurrency`` in flight), answers in the bodies' order."""
+        """Send every body (up to ``concurrency`` in flight), answers in the bodies' order;
+        each answer passed ``check``."""
         url = self._url(endpoint)
         with self.tally.lock:
             self.tally.local_prompt_tokens += sum(local_tokens)
         if len(bodies) == 1:
-            return [self._send(url, bodies[0])]
-        futures = [self._pool.submit(self._send, url, body) for body in bodies]
+            return [self._send(url, bodies[0], check)]
+        futures = [self._pool.submit(self._send, url, body, check) for body in bodies]
         return [f.result() for f in futures]
 
-    def _send(self, url: str, body: Mapping[str, Any]) -> Answer:
-        key = cache_key(url, self.model_name, body)
+    def _send(self, url: str, body: Mapping[str, Any], check: Check) -> Answer:
+        key = cache_key(url, self.model_name, self.served, body)
         if self.cache is not None:
             hit = self.cache.get(key)
-            if hit is not None:
+            # An answer cached before it was validated, or damaged since, is asked again.
+            if hit is not None and self._problem(hit, check) is None:
                 self._count(hit, cached=True)
                 return Answer(hit, cached=True, attempts=0)
         if self.dry_run:
@@ -574,9 +727,9 @@ class OpenAIBackend(Backend):
                 self.tally.would_send += 1
             return Answer({}, cached=False, attempts=0, dry=True)
         self._check_stopping()
-        response, attempts = self._post(url, body)
+        response, attempts = self._valid_answer(url, body, check)
         if self.cache is not None:
-            self.cache.put(key, url, body, response)
+            self.cache.put(key, url, self.served, body, response)
         self._count(response, cached=False)
         return Answer(response, cached=False, attempts=attempts)
 
@@ -590,6 +743,47 @@ class OpenAIBackend(Backend):
             self.tally.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.tally.completion_tokens += int(usage.get("completion_tokens") or 0)
 
+    def _valid_answer(
+        self, url: str, body: Mapping[str, Any], check: Check
+    ) -> tuple[dict[str, Any], int]:
+        """POST until an answer passes ``check``: an invalid answer (a glitch of one replica,
+        a server without log-probs) is asked again up to ``invalid_retries`` times, then the
+        request fails loudly instead of counting as a ranking."""
+        answers = self.engine.invalid_retries + 1
+        attempts = 0
+        problem: str | None = None
+        for asked in range(answers):
+            if asked:
+                self._wait(asked - 1, None)
+            response, tries = self._post(url, body)
+            attempts += tries
+            problem = self._problem(response, check)
+            if problem is None:
+                return response, attempts
+        raise HarnessError(
+            f"invalid answer from {url}: {problem}; refused after {answers} answers "
+            f"({attempts} attempts, invalid_retries: {self.engine.invalid_retries}), not cached"
+        )
+
+    def _problem(self, response: Mapping[str, Any], check: Check) -> str | None:
+        """Why ``response`` is not a valid answer of the accepted model (None: it is)."""
+        return check(response) or model_problem(response, self.accepted_names)
+
+    def _wait(self, attempt: int, retry_after: float | None) -> None:
+        """Back off before retry ``attempt`` (0-based), counted; Ctrl-C ends the wait."""
+        with self._rng_lock:
+            delay = retry_delay(
+                attempt,
+                retry_after,
+                self.engine.retry_backoff,
+                self.engine.max_backoff,
+                self._rng,
+            )
+        with self.tally.lock:
+            self.tally.retries += 1
+        self._sleep(delay)
+        self._check_stopping()
+
     def _post(self, url: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         """POST with retries; the parsed JSON answer and the attempts it took."""
         httpx = self._httpx
@@ -597,9 +791,14 @@ class OpenAIBackend(Backend):
         while True:
             retry_after: float | None = None
             try:
-                reply = self._client.post(url, json=body)
+                reply = self._exchange("POST", url, body, reply_limit(body), self.engine.timeout)
             except httpx.TimeoutException as exc:
                 problem = f"no answer from {url} within {self.engine.timeout:g} s ({_kind(exc)})"
+            except Overdue:
+                problem = (
+                    f"no complete answer from {url} within {self.engine.timeout:g} s (the reply "
+                    "was still arriving)"
+                )
             except httpx.ConnectError as exc:
                 problem = (
                     f"cannot connect to {url}: {_one_line(str(exc)) or _kind(exc)} "
@@ -613,34 +812,44 @@ class OpenAIBackend(Backend):
             except httpx.HTTPError as exc:  # malformed URL and other transport errors
                 raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
             else:
-                if reply.status_code == 200:
+                if reply.status == 200:
                     return self._json(reply, url), attempt + 1
-                problem = http_error_line(
-                    reply.status_code, url, reply.text, self.engine.api_key_env
-                )
-                if reply.status_code not in RETRY_STATUSES:
+                problem = http_error_line(reply.status, url, reply.text, self.engine.api_key_env)
+                if reply.status not in RETRY_STATUSES:
                     raise HarnessError(problem)
                 retry_after = parse_retry_after(reply.headers.get("retry-after"))
             if attempt >= self.engine.max_retries:
                 raise HarnessError(f"{problem}; gave up after {attempt + 1} attempts")
-            with self._rng_lock:
-                delay = retry_delay(
-                    attempt,
-                    retry_after,
-                    self.engine.retry_backoff,
-                    self.engine.max_backoff,
-                    self._rng,
-                )
-            with self.tally.lock:
-                self.tally.retries += 1
-            self._sleep(delay)
-            self._check_stopping()
+            self._wait(attempt, retry_after)
             attempt += 1
 
+    def _exchange(
+        self, method: str, url: str, body: Mapping[str, Any] | None, limit: int, seconds: float
+    ) -> Reply:
+        """One request, its reply read in chunks: refused in one line past ``limit`` bytes
+        (not retried: the same request would get the same answer), abandoned as
+        :class:`Overdue` once ``seconds`` have passed since it was sent."""
+        deadline = time.monotonic() + seconds
+        timeout = self._httpx.Timeout(seconds, connect=min(seconds, OPEN_TIMEOUT))
+        with self._client.stream(method, url, json=body, timeout=timeout) as reply:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in reply.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    budget = f" for max_tokens={body.get('max_tokens')}" if body else ""
+                    raise HarnessError(
+                        f"reply from {url} exceeded {limit} bytes{budget}; not cached"
+                    )
+                if time.monotonic() > deadline:
+                    raise Overdue
+                chunks.append(chunk)
+            return Reply(reply.status_code, reply.headers, b"".join(chunks))
+
     @staticmethod
-    def _json(reply: Any, url: str) -> dict[str, Any]:
+    def _json(reply: Reply, url: str) -> dict[str, Any]:
         try:
-            data = reply.json()
+            data = json.loads(reply.content)
         except ValueError:
             raise HarnessError(
                 f"{url} answered HTTP 200 with malformed JSON: {_one_line(reply.text)[:80]!r}"
@@ -649,30 +858,36 @@ class OpenAIBackend(Backend):
             raise HarnessError(f"{url} answered with JSON that is not an object: {_snippet(data)}")
         return data
 
-    def _served_models(self) -> tuple[str, ...]:
-        """The model ids ``GET /models`` lists (also the first check that base_url answers)."""
-        url = f"{self.base_url}/models"
+    def _model_listing(self) -> list[dict[str, Any]]:
+        """The entries ``GET /models`` lists (also the first check that base_url answers).
+        A dry run asks too: cached answers are keyed by the model served."""
+        url = self._url("models")
         httpx = self._httpx
+        why = "; a dry run asks it which model it serves, since answers are cached per model"
+        why = why if self.dry_run else ""
         try:
-            reply = self._client.get(url, timeout=min(self.engine.timeout, OPEN_TIMEOUT))
+            reply = self._exchange(
+                "GET", url, None, LISTING_LIMIT, min(self.engine.timeout, OPEN_TIMEOUT)
+            )
         except httpx.ConnectError as exc:
             raise HarnessError(
                 f"cannot connect to {url}: {_one_line(str(exc)) or _kind(exc)} (is the server "
-                "running at base_url?)"
+                f"running at base_url?){why}"
             ) from None
-        except httpx.TimeoutException:
-            raise HarnessError(f"no answer from {url} within {OPEN_TIMEOUT:g} s") from None
+        except (httpx.TimeoutException, Overdue):
+            seconds = min(self.engine.timeout, OPEN_TIMEOUT)
+            raise HarnessError(f"no answer from {url} within {seconds:g} s{why}") from None
         except httpx.HTTPError as exc:
             raise HarnessError(f"request to {url} failed: {_kind(exc)}: {exc}") from None
-        if reply.status_code != 200:
+        if reply.status != 200:
             raise HarnessError(
-                http_error_line(reply.status_code, url, reply.text, self.engine.api_key_env)
+                http_error_line(reply.status, url, reply.text, self.engine.api_key_env)
             )
         data = self._json(reply, url)
         listed = data.get("data")
         if not isinstance(listed, list):
             raise HarnessError(f"{url} is not an OpenAI-compatible model list: {_snippet(data)}")
-        return tuple(str(m.get("id")) for m in listed if isinstance(m, dict))
+        return [m for m in listed if isinstance(m, dict)]
 
 
 def load_tokenizer(name: str) -> Any:

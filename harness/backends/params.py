@@ -83,7 +83,11 @@ class OpenAIParams:
     ``Retry-After`` asks; ``top_logprobs``: alternatives asked for per token;
     ``logit_bias``: FIRST and pointwise push their answer tokens into the top alternatives
     with a bias of ``+logit_bias_value``; ``cache``: answers kept on disk
-    (``cache_dir``, default ``~/.cache/harness/http``) so nothing is sent twice."""
+    (``cache_dir``, default ``~/.cache/harness/http``) so nothing is sent twice;
+    ``invalid_retries``: how many times an answer that cannot be read (no log-probs, no
+    text, another model) is asked again before the request fails; ``served_model``: the id
+    ``GET /models`` lists that the preset accepts when it is not ``model`` itself (an alias
+    or a path the server names the model by)."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str | None = None
@@ -99,6 +103,8 @@ class OpenAIParams:
     logit_bias_value: float = 100.0
     cache: bool = True
     cache_dir: str | None = None
+    invalid_retries: int = 2
+    served_model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -124,3 +130,7 @@ class OpenAIParams:
             raise HarnessError("retry_backoff and max_backoff must be >= 0")
         if self.top_logprobs < 1:
             raise HarnessError(f"top_logprobs must be >= 1, got {self.top_logprobs}")
+        if self.invalid_retries < 0:
+            raise HarnessError(f"invalid_retries must be >= 0, got {self.invalid_retries}")
+        if self.served_model is not None and not self.served_model.strip():
+            raise HarnessError("served_model names a model id the server lists; it is empty")
