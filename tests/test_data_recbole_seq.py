@@ -105,6 +105,21 @@ def test_movie_title_column_as_in_ml1m(tmp_path: Path) -> None:
     assert read_item_titles(path) == {"1": "Toy Story", "2": "Jumanji"}
 
 
+def test_titles_keep_their_own_spaces_as_llmrank_reads_them(tmp_path: Path) -> None:
+    """LLMRank's ``load_text`` splits ``line.strip()`` on tabs: a title keeps its leading and
+    inner spaces (its prompts show them); only the line's ends are trimmed."""
+    games = write(
+        tmp_path / "g.item",
+        "item_id:token\ttitle:token_seq\n1\t The Sims 3 - PC\n2\tHalo  3 \t\n",
+    )
+    assert read_item_titles(games) == {"1": " The Sims 3 - PC", "2": "Halo  3"}
+    movies = write(
+        tmp_path / "ml.item",
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\n1\t Heat \t1995\n",
+    )
+    assert read_item_titles(movies) == {"1": " Heat "}
+
+
 @pytest.mark.parametrize(
     ("name", "body", "line", "fragment"),
     [

@@ -194,7 +194,8 @@ def read_test_inter(path: PathLike, wanted: set[str] | None = None) -> dict[str,
 
 
 def read_item_titles(path: PathLike, wanted: set[str] | None = None) -> dict[str, str]:
-    """Read a RecBole ``.item``: item id -> title (``title`` or ``movie_title`` column)."""
+    """Read a RecBole ``.item``: item id -> title (``title`` or ``movie_title`` column), its
+    spaces kept as LLMRank keeps them."""
     lines = iter_lines(path)
     first = next(lines, None)
     if first is None:
@@ -212,13 +213,21 @@ def read_item_titles(path: PathLike, wanted: set[str] | None = None) -> dict[str
         item = parts[idx["item_id"]].strip()
         if wanted is not None and item not in wanted:
             continue
-        text = parts[idx["title"]].strip()
-        if not text:
+        text = _title_as_llmrank_reads_it(line, idx["title"])
+        if not text.strip():
             raise DataFormatError(path, f"item {shorten(item)} has an empty title", lineno)
         if item in titles:
             raise DataFormatError(path, f"item {shorten(item)} listed twice", lineno)
         titles[item] = text
     return titles
+
+
+def _title_as_llmrank_reads_it(line: str, column: int) -> str:
+    """The title field as LLMRank's ``line.strip().split("\\t")`` leaves it: the line's two ends
+    trimmed, the title's own spaces kept (320 Games-6k titles start with a space, which its
+    prompts show)."""
+    fields = line.strip().split("\t")
+    return fields[column] if column < len(fields) else ""
 
 
 def _check_items(
