@@ -50,6 +50,7 @@ class WindowPrompt:
     prompt: ChatPrompt
     doc_ids: tuple[str, ...]  # the window's candidates in shown order
     labels: tuple[str, ...]  # their identifiers, in the same order
+    texts: tuple[str, ...] = ()  # their texts as the prompt shows them (answers by title)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class ListwiseReranker(BackendReranker):
         self, name: str, context: RunContext, backend: Backend, params: Any = None
     ) -> None:
         super().__init__(name, context, backend, params)
-        self.templates = choose_templates("numbered", self.params.prompt_template)
+        self.templates = choose_templates(self.params.template_kind, self.params.prompt_template)
 
     @property
     def tokenizer(self) -> Any:
@@ -159,7 +160,14 @@ class ListwiseReranker(BackendReranker):
                     max_history=self.params.max_history,
                     prime=self.prime,
                 )
-                prompts.append(WindowPrompt(prompt, tuple(ids[i] for i in shown), labels))
+                prompts.append(
+                    WindowPrompt(
+                        prompt,
+                        tuple(ids[i] for i in shown),
+                        labels,
+                        tuple(texts[i] for i in shown),
+                    )
+                )
             results = self.rank_windows(prompts)
             if len(results) != len(prompts):
                 raise RuntimeError(

@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.errors import HarnessError
 from harness.rerankers.listwise_prompts import identifiers
@@ -49,6 +49,7 @@ class ListwiseParams:
     it whole), ``max_history`` (most recent history items kept, recommendation),
     ``prompt_template`` (a ``numbered`` template by name or path; unset: the defaults)."""
 
+    template_kind: ClassVar[str] = "numbered"  # the kind of template the method renders
     window_size: int = DEFAULT_WINDOW
     stride: int = DEFAULT_STRIDE
     max_candidate_words: int | None = None
@@ -60,7 +61,7 @@ class ListwiseParams:
         if self.max_candidate_words is not None and self.max_candidate_words < 1:
             raise HarnessError("max_candidate_words must be >= 1")
         _check_history(self.max_history)
-        check_template(self.prompt_template, "numbered")
+        check_template(self.prompt_template, self.template_kind)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,27 @@ class RankGPTParams(ListwiseParams):
             raise HarnessError(f"temperature must be >= 0, got {self.temperature!r}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise HarnessError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+LLMRANK_MAX_TOKENS = 512  # LLMRank's Rank.yaml max_tokens
+
+
+@dataclass(frozen=True)
+class LLMRankParams(RankGPTParams):
+    """LLMRank: RankGPT's generation settings with a ``titles`` template (unset: LLMRank's
+    Games prompt); ``max_new_tokens`` unset is 512, LLMRank's ``max_tokens`` (its prompt asks
+    the model to think step by step before the titles). ``max_candidate_words`` is refused:
+    LLMRank shows whole titles, and the answer is matched back to them."""
+
+    template_kind: ClassVar[str] = "titles"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_candidate_words is not None:
+            raise HarnessError(
+                "max_candidate_words does not apply to llmrank: it shows whole titles and "
+                "matches the answer back to them; remove it"
+            )
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,17 @@ class RankGPTReranker(ListwiseReranker):
     def budget(self, size: int) -> int:
         return self.params.max_new_tokens or answer_budget(self.tokenizer, size)
 
+    def window_budget(self, windows: Sequence[WindowPrompt]) -> int:
+        """New tokens allowed to each window of a call (one number: the call decodes together)."""
+        return self.budget(len(windows[0].labels))
+
+    def window_result(self, window: WindowPrompt, text: str, **facts: Any) -> WindowResult:
+        """One window's answer, parsed; ``facts``: token counts, ``stopped``, ``call``."""
+        return rankgpt_result(text, len(window.labels), **facts)
+
     def rank_windows(self, windows: Sequence[WindowPrompt]) -> list[WindowResult]:
         batch = self.encode(windows)
-        size = len(windows[0].labels)
-        budget = self.budget(size)
+        budget = self.window_budget(windows)
         self.check_fits(batch, budget)
         request = GenerationRequest(
             max_new_tokens=budget,
@@ -117,15 +124,16 @@ class RankGPTReranker(ListwiseReranker):
         generation = self.backend.generate(batch, request)
         calls = generation.calls or tuple({} for _ in windows)
         return [
-            rankgpt_result(
+            self.window_result(
+                window,
                 text,
-                size,
                 prompt_tokens=len(row),
                 generated_tokens=len(tokens),
                 stopped=stopped,
                 call=call,
             )
-            for row, tokens, text, stopped, call in zip(
+            for window, row, tokens, text, stopped, call in zip(
+                windows,
                 batch.rows,
                 generation.tokens,
                 generation.texts,

@@ -58,6 +58,7 @@ ADAPTERS: Mapping[str, str] = {
     "stella": "harness.rerankers.stella:Stella",
     "callable": "harness.rerankers.callable:CallableReranker",
     "icr": "harness.rerankers.icr:IcrReranker",
+    "llmrank": "harness.rerankers.llmrank:LLMRankReranker",
 }
 ADAPTER_BACKENDS: Mapping[str, str] = {"first-vllm": "vllm", "rankgpt-vllm": "vllm"}
 

@@ -1,7 +1,8 @@
 """Prompt templates as data: load, validate and pick the YAML files under ``templates/``.
 
 A template file names its ``kind`` (which reranker family renders it: ``marker`` for
-InvariRank/lft, ``numbered`` for RankGPT/FIRST, ``pointwise``, ``attention`` for ICR), its ``task``
+InvariRank/lft, ``numbered`` for RankGPT/FIRST, ``pointwise``, ``attention`` for ICR, ``titles``
+for LLMRank, recommendation only), its ``task``
 (``recommendation`` or ``text-ranking``) and the strings of that kind; an optional ``context``
 mapping says how a query, a history and a candidate become text
 (:class:`~harness.rerankers.prompts.ContextFormat`). ``reproduces`` and ``differs`` document
@@ -34,14 +35,18 @@ from harness.rerankers.prompts import (
     ListwiseTemplate,
     PointwiseTemplate,
 )
+from harness.rerankers.title_prompts import LIST_STYLES, TitlesTemplate
 
-Template = ListwiseTemplate | NumberedTemplate | PointwiseTemplate | AttentionTemplate
+Template = (
+    ListwiseTemplate | NumberedTemplate | PointwiseTemplate | AttentionTemplate | TitlesTemplate
+)
 TASKS = ("recommendation", "text-ranking")
 KINDS: dict[str, type] = {
     "marker": ListwiseTemplate,
     "numbered": NumberedTemplate,
     "pointwise": PointwiseTemplate,
     "attention": AttentionTemplate,
+    "titles": TitlesTemplate,
 }
 DEFAULTS: dict[str, dict[str, str]] = {
     "marker": {
@@ -60,6 +65,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "recommendation": "icr-recommendation-v1",
         "text-ranking": "icr-text-v1",
     },
+    "titles": {"recommendation": "llmrank-games-reference"},  # lists a history: no text task
 }
 DOC_KEYS = ("description", "reproduces", "differs")
 _ITEM_FIELDS = {"title", "text", "number", *FIELD_NAMES}
@@ -81,6 +87,14 @@ PLACEHOLDERS: dict[str, dict[str, set[str]]] = {
     },
     "pointwise": {"prefix": {"context"}, "suffix": {"text"}, "yes": set(), "no": set()},
     "attention": {"opening": set(), "closing": set(), "query": {"query"}, "separator": set()},
+    "titles": {
+        "system": set(),
+        "head": {"history", "count"},
+        "history_entry": {"index", "number", "title"},
+        "candidate_entry": {"index", "number", "title"},
+        "tail": {"count"},
+        "lists": set(),
+    },
 }
 CONTEXT_PLACEHOLDERS: dict[str, set[str]] = {
     "query": {"query"},
@@ -117,11 +131,19 @@ class TemplateChoice:
     by_task: Mapping[str, Template]
 
     def for_query(self, query: QueryContext) -> Any:
-        return self.by_task["recommendation" if isinstance(query, UserProfile) else "text-ranking"]
+        task = "recommendation" if isinstance(query, UserProfile) else "text-ranking"
+        if task not in self.by_task:
+            names = ", ".join(t.name for t in self.by_task.values())
+            raise HarnessError(f"this reranker's prompt ({names}) has no {task} template")
+        return self.by_task[task]
 
     def hashes(self) -> dict[str, str]:
         """``{template name: sha256}`` for provenance, in task order."""
-        return {self.by_task[task].name: self.by_task[task].sha256() for task in TASKS}
+        return {
+            self.by_task[task].name: self.by_task[task].sha256()
+            for task in TASKS
+            if task in self.by_task
+        }
 
 
 def templates_dir() -> Path:
@@ -182,7 +204,8 @@ def load_template_file(path: Path) -> TemplateFile:
         raise HarnessError(f"{where('task')}: 'task' must be one of {', '.join(TASKS)}")
     cls = KINDS[kind]
     parts = {f.name for f in fields(cls)} - {"name", "context"}
-    allowed = {"name", "kind", "task", "context", *DOC_KEYS, *parts}
+    has_context = any(f.name == "context" for f in fields(cls))
+    allowed = {"name", "kind", "task", *DOC_KEYS, *parts} | ({"context"} if has_context else set())
     for key in data:
         if key not in allowed:
             raise HarnessError(
@@ -208,9 +231,11 @@ def load_template_file(path: Path) -> TemplateFile:
     missing = sorted(p for p in parts if p not in values and _required_part(cls, p))
     if missing:
         raise HarnessError(f"{path}: a {kind} template needs {', '.join(map(repr, missing))}")
-    context = _context(data.get("context"), kind, where)
-    template = cls(name=data["name"], context=context, **values)
+    if has_context:
+        values["context"] = _context(data.get("context"), kind, where)
+    template = cls(name=data["name"], **values)
     _check_layout(template, where)
+    _check_titles(template, task, where)
     return TemplateFile(
         template=template,
         kind=kind,
@@ -295,6 +320,19 @@ def _check_layout(template: Template, where: Any) -> None:
         raise HarnessError(
             f"{where('item')}: 'item' must start with {item} and end with {item_end}"
         )
+
+
+def _check_titles(template: Template, task: str, where: Any) -> None:
+    """A titles template lists a user's history, in a list style the renderer knows."""
+    if not isinstance(template, TitlesTemplate):
+        return
+    if task != "recommendation":
+        raise HarnessError(
+            f"{where('task')}: a titles template lists a user's history; its task must be "
+            "recommendation"
+        )
+    if template.lists not in LIST_STYLES:
+        raise HarnessError(f"{where('lists')}: 'lists' must be one of {', '.join(LIST_STYLES)}")
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
