@@ -67,6 +67,7 @@ def test_per_query_csv_holds_every_run_and_query(report):
     identity = [r for r in rows if r["run"] == "identity"]
     assert [float(r["copy_tau"]) for r in identity] == pytest.approx([1.0] * 5)
     assert all(r["ndcg@10_first_stage"] for r in rows)
+    assert {r["relevance_level"] for r in rows} == {"1"}  # what their mrr@10 counts
 
 
 def test_no_bias_band_is_the_binomial_central_range():

@@ -2,8 +2,9 @@
 
 A baseline keeps every query's value, not only means, so a later run can be tested *paired*
 (query by query), which is far more sensitive than comparing two means. It also records what
-must match for that pairing to be meaningful (dataset fingerprint, depth, query ids,
-permutation strategy, seed and count) and what is being compared (reranker, model, prompt).
+must match for that pairing to be meaningful (dataset fingerprint, depth, relevance level,
+query ids, permutation strategy, seed and count) and what is being compared (reranker, model,
+prompt).
 The gate reduces the new run to the same structure, so both sides are read identically.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.files import dumps_json, ensure_writable_folder, read_json_object, write_text_atomic
 from harness.metrics import registry
+from harness.metrics.registry import DEFAULT_RELEVANCE_LEVEL
 from harness.results.schema import RunResults
 
 FORMAT_VERSION = 1
@@ -41,6 +43,18 @@ class Baseline:
     @property
     def order_invariant(self) -> bool:
         return bool(self.reranker.get("order_invariant"))
+
+    @property
+    def relevance_level(self) -> int:
+        """The grade from which the binary metrics (``mrr@10``) counted a candidate as
+        relevant; baselines recorded before levels existed meant 1."""
+        level = self.dataset.get("relevance_level", DEFAULT_RELEVANCE_LEVEL)
+        if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+            raise HarnessError(
+                f"{self.origin or 'baseline'}: dataset.relevance_level must be an integer >= 1, "
+                f"got {level!r}"
+            )
+        return level
 
     @property
     def model(self) -> Any:
@@ -134,6 +148,7 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
             "name": results.dataset.name,
             "fingerprint": results.dataset.fingerprint,
             "depth": results.header.depth,
+            "relevance_level": results.relevance_level,
         },
         permutations={
             "strategy": permutations.strategy,

@@ -15,6 +15,7 @@ negative means *worse* (flipped for lower-is-better metrics) and an allowed drop
   large fall must not pass just because it is not "significant".
 * Presets that declare ``order_invariant``: any query of the new run with Kendall tau below
   1 - 1e-6 fails the gate outright (the invariance is a contract, not a statistic).
+* Run and baseline must count relevance from the same grade (binary metrics such as MRR).
 
 The gate therefore only fails on evidence of a real drop (or a large one); a rerun of the same
 configuration, whose differences are all zero, passes with p = 1.
@@ -211,6 +212,11 @@ def check_compatible(baseline: Baseline, new: Baseline) -> None:
         ),
         ("dataset depth", baseline.dataset.get("depth"), new.dataset.get("depth")),
         (
+            "relevance level of binary metrics (--relevance-level)",
+            baseline.relevance_level,
+            new.relevance_level,
+        ),
+        (
             "permutation strategy",
             baseline.permutations.get("strategy"),
             new.permutations.get("strategy"),
@@ -359,8 +365,9 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         arrow = "↑" if m.spec.higher_is_better else "↓"
         interval = f"[{_f(m.ci95[0], signed=True)}, {_f(m.ci95[1], signed=True)}]"
         counted = f"{m.n}" if m.n == m.n_total else f"{m.n} of {m.n_total} defined"
+        name = registry.label(m.spec.metric, new.relevance_level)
         lines.append(
-            _row(f"{m.spec.metric} {arrow}", counted, _f(m.baseline_mean), _f(m.new_mean),
+            _row(f"{name} {arrow}", counted, _f(m.baseline_mean), _f(m.new_mean),
                  f"{_f(m.diff, signed=True)} {interval}", f"{_p(m.p_value)} ({_p(m.p_holm)})",
                  f"{m.spec.margin:g}", f"{m.spec.floor:g}", _detects(m),
                  _bold_if(not m.passed, m.reason))

@@ -13,6 +13,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from harness.gates.gate import GateVerdict, MetricVerdict
+from harness.metrics import registry
 from harness.report.document import Table
 from harness.report.markdown import table_lines
 
@@ -28,6 +29,7 @@ def verdict_dict(verdict: GateVerdict, *, run_label: str, baseline_label: str) -
         "baseline_reranker": verdict.baseline.reranker.get("name"),
         "dataset": new.dataset.get("name"),
         "queries": len(new.query_ids),
+        "relevance_level": new.relevance_level,
         "alpha": verdict.alpha,
         "metrics": [_metric(m) for m in verdict.metrics],
         "notes": list(verdict.notes),
@@ -117,7 +119,11 @@ def verdict_markdown(verdict: GateVerdict, *, run_label: str, baseline_label: st
         f"({verdict.baseline.reranker.get('name')}), {len(verdict.new.query_ids)} queries",
         "",
     ]
-    rows = [(m.spec.metric, _f(m.baseline_mean), _f(m.new_mean), m.reason) for m in verdict.metrics]
+    level = verdict.new.relevance_level
+    rows = [
+        (registry.label(m.spec.metric, level), _f(m.baseline_mean), _f(m.new_mean), m.reason)
+        for m in verdict.metrics
+    ]
     if verdict.invariance is not None:
         bad = verdict.invariance.violations
         rows.append(

@@ -51,7 +51,10 @@ def render_summary(results: RunResults) -> str:
         if entry.no_bias_floor is not None:
             interval = f"no-bias floor {_fmt(entry.no_bias_floor)}"
         floor = f" {floor_text(results, spec.name)} |" if has_floor else ""
-        lines.append(f"| {spec.name} | {_fmt(entry.value)} | {interval} |{floor} {spec.shows} |")
+        lines.append(
+            f"| {results.label(spec.name)} | {_fmt(entry.value)} | {interval} |{floor} "
+            f"{spec.shows} |"
+        )
     lines += _floor_lines(results) + _repair_lines(results)
     parse = results.parse_status
     if parse:
@@ -125,7 +128,7 @@ def _floor_lines(results: RunResults) -> list[str]:
     lines.append("|---|---:|---:|")
     for spec in registry.with_floor():
         lines.append(
-            f"| {spec.name} | {_fmt(results.summary_value(spec.name))} | "
+            f"| {results.label(spec.name)} | {_fmt(results.summary_value(spec.name))} | "
             f"{floor_text(results, spec.name)} |"
         )
     spread = results.floor("score_spread")

@@ -9,8 +9,9 @@ A run folder is self-contained: reports, gates, baselines and exports need nothi
 * ``samples.jsonl`` (:class:`harness.results.store.Sample`): one reranked order per line.
 * ``results.json`` (:class:`RunResults`): the header plus the reranker's identity, the
   environment, and every metric: summary, per query, per order, position bias, parse status,
-  and (runs with ``--repeats``) the noise floor. Sections added within format 2 are
-  optional, so folders written before them still load.
+  and (runs with ``--repeats``) the noise floor. Sections and settings added within format 2
+  are optional, so folders written before them still load (a run without
+  ``config.relevance_level`` meant level 1).
 
 ``run.json`` and ``results.json`` carry ``format`` (the JSON-lines files are read only
 through them); a reader refuses a newer one and sends an older one to ``harness upgrade``.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.metrics.registry import DEFAULT_RELEVANCE_LEVEL
 from harness.rerankers.preset import RerankerPreset
 from harness.results.tables import (
     PerOrder,
@@ -121,6 +123,16 @@ class RunHeader:
     @property
     def depth(self) -> int | None:
         return self.config.get("depth")
+
+    @property
+    def relevance_level(self) -> int:
+        """The grade from which binary metrics (MRR, the best relevant item's rank) count a
+        candidate as relevant: ``config.relevance_level``, recorded when it is not 1; runs
+        written before it existed meant 1."""
+        level = self.config.get("relevance_level", DEFAULT_RELEVANCE_LEVEL)
+        if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+            raise HarnessError(f"config.relevance_level must be an integer >= 1, got {level!r}")
+        return level
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -247,6 +259,16 @@ class RunResults:
     @property
     def query_ids(self) -> tuple[str, ...]:
         return tuple(self.per_query)
+
+    @property
+    def relevance_level(self) -> int:
+        return self.header.relevance_level
+
+    def label(self, metric: str) -> str:
+        """The metric's name as outputs show it: ``mrr@10 (rel ≥ 2)`` for a binary one."""
+        from harness.metrics.registry import label
+
+        return label(metric, self.relevance_level)
 
     def vector(self, metric: str) -> dict[str, float]:
         """``{query id: value}`` of a per-query metric (NaN where a query lacks it)."""

@@ -11,14 +11,15 @@ design: with order 0 they form the *noise floor* group, over which every stabili
 
 Definitions, per query over the design orders:
 
-* ``ndcg@10``, ``mrr@10``: mean of each output's value (ranx); ``ndcg@10_std`` /
+* ``ndcg@10``, ``mrr@10``: mean of each output's value (ranx; MRR counts grades >= the
+  run's relevance level as relevant, nDCG's gain is the grade); ``ndcg@10_std`` /
   ``ndcg@10_range``: their spread; ``ndcg@10_reference``: the identity order's value.
 * ``kendall_tau``, ``rbo@10``, ``top1_agreement``, ``top10_jaccard``, ``spearman``,
   ``top10_set_agreement``: mean over all pairs.
 * ``ppi``, ``gpi``: preference consistency (``harness.metrics.preference``) over the same
   orders as the pairwise metrics.
 * ``best_relevant_rank_mean`` / ``_var``: the 1-based rank of the best-placed relevant
-  candidate, mean and (population) variance over the orders.
+  candidate (grade >= the relevance level), mean and (population) variance over the orders.
 * ``tie_rate``: share of adjacent output ranks with exactly equal scores, mean over orders
   (NaN when the reranker gives no scores); ``parse_repair_rate``: share of orders whose
   generated output needed a repair (status other than ``ok``; NaN for non-generative ones).
@@ -115,11 +116,13 @@ def summarize(
     samples: Mapping[tuple[str, int], Sample] | SampleSource,
     *,
     seed: int,
+    relevance_level: int = registry.DEFAULT_RELEVANCE_LEVEL,
 ) -> dict[str, Any]:
     """Compute ``summary``, ``per_query``, ``position_bias``, ``parse_status``, ``per_order``
     (every order's ``registry.per_order()`` values, the reference included, by order index)
     and ``counts``; metric names, order and aggregation come from ``harness.metrics.registry``.
     When the samples hold identity repeats (``--repeats``), also ``noise_floor``.
+    Binary metrics count a candidate as relevant from grade ``relevance_level``.
 
     ``samples`` is read one chunk of queries at a time (a :class:`SampleIndex` reads them from
     disk), so memory holds one chunk's samples, not the run's; pooled values are accumulated
@@ -142,7 +145,7 @@ def summarize(
             for cset in sets[start : start + QUERIES_PER_CHUNK]
         ]
         flat = [(cset.query_id, s.ranking) for cset, samples_ in chunk for s in samples_]
-        scores = effectiveness(qrels, flat, metric_names)
+        scores = effectiveness(qrels, flat, metric_names, relevance_level=relevance_level)
         first_stage = effectiveness(qrels, [(c.query_id, c.doc_ids) for c, _ in chunk], [NDCG])
         cursor = 0
         for position, (cset, query_samples) in enumerate(chunk):
@@ -157,13 +160,16 @@ def summarize(
                 [s.order_index for s in query_samples],
                 {metric: row.tolist() for metric, row in query_scores.items()},
             )
-            judged = qrels.get(cset.query_id, {})
-            values = _query_values(cset, query_samples, query_scores, design, exposure, judged)
+            relevant = {
+                doc for doc, grade in qrels.get(cset.query_id, {}).items()
+                if grade >= relevance_level
+            }  # fmt: skip
+            values = _query_values(cset, query_samples, query_scores, design, exposure, relevant)
             values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
             per_query.append(
                 cset.query_id, {spec.name: values[spec.name] for spec in registry.per_query()}
             )
-            floor = _floor_values(cset, query_samples, query_scores, judged)
+            floor = _floor_values(cset, query_samples, query_scores, relevant)
             if floor is not None:
                 floors.append(cset.query_id, floor)
 
@@ -298,10 +304,11 @@ def _query_values(
     scores: Mapping[str, np.ndarray],
     design: np.ndarray,
     exposure: tuple[np.ndarray, np.ndarray],
-    judged: Mapping[str, int],
+    relevant: set[str],
 ) -> dict[str, float]:
     """One query's values of ``registry.per_query()`` but the first-stage nDCG (the same for
-    every order, computed for all queries at once by the caller)."""
+    every order, computed for all queries at once by the caller). ``relevant``: the
+    candidates at or above the run's relevance level."""
     values: dict[str, float] = {N_CANDIDATES: len(cset), N_ORDERS: int(design.sum())}
     for metric, row in scores.items():
         values[metric] = float(np.mean(row[design]))
@@ -317,7 +324,6 @@ def _query_values(
     shown, output = _index_arrays(cset, compared)
     values[PPI] = pairwise_preference_instability(shown, output)
     values[GPI] = global_preference_inconsistency(output)
-    relevant = {doc for doc, grade in judged.items() if grade > 0}
     best = best_relevant_ranks([s.ranking for s in chosen], relevant)
     values[BEST_RELEVANT_RANK_MEAN] = _nan_stat(np.mean, best)
     values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
@@ -353,7 +359,7 @@ def _floor_values(
     cset: CandidateSet,
     samples: list[Sample],
     scores: Mapping[str, np.ndarray],
-    judged: Mapping[str, int],
+    relevant: set[str],
 ) -> dict[str, float] | None:
     """The noise floor of one query: every ``registry.with_floor()`` metric over order 0 and
     its ``repeat`` reruns (the same order shown R + 1 times), plus ``score_spread``. None
@@ -374,7 +380,6 @@ def _floor_values(
     values[PPI] = preference_range(cells, rank[:, u] < rank[:, v])
     values[GPI] = global_preference_inconsistency(output)
     values[DISTINCT_RANKINGS] = len({s.ranking for s in group})
-    relevant = {doc for doc, grade in judged.items() if grade > 0}
     best = best_relevant_ranks([s.ranking for s in group], relevant)
     values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
     values[SCORE_SPREAD] = _score_spread(group)
