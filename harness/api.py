@@ -40,7 +40,8 @@ class Evaluation:
     @property
     def summary(self) -> pd.DataFrame:
         """One row per summary metric: value, 95% interval, queries, direction, meaning, the
-        relevance level of a binary metric (``rel_level``, else None)."""
+        relevance level of a binary metric (``rel_level``, else None) and, where the design
+        leaves it undefined, why (``undefined``, else None)."""
         import pandas as pd
 
         from harness.metrics.registry import METRICS
@@ -61,6 +62,7 @@ class Evaluation:
                     "direction": None if spec is None else spec.direction,
                     "shows": "" if spec is None else spec.shows,
                     "rel_level": self.results.relevance_level if spec and spec.binary else None,
+                    "undefined": self.results.undefined_text(name),
                 }
             )
         return pd.DataFrame(rows).set_index("metric")

@@ -30,7 +30,8 @@ def test_five_queries_can_never_be_significant():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("reading")
-    data = write_rankgpt_folder(root / "data", queries=5, candidates=8)
+    # 12 candidates: more than the top 10, so position bias and its exposure plot are defined
+    data = write_rankgpt_folder(root / "data", queries=5, candidates=12)
     for name in ("identity", "first-stage"):
         config = RunConfig(reranker=name, dataset=str(data), out=str(root / name), perms=4)
         execute_run(prepare_run(config.validate()))

@@ -47,6 +47,7 @@ def _metric(m: MetricVerdict) -> dict[str, Any]:
     return {
         "metric": m.spec.metric,
         "passed": m.passed,
+        "skipped": m.skipped,
         "reason": m.reason,
         "queries": m.n,
         "baseline_mean": _number(m.baseline_mean),
@@ -74,6 +75,8 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
             f"{_f(m.diff)} [{_f(m.ci95[0])}, {_f(m.ci95[1])}], p (Holm) {_f(m.p_holm)}, "
             f"margin {m.spec.margin:g}, floor {m.spec.floor:g}, {m.n} queries"
         )
+        if m.skipped:
+            detail = m.reason  # JUnit's <skipped>: neither a pass nor a failure
         cases.append((m.spec.metric, None if m.passed else m.reason, detail))
     if verdict.invariance is not None:
         bad = [q for q, _ in verdict.invariance.violations]
@@ -82,6 +85,7 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
             ("order invariance (declared)", failure, f"min tau {verdict.invariance.min_tau}")
         )
     failures = sum(failure is not None for _, failure, _ in cases)
+    skips = str(sum(m.skipped for m in verdict.metrics))
     suites = ElementTree.Element("testsuites", tests=str(len(cases)), failures=str(failures))
     suite = ElementTree.SubElement(
         suites,
@@ -90,14 +94,18 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
         tests=str(len(cases)),
         failures=str(failures),
         errors="0",
+        skipped=skips,
     )
     properties = ElementTree.SubElement(suite, "properties")
     for name, value in (("run", run_label), ("baseline", baseline_label)):
         ElementTree.SubElement(properties, "property", name=name, value=value)
+    skipped = {m.spec.metric for m in verdict.metrics if m.skipped}
     for name, failure, detail in cases:
         case = ElementTree.SubElement(suite, "testcase", classname="harness.gate", name=name)
         if failure is not None:
             ElementTree.SubElement(case, "failure", message=failure).text = detail
+        elif name in skipped:
+            ElementTree.SubElement(case, "skipped", message=detail)
         else:
             ElementTree.SubElement(case, "system-out").text = detail
     ElementTree.indent(suites)

@@ -30,6 +30,12 @@ DEFAULT_RELEVANCE_LEVEL = 1
 relevant item's rank) where neither the dataset card nor ``--relevance-level`` says another:
 trec_eval's default (``-l1``), and what every run recorded without a level meant."""
 
+# Why a metric is undefined by the design (NaN, never a value that reads as "no bias" or
+# "perfectly stable"): results record it per metric, summaries and reports print it.
+UNDEFINED_SHORT_LIST = f"depth <= {TOP_K}: every candidate is in the top {TOP_K}"
+UNDEFINED_ONE_ORDER = "one order in the design: nothing spreads across orders"
+UNDEFINED_NO_PAIR = "one order shown: no pair of outputs to compare"
+
 Direction = Literal["higher", "lower", "neither"]
 """Which way is better; ``neither`` for descriptive quantities that cannot be gated."""
 

@@ -12,7 +12,13 @@ from harness.metrics.registry import TOP_K
 from harness.report.compare import ALL_PAIRS_UP_TO, PairedResult, moved_most
 from harness.report.document import Section, Table, fmt, fmt_p, fmt_signed, with_interval
 from harness.report.load import RunData
-from harness.results.markdown import REPAIR_NOTE, design_text, floor_note, floor_text
+from harness.results.markdown import (
+    REPAIR_NOTE,
+    design_text,
+    floor_note,
+    floor_text,
+    value_text,
+)
 
 MOVED_QUERIES = 5
 
@@ -126,7 +132,14 @@ def headline_table(
             if entry is None:
                 cells.append(with_interval(math.nan, None))
                 continue
-            cell = with_interval(entry.value, entry.ci95)
+            undefined = r.results.undefined_text(spec.name)
+            cell = (
+                with_interval(entry.value, entry.ci95)
+                if entry.value == entry.value
+                else undefined or fmt(entry.value)
+            )
+            if undefined and entry.value == entry.value:
+                cell += f" ({undefined})"
             if mixed:
                 cell += f" (rel ≥ {r.results.relevance_level})"
             if entry.ci95 is None and entry.no_bias_floor is not None:
@@ -274,7 +287,8 @@ def floor_section(runs: Sequence[RunData]) -> Section | None:
     rows = []
     for spec in registry.with_floor():
         cells = [
-            f"{fmt(r.results.summary_value(spec.name))}; floor {floor_text(r.results, spec.name)}"
+            f"{value_text(r.results, spec.name, r.results.summary_value(spec.name))}; "
+            f"floor {floor_text(r.results, spec.name)}"
             for r in floored
         ]
         rows.append((spec.name, spec.shows, *cells))

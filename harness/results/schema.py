@@ -9,9 +9,9 @@ A run folder is self-contained: reports, gates, baselines and exports need nothi
 * ``samples.jsonl`` (:class:`harness.results.store.Sample`): one reranked order per line.
 * ``results.json`` (:class:`RunResults`): the header plus the reranker's identity, the
   environment, and every metric: summary, per query, per order, position bias, parse status,
-  and (runs with ``--repeats``) the noise floor. Sections and settings added within format 2
-  are optional, so folders written before them still load (a run without
-  ``config.relevance_level`` meant level 1).
+  (runs with ``--repeats``) the noise floor, and (where the design leaves a metric undefined)
+  why it is. Sections and settings added within format 2 are optional, so folders written
+  before them still load (a run without ``config.relevance_level`` meant level 1).
 
 ``run.json`` and ``results.json`` carry ``format`` (the JSON-lines files are read only
 through them); a reader refuses a newer one and sends an older one to ``harness upgrade``.
@@ -238,6 +238,9 @@ class RunResults:
     # ``--repeats`` only: {"repeats", "summary": {metric: {value, ci95, n, within_floor}},
     # "per_query"}; empty for runs without repeats (and every run written before them).
     noise_floor: Mapping[str, Any] = field(default_factory=dict)
+    # {metric: {reason: queries}}: values the design cannot measure (NaN), and why; empty when
+    # every metric is defined (and for every run written before undefined values were named).
+    undefined: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     # Shorthands for the header parts every reader needs.
     @property
@@ -269,6 +272,11 @@ class RunResults:
         from harness.metrics.registry import label
 
         return label(metric, self.relevance_level)
+
+    def undefined_text(self, metric: str) -> str | None:
+        """Why ``metric`` is undefined: ``undefined (reason)`` when it is for every query,
+        ``undefined for 2 of 43 queries (reason)`` for some; None when it is always defined."""
+        return undefined_text(self.undefined.get(metric), len(self.per_query))
 
     def vector(self, metric: str) -> dict[str, float]:
         """``{query id: value}`` of a per-query metric (NaN where a query lacks it)."""
@@ -333,6 +341,8 @@ class RunResults:
             body["noise_floor"] = _plain(floor) | {
                 "per_query": rows(self.noise_floor["per_query"], _plain)
             }
+        if self.undefined:
+            body["undefined"] = _plain(self.undefined)
         return self.header.to_dict() | body
 
     @classmethod
@@ -376,9 +386,25 @@ class RunResults:
                 parse_status=dict(metrics.get("parse_status") or {}),
                 counts=dict(metrics["counts"]),
                 noise_floor=_noise_floor(metrics.get("noise_floor")),
+                undefined={
+                    str(metric): {str(why): int(n) for why, n in reasons.items()}
+                    for metric, reasons in (metrics.get("undefined") or {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed results ({type(exc).__name__}: {exc})") from exc
+
+
+def undefined_text(reasons: Mapping[str, int] | None, queries: int) -> str | None:
+    """``undefined (why)`` when ``reasons`` ({why: queries}) cover all ``queries``, else
+    ``undefined for k of n queries (why)``; None without reasons."""
+    if not reasons:
+        return None
+    why = "; ".join(reasons)
+    count = sum(reasons.values())
+    if count >= queries:
+        return f"undefined ({why})"
+    return f"undefined for {count} of {queries} queries ({why})"
 
 
 def _noise_floor(data: Any) -> dict[str, Any]:
