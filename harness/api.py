@@ -33,8 +33,15 @@ class Evaluation:
         return self.results.reranker.name
 
     @property
+    def relevance_level(self) -> int:
+        """The grade from which the binary metrics (``mrr@10``) counted a candidate relevant."""
+        return self.results.relevance_level
+
+    @property
     def summary(self) -> pd.DataFrame:
-        """One row per summary metric: value, 95% interval, queries, direction, meaning."""
+        """One row per summary metric: value, 95% interval, queries, direction, meaning, the
+        relevance level of a binary metric (``rel_level``, else None) and, where the design
+        leaves it undefined, why (``undefined``, else None)."""
         import pandas as pd
 
         from harness.metrics.registry import METRICS
@@ -54,6 +61,8 @@ class Evaluation:
                     "aggregate": entry.aggregate,
                     "direction": None if spec is None else spec.direction,
                     "shows": "" if spec is None else spec.shows,
+                    "rel_level": self.results.relevance_level if spec and spec.binary else None,
+                    "undefined": self.results.undefined_text(name),
                 }
             )
         return pd.DataFrame(rows).set_index("metric")
@@ -118,6 +127,7 @@ def evaluate(
     count: int | None = None,
     pin: str | None = None,
     repeats: int | None = None,
+    relevance_level: int | None = None,
     log_prompts: bool = False,
     executor: str = "local",
     workers: int | None = None,
@@ -126,7 +136,9 @@ def evaluate(
 ) -> Evaluation:
     """Run one configuration (resuming ``out`` if it holds part of it) and return it.
 
-    Every keyword is the ``harness run`` flag of the same name and defaults as it does;
+    Every keyword is the ``harness run`` flag of the same name and defaults as it does
+    (``relevance_level``: the grade from which MRR counts a candidate as relevant, by default
+    the dataset card's);
     ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``
     (empty for a function, which calls no model the harness sees); ``executor="ray"`` runs a
     preset on Ray actors (a function runs here, in this process).
@@ -166,6 +178,7 @@ def evaluate(
             "count": count,
             "pin": pin,
             "repeats": repeats,
+            "relevance_level": relevance_level,
         },
     )
     if function is None:

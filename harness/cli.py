@@ -94,6 +94,14 @@ def run(
     depth: Annotated[
         int | None, typer.Option(help="Keep the top K first-stage candidates [default: all].")
     ] = None,
+    relevance_level: Annotated[
+        int | None,
+        typer.Option(
+            help="Grade from which binary metrics (MRR@10) count a candidate as relevant "
+            "(trec_eval -l) [default: the dataset card's: 2 for TREC DL, else 1].",
+            metavar="N",
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Permutation and bootstrap seed [0].")] = None,
     out: Annotated[
         Path | None,
@@ -194,6 +202,7 @@ def run(
                 "templates": None if templates is None else str(templates),
                 "repeats": repeats,
                 "model": model,
+                "relevance_level": relevance_level,
             },
         )
         prepared = prepare_run(settings)

@@ -20,7 +20,9 @@ MAX_ORDERS_PER_QUERY = 10_000
 1000000000`` would otherwise allocate until memory runs out."""
 MAX_SEED = 2**63 - 1
 """Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
-_INT_FIELDS = {"perms", "queries", "depth", "seed", "batch_size", "count", "repeats"}
+_INT_FIELDS = {
+    "perms", "queries", "depth", "seed", "batch_size", "count", "repeats", "relevance_level",
+}  # fmt: skip
 _COUNTED = ("fixed", "sweep", "templates")
 OPTIONAL_DEFAULTS = {
     "count": None,
@@ -28,6 +30,8 @@ OPTIONAL_DEFAULTS = {
     "templates": None,
     "repeats": 0,
     "model": None,
+    # resolved (the flag, else the dataset card's): 1 is what every earlier run meant
+    "relevance_level": 1,
 }
 """Settings added after format 2 was fixed: left out of the resolved configuration (and so of
 the config hash) while at their default, so earlier runs keep their hash and still resume."""
@@ -40,6 +44,8 @@ class RunConfig:
     ``queries``/``depth`` of ``None`` mean "the dataset card's default" (which may be all);
     ``queries`` is a count or a selection (``id1,id2``, ``@FILE``, ``random:K``, see
     :mod:`harness.data.query_selection`). ``model`` replaces the preset's model.
+    ``relevance_level``: the grade from which binary metrics (MRR) count a candidate as
+    relevant; ``None`` means the dataset card's (TREC DL cards: 2; others 1).
     """
 
     reranker: str | None = None
@@ -57,6 +63,7 @@ class RunConfig:
     templates: str | None = None
     repeats: int = 0
     model: str | None = None
+    relevance_level: int | None = None
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -98,6 +105,8 @@ class RunConfig:
             raise HarnessError(
                 f"--repeats must be between 0 and {MAX_ORDERS_PER_QUERY:,}, got {self.repeats:,}"
             )
+        if self.relevance_level is not None and self.relevance_level < 1:
+            raise HarnessError(f"--relevance-level must be at least 1, got {self.relevance_level}")
         if self.batch_size is not None and self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.device != "cpu" and not self.device.startswith("cuda"):

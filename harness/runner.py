@@ -162,8 +162,9 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
             f"dataset {card.name!r}: query {shorten(unjudged[0], quote=True)} has no relevant "
             f"judgment ({len(unjudged)} such queries); drop them or add judgments"
         )
+    level = config.relevance_level or card.relevance_level
 
-    notes = []
+    notes = _level_notes(dataset, card, level)
     dropped = describe_dropped(full.notes)
     if dropped:
         notes.append(f"{len(full.sets)} queries available, {dropped}")
@@ -193,7 +194,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     if config.batch_size is None:  # recorded as the number chosen, so a resume takes it too
         most = max(lengths, default=1)
         config = replace(config, batch_size=auto_batch_size(adapter_class(preset).batch_cap, most))
-    resolved = config.to_dict() | {"queries": queries, "depth": depth}
+    resolved = config.to_dict() | {"queries": queries, "depth": depth, "relevance_level": level}
     resolved.pop("out")
     if selection is not None:  # the ids themselves, whatever file or draw named them
         resolved["queries"] = selection.text
@@ -216,7 +217,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         "dataset_fingerprint": full.fingerprint,
     }
     digest = config_hash(identity_payload)
-    run_dir = Path(config.out) if config.out else _default_run_dir(config, card.name)
+    run_dir = Path(config.out) if config.out else _default_run_dir(config, card.name, level)
     header = RunHeader(
         config_hash=digest,
         config=resolved,
@@ -516,6 +517,27 @@ def write_results(
     return results
 
 
+def _level_notes(dataset: Dataset, card: DatasetCard, level: int) -> list[str]:
+    """Refuse a relevance level no judgment reaches; name the queries it leaves without a
+    relevant candidate (their MRR is 0, as trec_eval scores them)."""
+    if level == 1:
+        return []
+    ids = list(set_query_ids(dataset.sets))
+    short = [q for q in ids if max(dataset.qrels.get(q, {}).values(), default=0) < level]
+    if len(short) == len(ids):
+        top = max((g for q in ids for g in dataset.qrels.get(q, {}).values()), default=0)
+        raise HarnessError(
+            f"dataset {card.name!r}: no query has a judgment at relevance level {level} "
+            f"(grades go up to {top}); pass a lower --relevance-level"
+        )
+    if not short:
+        return []
+    return [
+        f"{len(short)} of {len(ids)} queries have no judgment at relevance level {level} "
+        f"(first: {shorten(short[0], quote=True)}): their MRR@10 is 0"
+    ]
+
+
 def _floor_caveats(preset: RerankerPreset) -> list[str]:
     """Where ``--repeats`` cannot see jitter: the rerun is answered without recomputing."""
     computing = model_preset(preset)
@@ -575,7 +597,12 @@ def compute_results(
         order_invariant=declared.order_invariant or bool(reranker_identity.get("order_invariant")),
     )
     metrics = summarize(
-        prepared.dataset.sets, prepared.dataset.qrels, samples, seed=prepared.config.seed
+        prepared.dataset.sets,
+        prepared.dataset.qrels,
+        samples,
+        seed=prepared.config.seed,
+        # the recorded header's: an upgraded run written before levels keeps level 1
+        relevance_level=prepared.header.relevance_level,
     )
     return RunResults.assemble(
         replace(prepared.header, reranker=reranker),
@@ -644,8 +671,9 @@ def _plan(
     )
 
 
-def _default_run_dir(config: RunConfig, dataset_name: str) -> Path:
-    """Deterministic, so rerunning the same command resumes the same folder."""
+def _default_run_dir(config: RunConfig, dataset_name: str, relevance_level: int = 1) -> Path:
+    """Deterministic, so rerunning the same command resumes the same folder. A relevance
+    level other than 1 is named (``-l2``): folders of runs from before levels keep theirs."""
     reranker = Path(config.reranker or "").stem
     parts = [reranker, dataset_name, config.strategy]
     if config.strategy == "random":
@@ -668,6 +696,8 @@ def _default_run_dir(config: RunConfig, dataset_name: str) -> Path:
         )
     if config.depth is not None:
         parts.append(f"d{config.depth}")
+    if relevance_level != 1:
+        parts.append(f"l{relevance_level}")
     parts.append(f"s{config.seed}")
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.@-]+", "_", "-".join(parts))
 

@@ -64,12 +64,99 @@ def test_calibrated_scores_match_the_formula(alpha: float) -> None:
         doc_ids = [cset.candidates[i].doc_id for i in order]
         expected = sorted(range(6), key=lambda k: (-scores[k], doc_ids[k]))
         assert list(output.ranking) == [doc_ids[k] for k in expected]
-        assert output.facts.forward_passes == 1
-    # x_empty is the same for every order of the query: one extra pass for the whole call
+    # x_empty is the same for every order of the query: one extra pass for the whole call,
+    # counted in the cost of the call's first output (one window pass per order besides)
+    assert [o.facts.forward_passes for o in outputs] == [2, 1, 1]
     assert outputs[0].facts.extra["calibration_forward_passes"] == 1
     assert "calibration_forward_passes" not in outputs[1].facts.extra
     again = reranker.rerank(cset, orders[:1])[0]
     assert "calibration_forward_passes" not in again.facts.extra  # cached for the query
+    assert again.facts.forward_passes == 1
+
+
+def test_every_pass_is_counted_in_the_run_cost(tmp_path) -> None:
+    """The run's forward passes per order count the content-free pass: with 3 random
+    orders + the reference (4 orders) and one window per order, a query costs 4 window passes
+    and 1 calibration pass, 5 / 4 = 1.25 per order; its prompt and generated tokens count
+    the calibration prompt too. (Before, the summary said 1.00 and left the pass out.)"""
+    from harness.config import RunConfig
+    from harness.data.model import TextQuery
+    from harness.metrics.registry import FORWARD_PASSES
+    from harness.rerankers.first import FirstReranker
+    from harness.rerankers.params import FirstParams
+    from harness.runner import execute_run, prepare_run
+    from tests.conftest import write_rankgpt_folder
+
+    loaded = tiny()
+    data = write_rankgpt_folder(tmp_path / "data", queries=2, candidates=6)
+
+    def run(out: str, build):
+        config = RunConfig(
+            reranker="first-capcal", dataset=str(data), perms=3, out=str(tmp_path / out)
+        ).validate()
+        return execute_run(prepare_run(config), reranker_factory=lambda _, context: build(context))
+
+    results = run(
+        "capcal",
+        lambda context: CapCalFirstReranker(
+            "first-capcal", context, TransformersBackend(loaded), CapCalParams()
+        ),
+    )
+    assert results.vector(FORWARD_PASSES) == {"q0": 1.25, "q1": 1.25}
+    assert results.summary_value(FORWARD_PASSES) == pytest.approx(1.25)
+    # the same orders' windows without calibration (plain FIRST), then one content-free
+    # prompt per query on top
+    plain = run(
+        "first",
+        lambda context: FirstReranker("first", context, TransformersBackend(loaded), FirstParams()),
+    )
+    assert plain.summary_value(FORWARD_PASSES) == 1.0
+    template = choose_templates("numbered")
+    empty = [
+        len(
+            prompt_token_ids(
+                loaded.tokenizer,
+                template.for_query(query)
+                .prompt(loaded.tokenizer, query, ["N/A"] * 6, identifiers("alpha", 6), prime=PRIME)
+                .text,
+            )
+        )
+        for query in (TextQuery("query number 0"), TextQuery("query number 1"))
+    ]
+    assert results.counts["prompt_tokens"] == plain.counts["prompt_tokens"] + sum(empty)
+    assert results.counts["generated_tokens"] == plain.counts["generated_tokens"] + 2
+
+
+def test_a_remote_calibration_request_is_counted_with_the_windows() -> None:
+    """http_calls (what the summary counts as requests) sees CapCal's content-free
+    request beside the windows' requests."""
+    from harness.backends.base import NextTokenScores
+    from harness.rerankers.base import CallFacts, RerankOutput, http_calls
+    from harness.rerankers.first import _CalibrationCost
+
+    cost = _CalibrationCost()
+    read = NextTokenScores(
+        logprobs=np.zeros((1, 2)),
+        mass=(1.0,),
+        top_is_chosen=(True,),
+        generated_tokens=(1,),
+        missing=(0,),
+        calls=({"requests": 1, "cached": 0, "prompt_tokens": 7},),
+    )
+    cost.add(read, prompt_tokens=7)
+    facts = CallFacts(
+        latency_ms=1.0,
+        call_latency_ms=1.0,
+        prompt_tokens=30,
+        generated_tokens=1,
+        forward_passes=1,
+        extra={"window_details": [{"http": {"requests": 1}}]},
+    )
+    charged = cost.charged_to([RerankOutput(("a", "b"), facts), RerankOutput(("b", "a"), facts)])
+    first = charged[0].facts
+    assert (first.forward_passes, first.prompt_tokens, first.generated_tokens) == (2, 37, 2)
+    assert [c["requests"] for c in http_calls(first.extra)] == [1, 1]
+    assert charged[1].facts == facts
 
 
 def test_alpha_zero_is_plain_first_and_the_calibration_can_change_the_order() -> None:

@@ -94,7 +94,8 @@ def test_summary_markdown_lists_the_headline_metrics_in_order(rankgpt_folder, tm
     lines = render_summary(execute_run(prepare_run(config.validate()))).splitlines()
     table = lines[lines.index("|---|---:|---:|---|") + 1 :]
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table if line.startswith("|")]
-    assert rows == [spec.name for spec in registry.headline()]
+    assert rows == [registry.label(spec.name, 1) for spec in registry.headline()]
+    assert "mrr@10 (rel ≥ 1)" in rows  # a binary metric says which grades count as relevant
 
 
 def test_roles_and_directions():

@@ -144,13 +144,29 @@ def test_pairwise_random_matches_scalar_functions():
         out = pairwise_stability(rankings, k=k)
         assert out["kendall_tau"] == pytest.approx(np.mean([kendall_tau(a, b) for a, b in pairs]))
         assert out[f"rbo@{k}"] == pytest.approx(np.mean([rbo(a, b, 0.9, k) for a, b in pairs]))
+        assert out["spearman"] == pytest.approx(np.mean([spearman_rho(a, b) for a, b in pairs]))
+        if n <= k:  # every top k is the whole set: undefined, not perfect agreement
+            assert np.isnan(out[f"top{k}_jaccard"]) and np.isnan(out[f"top{k}_set_agreement"])
+            continue
         assert out[f"top{k}_jaccard"] == pytest.approx(
             np.mean([top_k_jaccard(a, b, k) for a, b in pairs])
         )
-        assert out["spearman"] == pytest.approx(np.mean([spearman_rho(a, b) for a, b in pairs]))
         assert out[f"top{k}_set_agreement"] == pytest.approx(
             np.mean([top_k_set_agreement(a, b, k) for a, b in pairs])
         )
+
+
+@pytest.mark.parametrize("n", [3, 10])
+def test_top_k_sets_are_undefined_when_every_candidate_is_in_the_top_k(n):
+    """With n <= k every output's top k is the whole set, whatever the reranker did: the
+    top-k Jaccard and set agreement would read 1 (perfectly stable) by construction, so
+    they are NaN; the order-sensitive metrics stay defined. (They read 1.0 before.)"""
+    rankings = [IDS[:n], IDS[:n][::-1]]
+    out = pairwise_stability(rankings, k=10)
+    assert np.isnan(out["top10_jaccard"]) and np.isnan(out["top10_set_agreement"])
+    assert out["kendall_tau"] == -1.0 and out["top1_agreement"] == 0.0
+    eleven = pairwise_stability([IDS[:11], IDS[:11][::-1]], k=10)
+    assert eleven["top10_set_agreement"] == 0.0  # one candidate leaves the top 10
 
 
 def test_pairwise_degenerate_and_invalid():

@@ -37,7 +37,8 @@ def _run(data: Path, out: Path, **overrides) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("report-runs")
-    data = write_rankgpt_folder(root / "data", queries=4, candidates=8)
+    # 12 candidates: more than the top 10, so position bias (and its plots) is defined
+    data = write_rankgpt_folder(root / "data", queries=4, candidates=12)
     return {
         "data": data,
         "identity": _run(data, root / "identity", reranker="identity"),
@@ -117,7 +118,7 @@ def test_comparison_of_runs_on_the_same_queries(runs):
 def test_sweep_curve_of_the_identity_reranker_is_the_diagonal(runs):
     curve = sweep_curve(load_run(runs["sweep"]))
     assert curve is not None
-    np.testing.assert_array_equal(curve.positions, np.arange(1, 9))
+    np.testing.assert_array_equal(curve.positions, np.arange(1, 13))
     np.testing.assert_array_equal(curve.mean_rank, curve.positions)  # output copies input
 
 

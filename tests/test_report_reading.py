@@ -30,7 +30,8 @@ def test_five_queries_can_never_be_significant():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("reading")
-    data = write_rankgpt_folder(root / "data", queries=5, candidates=8)
+    # 12 candidates: more than the top 10, so position bias and its exposure plot are defined
+    data = write_rankgpt_folder(root / "data", queries=5, candidates=12)
     for name in ("identity", "first-stage"):
         config = RunConfig(reranker=name, dataset=str(data), out=str(root / name), perms=4)
         execute_run(prepare_run(config.validate()))
@@ -67,6 +68,7 @@ def test_per_query_csv_holds_every_run_and_query(report):
     identity = [r for r in rows if r["run"] == "identity"]
     assert [float(r["copy_tau"]) for r in identity] == pytest.approx([1.0] * 5)
     assert all(r["ndcg@10_first_stage"] for r in rows)
+    assert {r["relevance_level"] for r in rows} == {"1"}  # what their mrr@10 counts
 
 
 def test_no_bias_band_is_the_binomial_central_range():

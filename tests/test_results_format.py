@@ -15,6 +15,7 @@ from harness.cli import app
 from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.files import dumps_json
+from harness.metrics import registry
 from harness.report.load import load_run
 from harness.results.schema import FORMAT_VERSION, RANK_COUNTS, RunHeader, RunResults
 from harness.results.store import QUERIES_FILE, RESULTS_FILE, RUN_FILE, read_queries, read_results
@@ -98,13 +99,20 @@ def test_a_format_1_folder_is_sent_to_upgrade_and_upgraded_from_its_samples(tmp_
     upgraded = read_results(old)
     assert (old / "samples.jsonl").read_bytes() == samples_before  # nothing reranked
     assert (old / QUERIES_FILE).is_file()
-    # Every number of the format-1 results is unchanged; per-order values are new.
+    # Every number of the format-1 results is unchanged, but those its 8-candidate lists
+    # leave undefined (format 1 wrote "no bias" 0.0 and "perfect overlap" 1.0 there): now
+    # NaN, with the reason recorded. Per-order values are new; the level is 1, as it meant.
     legacy = json.loads((FORMAT_1_RUN / RESULTS_FILE).read_text())
+    short_list = {"top10_jaccard", "position_bias_mad"}
     for metric, entry in legacy["summary"].items():
-        assert upgraded.summary[metric].value == pytest.approx(entry["value"], nan_ok=True)
+        expected = math.nan if metric in short_list else entry["value"]
+        assert upgraded.summary[metric].value == pytest.approx(expected, nan_ok=True)
     for query, row in legacy["per_query"].items():
         for metric, value in row.items():
-            assert upgraded.per_query[query][metric] == pytest.approx(value, nan_ok=True)
+            expected = math.nan if metric in short_list else value
+            assert upgraded.per_query[query][metric] == pytest.approx(expected, nan_ok=True)
+    assert upgraded.undefined["position_bias_mad"] == {registry.UNDEFINED_SHORT_LIST: 4}
+    assert upgraded.relevance_level == 1 and "relevance_level" not in upgraded.config
     assert upgraded.header.config_hash == legacy["config_hash"]
     assert upgraded.environment == legacy["environment"]  # recorded provenance is kept
     assert set(upgraded.per_order) == set(legacy["per_query"])
@@ -160,7 +168,14 @@ def test_a_folder_with_the_older_probability_matrix_still_loads_reports_and_gate
     loaded = harness.load(old).results
     np.testing.assert_allclose(loaded.rank_given_position(), new.rank_given_position(), atol=1e-6)
     assert loaded.rank_given_position().shape == (8, 8)
-    assert _stable(loaded)["per_query"] == _stable(new)["per_query"]
+    # the same values, but those 8 candidates leave undefined (written as 0.0 and 1.0 then)
+    short_list = ("top10_jaccard", "top10_set_agreement", "position_bias_mad")
+    legacy_rows = _stable(loaded)["per_query"]
+    for query, row in _stable(new)["per_query"].items():
+        assert all(row[m] is None for m in short_list)
+        assert {m: v for m, v in row.items() if m not in short_list} == {
+            m: v for m, v in legacy_rows[query].items() if m not in short_list
+        }
     # A report comparing both layouts draws both heatmaps; baselines and gates work across them.
     report = cli.invoke(
         app, ["report", str(old), str(tmp_path / "new"), "--out", str(tmp_path / "r")]
@@ -220,13 +235,22 @@ def test_export_of_an_unwritable_place_is_one_line(data, tmp_path):
 
 
 def test_nan_values_survive_the_strict_json_round_trip(data, tmp_path):
-    # One order per query: no pair of outputs, so every stability value is undefined (NaN).
+    # One order per query: no pair of outputs, so every stability value is undefined (NaN),
+    # and so is every spread across orders; 8 candidates leave position bias undefined.
     results = _run(data, tmp_path / "run", reranker="identity", strategy="identity")
     undefined = [m for row in results.per_query.values() for m, v in row.items() if v != v]
     assert sorted(set(undefined)) == [
-        "gpi", "kendall_tau", "parse_repair_rate", "ppi", "rbo@10", "spearman", "tie_rate",
-        "top10_jaccard", "top10_set_agreement", "top1_agreement",
+        "best_relevant_rank_var", "distinct_rankings", "gpi", "kendall_tau", "ndcg@10_range",
+        "ndcg@10_std", "parse_repair_rate", "position_bias_mad", "ppi", "rbo@10", "spearman",
+        "tie_rate", "top10_jaccard", "top10_set_agreement", "top1_agreement",
     ]  # fmt: skip
+    # the reasons are recorded (tie and repair rates are NaN because the reranker has no
+    # scores and generates nothing, not by the design)
+    assert set(results.undefined) == set(undefined) - {"parse_repair_rate", "tie_rate"}
+    assert results.undefined["ndcg@10_range"] == {registry.UNDEFINED_ONE_ORDER: 4}
+    assert results.undefined["kendall_tau"] == {registry.UNDEFINED_NO_PAIR: 4}
+    assert results.undefined["position_bias_mad"] == {registry.UNDEFINED_SHORT_LIST: 4}
+    assert read_results(tmp_path / "run").undefined == results.undefined
     text = (tmp_path / "run" / RESULTS_FILE).read_text()
     assert "NaN" not in text  # strict JSON: NaN is stored as null
     json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict JSON constant {name}"))

@@ -40,6 +40,9 @@ class DatasetCard:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     card_path: Path | None = None
     reproduces: str = ""  # the published protocol this card follows, where it follows one
+    # The grade from which binary metrics (MRR) count a document as relevant, as the
+    # collection's own evaluation does (TREC DL passage tasks: 2, trec_eval -l 2).
+    relevance_level: int = 1
 
     def status(self) -> str:
         """'available', or why it is not (checked without loading the data)."""
@@ -77,9 +80,16 @@ def load_card(path: Path) -> DatasetCard:
         defaults=data.get("defaults") or {},
         card_path=path,
         reproduces=str(data.get("reproduces", "")).strip(),
+        relevance_level=_relevance_level(data.get("relevance_level", 1), path),
     )
     check_card(card)
     return card
+
+
+def _relevance_level(value: Any, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HarnessError(f"{path}: 'relevance_level' must be an integer >= 1, got {value!r}")
+    return value
 
 
 def resolve_card(name_or_path: str) -> DatasetCard:
@@ -177,7 +187,7 @@ _LOCATION_KEYS: dict[str, tuple[str, ...]] = {
 }
 _CARD_FIELDS = (
     "name", "task", "description", "source", "license", "how_to_obtain", "loader", "defaults",
-    "reproduces",
+    "reproduces", "relevance_level",
 )  # fmt: skip
 _DEFAULTS = ("queries", "depth")
 

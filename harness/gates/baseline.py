@@ -2,8 +2,9 @@
 
 A baseline keeps every query's value, not only means, so a later run can be tested *paired*
 (query by query), which is far more sensitive than comparing two means. It also records what
-must match for that pairing to be meaningful (dataset fingerprint, depth, query ids,
-permutation strategy, seed and count) and what is being compared (reranker, model, prompt).
+must match for that pairing to be meaningful (dataset fingerprint, depth, relevance level,
+query ids, permutation strategy, seed and count), what is being compared (reranker, model,
+prompt), and which metrics the run's design left undefined, and why.
 The gate reduces the new run to the same structure, so both sides are read identically.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.files import dumps_json, ensure_writable_folder, read_json_object, write_text_atomic
 from harness.metrics import registry
+from harness.metrics.registry import DEFAULT_RELEVANCE_LEVEL
 from harness.results.schema import RunResults
 
 FORMAT_VERSION = 1
@@ -37,10 +39,24 @@ class Baseline:
     config_hash: str
     source: Mapping[str, Any] = field(default_factory=dict)
     origin: str = field(default="", compare=False)  # the file or run folder, for errors
+    # {metric: {reason: queries}}: values the run's design left undefined (NaN), and why
+    undefined: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @property
     def order_invariant(self) -> bool:
         return bool(self.reranker.get("order_invariant"))
+
+    @property
+    def relevance_level(self) -> int:
+        """The grade from which the binary metrics (``mrr@10``) counted a candidate as
+        relevant; baselines recorded before levels existed meant 1."""
+        level = self.dataset.get("relevance_level", DEFAULT_RELEVANCE_LEVEL)
+        if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+            raise HarnessError(
+                f"{self.origin or 'baseline'}: dataset.relevance_level must be an integer >= 1, "
+                f"got {level!r}"
+            )
+        return level
 
     @property
     def model(self) -> Any:
@@ -77,6 +93,7 @@ class Baseline:
                 metric: [None if math.isnan(v) else v for v in values]
                 for metric, values in self.per_query.items()
             },
+            **({"undefined": _plain_undefined(self.undefined)} if self.undefined else {}),
         }
 
     @classmethod
@@ -105,6 +122,7 @@ class Baseline:
                 config_hash=str(data["config_hash"]),
                 source=dict(data.get("source") or {}),
                 origin=where,
+                undefined=_plain_undefined(data.get("undefined") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed baseline ({exc})") from exc
@@ -134,6 +152,7 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
             "name": results.dataset.name,
             "fingerprint": results.dataset.fingerprint,
             "depth": results.header.depth,
+            "relevance_level": results.relevance_level,
         },
         permutations={
             "strategy": permutations.strategy,
@@ -150,7 +169,12 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
             "harness": packages.get("harness-rerank"),
             "commit": (results.environment.get("source") or {}).get("commit"),
         },
+        undefined={m: reasons for m, reasons in results.undefined.items() if m in per_query},
     )
+
+
+def _plain_undefined(data: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    return {str(m): {str(why): int(n) for why, n in reasons.items()} for m, reasons in data.items()}
 
 
 def _descriptive() -> set[str]:

@@ -15,6 +15,10 @@ negative means *worse* (flipped for lower-is-better metrics) and an allowed drop
   large fall must not pass just because it is not "significant".
 * Presets that declare ``order_invariant``: any query of the new run with Kendall tau below
   1 - 1e-6 fails the gate outright (the invariance is a contract, not a statistic).
+* A metric the run's design leaves undefined for every query (its reason recorded, e.g.
+  position bias with at most 10 candidates) is skipped with a note, never passed on a number;
+  a metric undefined for every query without such a reason fails. Run and baseline must
+  count relevance from the same grade (binary metrics such as MRR).
 
 The gate therefore only fails on evidence of a real drop (or a large one); a rerun of the same
 configuration, whose differences are all zero, passes with p = 1.
@@ -23,7 +27,7 @@ configuration, whose differences are all zero, passes with p = 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -97,6 +101,15 @@ class MetricVerdict:
     n_total: int = 0  # queries in the comparison; n of them are defined in both runs
     newly_undefined: int = 0  # defined in the baseline, undefined (NaN) in the new run
     detectable: float = math.inf  # true mean drop found with 80% power (Holm's first step)
+    # Why the design leaves the metric undefined, where it does (``{reason: queries}`` of the
+    # new run, else the baseline's): undefined for every query, the metric is skipped, not
+    # passed on a value that reads as a finding; for some, those queries are left out.
+    by_design: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        """Undefined by the design for every query: nothing to test, and nothing failed."""
+        return self.n == 0 and bool(self.by_design)
 
     @property
     def drop(self) -> float:
@@ -113,10 +126,14 @@ class MetricVerdict:
 
     @property
     def passed(self) -> bool:
+        if self.skipped:
+            return True
         return self.n > 0 and not (self.newly_undefined or self.significant or self.below_floor)
 
     @property
     def reason(self) -> str:
+        if self.skipped:
+            return f"skipped: undefined ({'; '.join(self.by_design)})"
         if self.n == 0:
             return (
                 "FAIL: undefined for every query, so nothing can be compared (gate another metric)"
@@ -211,6 +228,11 @@ def check_compatible(baseline: Baseline, new: Baseline) -> None:
         ),
         ("dataset depth", baseline.dataset.get("depth"), new.dataset.get("depth")),
         (
+            "relevance level of binary metrics (--relevance-level)",
+            baseline.relevance_level,
+            new.relevance_level,
+        ),
+        (
             "permutation strategy",
             baseline.permutations.get("strategy"),
             new.permutations.get("strategy"),
@@ -264,10 +286,25 @@ def evaluate_gate(
     if not specs:
         raise HarnessError("no metric to gate: give at least one --max-drop METRIC=MARGIN")
     check_compatible(baseline, new)
-    rows = [_metric_verdict(baseline, new, spec, alpha / len(specs), seed) for spec in specs]
+    # A metric the design leaves undefined for every query is skipped (with a note), so the
+    # Holm family and Holm's strictest level count only the metrics actually tested.
+    skipped = [spec for spec in specs if _undefined_everywhere(baseline, new, spec.metric)]
+    tested = [spec for spec in specs if spec not in skipped]
+    if not tested:
+        why = "; ".join(
+            f"{spec.metric}: {', '.join(_by_design(baseline, new, spec.metric))}" for spec in specs
+        )
+        raise HarnessError(
+            f"nothing to gate: every gated metric is undefined for this design ({why}); "
+            "gate another metric with --max-drop"
+        )
+    test_alpha = alpha / len(tested)
+    rows = [_metric_verdict(baseline, new, spec, test_alpha, seed) for spec in specs]
     rows = [replace(row, alpha=alpha) for row in rows]
-    adjusted = holm([row.p_value for row in rows])
-    metrics = tuple(replace(row, p_holm=float(p)) for row, p in zip(rows, adjusted, strict=True))
+    adjusted = iter(holm([row.p_value for row in rows if not row.skipped]))
+    metrics = tuple(
+        replace(row, p_holm=math.nan if row.skipped else float(next(adjusted))) for row in rows
+    )
     # A declared invariance is a contract: a baseline that declared it keeps it enforced even
     # when the new run's preset stops declaring it (which would otherwise switch the check off).
     declared = new.order_invariant or baseline.order_invariant
@@ -286,7 +323,33 @@ def evaluate_gate(
         notes.append("model identity differs from the baseline's")
     if baseline.prompt_hash != new.prompt_hash:
         notes.append("prompt hash differs from the baseline's")
+    for row in metrics:
+        why = "; ".join(row.by_design)
+        if row.skipped:
+            notes.append(
+                f"{row.spec.metric} skipped: undefined for every query ({why}); it is not "
+                "tested, and it does not pass on a number"
+            )
+        elif row.by_design and row.n < row.n_total:
+            notes.append(
+                f"{row.spec.metric}: {row.n_total - row.n} queries left out, undefined ({why})"
+            )
     return GateVerdict(baseline, new, metrics, invariance, alpha, tuple(notes))
+
+
+def _by_design(baseline: Baseline, new: Baseline, metric: str) -> Mapping[str, int]:
+    """Why the design leaves ``metric`` undefined (``{reason: queries}``): the new run's
+    reasons, else the baseline's; empty when neither names one."""
+    return new.undefined.get(metric) or baseline.undefined.get(metric) or {}
+
+
+def _undefined_everywhere(baseline: Baseline, new: Baseline, metric: str) -> bool:
+    """Whether the design leaves ``metric`` undefined for every query of the comparison: a
+    reason is recorded and no query has a value in both runs."""
+    if not _by_design(baseline, new, metric):
+        return False
+    old_values, new_values = baseline.vector(metric), new.vector(metric)
+    return all(math.isnan(old_values[q]) or math.isnan(new_values[q]) for q in baseline.query_ids)
 
 
 def _metric_verdict(
@@ -299,14 +362,19 @@ def _metric_verdict(
     queries = baseline.query_ids
     b = np.array([old_values[q] for q in queries])
     w = np.array([new_values[q] for q in queries])
-    newly_undefined = int(np.sum(~np.isnan(b) & np.isnan(w)))
+    by_design = dict(_by_design(baseline, new, spec.metric))
+    # Undefined in the new run by its design (the run records why) is no regression, even
+    # where a baseline from before undefined values were named holds a number there.
+    explained = bool(new.undefined.get(spec.metric))
+    newly_undefined = 0 if explained else int(np.sum(~np.isnan(b) & np.isnan(w)))
     keep = ~(np.isnan(b) | np.isnan(w))
     b, w = b[keep], w[keep]
     nan = math.nan
     if b.size == 0:
         return MetricVerdict(
-            spec, 0, nan, nan, nan, (nan, nan), 1.0, nan, test_alpha, len(queries), newly_undefined
-        )
+            spec, 0, nan, nan, nan, (nan, nan), 1.0, nan, test_alpha, len(queries),
+            newly_undefined, by_design=by_design,
+        )  # fmt: skip
     diff = w - b
     oriented = diff if spec.higher_is_better else -diff
     p = sign_flip_pvalue(oriented + spec.margin, alternative="less", seed=seed)
@@ -314,7 +382,7 @@ def _metric_verdict(
     detectable = detectable_drop(diff, margin=spec.margin, alpha=test_alpha)
     return MetricVerdict(
         spec, int(b.size), float(b.mean()), float(w.mean()), mean, (low, high), p, nan,
-        test_alpha, len(queries), newly_undefined, detectable,
+        test_alpha, len(queries), newly_undefined, detectable, by_design,
     )  # fmt: skip
 
 
@@ -359,8 +427,9 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         arrow = "↑" if m.spec.higher_is_better else "↓"
         interval = f"[{_f(m.ci95[0], signed=True)}, {_f(m.ci95[1], signed=True)}]"
         counted = f"{m.n}" if m.n == m.n_total else f"{m.n} of {m.n_total} defined"
+        name = registry.label(m.spec.metric, new.relevance_level)
         lines.append(
-            _row(f"{m.spec.metric} {arrow}", counted, _f(m.baseline_mean), _f(m.new_mean),
+            _row(f"{name} {arrow}", counted, _f(m.baseline_mean), _f(m.new_mean),
                  f"{_f(m.diff, signed=True)} {interval}", f"{_p(m.p_value)} ({_p(m.p_holm)})",
                  f"{m.spec.margin:g}", f"{m.spec.floor:g}", _detects(m),
                  _bold_if(not m.passed, m.reason))

@@ -13,6 +13,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from harness.gates.gate import GateVerdict, MetricVerdict
+from harness.metrics import registry
 from harness.report.document import Table
 from harness.report.markdown import table_lines
 
@@ -28,6 +29,7 @@ def verdict_dict(verdict: GateVerdict, *, run_label: str, baseline_label: str) -
         "baseline_reranker": verdict.baseline.reranker.get("name"),
         "dataset": new.dataset.get("name"),
         "queries": len(new.query_ids),
+        "relevance_level": new.relevance_level,
         "alpha": verdict.alpha,
         "metrics": [_metric(m) for m in verdict.metrics],
         "notes": list(verdict.notes),
@@ -45,6 +47,7 @@ def _metric(m: MetricVerdict) -> dict[str, Any]:
     return {
         "metric": m.spec.metric,
         "passed": m.passed,
+        "skipped": m.skipped,
         "reason": m.reason,
         "queries": m.n,
         "baseline_mean": _number(m.baseline_mean),
@@ -72,6 +75,8 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
             f"{_f(m.diff)} [{_f(m.ci95[0])}, {_f(m.ci95[1])}], p (Holm) {_f(m.p_holm)}, "
             f"margin {m.spec.margin:g}, floor {m.spec.floor:g}, {m.n} queries"
         )
+        if m.skipped:
+            detail = m.reason  # JUnit's <skipped>: neither a pass nor a failure
         cases.append((m.spec.metric, None if m.passed else m.reason, detail))
     if verdict.invariance is not None:
         bad = [q for q, _ in verdict.invariance.violations]
@@ -80,6 +85,7 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
             ("order invariance (declared)", failure, f"min tau {verdict.invariance.min_tau}")
         )
     failures = sum(failure is not None for _, failure, _ in cases)
+    skips = str(sum(m.skipped for m in verdict.metrics))
     suites = ElementTree.Element("testsuites", tests=str(len(cases)), failures=str(failures))
     suite = ElementTree.SubElement(
         suites,
@@ -88,14 +94,18 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
         tests=str(len(cases)),
         failures=str(failures),
         errors="0",
+        skipped=skips,
     )
     properties = ElementTree.SubElement(suite, "properties")
     for name, value in (("run", run_label), ("baseline", baseline_label)):
         ElementTree.SubElement(properties, "property", name=name, value=value)
+    skipped = {m.spec.metric for m in verdict.metrics if m.skipped}
     for name, failure, detail in cases:
         case = ElementTree.SubElement(suite, "testcase", classname="harness.gate", name=name)
         if failure is not None:
             ElementTree.SubElement(case, "failure", message=failure).text = detail
+        elif name in skipped:
+            ElementTree.SubElement(case, "skipped", message=detail)
         else:
             ElementTree.SubElement(case, "system-out").text = detail
     ElementTree.indent(suites)
@@ -117,7 +127,11 @@ def verdict_markdown(verdict: GateVerdict, *, run_label: str, baseline_label: st
         f"({verdict.baseline.reranker.get('name')}), {len(verdict.new.query_ids)} queries",
         "",
     ]
-    rows = [(m.spec.metric, _f(m.baseline_mean), _f(m.new_mean), m.reason) for m in verdict.metrics]
+    level = verdict.new.relevance_level
+    rows = [
+        (registry.label(m.spec.metric, level), _f(m.baseline_mean), _f(m.new_mean), m.reason)
+        for m in verdict.metrics
+    ]
     if verdict.invariance is not None:
         bad = verdict.invariance.violations
         rows.append(

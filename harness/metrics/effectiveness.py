@@ -67,10 +67,27 @@ def _numba_cache_dir() -> str:
     return str(user_cache_dir("numba"))
 
 
+def at_level(name: str, relevance_level: int) -> str:
+    """The ranx name of ``name`` with grades >= ``relevance_level`` relevant: a binary metric
+    without its own ``-lN`` gets ``-l{relevance_level}`` (``mrr@10`` -> ``mrr@10-l2``); nDCG,
+    whose gain is the grade, and names with a level of their own are left as they are."""
+    if relevance_level < 1:
+        raise ValueError(f"relevance level must be at least 1, got {relevance_level}")
+    binary = name.split("@")[0].split("-")[0] in _BINARY
+    if not binary or "-l" in name or relevance_level == 1:
+        return name
+    return f"{name}-l{relevance_level}"
+
+
+_BINARY = ("mrr", "recall", "precision", "map")
+
+
 def effectiveness(
     qrels: Mapping[str, Mapping[str, int]],
     rankings: Sequence[tuple[str, Sequence[str]]],
     metrics: Sequence[str] = (NDCG, MRR),
+    *,
+    relevance_level: int = 1,
 ) -> dict[str, np.ndarray]:
     """Score each (query_id, best-first doc ids) entry; arrays are aligned with ``rankings``.
 
@@ -82,8 +99,11 @@ def effectiveness(
     ids, their lengths, list sizes) makes a run compile again; and no numba typed container
     is built, whose methods numba would compile again in every new process.
 
-    Grades are the gain (trec_eval / ranx ``ndcg``); a doc is relevant when its grade >= 1
-    (or the metric's ``-lN``); retrieved docs missing from the qrels count as non-relevant;
+    Grades are the gain (trec_eval / ranx ``ndcg``); for the binary metrics (MRR, recall,
+    precision, MAP) a doc is relevant when its grade >= ``relevance_level`` (trec_eval's
+    ``-l``; 1 by default), or the metric's own ``-lN``; the result keeps the name asked for
+    (``mrr@10`` at level 2 is ranx's ``mrr@10-l2``). Retrieved docs missing from the qrels
+    count as non-relevant;
     the ideal DCG uses all judged docs of the query (only grades >= 1 are passed: no
     supported metric counts the others).
 
@@ -94,6 +114,7 @@ def effectiveness(
     names = list(dict.fromkeys(check_metric(m) for m in metrics))
     if not names:
         raise ValueError("no metrics requested")
+    ranx_names = {m: at_level(m, relevance_level) for m in names}
     codes = DocCodes()
     relevant: dict[str, np.ndarray] = {}  # per query, built once
     by_length: dict[int, list[int]] = {}  # ranking length -> its entries
@@ -116,7 +137,8 @@ def effectiveness(
 
     # ranx's evaluate, asked for one "name@k" without means, looks it up by its bare name
     # (KeyError): it always gets a list of at least two.
-    requested = names if len(names) > 1 else names * 2
+    requested = list(dict.fromkeys(ranx_names.values()))
+    requested = requested if len(requested) > 1 else requested * 2
     for length, rows in by_length.items():
         run = np.empty((len(rows), length, 2))
         run[:, :, 0] = [coded[i] for i in rows]
@@ -124,7 +146,7 @@ def effectiveness(
         truth = _stack([relevant[rankings[i][0]] for i in rows])
         scores = evaluate(truth, run, requested, return_mean=False, save_results_in_run=False)
         for m in names:
-            out[m][rows] = scores[m]
+            out[m][rows] = scores[ranx_names[m]]
     return out
 
 

@@ -115,10 +115,13 @@ def position_bias_mad(hits: np.ndarray, trials: np.ndarray, expected: np.ndarray
     """Mean absolute exposure deviation over positions with trials, each position weighted equally.
 
     0 for an order-invariant reranker under a balanced design (e.g. all cyclic shifts);
-    2k(n-k)/n^2 for one that copies its input order.
+    2k(n-k)/n^2 for one that copies its input order. A position whose expected share is 1
+    (n <= k: every candidate reaches the top k whatever the reranker does) says nothing about
+    bias and is left out; NaN when no position is left (undefined, not "no bias").
     """
     dev = np.abs(marginal_exposure_deviation(hits, trials, expected))
-    dev = dev[~np.isnan(dev)]
+    informative = np.broadcast_to(np.asarray(expected, dtype=np.float64) < 1, dev.shape)
+    dev = dev[~np.isnan(dev) & informative]
     return float(dev.mean()) if dev.size else float("nan")
 
 

@@ -6,8 +6,9 @@ default?) cannot drift between them. Names with a cutoff are built from ``TOP_K`
 
 Lookups: :func:`get` (one metric, HarnessError naming the known ones otherwise),
 :func:`per_query`, :func:`per_order`, :func:`descriptive`, :func:`summarized`,
-:func:`headline`, :func:`compared`, :func:`with_floor` and :func:`default_gates`, each in
-registry order (the order results and tables use).
+:func:`headline`, :func:`compared`, :func:`with_floor`, :func:`default_gates` and
+:func:`binary`, each in registry order (the order results and tables use); :func:`label`
+names a metric as outputs show it.
 Importing this module is cheap (no numpy), so the CLI and readers may use it freely.
 """
 
@@ -23,6 +24,17 @@ TOP_K = 10
 
 FLOOR_FACTOR = 3.0
 """A gated metric's default floor (the mean drop never tolerated) is this times its margin."""
+
+DEFAULT_RELEVANCE_LEVEL = 1
+"""The grade from which a candidate counts as relevant for binary metrics (MRR, the best
+relevant item's rank) where neither the dataset card nor ``--relevance-level`` says another:
+trec_eval's default (``-l1``), and what every run recorded without a level meant."""
+
+# Why a metric is undefined by the design (NaN, never a value that reads as "no bias" or
+# "perfectly stable"): results record it per metric, summaries and reports print it.
+UNDEFINED_SHORT_LIST = f"depth <= {TOP_K}: every candidate is in the top {TOP_K}"
+UNDEFINED_ONE_ORDER = "one order in the design: nothing spreads across orders"
+UNDEFINED_NO_PAIR = "one order shown: no pair of outputs to compare"
 
 Direction = Literal["higher", "lower", "neither"]
 """Which way is better; ``neither`` for descriptive quantities that cannot be gated."""
@@ -47,7 +59,9 @@ class MetricSpec:
     headline table. ``compared``: a row of the report's paired comparison table.
     ``gate_margin``: gated by default with this margin (floor ``FLOOR_FACTOR`` x margin).
     ``floor``: a stability quantity that ``--repeats`` also measures under NO change of order
-    (the noise floor), shown beside it.
+    (the noise floor), shown beside it. ``binary``: counts a candidate as relevant or not,
+    relevant = grade >= the run's relevance level (nDCG uses the grade itself), so its label
+    carries the level (:func:`label`).
     """
 
     name: str
@@ -60,6 +74,7 @@ class MetricSpec:
     compared: bool = False
     gate_margin: float | None = None
     floor: bool = False
+    binary: bool = False
 
     @property
     def higher_is_better(self) -> bool:
@@ -125,7 +140,9 @@ METRICS: tuple[MetricSpec, ...] = (
         NDCG, "effectiveness", "higher", per_order=True, headline=True, compared=True,
         gate_margin=0.01,
     ),
-    MetricSpec(MRR, "effectiveness", "higher", per_order=True, headline=True, compared=True),
+    MetricSpec(
+        MRR, "effectiveness", "higher", per_order=True, headline=True, compared=True, binary=True,
+    ),
     MetricSpec(NDCG_STD, "effectiveness spread across orders (std)", "lower", floor=True),
     MetricSpec(
         NDCG_RANGE, "effectiveness spread across orders", "lower", headline=True, floor=True,
@@ -137,10 +154,12 @@ METRICS: tuple[MetricSpec, ...] = (
         NDCG_FIRST_STAGE, "the first-stage ranking's own effectiveness (no reranking)",
         "neither", headline=True,
     ),
-    MetricSpec(BEST_RELEVANT_RANK_MEAN, "rank of the best relevant item (1 = top)", "lower"),
+    MetricSpec(
+        BEST_RELEVANT_RANK_MEAN, "rank of the best relevant item (1 = top)", "lower", binary=True,
+    ),
     MetricSpec(
         BEST_RELEVANT_RANK_VAR, "variance of the best relevant item's rank across orders",
-        "lower", floor=True,
+        "lower", floor=True, binary=True,
     ),
     MetricSpec(
         KENDALL_TAU, "stability (1 = order-invariant)", "higher", headline=True, compared=True,
@@ -201,6 +220,13 @@ METRICS: tuple[MetricSpec, ...] = (
 )  # fmt: skip
 
 
+def label(name: str, relevance_level: int | None) -> str:
+    """How outputs name a metric: a binary one with the grade it counts as relevant,
+    ``mrr@10 (rel ≥ 2)``; any other (or with no level given) by its name."""
+    binary = any(spec.binary for spec in METRICS if spec.name == name)
+    return f"{name} (rel ≥ {relevance_level})" if binary and relevance_level is not None else name
+
+
 def get(name: str) -> MetricSpec:
     """The metric called ``name``; a one-line HarnessError listing the known names otherwise."""
     for spec in METRICS:
@@ -243,6 +269,11 @@ def compared() -> tuple[MetricSpec, ...]:
 def with_floor() -> tuple[MetricSpec, ...]:
     """Stability quantities that ``--repeats`` also measures under no change of order."""
     return tuple(spec for spec in METRICS if spec.floor)
+
+
+def binary() -> tuple[MetricSpec, ...]:
+    """Metrics that count a candidate as relevant or not, at the run's relevance level."""
+    return tuple(spec for spec in METRICS if spec.binary)
 
 
 def default_gates() -> tuple[MetricSpec, ...]:

@@ -113,7 +113,9 @@ def pairwise_stability(
 
     ``rankings`` are outputs for different input orders of one query, so all must be
     permutations of the same ids. With fewer than 2 rankings there is no pair to compare and
-    every value is NaN (absent, not perfect). Vectorised over pairs via an int rank matrix.
+    every value is NaN (absent, not perfect). With at most ``k`` candidates every top k is
+    the whole set, so top-k Jaccard and set agreement are NaN too (they would read 1, perfect
+    agreement, by construction). Vectorised over pairs via an int rank matrix.
     """
     if not 0 < p < 1 or k < 1:
         raise ValueError(f"need 0 < p < 1 and k >= 1, got p={p}, k={k}")
@@ -166,7 +168,10 @@ def pairwise_stability(
         tau, np.concatenate(rbo_parts), top[i] == top[j], np.concatenate(jaccard_parts), rho,
         np.concatenate(same_parts),
     )  # fmt: skip
-    return {key: float(np.mean(val)) for key, val in zip(keys, values, strict=True)}
+    result = {key: float(np.mean(val)) for key, val in zip(keys, values, strict=True)}
+    if n <= k:
+        result[f"top{k}_jaccard"] = result[f"top{k}_set_agreement"] = float("nan")
+    return result
 
 
 def spearman_rho(a: Sequence[str], b: Sequence[str]) -> float:

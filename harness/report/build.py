@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.files import ensure_writable_folder, write_text_atomic
-from harness.report.compare import compare_runs, incomparable_reason, moved_most
+from harness.report.compare import compare_runs, incomparable_reason, levels_note, moved_most
 from harness.report.document import Figure, Report, Section
 from harness.report.exports import PER_QUERY_CSV, per_query_csv
 from harness.report.figures import build_figures
@@ -107,10 +107,13 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         ),
         *(section for section in (floor_section(runs),) if section is not None),
         _with_note(
-            comparison_section(comparisons, reason, len(runs)),
-            too_few_queries_note(min(c.n for c in comparisons), len(comparisons))
-            if comparisons
-            else None,
+            _with_note(
+                comparison_section(comparisons, reason, len(runs)),
+                too_few_queries_note(min(c.n for c in comparisons), len(comparisons))
+                if comparisons
+                else None,
+            ),
+            levels_note(runs) if reason is None else None,
         ),
     ]
     mitigation = mitigation_rows(runs) if reason is None else []

@@ -42,6 +42,7 @@ class PairedResult:
     wins: int
     ties: int
     losses: int
+    label: str = ""  # the metric as tables show it (``mrr@10 (rel ≥ 2)``)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,10 @@ def compare_runs(
         pairs = [(runs[0], b) for b in runs[1:]]
     rows = []
     for a, b in pairs:
+        level = a.results.relevance_level
         for spec in specs:
+            if spec.binary and b.results.relevance_level != level:
+                continue  # relevant from another grade: not the same quantity (see levels_note)
             va, vb = a.per_query(spec.name), b.per_query(spec.name)
             queries = [q for q in a.query_ids if not (math.isnan(va[q]) or math.isnan(vb[q]))]
             if not queries:
@@ -124,6 +128,7 @@ def compare_runs(
                     wins,
                     ties,
                     losses,
+                    registry.label(spec.name, level),
                 )
             )
     adjusted = holm([r.p_value for r in rows])
@@ -131,6 +136,20 @@ def compare_runs(
         PairedResult(**{**r.__dict__, "p_holm": float(p)})
         for r, p in zip(rows, adjusted, strict=True)
     ]
+
+
+def levels_note(runs: Sequence[RunData]) -> str | None:
+    """Why binary metrics are missing from the comparison: the runs count a candidate as
+    relevant from different grades (``--relevance-level`` or the dataset cards)."""
+    levels = {r.label: r.results.relevance_level for r in runs}
+    if len(set(levels.values())) < 2:
+        return None
+    named = ", ".join(f"{label}: grade ≥ {level}" for label, level in levels.items())
+    metrics = ", ".join(spec.name for spec in registry.compared() if spec.binary)
+    return (
+        f"{metrics} compared only between runs at the same relevance level ({named}); "
+        "rerun with the same --relevance-level to compare them."
+    )
 
 
 def moved_most(run: RunData, k: int = 5) -> list[MovedQuery]:

@@ -19,14 +19,18 @@ PER_QUERY_CSV = "per_query.csv"
 
 def per_query_csv(runs: Sequence[RunData]) -> str:
     """One row per (run, query): ``run``, ``query_id``, then every per-query metric in
-    registry order (empty where a run lacks a metric or a query's value is undefined)."""
+    registry order (empty where a run lacks a metric or a query's value is undefined), then
+    the run's ``relevance_level`` (the grade from which its binary metrics, such as
+    ``mrr@10``, count a candidate as relevant)."""
     names = [spec.name for spec in registry.per_query()]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["run", "query_id", *names])
+    writer.writerow(["run", "query_id", *names, "relevance_level"])
     for run in runs:
+        level = run.results.relevance_level
         for query_id, row in run.results.per_query.items():
-            writer.writerow([run.label, query_id, *(_cell(row.get(name)) for name in names)])
+            cells = (_cell(row.get(name)) for name in names)
+            writer.writerow([run.label, query_id, *cells, level])
     return buffer.getvalue()
 
 

@@ -12,7 +12,13 @@ from harness.metrics.registry import TOP_K
 from harness.report.compare import ALL_PAIRS_UP_TO, PairedResult, moved_most
 from harness.report.document import Section, Table, fmt, fmt_p, fmt_signed, with_interval
 from harness.report.load import RunData
-from harness.results.markdown import REPAIR_NOTE, design_text, floor_note, floor_text
+from harness.results.markdown import (
+    REPAIR_NOTE,
+    design_text,
+    floor_note,
+    floor_text,
+    value_text,
+)
 
 MOVED_QUERIES = 5
 
@@ -86,6 +92,10 @@ def _provenance_table(runs: Sequence[RunData]) -> Table:
         row("params", lambda r: _mapping_text(r.results.reranker.params)),
         row("dataset", data),
         row("queries", queries),
+        row(
+            "relevance level (binary metrics)",
+            lambda r: f"grade ≥ {r.results.relevance_level}",
+        ),
         row("permutations", perms),
         row("config hash", lambda r: r.results.header.config_hash),
         row("versions", packages),
@@ -108,10 +118,13 @@ def headline_table(
         (c.metric, c.b) for c in comparisons if c.a == runs[0].label and c.p_holm < alpha
     }
     rows, strong = [], set()
+    levels = {r.results.relevance_level for r in runs}
     for spec in registry.headline():
         if not any(spec.name in r.results.summary for r in runs):
             continue
-        best = _best_runs(runs, spec) if len(runs) > 1 else set()
+        # a binary metric at different relevance levels is not one quantity: no best one
+        mixed = spec.binary and len(levels) > 1
+        best = _best_runs(runs, spec) if len(runs) > 1 and not mixed else set()
         strong |= {(len(rows), 2 + i) for i in best}
         cells = []
         for r in runs:
@@ -119,7 +132,16 @@ def headline_table(
             if entry is None:
                 cells.append(with_interval(math.nan, None))
                 continue
-            cell = with_interval(entry.value, entry.ci95)
+            undefined = r.results.undefined_text(spec.name)
+            cell = (
+                with_interval(entry.value, entry.ci95)
+                if entry.value == entry.value
+                else undefined or fmt(entry.value)
+            )
+            if undefined and entry.value == entry.value:
+                cell += f" ({undefined})"
+            if mixed:
+                cell += f" (rel ≥ {r.results.relevance_level})"
             if entry.ci95 is None and entry.no_bias_floor is not None:
                 cell += f" (no-bias floor {fmt(entry.no_bias_floor)})"
             if r.results.floor(spec.name) is not None:
@@ -127,13 +149,19 @@ def headline_table(
             if (spec.name, r.label) in significant:
                 cell += " *"
             cells.append(cell)
-        rows.append((spec.name, spec.shows, *cells))
+        name = registry.label(spec.name, None if mixed else next(iter(levels)))
+        rows.append((name, spec.shows, *cells))
     caption = (
         f"Bold: the best value per metric; *: differs from {runs[0].label} (paired sign-flip "
         f"test, Holm-adjusted p < {alpha:g})."
         if len(runs) > 1
         else ""
     )
+    if len(levels) > 1:
+        caption += (
+            " The runs count relevance from different grades (rel ≥ N after each binary "
+            "metric's value): those values are not compared."
+        )
     return Table(
         header=("metric", "what it shows", *(r.label for r in runs)),
         rows=tuple(rows),
@@ -168,7 +196,7 @@ def comparison_section(
         )
     rows = tuple(
         (
-            c.metric,
+            c.label,
             f"{c.b} - {c.a}",
             fmt(c.mean_a),
             fmt(c.mean_b),
@@ -259,7 +287,8 @@ def floor_section(runs: Sequence[RunData]) -> Section | None:
     rows = []
     for spec in registry.with_floor():
         cells = [
-            f"{fmt(r.results.summary_value(spec.name))}; floor {floor_text(r.results, spec.name)}"
+            f"{value_text(r.results, spec.name, r.results.summary_value(spec.name))}; "
+            f"floor {floor_text(r.results, spec.name)}"
             for r in floored
         ]
         rows.append((spec.name, spec.shows, *cells))

@@ -56,8 +56,14 @@ class CallFacts:
 
 def http_calls(extra: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """What a remote backend reported about the requests behind one output: one entry per
-    window of a listwise method, or a set's summary (pointwise, or a nested debiaser)."""
-    calls = [d["http"] for d in extra.get("window_details", ()) if "http" in d]
+    window of a listwise method (and per content-free pass of CapCal), or a set's summary
+    (pointwise, or a nested debiaser)."""
+    calls = [
+        d["http"]
+        for key in ("window_details", "calibration_details")
+        for d in extra.get(key, ())
+        if "http" in d
+    ]
     if "http" in extra:
         calls.append(extra["http"])
     return calls

@@ -25,12 +25,12 @@ kept per window.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from harness.backends.base import Backend, Capability
+from harness.backends.base import Backend, Capability, NextTokenScores
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import RerankOutput, RunContext
@@ -189,8 +189,12 @@ class CapCalFirstReranker(FirstReranker):
     corrected by the distribution the model gives when every passage body is replaced by a
     placeholder, ``S(d) = P(d|x) - alpha (P(d|x_empty) - 1/|C|)``, and the window is ranked by
     ``S``. The content-free prompt keeps the query and the identifiers, so it does not depend
-    on the shown order: it is computed once per query and window size (one extra forward pass
-    each, recorded as ``calibration_forward_passes`` in the facts of the call that made it).
+    on the shown order: it is computed once per query and window size. Each such pass is
+    counted in the cost of the call that made it: the first output of that call adds its
+    forward pass, prompt tokens and generated token to its own (``forward_passes``,
+    ``prompt_tokens``, ``generated_tokens``) and says how many it made in
+    ``extra["calibration_forward_passes"]`` (a remote backend's request in
+    ``extra["calibration_details"]``), so a set's orders sum to every pass the method made.
 
     Params: :class:`~harness.rerankers.params.CapCalParams` (``alpha``, ``placeholder``).
     """
@@ -212,7 +216,7 @@ class CapCalFirstReranker(FirstReranker):
         super().__init__(name, context, backend, params)
         self._priors: dict[tuple[str, int], np.ndarray] = {}
         self._query: CandidateSet | None = None
-        self._passes = 0
+        self._calibration = _CalibrationCost()
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -226,13 +230,9 @@ class CapCalFirstReranker(FirstReranker):
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
         if self._query is None or self._query.query_id != candidate_set.query_id:
             self._priors.clear()
-        self._query, self._passes = candidate_set, 0
+        self._query, self._calibration = candidate_set, _CalibrationCost()
         outputs = super()._rerank_batch(candidate_set, orders)
-        if not self._passes:
-            return outputs
-        extra = {**outputs[0].facts.extra, "calibration_forward_passes": self._passes}
-        first = replace(outputs[0], facts=replace(outputs[0].facts, extra=extra))
-        return [first, *outputs[1:]]
+        return self._calibration.charged_to(outputs)
 
     def content_free_prior(self, size: int) -> np.ndarray:
         """``P(d|x_empty)`` over the identifiers of a window of ``size``, for the current query."""
@@ -253,7 +253,7 @@ class CapCalFirstReranker(FirstReranker):
             batch = self.encode([WindowPrompt(prompt, ("",) * size, labels)])
             read = self.backend.next_token_logprobs(batch, self.identifier_ids[:size])
             self._priors[key] = _renormalised(read.logprobs[0])
-            self._passes += 1
+            self._calibration.add(read, prompt_tokens=len(batch.rows[0]))
         return self._priors[key]
 
     def window_scores(self, logprobs: list[float], window: WindowPrompt) -> list[float]:
@@ -261,6 +261,40 @@ class CapCalFirstReranker(FirstReranker):
         prior = self.content_free_prior(size)
         scores = _renormalised(np.asarray(logprobs)) - self.params.alpha * (prior - 1.0 / size)
         return scores.tolist()
+
+
+@dataclass
+class _CalibrationCost:
+    """The content-free passes one CapCal call made (none when its priors were cached)."""
+
+    passes: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, read: NextTokenScores, *, prompt_tokens: int) -> None:
+        self.passes += 1
+        self.prompt_tokens += prompt_tokens
+        self.generated_tokens += int(sum(read.generated_tokens))
+        self.details.extend({"http": dict(call)} for call in read.calls if call)
+
+    def charged_to(self, outputs: list[RerankOutput]) -> list[RerankOutput]:
+        """``outputs`` with these passes added to the first one's cost (every pass of the
+        call is then counted once, as a listwise call's windows are)."""
+        if not self.passes:
+            return outputs
+        facts = outputs[0].facts
+        extra = {**facts.extra, "calibration_forward_passes": self.passes}
+        if self.details:
+            extra["calibration_details"] = self.details
+        charged = replace(
+            facts,
+            forward_passes=facts.forward_passes + self.passes,
+            prompt_tokens=facts.prompt_tokens + self.prompt_tokens,
+            generated_tokens=facts.generated_tokens + self.generated_tokens,
+            extra=extra,
+        )
+        return [replace(outputs[0], facts=charged), *outputs[1:]]
 
 
 def _renormalised(logprobs: np.ndarray) -> np.ndarray:

@@ -51,7 +51,10 @@ def render_summary(results: RunResults) -> str:
         if entry.no_bias_floor is not None:
             interval = f"no-bias floor {_fmt(entry.no_bias_floor)}"
         floor = f" {floor_text(results, spec.name)} |" if has_floor else ""
-        lines.append(f"| {spec.name} | {_fmt(entry.value)} | {interval} |{floor} {spec.shows} |")
+        lines.append(
+            f"| {results.label(spec.name)} | {value_text(results, spec.name, entry.value)} | "
+            f"{interval} |{floor} {spec.shows} |"
+        )
     lines += _floor_lines(results) + _repair_lines(results)
     parse = results.parse_status
     if parse:
@@ -61,6 +64,17 @@ def render_summary(results: RunResults) -> str:
             cells = " | ".join(f"{rates.get(s, 0.0):.1%}" for s in _statuses(parse))
             lines.append(f"| {family} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def value_text(results: RunResults, metric: str, value: float | None, digits: int = 4) -> str:
+    """A summary value as outputs print it: ``undefined (why)`` where the design cannot
+    measure the metric, never a number that would read as a finding; a value defined for only
+    some queries says for how many it is not."""
+    undefined = results.undefined_text(metric)
+    if value is None or value != value:
+        return undefined or "n/a"
+    text = f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{text} ({undefined})" if undefined else text
 
 
 def design_text(results: RunResults) -> str:
@@ -125,7 +139,8 @@ def _floor_lines(results: RunResults) -> list[str]:
     lines.append("|---|---:|---:|")
     for spec in registry.with_floor():
         lines.append(
-            f"| {spec.name} | {_fmt(results.summary_value(spec.name))} | "
+            f"| {results.label(spec.name)} | "
+            f"{value_text(results, spec.name, results.summary_value(spec.name))} | "
             f"{floor_text(results, spec.name)} |"
         )
     spread = results.floor("score_spread")

@@ -9,8 +9,9 @@ A run folder is self-contained: reports, gates, baselines and exports need nothi
 * ``samples.jsonl`` (:class:`harness.results.store.Sample`): one reranked order per line.
 * ``results.json`` (:class:`RunResults`): the header plus the reranker's identity, the
   environment, and every metric: summary, per query, per order, position bias, parse status,
-  and (runs with ``--repeats``) the noise floor. Sections added within format 2 are
-  optional, so folders written before them still load.
+  (runs with ``--repeats``) the noise floor, and (where the design leaves a metric undefined)
+  why it is. Sections and settings added within format 2 are optional, so folders written
+  before them still load (a run without ``config.relevance_level`` meant level 1).
 
 ``run.json`` and ``results.json`` carry ``format`` (the JSON-lines files are read only
 through them); a reader refuses a newer one and sends an older one to ``harness upgrade``.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.metrics.registry import DEFAULT_RELEVANCE_LEVEL
 from harness.rerankers.preset import RerankerPreset
 from harness.results.tables import (
     PerOrder,
@@ -121,6 +123,16 @@ class RunHeader:
     @property
     def depth(self) -> int | None:
         return self.config.get("depth")
+
+    @property
+    def relevance_level(self) -> int:
+        """The grade from which binary metrics (MRR, the best relevant item's rank) count a
+        candidate as relevant: ``config.relevance_level``, recorded when it is not 1; runs
+        written before it existed meant 1."""
+        level = self.config.get("relevance_level", DEFAULT_RELEVANCE_LEVEL)
+        if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+            raise HarnessError(f"config.relevance_level must be an integer >= 1, got {level!r}")
+        return level
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -226,6 +238,9 @@ class RunResults:
     # ``--repeats`` only: {"repeats", "summary": {metric: {value, ci95, n, within_floor}},
     # "per_query"}; empty for runs without repeats (and every run written before them).
     noise_floor: Mapping[str, Any] = field(default_factory=dict)
+    # {metric: {reason: queries}}: values the design cannot measure (NaN), and why; empty when
+    # every metric is defined (and for every run written before undefined values were named).
+    undefined: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     # Shorthands for the header parts every reader needs.
     @property
@@ -247,6 +262,21 @@ class RunResults:
     @property
     def query_ids(self) -> tuple[str, ...]:
         return tuple(self.per_query)
+
+    @property
+    def relevance_level(self) -> int:
+        return self.header.relevance_level
+
+    def label(self, metric: str) -> str:
+        """The metric's name as outputs show it: ``mrr@10 (rel ≥ 2)`` for a binary one."""
+        from harness.metrics.registry import label
+
+        return label(metric, self.relevance_level)
+
+    def undefined_text(self, metric: str) -> str | None:
+        """Why ``metric`` is undefined: ``undefined (reason)`` when it is for every query,
+        ``undefined for 2 of 43 queries (reason)`` for some; None when it is always defined."""
+        return undefined_text(self.undefined.get(metric), len(self.per_query))
 
     def vector(self, metric: str) -> dict[str, float]:
         """``{query id: value}`` of a per-query metric (NaN where a query lacks it)."""
@@ -311,6 +341,8 @@ class RunResults:
             body["noise_floor"] = _plain(floor) | {
                 "per_query": rows(self.noise_floor["per_query"], _plain)
             }
+        if self.undefined:
+            body["undefined"] = _plain(self.undefined)
         return self.header.to_dict() | body
 
     @classmethod
@@ -354,9 +386,25 @@ class RunResults:
                 parse_status=dict(metrics.get("parse_status") or {}),
                 counts=dict(metrics["counts"]),
                 noise_floor=_noise_floor(metrics.get("noise_floor")),
+                undefined={
+                    str(metric): {str(why): int(n) for why, n in reasons.items()}
+                    for metric, reasons in (metrics.get("undefined") or {}).items()
+                },
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed results ({type(exc).__name__}: {exc})") from exc
+
+
+def undefined_text(reasons: Mapping[str, int] | None, queries: int) -> str | None:
+    """``undefined (why)`` when ``reasons`` ({why: queries}) cover all ``queries``, else
+    ``undefined for k of n queries (why)``; None without reasons."""
+    if not reasons:
+        return None
+    why = "; ".join(reasons)
+    count = sum(reasons.values())
+    if count >= queries:
+        return f"undefined ({why})"
+    return f"undefined for {count} of {queries} queries ({why})"
 
 
 def _noise_floor(data: Any) -> dict[str, Any]:

@@ -363,14 +363,19 @@ def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
 def _differences(recorded: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:
     """``perms: 20 -> 5; reranker.params.max_history: None -> 10``: the settings that make the
     configuration hashes differ (run settings, reranker preset, dataset content)."""
+    from harness.config import OPTIONAL_DEFAULTS
+
     changes = []
     for section in ("config", "reranker"):
         old, now = recorded.get(section) or {}, new.get(section) or {}
+        # a setting left out of the configuration at its default is shown as that default
+        absent = OPTIONAL_DEFAULTS if section == "config" else {}
         for key in sorted(old.keys() | now.keys()):
-            if key in ("source", "identity") or old.get(key) == now.get(key):
+            before, after = old.get(key, absent.get(key)), now.get(key, absent.get(key))
+            if key in ("source", "identity") or before == after:
                 continue
             name = key if section == "config" else f"reranker {key}"
-            changes.append(f"{name}: {old.get(key)!r} -> {now.get(key)!r}")
+            changes.append(f"{name}: {before!r} -> {after!r}")
     fingerprint = (recorded.get("dataset") or {}).get("fingerprint")
     if fingerprint != (new.get("dataset") or {}).get("fingerprint"):
         changes.append("the dataset's content (fingerprint) changed")

@@ -11,14 +11,16 @@ design: with order 0 they form the *noise floor* group, over which every stabili
 
 Definitions, per query over the design orders:
 
-* ``ndcg@10``, ``mrr@10``: mean of each output's value (ranx); ``ndcg@10_std`` /
-  ``ndcg@10_range``: their spread; ``ndcg@10_reference``: the identity order's value.
+* ``ndcg@10``, ``mrr@10``: mean of each output's value (ranx; MRR counts grades >= the
+  run's relevance level as relevant, nDCG's gain is the grade); ``ndcg@10_std`` /
+  ``ndcg@10_range``: their spread (undefined with one design order);
+  ``ndcg@10_reference``: the identity order's value.
 * ``kendall_tau``, ``rbo@10``, ``top1_agreement``, ``top10_jaccard``, ``spearman``,
   ``top10_set_agreement``: mean over all pairs.
 * ``ppi``, ``gpi``: preference consistency (``harness.metrics.preference``) over the same
   orders as the pairwise metrics.
 * ``best_relevant_rank_mean`` / ``_var``: the 1-based rank of the best-placed relevant
-  candidate, mean and (population) variance over the orders.
+  candidate (grade >= the relevance level), mean and (population) variance over the orders.
 * ``tie_rate``: share of adjacent output ranks with exactly equal scores, mean over orders
   (NaN when the reranker gives no scores); ``parse_repair_rate``: share of orders whose
   generated output needed a repair (status other than ``ok``; NaN for non-generative ones).
@@ -28,12 +30,21 @@ Definitions, per query over the design orders:
   the design orders: 1 = the output copies the shown order, about 0 = it ignores it (an
   order-invariant reranker on random shuffles), -1 = it reverses it.
 * ``position_bias_mad``: mean absolute deviation of the top-10 exposure of each input
-  position from the no-bias share min(10, n)/n. The summary value pools every query's outputs
+  position from the no-bias share 10/n. The summary value pools every query's outputs
   before taking the deviation (per-query values are noisier and biased upwards).
 * ``latency_ms``: per-order latency (call wall time / orders in the call), every order
   counted; the summary gives its p50 and p95.
 * ``forward_passes``: mean model forward passes per order, every order counted (a
   meta-reranker's orders sum their inner calls).
+
+Undefined is never a number: a metric the design cannot measure is NaN, and the reason is
+counted per metric in the ``undefined`` section ({metric: {reason: queries}}):
+``position_bias_mad``, ``top10_jaccard`` and ``top10_set_agreement`` for a query of at most
+10 candidates (every candidate is always in the top 10: they would read 0 bias and perfect
+agreement); ``ndcg@10_std``, ``ndcg@10_range`` and ``best_relevant_rank_var`` with one design
+order (nothing can spread); the pairwise stability metrics, PPI, GPI and
+``distinct_rankings`` with one order shown (no pair of outputs). Such queries are left out of
+the pooled position bias, which is undefined when no query is longer than 10.
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
 Which metrics exist, their order and how each is summarised are declared in
@@ -74,6 +85,7 @@ from harness.metrics.registry import (
     DISTINCT_RANKINGS,
     FORWARD_PASSES,
     GPI,
+    KENDALL_TAU,
     LATENCY_MS,
     LATENCY_PER_SET_MS,
     LATENCY_PERCENTILES,
@@ -87,8 +99,13 @@ from harness.metrics.registry import (
     PARSE_REPAIR_RATE,
     POSITION_BIAS_MAD,
     PPI,
+    RBO,
+    SPEARMAN,
     TIE_RATE,
+    TOP1_AGREEMENT,
     TOP_K,
+    TOPK_JACCARD,
+    TOPK_SET_AGREEMENT,
     latency_percentile,
 )
 from harness.metrics.stability import (
@@ -115,11 +132,14 @@ def summarize(
     samples: Mapping[tuple[str, int], Sample] | SampleSource,
     *,
     seed: int,
+    relevance_level: int = registry.DEFAULT_RELEVANCE_LEVEL,
 ) -> dict[str, Any]:
     """Compute ``summary``, ``per_query``, ``position_bias``, ``parse_status``, ``per_order``
     (every order's ``registry.per_order()`` values, the reference included, by order index)
     and ``counts``; metric names, order and aggregation come from ``harness.metrics.registry``.
-    When the samples hold identity repeats (``--repeats``), also ``noise_floor``.
+    When the samples hold identity repeats (``--repeats``), also ``noise_floor``; when a
+    metric is undefined by the design for some query, ``undefined`` (why, and for how many).
+    Binary metrics count a candidate as relevant from grade ``relevance_level``.
 
     ``samples`` is read one chunk of queries at a time (a :class:`SampleIndex` reads them from
     disk), so memory holds one chunk's samples, not the run's; pooled values are accumulated
@@ -136,13 +156,14 @@ def summarize(
     per_order = PerOrderTable()
     floors = PerQueryTable()
     pooled = _Pooled(sets)
+    undefined: dict[str, Counter[str]] = defaultdict(Counter)
     for start in range(0, len(sets), QUERIES_PER_CHUNK):
         chunk = [
             (cset, source.query_samples(cset.query_id))
             for cset in sets[start : start + QUERIES_PER_CHUNK]
         ]
         flat = [(cset.query_id, s.ranking) for cset, samples_ in chunk for s in samples_]
-        scores = effectiveness(qrels, flat, metric_names)
+        scores = effectiveness(qrels, flat, metric_names, relevance_level=relevance_level)
         first_stage = effectiveness(qrels, [(c.query_id, c.doc_ids) for c, _ in chunk], [NDCG])
         cursor = 0
         for position, (cset, query_samples) in enumerate(chunk):
@@ -157,13 +178,20 @@ def summarize(
                 [s.order_index for s in query_samples],
                 {metric: row.tolist() for metric, row in query_scores.items()},
             )
-            judged = qrels.get(cset.query_id, {})
-            values = _query_values(cset, query_samples, query_scores, design, exposure, judged)
+            relevant = {
+                doc for doc, grade in qrels.get(cset.query_id, {}).items()
+                if grade >= relevance_level
+            }  # fmt: skip
+            values, reasons = _query_values(
+                cset, query_samples, query_scores, design, exposure, relevant
+            )
             values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
             per_query.append(
                 cset.query_id, {spec.name: values[spec.name] for spec in registry.per_query()}
             )
-            floor = _floor_values(cset, query_samples, query_scores, judged)
+            for metric, reason in reasons.items():
+                undefined[metric][reason] += 1
+            floor = _floor_values(cset, query_samples, query_scores, relevant)
             if floor is not None:
                 floors.append(cset.query_id, floor)
 
@@ -193,6 +221,12 @@ def summarize(
     }
     if floors:
         sections["noise_floor"] = _noise_floor(floors, summary, pooled.repeats, seed)
+    if undefined:
+        sections["undefined"] = {
+            spec.name: dict(undefined[spec.name])
+            for spec in registry.per_query()
+            if spec.name in undefined
+        }
     return sections
 
 
@@ -218,7 +252,8 @@ class _Pooled:
         """Pool one query (all its samples, and the design's); returns its exposure."""
         shown, output = _index_arrays(cset, chosen)
         exposure = exposure_counts(shown, output, k=TOP_K)
-        self.exposures.add(exposure)
+        if len(cset) > TOP_K:  # a shorter list puts every candidate in the top k: no signal
+            self.exposures.add(exposure)
         if len(cset) == self.matrix_n:
             self.matrix += rank_given_position_counts(shown, output)
         self.design_labels.update(s.label for s in chosen)
@@ -298,10 +333,12 @@ def _query_values(
     scores: Mapping[str, np.ndarray],
     design: np.ndarray,
     exposure: tuple[np.ndarray, np.ndarray],
-    judged: Mapping[str, int],
-) -> dict[str, float]:
+    relevant: set[str],
+) -> tuple[dict[str, float], dict[str, str]]:
     """One query's values of ``registry.per_query()`` but the first-stage nDCG (the same for
-    every order, computed for all queries at once by the caller)."""
+    every order, computed for all queries at once by the caller), and why those the design
+    cannot measure are NaN (``{metric: reason}``). ``relevant``: the candidates at or above
+    the run's relevance level."""
     values: dict[str, float] = {N_CANDIDATES: len(cset), N_ORDERS: int(design.sum())}
     for metric, row in scores.items():
         values[metric] = float(np.mean(row[design]))
@@ -317,7 +354,6 @@ def _query_values(
     shown, output = _index_arrays(cset, compared)
     values[PPI] = pairwise_preference_instability(shown, output)
     values[GPI] = global_preference_inconsistency(output)
-    relevant = {doc for doc, grade in judged.items() if grade > 0}
     best = best_relevant_ranks([s.ranking for s in chosen], relevant)
     values[BEST_RELEVANT_RANK_MEAN] = _nan_stat(np.mean, best)
     values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
@@ -326,7 +362,7 @@ def _query_values(
     copies = shown_order_taus(*_index_arrays(cset, chosen)) if chosen else np.array([])
     values[COPY_TAU] = _nan_stat(np.mean, copies)
     expected = min(TOP_K, len(cset)) / len(cset)
-    values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))
+    values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))  # NaN if n <= k
     ties = [tie_rate(list(s.scores.values())) for s in chosen if s.scores]
     values[TIE_RATE] = _nan_stat(np.mean, np.array(ties, dtype=float))
     statuses = [s.facts.get("parse_status", "not_applicable") for s in chosen]
@@ -336,7 +372,30 @@ def _query_values(
     values[LATENCY_MS] = float(np.median(latencies))
     values[LATENCY_PER_SET_MS] = float(np.sum(latencies))
     values[FORWARD_PASSES] = float(np.mean([s.facts.get("forward_passes", 0) for s in samples]))
-    return values
+    reasons = undefined_by_design(len(cset), int(design.sum()), len(compared))
+    values.update(dict.fromkeys(reasons, float("nan")))
+    return values, reasons
+
+
+def undefined_by_design(candidates: int, design_orders: int, compared: int) -> dict[str, str]:
+    """``{metric: reason}`` for every per-query value a query's design cannot measure, where a
+    kernel would otherwise return a number that reads as a finding (0 bias, perfect
+    agreement, no spread): ``candidates`` in the set, ``design_orders`` in the design,
+    ``compared`` outputs the pairwise metrics compare."""
+    reasons: dict[str, str] = {}
+    if compared < 2:  # the pairwise kernels are NaN already; one ranking is 1 distinct one
+        for name in (*_PAIRWISE, PPI, GPI, DISTINCT_RANKINGS):
+            reasons[name] = registry.UNDEFINED_NO_PAIR
+    if candidates <= TOP_K:  # every candidate is in the top k of every output
+        for name in (TOPK_JACCARD, TOPK_SET_AGREEMENT, POSITION_BIAS_MAD):
+            reasons.setdefault(name, registry.UNDEFINED_SHORT_LIST)
+    if design_orders < 2:  # the spread of one value is 0
+        for name in (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR):
+            reasons[name] = registry.UNDEFINED_ONE_ORDER
+    return reasons
+
+
+_PAIRWISE = (KENDALL_TAU, RBO, TOP1_AGREEMENT, TOPK_JACCARD, SPEARMAN, TOPK_SET_AGREEMENT)
 
 
 def _nan_stat(stat, values: np.ndarray) -> float:
@@ -353,7 +412,7 @@ def _floor_values(
     cset: CandidateSet,
     samples: list[Sample],
     scores: Mapping[str, np.ndarray],
-    judged: Mapping[str, int],
+    relevant: set[str],
 ) -> dict[str, float] | None:
     """The noise floor of one query: every ``registry.with_floor()`` metric over order 0 and
     its ``repeat`` reruns (the same order shown R + 1 times), plus ``score_spread``. None
@@ -362,7 +421,7 @@ def _floor_values(
     group = [samples[i] for i in rows]
     if len(group) < 2 or group[0].order_index != 0:
         return None
-    values = pairwise_stability([s.ranking for s in group], k=TOP_K)
+    values = pairwise_stability([s.ranking for s in group], k=TOP_K)  # top-k: NaN if n <= k
     ndcg = scores[NDCG][rows]
     values[NDCG_STD] = float(np.std(ndcg))
     values[NDCG_RANGE] = float(np.max(ndcg) - np.min(ndcg))
@@ -374,7 +433,6 @@ def _floor_values(
     values[PPI] = preference_range(cells, rank[:, u] < rank[:, v])
     values[GPI] = global_preference_inconsistency(output)
     values[DISTINCT_RANKINGS] = len({s.ranking for s in group})
-    relevant = {doc for doc, grade in judged.items() if grade > 0}
     best = best_relevant_ranks([s.ranking for s in group], relevant)
     values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
     values[SCORE_SPREAD] = _score_spread(group)
