@@ -33,7 +33,6 @@ from harness.rerankers.listwise_prompts import (
     ChatPrompt,
     NumberedTemplate,
     identifiers,
-    one_line,
     prompt_token_ids,
 )
 from harness.rerankers.llm import BackendReranker
@@ -191,7 +190,7 @@ class ListwiseReranker(BackendReranker):
         self, candidate_set: CandidateSet, template: NumberedTemplate
     ) -> tuple[list[str], int]:
         lines = [
-            one_line(template.context.candidate_line(c), self.params.max_candidate_words)
+            template.candidate_text(c, self.params.max_candidate_words)
             for c in candidate_set.candidates
         ]
         return [text for text, _ in lines], sum(cut for _, cut in lines)

@@ -13,6 +13,10 @@ One prompt per window: a system message, then a user message made of
 The chat template of the model is applied where it has one; a model without one gets plain
 text. FIRST primes the assistant turn with ``[`` so that the very next token is an identifier.
 
+A template may normalise text where a published implementation does (``normalize``, see
+:mod:`harness.rerankers.normalize`): each candidate's text before it is cut to its word
+limit, and the whole rendered prompt before the answer is primed.
+
 The templates are data (``templates/*.yaml``, see :mod:`harness.rerankers.templates`); a
 template's :meth:`sha256` covers every string that shapes the prompt plus
 ``prompts.FORMAT_VERSION``; bump that when the rendering code changes.
@@ -28,6 +32,7 @@ from typing import Any, Literal
 
 from harness.data.model import Candidate, QueryContext, TextQuery
 from harness.errors import HarnessError
+from harness.rerankers.normalize import Normalization, normalize_text
 from harness.rerankers.prompts import ContextFormat, candidate_text, template_hash
 
 IdentifierStyle = Literal["numeric", "alpha"]
@@ -56,6 +61,14 @@ class NumberedTemplate:
     head_reply: str = ""
     item_reply: str = ""  # field: {label}
     replace_numbers: bool = False
+    normalize: Normalization = field(default_factory=Normalization)
+
+    def candidate_text(self, candidate: Candidate, max_words: int | None) -> tuple[str, bool]:
+        """A candidate as its line shows it: stripped, normalised, on one line and cut to
+        ``max_words`` words, in rank_llm's order (the cut counts the normalised words); returns
+        the text and whether it was cut."""
+        line = self.context.candidate_line(candidate).strip()
+        return one_line(normalize_text(line, self.normalize.candidates), max_words)
 
     def render_head(
         self, query: QueryContext, max_history: int | None = None, count: int = 0
@@ -84,7 +97,8 @@ class NumberedTemplate:
         max_history: int | None = None,
         prime: str = "",
     ) -> ChatPrompt:
-        """The window's prompt: these candidate texts under these identifiers."""
+        """The window's prompt: these candidate texts under these identifiers, normalised as a
+        whole (chat template included) before ``prime`` opens the answer."""
         head = self.render_head(query, max_history, len(labels))
         items = self.render_items(texts, labels)
         tail = self.render_tail(query, labels)
@@ -95,7 +109,10 @@ class NumberedTemplate:
             for label, item in zip(labels, items, strict=True):
                 turns += [("user", item), ("assistant", self.item_reply.format(label=label))]
             turns.append(("user", tail))
-        return chat_prompt(tokenizer, turns, head, prime)
+        rendered = chat_prompt(tokenizer, turns, head)
+        if self.normalize.prompt != "none":
+            rendered = rendered.normalized(self.normalize.prompt)
+        return ChatPrompt(rendered.prefix, rendered.text + prime)
 
     def sha256(self) -> str:
         return template_hash(self)
@@ -115,6 +132,13 @@ class ChatPrompt:
 
     prefix: str
     text: str
+
+    def normalized(self, how: str) -> ChatPrompt:
+        """Both texts through the normaliser ``how``; the prefix is kept only where it is still
+        a prefix of the normalised text (ftfy fixes line by line, so one that ends a line is)."""
+        text = normalize_text(self.text, how)
+        prefix = normalize_text(self.prefix, how) if self.prefix else ""
+        return ChatPrompt(prefix if text.startswith(prefix) else "", text)
 
 
 def identifiers(style: str, count: int) -> tuple[str, ...]:

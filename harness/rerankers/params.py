@@ -33,13 +33,17 @@ def _check_history(max_history: int | None) -> None:
 
 
 def check_template(name_or_path: str | None, kind: str) -> None:
-    """The chosen prompt template exists, is valid and is of the reranker's kind (checked
-    before any model loads)."""
+    """The chosen prompt template exists, is valid, is of the reranker's kind and its text
+    normalisers are installed (checked before any model loads)."""
     if name_or_path is None:
         return
     from harness.rerankers.templates import check_kind, resolve_template
 
-    check_kind(resolve_template(name_or_path), kind)
+    loaded = resolve_template(name_or_path)
+    check_kind(loaded, kind)
+    normalization = getattr(loaded.template, "normalize", None)
+    if normalization is not None:
+        normalization.require(f"prompt template {loaded.template.name!r}")
 
 
 @dataclass(frozen=True)

@@ -172,8 +172,12 @@ def candidate_text(candidate: Candidate) -> str:
 
 
 def template_hash(template: Any) -> str:
-    """sha256 over every string of a template (a dataclass) and ``FORMAT_VERSION``."""
+    """sha256 over every string of a template (a dataclass) and ``FORMAT_VERSION``. A
+    template that normalises no text hashes as before ``normalize`` existed, so runs of the
+    templates that do not use it keep their prompt hashes."""
     payload = {"format_version": FORMAT_VERSION, **asdict(template)}
+    if not getattr(getattr(template, "normalize", None), "active", False):
+        payload.pop("normalize", None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

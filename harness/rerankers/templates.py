@@ -26,6 +26,7 @@ from harness.data.model import QueryContext, UserProfile
 from harness.errors import HarnessError
 from harness.presets import preset_dir
 from harness.rerankers.listwise_prompts import NumberedTemplate
+from harness.rerankers.normalize import NORMALIZERS, POINTS, Normalization
 from harness.rerankers.prompts import (
     FIELD_NAMES,
     HISTORY_ORDERS,
@@ -225,6 +226,8 @@ def load_template_file(path: Path) -> TemplateFile:
         if f.name == "replace_numbers":
             if not isinstance(value, bool):
                 raise HarnessError(f"{where(f.name)}: 'replace_numbers' must be true or false")
+        elif f.name == "normalize":
+            value = _normalization(value, where)
         else:
             _check_text(value, PLACEHOLDERS[kind][f.name], f.name, where(f.name))
         values[f.name] = value
@@ -243,6 +246,26 @@ def load_template_file(path: Path) -> TemplateFile:
         source=str(path),
         **{key: str(data.get(key, "")).strip() for key in DOC_KEYS},
     )
+
+
+def _normalization(raw: Any, where: Any) -> Normalization:
+    """``normalize``: a mapping of ``candidates`` and ``prompt`` to a normaliser."""
+    if not isinstance(raw, dict):
+        raise HarnessError(
+            f"{where('normalize')}: 'normalize' must map {' and '.join(POINTS)} to one of "
+            f"{', '.join(NORMALIZERS)}"
+        )
+    for key, how in raw.items():
+        at = where("normalize", str(key))
+        if key not in POINTS:
+            raise HarnessError(
+                f"{at}: unknown normalize point {key!r}; points: {', '.join(POINTS)}"
+            )
+        if how not in NORMALIZERS:
+            raise HarnessError(
+                f"{at}: normalize.{key} must be one of {', '.join(NORMALIZERS)}, got {how!r}"
+            )
+    return Normalization(**raw)
 
 
 def _required_part(cls: type, name: str) -> bool:

@@ -22,6 +22,7 @@ TRACKED_PACKAGES = (
     "transformers",
     "tokenizers",
     "accelerate",
+    "ftfy",
     "peft",
     "vllm",
 )
