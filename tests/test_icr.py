@@ -6,6 +6,7 @@ ICR's token masking on a textbook case."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,13 @@ from harness.data.model import Candidate, CandidateSet, HistoryItem, TextQuery, 
 from harness.errors import HarnessError
 from harness.models.loading import build_tiny_llama
 from harness.rerankers.base import RunContext
-from harness.rerankers.icr import IcrParams, IcrReading, IcrReranker, calibrated_scores
+from harness.rerankers.icr import (
+    IcrParams,
+    IcrReading,
+    IcrReranker,
+    SetTokens,
+    calibrated_scores,
+)
 
 TOLERANCE = 1e-5
 
@@ -203,6 +210,58 @@ def test_candidate_spans_hold_each_label_and_text(backend: TransformersBackend) 
     assert "Query: capital of france" in real and "Query: N/A" in empty
 
 
+def reference_query_rows(tokens: SetTokens, order: list[int], encode: Any) -> range:
+    """ICR's reference (``_prepare_input_for_document_retrieval``, query last): the query
+    rows start ``separator_length`` tokens after the last document's span ends
+    (``query_start_idx = prompt_length + separator_length``; the separator tokenised alone)
+    and end at the prompt's last token (``query_end_idx = prompt_length - 1``)."""
+    prefix, spans = tokens.layout(order)
+    separator_length = len(encode("\n\n"))
+    total = len(prefix) + len(tokens.queries[0])
+    return range(int(spans[order[-1], 1]) + separator_length, total)
+
+
+def test_the_query_rows_are_the_references(backend: TransformersBackend) -> None:
+    """Rows: closing instruction, separator, query block, chat closing; never the separator
+    before the closing instruction, which is prefix (keys only)."""
+    reranker, order = icr(backend), [2, 0, 3, 1]
+    tokens = reranker.set_tokens(passage_set())
+    prefix, _ = tokens.layout(order)
+    rows = range(len(prefix), len(prefix) + len(tokens.queries[0]))
+    encode = backend.tokenizer.encode
+    assert rows == reference_query_rows(
+        tokens, order, lambda t: encode(t, add_special_tokens=False)
+    )
+    assert backend.tokenizer.decode(prefix[-len(tokens.separator) :]) == "\n\n"
+    # the attention read is averaged over exactly those rows
+    read = reranker.read(passage_set(), np.array([order]))
+    whole = prefix + list(tokens.queries[0])
+    for layer, head in ((0, 1), (1, 3)):
+        expected = hand_attention(backend, whole, layer, head, rows)[: len(prefix)]
+        assert np.abs(read.attention[0, 0, layer, head] - expected).max() < TOLERANCE
+
+
+@pytest.mark.slow
+def test_the_query_rows_on_smollm2_start_after_the_separator(smollm2: Any) -> None:
+    """On a real BPE tokenizer and chat template: the separator before the closing is one
+    "\n\n" token at the end of the prefix (as tokenised alone, the reference's arithmetic),
+    and the rows run from "Find" to the opened assistant turn."""
+    backend = TransformersBackend(smollm2)
+    tokens = icr(backend).set_tokens(passage_set())
+    order = [3, 1, 0, 2]
+    prefix, _ = tokens.layout(order)
+    encode = backend.tokenizer.encode
+    rows = reference_query_rows(tokens, order, lambda t: encode(t, add_special_tokens=False))
+    assert rows == range(len(prefix), len(prefix) + len(tokens.queries[0]))
+    pieces = backend.tokenizer.convert_ids_to_tokens
+    assert pieces(prefix[-3:]) == ["Ġhistory", ".", "ĊĊ"]  # the last passage, then the separator
+    query = pieces(list(tokens.queries[0]))
+    assert query[:2] == ["Find", "Ġthe"] and "Query" in query
+    assert backend.tokenizer.decode(list(tokens.queries[0])).endswith(
+        "Query: capital of france<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
 def test_icr_ranks_a_recommendation_set_with_the_history_as_query(
     backend: TransformersBackend,
 ) -> None:
@@ -242,16 +301,18 @@ def test_the_bundled_preset_is_checked_before_any_model_loads(tmp_path) -> None:
 
 
 def test_the_default_templates_render_the_prompt_as_before(backend: TransformersBackend) -> None:
-    """The strings ICR rendered before its templates became data files."""
+    """The strings ICR rendered before its templates became data files (the query rows now
+    start after the separator, which the prefix ends with)."""
     decode = backend.tokenizer.decode
     tokens = icr(backend).set_tokens(passage_set())
     real = decode(tokens.queries[0])
-    want = "\n\nFind the information in the passages above that is relevant to this search query."
+    want = "Find the information in the passages above that is relevant to this search query."
     assert real.startswith(want + "\n\nQuery: capital of france")
     assert decode(tokens.head).endswith("Here are some passages:")
+    assert decode(tokens.layout(range(4))[0]).endswith("Tea.\n\n")
     history = decode(icr(backend).set_tokens(movie_set()).queries[0])
     assert history.startswith(
-        "\n\nFind the candidate items above that this user would enjoy.\n\n"
+        "Find the candidate items above that this user would enjoy.\n\n"
         "The user rated these items, oldest first:\nStar Wars (1977), rated 5\nAlien, rated 4"
     )
 
@@ -268,7 +329,8 @@ def test_a_prompt_template_file_replaces_its_tasks_default(
     reranker = icr(backend, prompt_template=str(path))
     tokens = reranker.set_tokens(passage_set())
     decode = backend.tokenizer.decode
-    assert decode(tokens.queries[0]).startswith("\nWhich documents answer this?\nQ: capital of")
+    assert decode(tokens.queries[0]).startswith("Which documents answer this?\nQ: capital of")
+    assert decode(tokens.layout(range(4))[0]).endswith("Tea.\n")
     assert decode(tokens.head).endswith("Documents:")
     hashes = reranker.identity()["prompt_sha256"]
     assert list(hashes) == ["icr-recommendation-v1", "mine"]

@@ -10,9 +10,13 @@ The prompt puts every candidate after a short instruction and the query LAST::
     {closing}
     {query block}[chat closing]
 
-Everything up to the last candidate is the prefix; the rest (closing instruction, query,
-chat closing) are the query tokens. A candidate's raw score is the attention the query tokens
-pay to its tokens (its ``[i]`` label and text), averaged over the query tokens and summed over
+Everything up to the separator after the last candidate is the prefix; the rest (closing
+instruction, separator, query block, chat closing) are the query tokens, as in the reference
+(``query_start_idx = prompt_length + separator_length``: the separator before the closing
+instruction is context, not a query row; counting it made the last-shown candidate, which it
+follows, lose score). Each piece is tokenised on its own, the reference's own arithmetic for
+where spans and rows start. A candidate's raw score is the attention the query tokens pay to
+its tokens (its ``[i]`` label and text), averaged over the query tokens and summed over
 layers and heads. ICR calibrates it with a content-free query (``N/A`` in place of the query
 or the user's history): per candidate token, ``c = a(query) - a(N/A)``; tokens whose ``c`` is
 below ``mean - 2 std`` over the candidate's tokens are dropped (ICR's masking), and the score
@@ -89,9 +93,10 @@ class IcrParams:
 
 @dataclass(frozen=True)
 class SetTokens:
-    """A set's token pieces: the prefix head, the separator before each candidate, each
-    position's label, each candidate's text (by candidate index), and the real and
-    calibration query suffixes. A candidate's span is its label and text, as in ICR."""
+    """A set's token pieces: the prefix head, the separator before each candidate and after
+    the last, each position's label, each candidate's text (by candidate index), and the real
+    and calibration query suffixes (their tokens are the query rows). A candidate's span is
+    its label and text, as in ICR."""
 
     head: tuple[int, ...]
     separator: tuple[int, ...]
@@ -100,7 +105,8 @@ class SetTokens:
     queries: tuple[tuple[int, ...], ...]  # (real, calibration)
 
     def layout(self, order: Sequence[int]) -> tuple[list[int], np.ndarray]:
-        """Prefix token ids for ``order`` and each candidate's [start, end) span, by index."""
+        """Prefix token ids for ``order`` (ending with the separator that precedes the query
+        rows) and each candidate's [start, end) span, by index."""
         tokens = list(self.head)
         spans = np.zeros((len(order), 2), dtype=np.int64)
         for position, index in enumerate(order):
@@ -109,7 +115,7 @@ class SetTokens:
             tokens += self.labels[position]
             tokens += self.texts[index]
             spans[index] = (start, len(tokens))
-        return tokens, spans
+        return tokens + list(self.separator), spans
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,7 @@ class IcrReranker(BackendReranker):
             "prompt_sha256": self.templates.hashes(),
             "score": "attention of the query tokens to each candidate's tokens, summed over the "
             "scored heads",
+            "query_rows": "closing instruction to chat closing (the separator before it is prefix)",
             "calibration": self.params.calibration,
             "calibration_query": self.params.calibration_query,
             "heads": "all" if every else [f"{layer}:{head}" for layer, head in self.pairs],
@@ -297,7 +304,7 @@ class IcrReranker(BackendReranker):
         ]
         context = template.context.render(candidate_set.query, self.params.max_history)
         queries = tuple(
-            encode(f"{sep}{template.closing}{sep}{template.render_query(q)}{closing}")
+            encode(f"{template.closing}{sep}{template.render_query(q)}{closing}")
             for q in (context, self.params.calibration_query)
         )
         built = SetTokens(
