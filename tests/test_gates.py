@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.gates.baseline import Baseline, baseline_from_results, read_baseline, write_baseline
 from harness.gates.gate import DEFAULT_GATES, GateSpec, evaluate_gate, parse_specs, render_verdict
+from harness.gates.outputs import verdict_dict, verdict_junit, verdict_markdown
 from harness.metrics import paired, registry
 from harness.metrics.paired import holm, sign_flip_pvalue, win_tie_loss
 from harness.rerankers.base import RerankOutput
@@ -405,3 +407,154 @@ def test_runs_of_different_order_designs_are_not_paired():
     pinned = replace(old, permutations={**old.permutations, "pin": "relevant@-1"})
     with pytest.raises(HarnessError, match=r"order design --pin: baseline None, run 'relevant@-1'"):
         evaluate_gate(old, pinned, DEFAULT_GATES)
+
+
+# The order-noise test: drops confined to a few queries ---------------------------------------
+
+DL19_QUERIES = 43
+
+
+def _with_spread(values, spread, *, perms: int = 5) -> Baseline:
+    """A snapshot carrying every default-gated metric and nDCG@10's spread across orders."""
+    snap = _snapshot(values)
+    n = len(values)
+    per_query = {**snap.per_query, "rbo@10": (1.0,) * n, "ndcg@10_std": tuple(spread)}
+    return replace(
+        snap, per_query=per_query, permutations={**snap.permutations, "random_orders": perms}
+    )
+
+
+def _concentrated(old: np.ndarray, hit: int = 5, points: float = 3.0) -> np.ndarray:
+    """``old`` with its first ``hit`` queries losing ``points`` of the mean between them."""
+    new = old.copy()
+    new[:hit] -= points / 100 * old.size / hit
+    return new
+
+
+def test_a_drop_confined_to_five_of_43_queries_fails_by_the_order_noise_test():
+    # The issue's case: a 3-point nDCG@10 drop in 5 of 43 queries, the mean at the floor (not
+    # beyond it), from a deterministic reranker (no spread across orders). The sign-flip test
+    # cannot see it (5 non-zero differences: p >= 1/32, 0.2 after Holm); the noise is zero,
+    # so the mean drop is exact and beyond the margin.
+    old = np.random.default_rng(5).uniform(0.4, 0.9, size=DL19_QUERIES)
+    zero = np.zeros(DL19_QUERIES)
+    verdict = evaluate_gate(_with_spread(old, zero), _with_spread(_concentrated(old), zero))
+    ndcg = verdict.metrics[0]
+    assert ndcg.drop == pytest.approx(0.03) and not ndcg.below_floor
+    assert ndcg.p_holm > 0.05  # the sign-flip test's
+    assert not verdict.passed and ndcg.failed_by == ("order_noise",)
+    assert ndcg.noise_p == 0.0 and ndcg.noise_se == 0.0
+    assert "beyond order noise (order-noise p=0 < 0.05)" in ndcg.reason
+    assert ndcg.detectable == pytest.approx(0.01)  # without noise: any drop beyond the margin
+
+
+def test_a_rerun_like_difference_passes_the_order_noise_test():
+    # Two runs of an order-sensitive reranker on different orders: each query's mean over 5
+    # orders moves by what its spread across orders allows, and the gate passes.
+    rng = np.random.default_rng(11)
+    mean = rng.uniform(0.3, 0.7, size=DL19_QUERIES)
+    runs = [np.clip(mean[:, None] + rng.normal(0, 0.2, (DL19_QUERIES, 5)), 0, 1) for _ in range(2)]
+    old, new = (_with_spread(r.mean(axis=1), r.std(axis=1)) for r in runs)
+    verdict = evaluate_gate(old, new)
+    ndcg = verdict.metrics[0]
+    assert verdict.passed, render_verdict(verdict, run_label="r", baseline_label="b")
+    assert ndcg.noise_se > 0 and ndcg.noise_p_holm > 0.05
+    # the same drop as the concentrated one, but within this much order noise: not evidence
+    lowered = evaluate_gate(old, replace(new, per_query={
+        **new.per_query, "ndcg@10": tuple(_concentrated(np.array(new.per_query["ndcg@10"])))
+    }))  # fmt: skip
+    assert not lowered.metrics[0].significant_order_noise
+
+
+def test_the_order_noise_test_holds_its_level_on_simulated_reruns():
+    """Valid under its null: reruns whose per-order values come from the same distributions
+    are significant at most alpha of the time (less: its noise bound is conservative)."""
+    rng = np.random.default_rng(2)
+    mean = rng.uniform(0.2, 0.8, size=DL19_QUERIES)
+    sd = rng.uniform(0.0, 0.25, size=DL19_QUERIES)
+    ps = []
+    for _ in range(2000):
+        a, b = (
+            np.clip(mean[:, None] + sd[:, None] * rng.standard_normal((DL19_QUERIES, 5)), 0, 1)
+            for _ in range(2)
+        )
+        test = paired.order_noise_test(
+            b.mean(axis=1) - a.mean(axis=1), b.std(axis=1), a.std(axis=1), orders=5, margin=0.0
+        )
+        ps.append(test.p)
+    for level in (0.01, 0.05, 0.2):
+        assert np.mean(np.array(ps) < level) <= level
+
+
+def test_order_noise_test_worked_by_hand():
+    from scipy.stats import t
+
+    diff = np.array([-0.1, 0.0, 0.0, 0.0])
+    spread = np.array([0.1, 0.0, 0.0, 0.0])
+    test = paired.order_noise_test(diff, spread, spread, orders=5, margin=0.01)
+    # se_q^2 = (0.1 + 0.1)^2 / 4 = 0.01 for one query: se = 0.1 / 4, df = 4 (one query's)
+    assert test.se == pytest.approx(0.025) and test.df == pytest.approx(4.0)
+    assert test.p == pytest.approx(t.cdf((-0.025 + 0.01) / 0.025, 4))
+    exact = paired.order_noise_test(diff, 0 * spread, 0 * spread, orders=5, margin=0.01)
+    assert exact.p == 0.0 and exact.se == 0.0
+    at_margin = paired.order_noise_test(diff / 10 * 4, 0 * spread, 0 * spread, orders=5,
+                                        margin=0.01)  # fmt: skip
+    assert at_margin.p == 1.0  # a mean drop of exactly the margin is within it
+    with pytest.raises(ValueError, match="2 or more orders"):
+        paired.order_noise_test(diff, spread, spread, orders=1, margin=0.01)
+
+
+def test_holm_covers_every_test_of_every_metric():
+    old = np.random.default_rng(5).uniform(0.4, 0.9, size=DL19_QUERIES)
+    spread = np.full(DL19_QUERIES, 0.05)
+    verdict = evaluate_gate(_with_spread(old, spread), _with_spread(old - 0.02, spread))
+    rows = verdict.metrics
+    assert [math.isnan(m.noise_p) for m in rows] == [False, True, True]
+    family = [m.p_value for m in rows] + [rows[0].noise_p]
+    adjusted = holm(family)
+    np.testing.assert_allclose([m.p_holm for m in rows], adjusted[:3])
+    assert rows[0].noise_p_holm == pytest.approx(adjusted[3])
+    assert "Holm-adjusted across all 4 tests" in render_verdict(
+        verdict, run_label="r", baseline_label="b"
+    )
+
+
+def test_the_order_noise_test_says_why_it_does_not_apply():
+    old = np.random.default_rng(5).uniform(0.4, 0.9, size=DL19_QUERIES)
+    zero = np.zeros(DL19_QUERIES)
+    base = _with_spread(old, zero)
+    cyclic = {**base.permutations, "strategy": "cyclic"}
+    without = replace(base, per_query={k: v for k, v in base.per_query.items() if "std" not in k})
+    cases = {
+        "no spread across orders recorded": (base, base, 1),  # kendall_tau
+        "needs --strategy random": (replace(base, permutations=cyclic),) * 2 + (0,),
+        "ndcg@10_std not recorded in both runs": (without, base, 0),
+    }
+    for why, (old_run, new_run, row) in cases.items():
+        m = evaluate_gate(old_run, new_run).metrics[row]
+        assert math.isnan(m.noise_p) and why in m.noise_note
+        assert verdict_dict(evaluate_gate(old_run, new_run), run_label="r", baseline_label="b")[
+            "metrics"
+        ][row]["order_noise"] == {"applies": False, "why_not": m.noise_note}
+
+
+def test_verdict_json_junit_and_table_name_the_order_noise_test():
+    old = np.random.default_rng(5).uniform(0.4, 0.9, size=DL19_QUERIES)
+    zero = np.zeros(DL19_QUERIES)
+    verdict = evaluate_gate(_with_spread(old, zero), _with_spread(_concentrated(old), zero))
+    labels = {"run_label": "runs/new", "baseline_label": "b.json"}
+    text = render_verdict(verdict, **labels)
+    assert "| p sign-flip (Holm) | p order-noise (Holm) |" in text
+    ndcg_row = next(line for line in text.splitlines() if line.startswith("| ndcg@10"))
+    assert "| <0.0001 (<0.0001) |" in ndcg_row and "order-noise p=0" in ndcg_row
+    assert "| n/a |" in next(line for line in text.splitlines() if line.startswith("| rbo@10"))
+    data = verdict_dict(verdict, **labels)["metrics"][0]
+    assert data["failed_by"] == ["order_noise"] and data["passed"] is False
+    assert data["order_noise"] == {"applies": True, "p": 0.0, "p_holm": 0.0, "se": 0.0}
+    assert data["p_holm"] > 0.05  # the sign-flip test's, as before
+    case = ElementTree.fromstring(verdict_junit(verdict, **labels)).find(".//testcase")
+    failure = case.find("failure")
+    assert case.get("name") == "ndcg@10" and "order-noise p=0" in failure.get("message")
+    assert "order-noise p (Holm) 0.0000" in failure.text
+    summary = verdict_markdown(verdict, **labels)
+    assert "beyond order noise" in summary and "FAIL" in summary

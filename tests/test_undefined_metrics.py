@@ -203,3 +203,44 @@ def test_undefined_without_a_recorded_reason_still_fails_loudly():
     assert explained.metrics[1].p_holm == explained.metrics[1].p_value
     with pytest.raises(HarnessError, match="nothing to gate"):
         evaluate_gate(snapshot({}), snapshot({"position_bias_mad": {SHORT: 3}}), specs[:1])
+
+
+def test_a_skipped_metric_runs_neither_test_and_the_order_noise_family_counts_without_it():
+    from harness.gates.baseline import Baseline
+    from harness.gates.outputs import verdict_dict
+
+    def snapshot(ndcg, undefined):
+        ids = tuple(f"q{i}" for i in range(8))
+        return Baseline(
+            query_ids=ids,
+            per_query={
+                "position_bias_mad": (math.nan,) * 8,
+                "ndcg@10": tuple(ndcg),
+                "ndcg@10_std": (0.01,) * 8,
+            },
+            reranker={"name": "r"},
+            dataset={"name": "d", "fingerprint": "f", "depth": None},
+            permutations={"strategy": "random", "random_orders": 5, "seed": 0},
+            config_hash="c",
+            undefined=undefined,
+        )
+
+    specs = [GateSpec("position_bias_mad", 0.01, 0.03), GateSpec("ndcg@10", 0.01, 0.03)]
+    why = {"position_bias_mad": {SHORT: 8}}
+    base = snapshot([0.5] * 8, {})
+    verdict = evaluate_gate(base, snapshot([0.5] * 8, why), specs)
+    skipped, ndcg = verdict.metrics
+    assert verdict.passed and skipped.skipped and skipped.passed and skipped.failed_by == ()
+    assert math.isnan(skipped.p_holm) and math.isnan(skipped.noise_p_holm)
+    # the family is nDCG's sign-flip and order-noise tests only: 2 tests, not 3 or 4
+    assert not math.isnan(ndcg.noise_p)
+    assert "all 2 tests" in render_verdict(verdict, run_label="r", baseline_label="b")
+    entry = verdict_dict(verdict, run_label="r", baseline_label="b")["metrics"][0]
+    assert entry["skipped"] is True and entry["failed_by"] == []
+    assert entry["order_noise"]["applies"] is False
+    # undefined for every query without a recorded reason: failed by "undefined"
+    unexplained = evaluate_gate(base, snapshot([0.5] * 8, {}), specs)
+    assert unexplained.metrics[0].failed_by == ("undefined",) and not unexplained.passed
+    # newly undefined queries fail alongside the other checks
+    newly = evaluate_gate(base, snapshot([math.nan] + [0.5] * 7, why), specs)
+    assert "undefined" in newly.metrics[1].failed_by and not newly.passed

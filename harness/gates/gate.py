@@ -5,11 +5,18 @@ negative means *worse* (flipped for lower-is-better metrics) and an allowed drop
 
 * H0 (the build is fine): mean(d) >= -margin, i.e. any drop is within the margin.
   H1 (a regression):      mean(d) <  -margin.
-* Test: one-sided paired sign-flip permutation test of d + margin (scipy ``permutation_test``,
-  ``permutation_type="samples"``, seeded; exact when 2**n <= 9999), so its p-value is the
-  chance of a mean this low if the drop were exactly the margin.
-* The p-values of all gated metrics are Holm-adjusted; a metric FAILS when its Holm-adjusted
-  p < alpha, so the chance that a build which is fine on every metric fails is at most alpha.
+* Sign-flip test: one-sided paired sign-flip permutation test of d + margin (scipy
+  ``permutation_test``, ``permutation_type="samples"``, seeded; exact when 2**n <= 9999), so
+  its p-value is the chance of a mean this low if the drop were exactly the margin. Its noise
+  is the queries: it asks whether the drop is beyond the margin for queries like these.
+* Order-noise test, for metrics whose per-query spread across orders is recorded (nDCG@10)
+  and runs of random orders: the same H0 on *these* queries, the noise being only which
+  orders each run drew (:func:`harness.metrics.paired.order_noise_test`). A drop confined to
+  a few queries leaves most d_q at 0, where no sign-flip test can be significant (5 non-zero
+  differences give p >= 1/32); this test sees it when the order noise is small.
+* All p-values (every metric's tests) are Holm-adjusted together; a metric FAILS when one of
+  its Holm-adjusted p < alpha, so the chance that a build which is fine on every metric
+  fails is at most alpha.
 * Hard floor: a metric also FAILS when its observed mean drop exceeds ``floor`` (default 3 x
   margin), whatever p says: a handful of queries has too little power to prove a drop, and a
   large fall must not pass just because it is not "significant".
@@ -37,13 +44,19 @@ from harness.errors import HarnessError
 from harness.gates.baseline import DESIGN_KEYS, Baseline
 from harness.metrics import registry
 from harness.metrics.paired import (
+    OrderNoiseTest,
     detectable_drop,
     holm,
+    order_noise_detectable,
+    order_noise_test,
     paired_difference_ci,
     sign_flip_pvalue,
 )
 
 INVARIANCE_TOLERANCE = 1e-6
+ORDER_SPREAD: Mapping[str, str] = {registry.NDCG: registry.NDCG_STD}
+"""Metrics whose per-query spread across the shown orders is recorded (population standard
+deviation over the design orders), so the order-noise test can weigh their differences."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +113,11 @@ class MetricVerdict:
     alpha: float
     n_total: int = 0  # queries in the comparison; n of them are defined in both runs
     newly_undefined: int = 0  # defined in the baseline, undefined (NaN) in the new run
-    detectable: float = math.inf  # true mean drop found with 80% power (Holm's first step)
+    detectable: float = math.inf  # true mean drop found with 80% power (either test, Holm)
+    noise_p: float = math.nan  # order-noise test, one-sided, before correction (NaN: n/a)
+    noise_p_holm: float = math.nan
+    noise_se: float = math.nan  # standard error of the mean difference from order noise alone
+    noise_note: str = ""  # why the order-noise test does not apply
     # Why the design leaves the metric undefined, where it does (``{reason: queries}`` of the
     # new run, else the baseline's): undefined for every query, the metric is skipped, not
     # passed on a value that reads as a finding; for some, those queries are left out.
@@ -117,8 +134,16 @@ class MetricVerdict:
         return -self.diff if self.spec.higher_is_better else self.diff
 
     @property
-    def significant(self) -> bool:
+    def significant_sign_flip(self) -> bool:
         return self.p_holm < self.alpha
+
+    @property
+    def significant_order_noise(self) -> bool:
+        return self.noise_p_holm < self.alpha  # False when the test does not apply (NaN)
+
+    @property
+    def significant(self) -> bool:
+        return self.significant_sign_flip or self.significant_order_noise
 
     @property
     def below_floor(self) -> bool:
@@ -126,9 +151,23 @@ class MetricVerdict:
 
     @property
     def passed(self) -> bool:
+        return not self.failed_by
+
+    @property
+    def failed_by(self) -> tuple[str, ...]:
+        """The checks this metric failed: ``undefined``, ``sign_flip``, ``order_noise``,
+        ``floor`` (empty when it passed, and for a metric skipped as undefined by design)."""
         if self.skipped:
-            return True
-        return self.n > 0 and not (self.newly_undefined or self.significant or self.below_floor)
+            return ()
+        if self.n == 0:
+            return ("undefined",)
+        checks = (
+            ("undefined", bool(self.newly_undefined)),
+            ("sign_flip", self.significant_sign_flip),
+            ("order_noise", self.significant_order_noise),
+            ("floor", self.below_floor),
+        )
+        return tuple(name for name, failed in checks if failed)
 
     @property
     def reason(self) -> str:
@@ -141,8 +180,16 @@ class MetricVerdict:
         reasons = []
         if self.newly_undefined:
             reasons.append(f"undefined for {self.newly_undefined} queries defined in the baseline")
-        if self.significant:
-            reasons.append(f"drop beyond margin (p={self.p_holm:.3g} < {self.alpha:g})")
+        if self.significant_sign_flip:
+            reasons.append(
+                "drop beyond margin across queries "
+                f"(sign-flip p={self.p_holm:.3g} < {self.alpha:g})"
+            )
+        if self.significant_order_noise:
+            reasons.append(
+                "drop beyond margin on these queries, beyond order noise "
+                f"(order-noise p={self.noise_p_holm:.3g} < {self.alpha:g})"
+            )
         if self.below_floor:
             reasons.append(f"mean drop {self.drop:.4f} > floor {self.spec.floor:g}")
         return "FAIL: " + "; ".join(reasons) if reasons else "pass"
@@ -287,7 +334,8 @@ def evaluate_gate(
         raise HarnessError("no metric to gate: give at least one --max-drop METRIC=MARGIN")
     check_compatible(baseline, new)
     # A metric the design leaves undefined for every query is skipped (with a note), so the
-    # Holm family and Holm's strictest level count only the metrics actually tested.
+    # Holm family and Holm's strictest level count only the tests actually run: neither its
+    # sign-flip nor its order-noise test is in the family.
     skipped = [spec for spec in specs if _undefined_everywhere(baseline, new, spec.metric)]
     tested = [spec for spec in specs if spec not in skipped]
     if not tested:
@@ -298,13 +346,11 @@ def evaluate_gate(
             f"nothing to gate: every gated metric is undefined for this design ({why}); "
             "gate another metric with --max-drop"
         )
-    test_alpha = alpha / len(tested)
-    rows = [_metric_verdict(baseline, new, spec, test_alpha, seed) for spec in specs]
-    rows = [replace(row, alpha=alpha) for row in rows]
-    adjusted = iter(holm([row.p_value for row in rows if not row.skipped]))
-    metrics = tuple(
-        replace(row, p_holm=math.nan if row.skipped else float(next(adjusted))) for row in rows
-    )
+    pairs = [_pair(baseline, new, spec) for spec in specs]
+    counted = [pair for pair in pairs if pair.spec not in skipped]
+    tests = len(counted) + sum(pair.spreads is not None for pair in counted)
+    rows = [_metric_verdict(pair, alpha, alpha / tests, seed) for pair in pairs]
+    metrics = _holm_across_tests(rows)
     # A declared invariance is a contract: a baseline that declared it keeps it enforced even
     # when the new run's preset stops declaring it (which would otherwise switch the check off).
     declared = new.order_invariant or baseline.order_invariant
@@ -352,12 +398,23 @@ def _undefined_everywhere(baseline: Baseline, new: Baseline, metric: str) -> boo
     return all(math.isnan(old_values[q]) or math.isnan(new_values[q]) for q in baseline.query_ids)
 
 
-def _metric_verdict(
-    baseline: Baseline, new: Baseline, spec: GateSpec, test_alpha: float, seed: int
-) -> MetricVerdict:
-    """One metric's paired comparison over the queries where it is defined in both runs;
-    ``p_holm`` is filled in once all metrics are tested. ``test_alpha`` (alpha over the number
-    of gated metrics, Holm's strictest step) sizes the detectable drop."""
+@dataclass(frozen=True)
+class _Pair:
+    """One metric's values over the queries defined in both runs, and what the order-noise
+    test needs: each query's spread across orders in both runs (or why it is missing)."""
+
+    spec: GateSpec
+    old: np.ndarray
+    new: np.ndarray
+    n_total: int
+    newly_undefined: int
+    by_design: Mapping[str, int] = field(default_factory=dict)
+    orders: int = 0
+    spreads: tuple[np.ndarray, np.ndarray] | None = None  # (new, baseline)
+    noise_note: str = ""
+
+
+def _pair(baseline: Baseline, new: Baseline, spec: GateSpec) -> _Pair:
     old_values, new_values = baseline.vector(spec.metric), new.vector(spec.metric)
     queries = baseline.query_ids
     b = np.array([old_values[q] for q in queries])
@@ -368,22 +425,70 @@ def _metric_verdict(
     explained = bool(new.undefined.get(spec.metric))
     newly_undefined = 0 if explained else int(np.sum(~np.isnan(b) & np.isnan(w)))
     keep = ~(np.isnan(b) | np.isnan(w))
-    b, w = b[keep], w[keep]
+    pair = _Pair(spec, b[keep], w[keep], len(queries), newly_undefined, by_design)
+    perms = baseline.permutations  # equal to the run's: check_compatible
+    spread = ORDER_SPREAD.get(spec.metric)
+    if spread is None:
+        return replace(pair, noise_note="no spread across orders recorded for this metric")
+    if perms.get("strategy") != "random" or int(perms.get("random_orders") or 0) < 2:
+        return replace(pair, noise_note="needs --strategy random with --perms 2 or more")
+    if spread not in baseline.per_query or spread not in new.per_query:
+        return replace(pair, noise_note=f"{spread} not recorded in both runs")
+    old_spread, new_spread = baseline.vector(spread), new.vector(spread)
+    spreads = (
+        np.array([new_spread[q] for q in queries])[keep],
+        np.array([old_spread[q] for q in queries])[keep],
+    )
+    if any(np.isnan(s).any() for s in spreads):
+        return replace(pair, noise_note=f"{spread} undefined for some queries")
+    return replace(pair, orders=int(perms["random_orders"]), spreads=spreads)
+
+
+def _metric_verdict(pair: _Pair, alpha: float, test_alpha: float, seed: int) -> MetricVerdict:
+    """One metric's paired comparison over the queries where it is defined in both runs;
+    the Holm-adjusted p-values are filled in once all metrics are tested. ``test_alpha``
+    (alpha over the number of tests, Holm's strictest step) sizes the detectable drop."""
+    spec, b, w = pair.spec, pair.old, pair.new
     nan = math.nan
     if b.size == 0:
         return MetricVerdict(
-            spec, 0, nan, nan, nan, (nan, nan), 1.0, nan, test_alpha, len(queries),
-            newly_undefined, by_design=by_design,
+            spec, 0, nan, nan, nan, (nan, nan), 1.0, nan, alpha, pair.n_total,
+            pair.newly_undefined, noise_note="undefined for every query", by_design=pair.by_design,
         )  # fmt: skip
     diff = w - b
     oriented = diff if spec.higher_is_better else -diff
     p = sign_flip_pvalue(oriented + spec.margin, alternative="less", seed=seed)
     mean, low, high = paired_difference_ci(diff, seed=seed)
     detectable = detectable_drop(diff, margin=spec.margin, alpha=test_alpha)
+    noise = OrderNoiseTest(nan, nan, nan)
+    if pair.spreads is not None:
+        noise = order_noise_test(oriented, *pair.spreads, orders=pair.orders, margin=spec.margin)
+        noise_detects = order_noise_detectable(noise, margin=spec.margin, alpha=test_alpha)
+        detectable = min(detectable, noise_detects)
     return MetricVerdict(
         spec, int(b.size), float(b.mean()), float(w.mean()), mean, (low, high), p, nan,
-        test_alpha, len(queries), newly_undefined, detectable, by_design,
+        alpha, pair.n_total, pair.newly_undefined, detectable, noise_p=noise.p,
+        noise_se=noise.se, noise_note=pair.noise_note, by_design=pair.by_design,
     )  # fmt: skip
+
+
+def _holm_across_tests(rows: Sequence[MetricVerdict]) -> tuple[MetricVerdict, ...]:
+    """Holm over every p-value of the gate, sign-flip and order-noise alike, so the family-wise
+    error stays at alpha however many tests each metric gets. A skipped metric (undefined by
+    the design for every query) runs no test: it is left out of the family, its p-values NaN."""
+    tested = [i for i, row in enumerate(rows) if not row.skipped]
+    noisy = [i for i in tested if not math.isnan(rows[i].noise_p)]
+    adjusted = holm([rows[i].p_value for i in tested] + [rows[i].noise_p for i in noisy])
+    sign_holm = dict(zip(tested, adjusted[: len(tested)], strict=True))
+    noise_holm = dict(zip(noisy, adjusted[len(tested) :], strict=True))
+    return tuple(
+        replace(
+            row,
+            p_holm=float(sign_holm.get(i, math.nan)),
+            noise_p_holm=float(noise_holm.get(i, math.nan)),
+        )
+        for i, row in enumerate(rows)
+    )
 
 
 def _invariance(new: Baseline) -> InvarianceVerdict:
@@ -413,15 +518,19 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         f"{new.dataset.get('name')} ({len(new.query_ids)} queries, depth "
         f"{new.dataset.get('depth') or 'all'}, strategy {perms.get('strategy')}, "
         f"{perms.get('random_orders')} random orders, seed {perms.get('seed')}). "
-        f"Per metric: one-sided paired sign-flip test of H0 'mean drop <= margin', "
-        f"Holm-adjusted across {len(verdict.metrics)} metrics, alpha {verdict.alpha:g}; "
-        "plus a hard floor on the mean drop. 'Detects' is the true mean drop the test finds "
-        "with 80% power at Holm's strictest level, given this spread of per-query differences; "
-        "smaller drops pass unless they exceed the floor.",
+        "Per metric, two one-sided tests of H0 'mean drop <= margin': a paired sign-flip test "
+        "over queries and, where each query's spread across orders is recorded, an "
+        "order-noise test on these queries (is the drop beyond the margin by more than the "
+        "orders drawn can explain?); "
+        f"Holm-adjusted across all {_tests(verdict)} tests, alpha {verdict.alpha:g}; plus a "
+        "hard floor on the mean drop. 'Detects' is the true mean drop a test finds with 80% "
+        "power at Holm's strictest level, given this comparison's noise; smaller drops pass "
+        "unless they exceed the floor.",
         "",
-        _row("metric", "queries", "baseline", "new", "difference [95% CI]", "p (Holm)",
-             "margin", "floor", "detects", "verdict"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        _row("metric", "queries", "baseline", "new", "difference [95% CI]",
+             "p sign-flip (Holm)", "p order-noise (Holm)", "margin", "floor", "detects",
+             "verdict"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for m in verdict.metrics:
         arrow = "↑" if m.spec.higher_is_better else "↓"
@@ -431,7 +540,7 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         lines.append(
             _row(f"{name} {arrow}", counted, _f(m.baseline_mean), _f(m.new_mean),
                  f"{_f(m.diff, signed=True)} {interval}", f"{_p(m.p_value)} ({_p(m.p_holm)})",
-                 f"{m.spec.margin:g}", f"{m.spec.floor:g}", _detects(m),
+                 _noise(m), f"{m.spec.margin:g}", f"{m.spec.floor:g}", _detects(m),
                  _bold_if(not m.passed, m.reason))
         )  # fmt: skip
     if verdict.invariance is not None:
@@ -439,7 +548,7 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         moved = f"FAIL: {len(bad)} queries moved {_few([q for q, _ in bad])}"
         lines.append(
             _row("order invariance (declared)", "", "1",
-                 f"min tau {_f(verdict.invariance.min_tau)}", "", "",
+                 f"min tau {_f(verdict.invariance.min_tau)}", "", "", "",
                  f"1 ranking per query, tau >= 1 - {INVARIANCE_TOLERANCE:g}", "", "",
                  _bold_if(bool(bad), moved if bad else "pass"))
         )  # fmt: skip
@@ -447,6 +556,16 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         lines += ["", *(f"- note: {n}" for n in verdict.notes)]
     lines += ["", f"**{'PASS' if verdict.passed else 'FAIL'}**"]
     return "\n".join(lines) + "\n"
+
+
+def _tests(verdict: GateVerdict) -> int:
+    """Tests in the Holm family: skipped metrics run none."""
+    return sum(1 + (not math.isnan(m.noise_p)) for m in verdict.metrics if not m.skipped)
+
+
+def _noise(m: MetricVerdict) -> str:
+    """``0.0021 (0.0084)``, or ``n/a`` where the order-noise test does not apply."""
+    return "n/a" if math.isnan(m.noise_p) else f"{_p(m.noise_p)} ({_p(m.noise_p_holm)})"
 
 
 def _detects(m: MetricVerdict) -> str:

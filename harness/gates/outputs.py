@@ -44,10 +44,23 @@ def verdict_dict(verdict: GateVerdict, *, run_label: str, baseline_label: str) -
 
 
 def _metric(m: MetricVerdict) -> dict[str, Any]:
+    """One metric: ``p``/``p_holm`` are the sign-flip test's (as before the order-noise test
+    existed); ``order_noise`` holds that test's, or why it does not apply."""
+    noise: dict[str, Any] = (
+        {"applies": False, "why_not": m.noise_note}
+        if math.isnan(m.noise_p)
+        else {
+            "applies": True,
+            "p": _number(m.noise_p),
+            "p_holm": _number(m.noise_p_holm),
+            "se": _number(m.noise_se),
+        }
+    )
     return {
         "metric": m.spec.metric,
         "passed": m.passed,
         "skipped": m.skipped,
+        "failed_by": list(m.failed_by),
         "reason": m.reason,
         "queries": m.n,
         "baseline_mean": _number(m.baseline_mean),
@@ -56,6 +69,7 @@ def _metric(m: MetricVerdict) -> dict[str, Any]:
         "ci95": [_number(x) for x in m.ci95],
         "p": _number(m.p_value),
         "p_holm": _number(m.p_holm),
+        "order_noise": noise,
         "margin": m.spec.margin,
         "floor": m.spec.floor,
         "detectable_drop": _number(m.detectable),
@@ -70,10 +84,12 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
     """JUnit XML: a suite ``harness gate`` with one test case per check."""
     cases: list[tuple[str, str | None, str]] = []
     for m in verdict.metrics:
+        noise = "n/a" if math.isnan(m.noise_p) else _f(m.noise_p_holm)
         detail = (
             f"baseline {_f(m.baseline_mean)}, new {_f(m.new_mean)}, difference "
-            f"{_f(m.diff)} [{_f(m.ci95[0])}, {_f(m.ci95[1])}], p (Holm) {_f(m.p_holm)}, "
-            f"margin {m.spec.margin:g}, floor {m.spec.floor:g}, {m.n} queries"
+            f"{_f(m.diff)} [{_f(m.ci95[0])}, {_f(m.ci95[1])}], sign-flip p (Holm) "
+            f"{_f(m.p_holm)}, order-noise p (Holm) {noise}, margin {m.spec.margin:g}, "
+            f"floor {m.spec.floor:g}, {m.n} queries"
         )
         if m.skipped:
             detail = m.reason  # JUnit's <skipped>: neither a pass nor a failure

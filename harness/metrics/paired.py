@@ -7,7 +7,9 @@ never flips between two calls on the same files.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -16,6 +18,7 @@ from harness.metrics.bootstrap import bootstrap_mean_ci
 
 Alternative = Literal["less", "greater", "two-sided"]
 N_RESAMPLES = 9999
+EXACT_TOLERANCE = 1e-12  # a mean drop this close to the margin is at the margin (float noise)
 BATCH_VALUES = 1 << 20  # values of the null distribution scipy computes at once
 
 
@@ -116,3 +119,66 @@ def detectable_drop(diff: np.ndarray, *, margin: float, alpha: float, power: flo
         return float("inf")
     sd = float(d.std(ddof=1)) if n > 1 else 0.0
     return float(margin + (norm.ppf(1 - alpha) + norm.ppf(power)) * sd / np.sqrt(n))
+
+
+@dataclass(frozen=True)
+class OrderNoiseTest:
+    """One metric's order-noise test: one-sided p, the standard error of the mean difference
+    that the orders alone make, and the t distribution's degrees of freedom."""
+
+    p: float
+    se: float
+    df: float
+
+
+def order_noise_test(
+    diff: np.ndarray,
+    spread_new: np.ndarray,
+    spread_base: np.ndarray,
+    *,
+    orders: int,
+    margin: float,
+) -> OrderNoiseTest:
+    """Test of "on these queries the mean drop is at most ``margin``" against the noise that
+    drawing ``orders`` random orders per query makes (one-sided; ``diff`` negative = worse).
+
+    Why: the sign-flip test takes the queries as its noise, so a drop confined to a few
+    queries (most differences 0) cannot be significant however certain each one is. Here a
+    query's difference is weighed against its own spread across orders (``spread_*``: the
+    population standard deviations over the P orders, e.g. ``ndcg@10_std``). Whatever the
+    correlation of two rerankers' answers to the same orders, sd(mean_new - mean_base) <=
+    (sd_new + sd_base) / sqrt(P), estimated as se_q = (s_new + s_base) / sqrt(P - 1); so
+    T = (mean(d) + margin) / (sqrt(sum se_q^2) / n), Student t with Welch-Satterthwaite
+    degrees of freedom (P - 1 per query: a few noisy queries give few). With no spread at all
+    (a deterministic reranker) the mean difference is exact: p = 0 beyond the margin, else 1.
+    """
+    from scipy.stats import t
+
+    if orders < 2:
+        raise ValueError(f"the order-noise test needs 2 or more orders per query, got {orders}")
+    d = np.asarray(diff, dtype=np.float64)
+    if d.size == 0:
+        return OrderNoiseTest(1.0, math.nan, math.nan)
+    variances = (np.asarray(spread_new) + np.asarray(spread_base)) ** 2 / (orders - 1)
+    total = float(variances.sum())
+    shifted = float(d.mean()) + margin
+    if not total > 0:
+        return OrderNoiseTest(0.0 if shifted < -EXACT_TOLERANCE else 1.0, 0.0, math.inf)
+    se = math.sqrt(total) / d.size
+    df = total**2 / float(np.sum(variances**2) / (orders - 1))
+    return OrderNoiseTest(float(t.cdf(shifted / se, df)), se, df)
+
+
+def order_noise_detectable(
+    test: OrderNoiseTest, *, margin: float, alpha: float, power: float = 0.8
+) -> float:
+    """The true mean drop the order-noise test finds with probability ``power`` at level
+    ``alpha``: margin + (t_(1-alpha) + t_power) * se; the margin itself without noise (then
+    any drop beyond it is certain), ``inf`` with no queries."""
+    from scipy.stats import t
+
+    if math.isnan(test.se):
+        return math.inf
+    if test.se == 0:
+        return margin
+    return float(margin + (t.ppf(1 - alpha, test.df) + t.ppf(power, test.df)) * test.se)
