@@ -20,7 +20,7 @@ from typing import Any
 from harness.data.model import CandidateSet
 from harness.rerankers.listwise import WindowPrompt, WindowResult
 from harness.rerankers.params import LLMRANK_MAX_TOKENS, LLMRankParams
-from harness.rerankers.rankgpt import KEPT_OUTPUT_CHARS, RankGPTReranker
+from harness.rerankers.rankgpt import RankGPTReranker, generated_window_result
 from harness.rerankers.title_parser import parse_titles
 
 
@@ -36,21 +36,14 @@ def llmrank_result(
     """Parse one window's answer (titles) into a window result; ``named``: the candidates
     LLMRank would score, the rest follow by doc id."""
     parsed = parse_titles(text, window.texts, window.doc_ids)
-    detail = {
-        "output": text[:KEPT_OUTPUT_CHARS],
-        "stopped": stopped,
-        "named": parsed.named,
-        **parsed.repairs,
-    }
-    if call:
-        detail["http"] = dict(call)
-    return WindowResult(
-        permutation=parsed.permutation,
-        status=parsed.status,
+    return generated_window_result(
+        text,
+        parsed,
         prompt_tokens=prompt_tokens,
         generated_tokens=generated_tokens,
-        forward_passes=generated_tokens,
-        detail=detail,
+        stopped=stopped,
+        call=call,
+        named=parsed.named,
     )
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from harness.backends.base import Backend, Capability, GenerationRequest
-from harness.rerankers.base import RunContext
+from harness.rerankers.base import ParseStatus, RunContext
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult
 from harness.rerankers.params import RankGPTParams
 from harness.rerankers.permutation_parser import parse_permutation
@@ -46,17 +46,49 @@ def rankgpt_result(
 ) -> WindowResult:
     """Parse one window's answer into a window result (one forward pass per generated token);
     ``call``: what a remote backend reported about the request (kept as ``http``)."""
-    parsed = parse_permutation(text, size)
-    detail = {"output": text[:KEPT_OUTPUT_CHARS], "stopped": stopped, **parsed.repairs}
+    return generated_window_result(
+        text,
+        parse_permutation(text, size),
+        prompt_tokens=prompt_tokens,
+        generated_tokens=generated_tokens,
+        stopped=stopped,
+        call=call,
+    )
+
+
+class ParsedAnswer(Protocol):
+    """What a generative method's parser reads from an answer (permutation and title parsers)."""
+
+    @property
+    def permutation(self) -> tuple[int, ...]: ...
+    @property
+    def status(self) -> ParseStatus: ...
+    @property
+    def repairs(self) -> dict[str, int]: ...
+
+
+def generated_window_result(
+    text: str,
+    parsed: ParsedAnswer,
+    *,
+    prompt_tokens: int,
+    generated_tokens: int,
+    stopped: bool,
+    call: Mapping[str, Any] | None = None,
+    **detail: Any,
+) -> WindowResult:
+    """A generated answer's window result, whatever parsed it: the answer (cut), whether a stop
+    ended it, the parser's repairs and ``detail``; one forward pass per generated token."""
+    recorded = {"output": text[:KEPT_OUTPUT_CHARS], "stopped": stopped, **detail, **parsed.repairs}
     if call:
-        detail["http"] = dict(call)
+        recorded["http"] = dict(call)
     return WindowResult(
         permutation=parsed.permutation,
         status=parsed.status,
         prompt_tokens=prompt_tokens,
         generated_tokens=generated_tokens,
         forward_passes=generated_tokens,
-        detail=detail,
+        detail=recorded,
     )
 
 
