@@ -84,7 +84,8 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def report_html(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("browser")
-    data = write_rankgpt_folder(root / "data", queries=3, candidates=8)
+    # 12 candidates: more than the top 10, so position bias and its exposure plot are defined
+    data = write_rankgpt_folder(root / "data", queries=3, candidates=12)
     folders = []
     for reranker, strategy in (
         ("identity", "random"),
