@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,6 +51,18 @@ def assert_same_up_to_rounding(
             if position[first] > position[second]:  # ordered the other way round
                 gap = abs(scores[first] - scores[second])
                 assert gap <= atol, f"{key}: {first} and {second} swapped {gap:.2e} apart"
+
+
+def wait_for_a_sample(
+    process: subprocess.Popen, samples: Path, seconds: float = 120, poll: float = 0.05
+) -> None:
+    """Return once ``process`` (a ``harness run``) has appended its first sample to
+    ``samples``, or has exited, or ``seconds`` have passed: the moment to interrupt it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        if samples.is_file() and samples.stat().st_size > 0:
+            return
+        time.sleep(poll)
 
 
 def write_rankgpt_folder(

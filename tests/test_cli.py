@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
+from tests.conftest import wait_for_a_sample
 
 runner = CliRunner()
 
@@ -258,7 +259,6 @@ def test_a_device_the_reranker_does_not_use_is_noted_in_one_line(rankgpt_folder,
 
 def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_folder, tmp_path):
     import signal
-    import time
 
     out = tmp_path / "run"
     process = subprocess.Popen(
@@ -267,11 +267,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_fold
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     samples = out / "samples.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if samples.is_file() and samples.stat().st_size > 0:
-            break
-        time.sleep(0.2)
+    wait_for_a_sample(process, samples)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, output
@@ -289,7 +285,6 @@ def test_a_run_killed_with_sigkill_resumes_to_bit_identical_samples(rankgpt_fold
     see tests/test_executor_ray.py)."""
     import importlib.util
     import signal
-    import time
 
     from harness.results.store import iter_samples, read_results_data
     from tests.conftest import without_latency
@@ -304,11 +299,7 @@ def test_a_run_killed_with_sigkill_resumes_to_bit_identical_samples(rankgpt_fold
     process = subprocess.Popen([*args, "--out", str(killed)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     samples = killed / "samples.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if samples.is_file() and samples.stat().st_size > 0:
-            break
-        time.sleep(0.02)
+    wait_for_a_sample(process, samples, seconds=300, poll=0.02)
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
     kept = samples.read_text().count("\n")

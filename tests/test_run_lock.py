@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from harness.results import lock as lock_module
 from harness.results.lock import LOCK_FILE, RunFolderBusy, run_folder_lock
 from harness.results.store import RESULTS_FILE, SAMPLES_FILE, read_results
 from harness.runner import execute_run, prepare_run
-from tests.conftest import write_rankgpt_folder
+from tests.conftest import wait_for_a_sample, write_rankgpt_folder
 
 cli = CliRunner()
 FORMAT_1_RUN = Path(__file__).parent / "fixtures" / "run-format-1"
@@ -84,11 +83,7 @@ def test_two_runs_started_on_one_folder_one_is_refused_and_the_other_goes_on(
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     samples = out / SAMPLES_FILE
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and first.poll() is None:
-            if samples.is_file() and samples.stat().st_size > 0:
-                break
-            time.sleep(0.2)
+        wait_for_a_sample(first, samples)
         assert first.poll() is None, first.communicate()[0]
         second = subprocess.run(args, capture_output=True, text=True, timeout=120)
         assert first.poll() is None  # still writing
