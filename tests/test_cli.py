@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from tests.conftest import wait_for_a_sample
+from tests.conftest import SCORE_TOLERANCE, assert_same_up_to_rounding, wait_for_a_sample
 
 runner = CliRunner()
 
@@ -277,12 +277,13 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_keeping_finished_orders(rankgpt_fold
 
 
 @pytest.mark.slow
-def test_a_run_killed_with_sigkill_resumes_to_bit_identical_samples(rankgpt_folder, tmp_path):
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(rankgpt_folder, tmp_path):
     """kill -9 gives the run no chance to clean up. The rerun recomputes only the missing
-    units, cut into the same batches as the first process, so a model's scores are
-    bit-identical to an uninterrupted run: the same kernels on the same shapes, on the same
-    machine (across machines or processes with other thread counts they agree to rounding;
-    see tests/test_executor_ray.py)."""
+    units, cut into the same batches as the first process: the same orders, and a model's
+    scores from the same kernels on the same shapes. They came out bit-identical here; the
+    test asks what holds on any machine, since a second process may round differently (MKL
+    and oneDNN choose code paths at run time): scores within SCORE_TOLERANCE, the same
+    rankings but for near-ties, and then the same values."""
     import importlib.util
     import signal
 
@@ -313,8 +314,10 @@ def test_a_run_killed_with_sigkill_resumes_to_bit_identical_samples(rankgpt_fold
         data = without_latency(read_results_data(run_dir))
         return {k: data[k] for k in ("summary", "per_query", "per_order", "position_bias")}
 
-    assert saved(killed) == saved(tmp_path / "clean")
-    assert values(killed) == values(tmp_path / "clean")
+    resumed, clean = saved(killed), saved(tmp_path / "clean")
+    assert_same_up_to_rounding(clean, resumed, SCORE_TOLERANCE)
+    if all(resumed[key][1] == clean[key][1] for key in clean):  # no near-tie flipped
+        assert values(killed) == values(tmp_path / "clean")
 
 
 def test_a_malformed_templates_file_names_file_and_line(rankgpt_folder, tmp_path):
