@@ -13,6 +13,7 @@ import pytest
 from harness.config import RunConfig
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.metrics import registry
+from harness.metrics.preference import pairwise_preference_instability
 from harness.permutations import OrderLabel, plan_permutations
 from harness.results.markdown import render_summary
 from harness.results.schema import RunResults
@@ -91,7 +92,7 @@ def test_an_invariant_reranker_is_within_a_zero_floor():
     assert fixed["summary"]["gpi"]["value"] == 0.0
 
 
-def test_jitter_under_no_change_of_order_shows_in_the_floor_and_explains_small_instability():
+def test_jitter_under_no_change_of_order_is_measured_like_the_design():
     sets, qrels = _sets_and_qrels()
     swap = np.array([1, 0, *range(2, 9)])
 
@@ -102,14 +103,27 @@ def test_jitter_under_no_change_of_order_shows_in_the_floor_and_explains_small_i
     def output(order: np.ndarray) -> np.ndarray:
         return swap if order[0] % 2 else np.arange(9)
 
-    result = summarize(sets, qrels, _samples(sets, output, repeats=4, jitter=jitter), seed=0)
-    floor = result["noise_floor"]["summary"]
-    assert floor["top1_agreement"]["value"] < 1.0
+    samples = _samples(sets, output, repeats=4, jitter=jitter)
+    result = summarize(sets, qrels, samples, seed=0)
+    section = result["noise_floor"]
+    floor = section["summary"]
+    # 6 design orders, 5 same-order outputs (order 0 and 4 reruns): blocks of 5
+    assert section["matched_orders"] == [5, 5] and section["exact"] is False
+    # reruns id, swap, id, swap, id: 4 of the 10 pairs agree on the top item
+    assert floor["top1_agreement"]["value"] == pytest.approx(0.4)
     assert floor["distinct_rankings"]["value"] == 2.0
-    assert floor["ppi"]["value"] == pytest.approx(1 / 36)  # 1 of the 36 pairs flips
+    # PPI of the reruns in the cells of the design's first 5 shown orders
+    shown = np.array([samples[("q0", row)].shown for row in range(1, 6)])
+    reruns = np.stack([np.arange(9), swap, np.arange(9), swap, np.arange(9)])
+    expected = pairwise_preference_instability(shown, reruns)
+    assert section["per_query"]["q0"]["ppi"] == pytest.approx(expected)
+    assert section["per_query"]["q0"]["design:ppi"] == pytest.approx(
+        pairwise_preference_instability(shown, np.stack([output(o) for o in shown]))
+    )
     assert floor["score_spread"]["value"] == 1.0  # scores follow the ranking: top two swap
     assert floor["top1_agreement"]["within_floor"] is True
     assert np.isnan(floor["top10_set_agreement"]["value"])  # 9 candidates: undefined
+    assert "p" not in floor["top10_set_agreement"]
 
 
 def _run(folder: Path, out: Path, **overrides) -> RunResults:

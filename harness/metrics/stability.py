@@ -211,3 +211,9 @@ def tie_rate(scores: Sequence[float]) -> float:
     if values.size < 2:
         return float("nan")
     return float(np.mean(values[1:] == values[:-1]))
+
+
+def nan_stat(stat, values: np.ndarray) -> float:
+    """``stat`` (e.g. ``np.mean``) of the non-NaN values; NaN when there are none."""
+    values = values[~np.isnan(values)]
+    return float(stat(values)) if values.size else float("nan")
