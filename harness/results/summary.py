@@ -43,8 +43,11 @@ counted per metric in the ``undefined`` section ({metric: {reason: queries}}):
 10 candidates (every candidate is always in the top 10: they would read 0 bias and perfect
 agreement); ``ndcg@10_std``, ``ndcg@10_range`` and ``best_relevant_rank_var`` with one design
 order (nothing can spread); the pairwise stability metrics, PPI, GPI and
-``distinct_rankings`` with one order shown (no pair of outputs). Such queries are left out of
-the pooled position bias, which is undefined when no query is longer than 10.
+``distinct_rankings`` with one order shown (no pair of outputs); and for a query of one
+candidate, every order metric (the pairwise ones, ``copy_tau``, PPI, GPI,
+``distinct_rankings``, the spreads): one item has no order to change (Kendall tau is 0/0
+there, never 1). Such queries are left out of the pooled position bias, which is undefined
+when no query is longer than 10.
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
 Which metrics exist, their order and how each is summarised are declared in
@@ -400,10 +403,14 @@ def undefined_by_design(candidates: int, design_orders: int, compared: int) -> d
     if design_orders < 2:  # the spread of one value is 0
         for name in (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR):
             reasons[name] = registry.UNDEFINED_ONE_ORDER
+    if candidates < 2:  # every order shows the same one-item list: tau 0/0, no spread
+        for name in (*_PAIRWISE, COPY_TAU, PPI, GPI, DISTINCT_RANKINGS, *_SPREADS):
+            reasons[name] = registry.UNDEFINED_ONE_CANDIDATE
     return reasons
 
 
 _PAIRWISE = (KENDALL_TAU, RBO, TOP1_AGREEMENT, TOPK_JACCARD, SPEARMAN, TOPK_SET_AGREEMENT)
+_SPREADS = (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR)
 
 
 def _index_arrays(cset: CandidateSet, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
