@@ -133,7 +133,10 @@ def power(args: argparse.Namespace, out: Path) -> tuple[Baseline, list[dict[str,
                 (q, _demoted(docs, args.demote_to) if i in hit else list(docs))
                 for i, (q, docs) in enumerate((q, sets[q].doc_ids) for q in ids)
             ]
-            scores = effectiveness(qrels, rankings, metrics=(NDCG, MRR))
+            # MRR at the run's relevance level (DL19's card: 2), as the baseline's was
+            scores = effectiveness(
+                qrels, rankings, metrics=(NDCG, MRR), relevance_level=base.relevance_level
+            )
             per_query = dict(base.per_query)
             per_query[NDCG] = tuple(float(v) for v in scores[NDCG])
             per_query[MRR] = tuple(float(v) for v in scores[MRR])

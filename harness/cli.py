@@ -71,8 +71,8 @@ def run(
     repeats: Annotated[
         int | None,
         typer.Option(
-            help="Rerun the identity order R more times (in other batches) and report the "
-            "noise floor beside each stability metric [0]."
+            help="Rerun the identity order R more times (in other batches): the noise floor "
+            "each stability metric is shown beside and tested against [0]."
         ),
     ] = None,
     queries: Annotated[

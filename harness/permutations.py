@@ -200,7 +200,8 @@ class Pin:
         if self.item == RELEVANT:
             if not relevant:
                 raise HarnessError(
-                    f"--pin {self}: query {query_id!r} has no judged-relevant candidate to pin"
+                    f"--pin {self}: query {query_id!r} has no candidate judged at or above the "
+                    "run's relevance level to pin (see --relevance-level)"
                 )
             item = min(relevant)
         else:

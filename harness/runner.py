@@ -115,7 +115,10 @@ class PreparedRun:
             yield self._plan_of(query_id, doc_ids)
 
     def _plan_of(self, query_id: str, doc_ids: Sequence[str]) -> PermutationPlan:
-        return _plan(query_id, doc_ids, self.dataset, self.config, self.pin, self.templates)
+        return _plan(
+            query_id, doc_ids, self.dataset, self.config, self.pin, self.templates,
+            relevance_level=self.header.relevance_level,
+        )  # fmt: skip
 
     def query_records(self) -> Iterator[QueryRecord]:
         """What ``queries.jsonl`` holds: the run folder's own copy of the data it needs."""
@@ -187,7 +190,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     templates = read_templates(Path(config.templates)) if config.templates else ()
     # Plans are rebuilt from their seeds when needed, never held for every query.
     lengths = [
-        len(_plan(query_id, doc_ids, dataset, config, pin, templates))
+        len(_plan(query_id, doc_ids, dataset, config, pin, templates, relevance_level=level))
         for query_id, doc_ids in set_ranked_ids(dataset.sets)
     ]
     total_orders = sum(lengths)
@@ -653,10 +656,16 @@ def _plan(
     config: RunConfig,
     pin: Pin | None = None,
     templates: tuple[Template, ...] = (),
+    *,
+    relevance_level: int = 1,
 ) -> PermutationPlan:
-    """The plan of the set of ``query_id`` whose candidates are ``doc_ids`` (first-stage order)."""
+    """The plan of the set of ``query_id`` whose candidates are ``doc_ids`` (first-stage order).
+    ``sweep`` and ``--pin relevant@P`` move the candidates judged at or above the run's
+    ``relevance_level`` (the grade from which its binary metrics count one as relevant)."""
     judged = dataset.qrels.get(query_id, {})
-    relevant = [i for i, doc_id in enumerate(doc_ids) if judged.get(doc_id, 0) > 0]
+    relevant = [
+        i for i, doc_id in enumerate(doc_ids) if judged.get(doc_id, 0) >= relevance_level
+    ]  # fmt: skip
     return plan_permutations(
         config.strategy,
         query_id,

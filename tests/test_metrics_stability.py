@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -45,7 +46,9 @@ def test_kendall_textbook():
     assert kendall_tau(a, a) == 1.0
     assert kendall_tau(a, a[::-1]) == pytest.approx(-1.0)
     assert kendall_tau(a, ["a", "c", "b", "d"]) == pytest.approx(2 / 3)  # 5 concordant, 1 not
-    assert kendall_tau(["a"], ["a"]) == 1.0 and kendall_tau([], []) == 1.0
+    # no pair of candidates: undefined (SciPy's tau-b is 0/0 too), not perfect agreement
+    assert math.isnan(kendall_tau(["a"], ["a"])) and math.isnan(kendall_tau([], []))
+    assert math.isnan(spearman_rho(["a"], ["a"]))
 
 
 def test_kendall_matches_brute_force():
@@ -142,9 +145,13 @@ def test_pairwise_random_matches_scalar_functions():
         rankings = [list(rng.permutation(base)) for _ in range(m)]
         pairs = list(itertools.combinations(rankings, 2))
         out = pairwise_stability(rankings, k=k)
-        assert out["kendall_tau"] == pytest.approx(np.mean([kendall_tau(a, b) for a, b in pairs]))
+        assert out["kendall_tau"] == pytest.approx(
+            np.mean([kendall_tau(a, b) for a, b in pairs]), nan_ok=True
+        )  # n = 1: NaN in both (no pair of candidates)
         assert out[f"rbo@{k}"] == pytest.approx(np.mean([rbo(a, b, 0.9, k) for a, b in pairs]))
-        assert out["spearman"] == pytest.approx(np.mean([spearman_rho(a, b) for a, b in pairs]))
+        assert out["spearman"] == pytest.approx(
+            np.mean([spearman_rho(a, b) for a, b in pairs]), nan_ok=True
+        )
         if n <= k:  # every top k is the whole set: undefined, not perfect agreement
             assert np.isnan(out[f"top{k}_jaccard"]) and np.isnan(out[f"top{k}_set_agreement"])
             continue

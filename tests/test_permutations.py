@@ -177,7 +177,7 @@ def test_fixed_pin_relevant_negative_positions_and_errors():
     )
     assert plan.labels[1] == OrderLabel("fixed", item=2, position=5, draw=0)
     assert len(plan) == 21  # default count 20 + reference
-    with pytest.raises(HarnessError, match="no judged-relevant candidate"):
+    with pytest.raises(HarnessError, match="no candidate judged at or above"):
         plan_permutations("fixed", "q", 6, perms=1, seed=0, pin=Pin("relevant", 0))
     with pytest.raises(HarnessError, match="has 6 candidates"):
         plan_permutations("fixed", "q", 6, perms=1, seed=0, pin=Pin(6, 0))

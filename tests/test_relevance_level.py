@@ -270,3 +270,27 @@ def test_the_gate_verdict_names_the_level_of_a_gated_binary_metric():
     with pytest.raises(HarnessError, match="baseline 2, run 1"):
         evaluate_gate(snapshot(2), snapshot(1), [GateSpec("ndcg@10", 0.01, 0.03)])
     assert not math.isnan(verdict.metrics[0].p_holm)
+
+
+def test_sweep_and_pin_move_the_candidates_relevant_at_the_run_level(tmp_path):
+    """At level 2 (TREC DL) "the relevant" candidate of a design is one judged 2 or more, as
+    MRR counts it, not any grade-1 one."""
+    data = write_rankgpt_folder(tmp_path / "data", queries=1, candidates=6)
+    (data / "qrels.txt").write_text("q0 0 q0-d02 1\nq0 0 q0-d04 2\n", encoding="utf-8")
+
+    def plan(level: int, **options):
+        config = RunConfig(
+            reranker="identity", dataset=str(data), relevance_level=level,
+            out=str(tmp_path / f"l{level}-{options['strategy']}"), **options,
+        ).validate()  # fmt: skip
+        return next(prepare_run(config).plans())
+
+    def moved(plan) -> list[int]:
+        return sorted({label.item for label in plan.labels if label.item is not None})
+
+    assert moved(plan(1, strategy="sweep")) == [1, 3]  # grades 1 and 2
+    assert moved(plan(2, strategy="sweep")) == [3]  # grade 2 only
+    assert moved(plan(1, strategy="fixed", count=2)) == [1]  # relevant@0: the first, grade 1
+    pinned = plan(2, strategy="fixed", count=2)
+    assert moved(pinned) == [3]
+    assert all(o[0] == 3 for o, lab in zip(pinned.orders, pinned.labels, strict=True) if lab.item)

@@ -244,3 +244,21 @@ def test_a_skipped_metric_runs_neither_test_and_the_order_noise_family_counts_wi
     # newly undefined queries fail alongside the other checks
     newly = evaluate_gate(base, snapshot([math.nan] + [0.5] * 7, why), specs)
     assert "undefined" in newly.metrics[1].failed_by and not newly.passed
+
+
+def test_a_one_candidate_list_has_no_order_so_tau_and_copy_tau_are_undefined(tmp_path):
+    """One item has no order to change: Kendall tau (0/0), the tau of output vs shown order
+    and every other order metric are undefined with the reason, not 1.0 (perfect agreement)."""
+    data = write_rankgpt_folder(tmp_path / "data", queries=2, candidates=3)
+    results = _run(data, tmp_path / "d1", depth=1)
+    one = {registry.UNDEFINED_ONE_CANDIDATE: 2}
+    for metric in (
+        "kendall_tau", "copy_tau", "spearman", "rbo@10", "top1_agreement", "ppi", "gpi",
+        "distinct_rankings", "ndcg@10_range", "best_relevant_rank_var",
+    ):  # fmt: skip
+        assert math.isnan(results.summary_value(metric)), metric
+        assert results.undefined[metric] == one, metric
+    assert (
+        results.undefined_text("kendall_tau") == f"undefined ({registry.UNDEFINED_ONE_CANDIDATE})"
+    )
+    assert results.summary_value("ndcg@10") == results.summary_value("ndcg@10")  # still defined

@@ -35,6 +35,7 @@ trec_eval's default (``-l1``), and what every run recorded without a level meant
 UNDEFINED_SHORT_LIST = f"depth <= {TOP_K}: every candidate is in the top {TOP_K}"
 UNDEFINED_ONE_ORDER = "one order in the design: nothing spreads across orders"
 UNDEFINED_NO_PAIR = "one order shown: no pair of outputs to compare"
+UNDEFINED_ONE_CANDIDATE = "one candidate: no order to change"
 
 Direction = Literal["higher", "lower", "neither"]
 """Which way is better; ``neither`` for descriptive quantities that cannot be gated."""

@@ -18,7 +18,8 @@ def _rank_vector(ranking: Sequence[str], index: dict[str, int]) -> np.ndarray:
 
 
 def kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
-    """Kendall tau-b between two full rankings of the same ids (1.0 when n < 2).
+    """Kendall tau-b between two full rankings of the same ids; NaN when n < 2 (no pair of
+    candidates: tau-b is 0/0, as SciPy says, not agreement).
 
     Not top-heavy: a swap at ranks 1<->2 costs the same as one at 19<->20; pair it with RBO.
     """
@@ -27,7 +28,7 @@ def kendall_tau(a: Sequence[str], b: Sequence[str]) -> float:
         raise ValueError("rankings must be permutations of the same set of distinct ids")
     rb = _rank_vector(b, index)
     if len(a) < 2:
-        return 1.0
+        return float("nan")
     return float(kendalltau(np.arange(len(a)), rb).statistic)
 
 
@@ -91,10 +92,10 @@ def shown_order_taus(shown: np.ndarray, output: np.ndarray) -> np.ndarray:
     (the ids in shown order, the ranking), with the same float operations as SciPy's
     (``(C - D) / sqrt(N) / sqrt(N)``, clipped to [-1, 1]; no ties in permutations), so the
     values are bit-identical, computed for all rows at once. ``shown`` and ``output`` are
-    ``[m, n]`` candidate indices; 1.0 when n < 2 (as ``kendall_tau``)."""
+    ``[m, n]`` candidate indices; NaN when n < 2 (as ``kendall_tau``)."""
     m, n = shown.shape
     if n < 2:
-        return np.ones(m)
+        return np.full(m, np.nan)
     rank = np.empty_like(output)
     rank[np.arange(m)[:, None], output] = np.arange(n)  # output rank of each candidate
     seen = np.take_along_axis(rank, shown, axis=1)  # output rank, in shown order
@@ -131,8 +132,8 @@ def pairwise_stability(
     if n == 0:
         raise ValueError("rankings are empty")
     i, j = np.triu_indices(m, 1)
-    if n < 2:
-        tau = rho = np.ones(len(i))
+    if n < 2:  # no pair of candidates: tau and rho are 0/0
+        tau = rho = np.full(len(i), np.nan)
     else:  # no ties, so tau-b = (concordant - discordant) / (n choose 2)
         u, v = np.triu_indices(n, 1)
         # Exact integer concordance counts (what a float64 product of +-1 signs also gives),
@@ -175,14 +176,14 @@ def pairwise_stability(
 
 
 def spearman_rho(a: Sequence[str], b: Sequence[str]) -> float:
-    """Spearman's rho between two full rankings of the same ids (1.0 when n < 2)."""
+    """Spearman's rho between two full rankings of the same ids; NaN when n < 2."""
     index = {doc: i for i, doc in enumerate(a)}
     if len(index) != len(a):
         raise ValueError("rankings must be permutations of the same set of distinct ids")
     rb = _rank_vector(b, index)
     n = len(a)
     if n < 2:
-        return 1.0
+        return float("nan")
     d = rb - np.arange(n)
     return float(1 - 6 * (d * d).sum() / (n * (n * n - 1)))
 
@@ -211,3 +212,9 @@ def tie_rate(scores: Sequence[float]) -> float:
     if values.size < 2:
         return float("nan")
     return float(np.mean(values[1:] == values[:-1]))
+
+
+def nan_stat(stat, values: np.ndarray) -> float:
+    """``stat`` (e.g. ``np.mean``) of the non-NaN values; NaN when there are none."""
+    values = values[~np.isnan(values)]
+    return float(stat(values)) if values.size else float("nan")

@@ -15,10 +15,12 @@ from harness.report.load import RunData
 from harness.results.markdown import (
     REPAIR_NOTE,
     design_text,
+    excess_text,
     floor_note,
     floor_text,
     value_text,
 )
+from harness.results.schema import RunResults
 
 MOVED_QUERIES = 5
 
@@ -279,6 +281,16 @@ def moved_section(runs: Sequence[RunData]) -> Section:
     )
 
 
+def _floor_cell(results: RunResults, metric: str) -> str:
+    """``0.3610; floor 0.3530 [...], within; excess +0.0080 [...], p 1``: the measured value
+    (the design's, on the blocks the floor is matched with), the floor, and the test."""
+    floor = results.floor(metric) or {}
+    measured = floor.get("design") if results.floor_tested else results.summary_value(metric)
+    cell = f"{value_text(results, metric, measured)}; floor {floor_text(results, metric)}"
+    excess = excess_text(results, metric)
+    return cell + (f"; excess {excess}" if excess else "")
+
+
 def floor_section(runs: Sequence[RunData]) -> Section | None:
     """Each stability metric beside its noise floor, for the runs made with ``--repeats``."""
     floored = [r for r in runs if r.results.noise_floor]
@@ -286,11 +298,7 @@ def floor_section(runs: Sequence[RunData]) -> Section | None:
         return None
     rows = []
     for spec in registry.with_floor():
-        cells = [
-            f"{value_text(r.results, spec.name, r.results.summary_value(spec.name))}; "
-            f"floor {floor_text(r.results, spec.name)}"
-            for r in floored
-        ]
+        cells = [_floor_cell(r.results, spec.name) for r in floored]
         rows.append((spec.name, spec.shows, *cells))
     rows.append(
         (

@@ -100,33 +100,74 @@ def design_text(results: RunResults) -> str:
 
 
 def floor_text(results: RunResults, metric: str) -> str:
-    """``0.0000 [0.0000, 0.0000], within`` : a metric's noise floor and whether the measured
-    value is within it; empty when the metric has no floor."""
+    """``0.2610 [0.2300, 0.2900], within`` : a metric's noise floor [95% CI] and the paired
+    test's verdict (none for a floor written before the test); empty when it has no floor."""
     floor = results.floor(metric)
     if floor is None:
         return ""
     low, high = floor.get("ci95") or (None, None)
     text = f"{_fmt(floor.get('value'))} [{_fmt(low)}, {_fmt(high)}]"
-    if "within_floor" in floor:
+    if results.floor_tested and "within_floor" in floor:
         text += ", within" if floor["within_floor"] else ", outside"
     return text
 
 
+def excess_text(results: RunResults, metric: str) -> str:
+    """``+0.0170 [-0.0056, +0.0390], p 0.61``: the mean excess instability over the floor
+    (design minus floor, positive = less stable across orders) and its Holm-adjusted p;
+    empty where the floor has no test."""
+    floor = results.floor(metric)
+    if not results.floor_tested or floor is None or "p_holm" not in floor:
+        return ""
+    low, high = floor.get("excess_ci95") or (None, None)
+    return (
+        f"{_signed(floor.get('excess'))} [{_signed(low)}, {_signed(high)}], p {floor['p_holm']:.2g}"
+    )
+
+
 def floor_note(results: RunResults) -> str:
-    """One sentence saying what the floor is and which measured instabilities it explains."""
-    repeats = results.noise_floor.get("repeats", 0)
+    """What the floor is, how it is compared, what it means for this reranker, and which
+    measured instabilities it explains."""
+    section = results.noise_floor
+    repeats = section.get("repeats", 0)
+    note = (
+        f"Noise floor: the first-stage order shown {repeats + 1} times (order 0 and "
+        f"{repeats} reruns, in other batches), so nothing about the order changed."
+    )
+    if not results.floor_tested:
+        return note + (
+            " This floor was written before the paired floor test (it compared two point "
+            "estimates), so no verdict is shown; rerun the same `harness run` command to "
+            "recompute it from the samples (nothing is reranked)."
+        )
+    matched = section.get("matched_orders") or [0, 0]
+    m = f"{matched[0]}" if matched[0] == matched[1] else f"{matched[0]}-{matched[1]}"
+    note += (
+        " Each stability metric is computed over the reruns as the design computes it: means "
+        "over pairs over every pair of reruns; PPI, GPI, distinct rankings and the spreads on "
+        f"blocks of the same number of outputs on both sides (here {m}; the design's PPI "
+        "cells given to the reruns), so 'measured' is the design's value on those blocks. "
+        "Verdict: a paired one-sided sign-flip test over queries of the excess instability "
+        f"(measured minus floor, positive = less stable), Holm across metrics at "
+        f"{section.get('alpha', 0.05):g}: 'outside' = changing the order adds instability "
+        "beyond the floor; 'within' = no evidence that it does."
+    )
+    if section.get("exact"):
+        note += (
+            " The reruns gave the same ranking for every query: the floor is exact invariance "
+            "(a deterministic reranker), so any instability across orders is order "
+            "sensitivity, and the test is exact (p 0 for any excess)."
+        )
+    else:
+        note += (
+            " The reruns differ: the floor is the reranker's own variability (a sampling or "
+            "batch-dependent model), and only instability beyond it is put down to the order."
+        )
     within = [
         spec.name
         for spec in registry.with_floor()
         if (results.floor(spec.name) or {}).get("within_floor")
     ]
-    note = (
-        f"Noise floor: the first-stage order shown {repeats + 1} times (order 0 and "
-        f"{repeats} reruns, in other batches), so nothing about the order changed; each "
-        "stability metric is computed again over those reruns (means over queries, bootstrap "
-        "95% CI). 'within' = the instability measured across orders is no larger than the "
-        "floor's, i.e. it cannot be told apart from run-to-run jitter; 'outside' = larger."
-    )
     if within:
         note += f" Within the floor here: {', '.join(within)}."
     return note
@@ -135,18 +176,29 @@ def floor_note(results: RunResults) -> str:
 def _floor_lines(results: RunResults) -> list[str]:
     if not results.noise_floor:
         return []
-    lines = ["", floor_note(results), "", "| metric | measured | noise floor [95% CI] |"]
-    lines.append("|---|---:|---:|")
+    tested = results.floor_tested
+    lines = ["", floor_note(results), ""]
+    if tested:
+        lines += [
+            "| metric | measured | noise floor [95% CI] | excess over the floor [95% CI], "
+            "p (Holm) |",
+            "|---|---:|---:|---:|",
+        ]
+    else:
+        lines += ["| metric | measured | noise floor [95% CI] |", "|---|---:|---:|"]
     for spec in registry.with_floor():
-        lines.append(
-            f"| {results.label(spec.name)} | "
-            f"{value_text(results, spec.name, results.summary_value(spec.name))} | "
+        floor = results.floor(spec.name) or {}
+        measured = floor.get("design") if tested else results.summary_value(spec.name)
+        row = (
+            f"| {results.label(spec.name)} | {value_text(results, spec.name, measured)} | "
             f"{floor_text(results, spec.name)} |"
         )
+        lines.append(row + (f" {excess_text(results, spec.name)} |" if tested else ""))
     spread = results.floor("score_spread")
     if spread is not None:
         lines.append(
             f"| score_spread (largest score change) | | {floor_text(results, 'score_spread')} |"
+            + (" |" if tested else "")
         )
     return lines
 
@@ -177,3 +229,9 @@ def _fmt(value: float | None) -> str:
     if value is None or value != value:
         return "n/a"
     return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _signed(value: float | None) -> str:
+    if value is None or value != value:
+        return "n/a"
+    return f"{value:+.4f}"

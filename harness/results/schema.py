@@ -42,6 +42,7 @@ FORMAT_VERSION = 2
 LEGACY_FORMAT_KEY = "harness_run"  # format 1 stored its version under this key
 RANK_COUNTS = "rank_given_position_counts"  # position_bias: (input position, output rank) counts
 LEGACY_RANK_PROBABILITIES = "rank_given_position"  # what runs stored before the counts
+FLOOR_METHOD = "paired"  # noise_floor.method: the floor's verdict is a paired test over queries
 
 
 def format_of(data: Mapping[str, Any]) -> int | None:
@@ -235,8 +236,11 @@ class RunResults:
     position_bias: Mapping[str, Any]
     parse_status: Mapping[str, Mapping[str, float]]
     counts: Mapping[str, int]
-    # ``--repeats`` only: {"repeats", "summary": {metric: {value, ci95, n, within_floor}},
-    # "per_query"}; empty for runs without repeats (and every run written before them).
+    # ``--repeats`` only: {"repeats", "method", "alpha", "exact", "matched_orders", "summary":
+    # {metric: {value, ci95, n, design, excess, excess_ci95, n_paired, p, p_holm,
+    # within_floor}}, "per_query"} (``harness.results.noise_floor``; sections written before
+    # the paired test have no "method" and only value, ci95, n, within_floor); empty for runs
+    # without repeats (and every run written before them).
     noise_floor: Mapping[str, Any] = field(default_factory=dict)
     # {metric: {reason: queries}}: values the design cannot measure (NaN), and why; empty when
     # every metric is defined (and for every run written before undefined values were named).
@@ -286,10 +290,17 @@ class RunResults:
 
     def floor(self, metric: str) -> Mapping[str, Any] | None:
         """The noise-floor entry of ``metric`` (``value``, ``ci95``, ``n`` and, for stability
-        metrics, ``within_floor``), or None when the run has no ``--repeats``."""
+        metrics, the paired test: ``design``, ``excess``, ``p_holm``, ``within_floor``...),
+        or None when the run has no ``--repeats``."""
         if not self.noise_floor:
             return None
         return self.noise_floor.get("summary", {}).get(metric)
+
+    @property
+    def floor_tested(self) -> bool:
+        """Whether the noise floor carries the paired test's verdicts; a floor written before
+        it compared two point estimates, and its verdicts are not shown."""
+        return self.noise_floor.get("method") == FLOOR_METHOD
 
     def rank_given_position(self) -> Any:
         """P(output rank | input position) as an [n, n] NumPy array, or None when the run has
@@ -408,19 +419,29 @@ def undefined_text(reasons: Mapping[str, int] | None, queries: int) -> str | Non
 
 
 def _noise_floor(data: Any) -> dict[str, Any]:
-    """The optional ``noise_floor`` section, its numbers back to floats (null is NaN)."""
+    """The optional ``noise_floor`` section, its numbers back to floats (null is NaN). A
+    section written before the paired test (no ``method``) reads as it was."""
     if not data:
         return {}
-    summary = {
-        str(name): {
-            **entry,
-            "value": number(entry.get("value")),
-            "ci95": [number(x) for x in entry.get("ci95") or (None, None)],
-        }
-        for name, entry in data["summary"].items()
-    }
+    summary = {str(name): _floor_entry(entry) for name, entry in data["summary"].items()}
     per_query = PerQueryTable.from_rows(data["per_query"])
-    return {"repeats": int(data["repeats"]), "summary": summary, "per_query": per_query}
+    section = {k: v for k, v in data.items() if k not in ("summary", "per_query")}
+    return section | {"repeats": int(data["repeats"]), "summary": summary, "per_query": per_query}
+
+
+_FLOOR_NUMBERS = ("value", "design", "excess", "p", "p_holm")
+_FLOOR_INTERVALS = ("ci95", "excess_ci95")
+
+
+def _floor_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(entry)
+    for key in _FLOOR_NUMBERS:
+        if key in entry or key == "value":
+            out[key] = number(entry.get(key))
+    for key in _FLOOR_INTERVALS:
+        if key in entry or key == "ci95":
+            out[key] = [number(x) for x in entry.get(key) or (None, None)]
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -6,8 +6,8 @@ Which orders count: the strategy's own orders (its *design*). The identity order
 position bias — it would pull them towards the first stage. Only stability uses it, and only
 when the design has a single order (``reversed``, ``--perms 1``), which it is then compared
 against. The identity reruns of ``--repeats`` (label ``repeat``) are never part of the
-design: with order 0 they form the *noise floor* group, over which every stability metric of
-``registry.with_floor()`` is computed again (section ``noise_floor``).
+design: with order 0 they form the *noise floor* group, against which every stability metric of
+``registry.with_floor()`` is tested (section ``noise_floor``, see ``harness.results.noise_floor``).
 
 Definitions, per query over the design orders:
 
@@ -43,8 +43,11 @@ counted per metric in the ``undefined`` section ({metric: {reason: queries}}):
 10 candidates (every candidate is always in the top 10: they would read 0 bias and perfect
 agreement); ``ndcg@10_std``, ``ndcg@10_range`` and ``best_relevant_rank_var`` with one design
 order (nothing can spread); the pairwise stability metrics, PPI, GPI and
-``distinct_rankings`` with one order shown (no pair of outputs). Such queries are left out of
-the pooled position bias, which is undefined when no query is longer than 10.
+``distinct_rankings`` with one order shown (no pair of outputs); and for a query of one
+candidate, every order metric (the pairwise ones, ``copy_tau``, PPI, GPI,
+``distinct_rankings``, the spreads): one item has no order to change (Kendall tau is 0/0
+there, never 1). Such queries are left out of the pooled position bias, which is undefined
+when no query is longer than 10.
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
 Which metrics exist, their order and how each is summarised are declared in
@@ -60,7 +63,6 @@ from typing import Any
 
 import numpy as np
 
-from harness.aggregation import positions
 from harness.data.compact import set_query_ids, set_ranked_ids, take_sets
 from harness.data.model import CandidateSet, Qrels
 from harness.metrics import registry
@@ -76,7 +78,6 @@ from harness.metrics.position_bias import (
 from harness.metrics.preference import (
     global_preference_inconsistency,
     pairwise_preference_instability,
-    preference_range,
 )
 from harness.metrics.registry import (
     BEST_RELEVANT_RANK_MEAN,
@@ -114,7 +115,11 @@ from harness.metrics.stability import (
     shown_order_taus,
     tie_rate,
 )
+from harness.metrics.stability import (
+    nan_stat as _nan_stat,
+)
 from harness.rerankers.base import http_calls
+from harness.results.noise_floor import floor_section, query_floor
 from harness.results.schema import RANK_COUNTS
 from harness.results.store import InMemorySamples, Sample, SampleIndex
 from harness.results.tables import PerOrderTable, PerQueryTable
@@ -191,7 +196,13 @@ def summarize(
             )
             for metric, reason in reasons.items():
                 undefined[metric][reason] += 1
-            floor = _floor_values(cset, query_samples, query_scores, relevant)
+            floor = query_floor(
+                query_samples,
+                *_index_arrays(cset, query_samples),
+                query_scores[NDCG],
+                relevant,
+                values,
+            )
             if floor is not None:
                 floors.append(cset.query_id, floor)
 
@@ -220,7 +231,7 @@ def summarize(
         },
     }
     if floors:
-        sections["noise_floor"] = _noise_floor(floors, summary, pooled.repeats, seed)
+        sections["noise_floor"] = floor_section(floors, pooled.repeats, seed)
     if undefined:
         sections["undefined"] = {
             spec.name: dict(undefined[spec.name])
@@ -392,100 +403,14 @@ def undefined_by_design(candidates: int, design_orders: int, compared: int) -> d
     if design_orders < 2:  # the spread of one value is 0
         for name in (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR):
             reasons[name] = registry.UNDEFINED_ONE_ORDER
+    if candidates < 2:  # every order shows the same one-item list: tau 0/0, no spread
+        for name in (*_PAIRWISE, COPY_TAU, PPI, GPI, DISTINCT_RANKINGS, *_SPREADS):
+            reasons[name] = registry.UNDEFINED_ONE_CANDIDATE
     return reasons
 
 
 _PAIRWISE = (KENDALL_TAU, RBO, TOP1_AGREEMENT, TOPK_JACCARD, SPEARMAN, TOPK_SET_AGREEMENT)
-
-
-def _nan_stat(stat, values: np.ndarray) -> float:
-    """``stat`` of the non-NaN values; NaN when there are none."""
-    values = values[~np.isnan(values)]
-    return float(stat(values)) if values.size else float("nan")
-
-
-SCORE_SPREAD = "score_spread"
-"""Noise floor only: the largest change of any candidate's score over the identity repeats."""
-
-
-def _floor_values(
-    cset: CandidateSet,
-    samples: list[Sample],
-    scores: Mapping[str, np.ndarray],
-    relevant: set[str],
-) -> dict[str, float] | None:
-    """The noise floor of one query: every ``registry.with_floor()`` metric over order 0 and
-    its ``repeat`` reruns (the same order shown R + 1 times), plus ``score_spread``. None
-    when the query has no repeats."""
-    rows = [i for i, s in enumerate(samples) if s.order_index == 0 or s.label.is_repeat]
-    group = [samples[i] for i in rows]
-    if len(group) < 2 or group[0].order_index != 0:
-        return None
-    values = pairwise_stability([s.ranking for s in group], k=TOP_K)  # top-k: NaN if n <= k
-    ndcg = scores[NDCG][rows]
-    values[NDCG_STD] = float(np.std(ndcg))
-    values[NDCG_RANGE] = float(np.max(ndcg) - np.min(ndcg))
-    _, output = _index_arrays(cset, group)
-    rank = positions(output)  # rank of each candidate in each rerun
-    u, v = np.triu_indices(len(cset), 1)
-    cells = np.broadcast_to(np.arange(len(group))[:, None], (len(group), len(u)))
-    # every rerun is its own cell: the share of pairs whose preference flips at all
-    values[PPI] = preference_range(cells, rank[:, u] < rank[:, v])
-    values[GPI] = global_preference_inconsistency(output)
-    values[DISTINCT_RANKINGS] = len({s.ranking for s in group})
-    best = best_relevant_ranks([s.ranking for s in group], relevant)
-    values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
-    values[SCORE_SPREAD] = _score_spread(group)
-    return values
-
-
-def _score_spread(group: list[Sample]) -> float:
-    """max over candidates of (max - min) of its score across the group; NaN without scores."""
-    if any(not s.scores for s in group):
-        return float("nan")
-    ids = list(group[0].scores or {})
-    matrix = np.array([[float((s.scores or {})[d]) for d in ids] for s in group])
-    return float((matrix.max(axis=0) - matrix.min(axis=0)).max()) if ids else float("nan")
-
-
-def _noise_floor(
-    floors: PerQueryTable,
-    summary: Mapping[str, Mapping[str, Any]],
-    repeats: int,
-    seed: int,
-) -> dict[str, Any]:
-    """The run's noise floor: per-query floor values, their bootstrap means, and for each
-    stability metric whether its measured value is within the floor.
-
-    "Within the floor" means the measured summary value is no worse than the floor's 95%
-    interval bound on the worse side (for higher-is-better metrics: value >= the floor's
-    lower bound; lower-is-better: value <= its upper bound), i.e. the instability measured
-    under changes of order is no larger than what rerunning the same order already gives.
-    """
-    names = [spec.name for spec in registry.with_floor()] + [SCORE_SPREAD]
-    entries: dict[str, Any] = {}
-    for name in names:
-        vector = floors.column(name)
-        mean, low, high = bootstrap_mean_ci(vector, seed=seed)
-        entry: dict[str, Any] = {
-            "value": mean,
-            "ci95": [low, high],
-            "n": int((~np.isnan(vector)).sum()),
-        }
-        measured = summary.get(name, {}).get("value", np.nan)
-        if name != SCORE_SPREAD and not (np.isnan(measured) or np.isnan(mean)):
-            spec = registry.get(name)
-            tolerance = 1e-9
-            if spec.higher_is_better:
-                entry["within_floor"] = bool(measured >= low - tolerance)
-            else:
-                entry["within_floor"] = bool(measured <= high + tolerance)
-        entries[name] = entry
-    return {
-        "repeats": int(repeats),
-        "summary": entries,
-        "per_query": floors,
-    }
+_SPREADS = (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR)
 
 
 def _index_arrays(cset: CandidateSet, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
