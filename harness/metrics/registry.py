@@ -121,6 +121,7 @@ FORWARD_PASSES = "forward_passes"
 LATENCY_PER_SET_MS = "latency_per_set_ms"
 N_CANDIDATES = "n_candidates"
 N_ORDERS = "n_orders"
+INVALID_SHARE = "invalid_share"
 LATENCY_PERCENTILES = (50, 95)
 
 
@@ -129,6 +130,9 @@ def latency_percentile(pct: int) -> str:
     return f"{LATENCY_MS}_p{pct}"
 
 
+UNDEFINED_ALL_INVALID = "every order's answer was invalid"
+"""Why a query has no value: it has no order with valid answers (``invalid_share`` 1)."""
+
 # Registry order is the order of results' per-query rows and summary, and of every table.
 # Margins: a point of NDCG is the smallest change papers report; 0.02 of tau / RBO is well
 # below the gap between an invariant reranker (1.0) and mild order sensitivity, yet above
@@ -136,6 +140,13 @@ def latency_percentile(pct: int) -> str:
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(N_CANDIDATES, "candidates in the query's set", "neither", summary=None),
     MetricSpec(N_ORDERS, "orders in the strategy's design", "neither", summary=None),
+    # Validity: orders whose answer stayed invalid (harness.validity), left out of every other
+    # metric. Per query: its share of the query's orders; summary: invalid orders / orders.
+    # Gated by its own rule (the gate's validity check), not by a margin on a paired mean.
+    MetricSpec(
+        INVALID_SHARE, "orders with an invalid answer, left out of the other metrics", "lower",
+        summary="pooled over queries", headline=True,
+    ),
     MetricSpec(
         NDCG, "effectiveness", "higher", per_order=True, headline=True, compared=True,
         gate_margin=0.01,
