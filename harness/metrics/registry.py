@@ -140,13 +140,6 @@ UNDEFINED_ALL_INVALID = "every order's answer was invalid"
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(N_CANDIDATES, "candidates in the query's set", "neither", summary=None),
     MetricSpec(N_ORDERS, "orders in the strategy's design", "neither", summary=None),
-    # Validity: orders whose answer stayed invalid (harness.validity), left out of every other
-    # metric. Per query: its share of the query's orders; summary: invalid orders / orders.
-    # Gated by its own rule (the gate's validity check), not by a margin on a paired mean.
-    MetricSpec(
-        INVALID_SHARE, "orders with an invalid answer, left out of the other metrics", "lower",
-        summary="pooled over queries", headline=True,
-    ),
     MetricSpec(
         NDCG, "effectiveness", "higher", per_order=True, headline=True, compared=True,
         gate_margin=0.01,
@@ -220,6 +213,13 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         LATENCY_PER_SET_MS, "latency of a candidate set, ms (all its orders summed)", "lower",
         headline=True,
+    ),
+    # Validity: orders whose answer stayed invalid (harness.validity), left out of every other
+    # metric. Per query: its share of the query's orders; summary: invalid orders / orders.
+    # Gated by its own rule (the gate's validity check), not by a margin on a paired mean.
+    MetricSpec(
+        INVALID_SHARE, "orders with an invalid answer, left out of the other metrics", "lower",
+        summary="pooled over queries", headline=True,
     ),
     *(
         MetricSpec(
