@@ -218,7 +218,7 @@ METRICS: tuple[MetricSpec, ...] = (
     # metric. Per query: its share of the query's orders; summary: invalid orders / orders.
     # Gated by its own rule (the gate's validity check), not by a margin on a paired mean.
     MetricSpec(
-        INVALID_SHARE, "orders with an invalid answer, left out of the other metrics", "lower",
+        INVALID_SHARE, "orders with an invalid answer (excluded from the other metrics)", "lower",
         summary="pooled over queries", headline=True,
     ),
     *(
