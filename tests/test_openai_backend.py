@@ -826,3 +826,33 @@ def test_debiaser_over_http_counts_its_requests_and_runs_them_concurrently(
                 (s["query_id"], s["order_index"], s["ranking"]) for s in _samples(Path(config.out))
             ]
     assert runs[1] == runs[4]
+
+
+def test_pointwise_over_http_marks_every_order_of_a_set_with_an_invalid_answer(
+    tmp_path, rankgpt_folder
+):
+    """Pointwise scores a set once for all its orders: one candidate's answer that stays
+    invalid makes each of the set's orders invalid (the candidate would rank by fallback)."""
+    preset = _preset(
+        tmp_path, "pointwise", base_url="", retry_backoff=0.0, cache_dir=str(tmp_path / "c")
+    )
+    with FakeServer(answer=_identifier_answer) as server:
+        text = preset.read_text().replace('base_url: ""', f'base_url: "{server.base_url}"')
+        preset.write_text(text + "  concurrency: 1\n", encoding="utf-8")
+        server.faults.extend([None] * 12 + ["no-logprobs"] * 3)  # q0's 12 candidates, then q1's
+        config = RunConfig(
+            reranker=str(preset),
+            dataset=str(rankgpt_folder),
+            perms=3,
+            out=str(tmp_path / "run"),
+            max_invalid_share=0.5,
+        ).validate()
+        results = execute_run(prepare_run(config))
+    assert results.per_query["q1"]["invalid_share"] == 1.0
+    assert results.summary_value("invalid_share") == 4 / 16
+    assert results.per_query["q0"]["invalid_share"] == 0.0
+    assert all(
+        s["facts"]["extra"]["invalid_answers"] == 1
+        for s in _samples(tmp_path / "run")
+        if s["query_id"] == "q1"
+    )
