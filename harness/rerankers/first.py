@@ -24,7 +24,8 @@ kept per window.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -148,31 +149,48 @@ class FirstReranker(ListwiseReranker):
         ids = self.identifier_ids[: len(windows[0].labels)]
         read = self.backend.next_token_logprobs(batch, ids)
         calls = read.calls or tuple({} for _ in windows)
-        return [
-            first_result(
-                self.window_scores(scores, window),
-                window.doc_ids,
-                generated_tokens=generated,
-                top_is_identifier=top,
-                identifier_mass=mass,
-                prompt_tokens=len(row),
-                detail={
-                    **({"missing_identifier_logprobs": missing} if missing else {}),
-                    **({"http": dict(call)} if call else {}),
-                },
+        results = []
+        for scores, window, top, mass, generated, missing, row, call in zip(
+            read.logprobs.astype(np.float64).tolist(),
+            windows,
+            read.top_is_chosen,
+            read.mass,
+            read.generated_tokens,
+            read.missing,
+            batch.rows,
+            calls,
+            strict=True,
+        ):
+            problem = unreadable(scores, call)
+            detail: dict[str, Any] = {"http": dict(call)} if call else {}
+            if problem is not None:  # ranked by the fallback (ties by doc id), counted invalid
+                scores = [-math.inf] * len(scores)
+                detail |= {} if call else {"invalid": problem}
+            elif missing:
+                detail["missing_identifier_logprobs"] = missing
+            results.append(
+                first_result(
+                    scores if problem else self.window_scores(scores, window),
+                    window.doc_ids,
+                    generated_tokens=generated,
+                    top_is_identifier=top,
+                    identifier_mass=mass,
+                    prompt_tokens=len(row),
+                    detail=detail,
+                )
             )
-            for scores, window, top, mass, generated, missing, row, call in zip(
-                read.logprobs.astype(np.float64).tolist(),
-                windows,
-                read.top_is_chosen,
-                read.mass,
-                read.generated_tokens,
-                read.missing,
-                batch.rows,
-                calls,
-                strict=True,
-            )
-        ]
+        return results
+
+
+def unreadable(logprobs: Sequence[float], call: Mapping[str, Any]) -> str | None:
+    """Why a window's read cannot rank it (None: it can): a server's answer stayed invalid
+    (its call says why), or a local model's identifier log-probs are NaN (overflowed logits),
+    which no order can be read from (:mod:`harness.validity`)."""
+    if call.get("invalid"):
+        return str(call["invalid"])
+    if any(v != v for v in logprobs):
+        return "the identifiers' log-probs are NaN (the model's logits overflowed)"
+    return None
 
 
 def identifier_labels(style: str, window_size: int) -> tuple[str, ...]:

@@ -208,7 +208,8 @@ class ListwiseReranker(BackendReranker):
         }
         if cut:
             extra["truncated_candidates"] = cut
-        extra |= invalid_facts([d["http"] for d in tally.details if "http" in d])
+        # a server's answer says it is invalid in its call record, a local read in the window's
+        extra |= invalid_facts([d.get("http", d) for d in tally.details])
         return CallFacts(
             latency_ms=call_ms / batch,
             call_latency_ms=call_ms,
