@@ -218,3 +218,16 @@ def test_a_run_folder_recorded_before_the_metric_still_reads_reports_and_gates(d
     report = cli.invoke(app, ["report", str(run), str(new), "--out", str(tmp_path / "r")])
     assert report.exit_code == 0, report.output
     assert "invalid_share" in (tmp_path / "r.md").read_text()
+
+
+def test_a_meta_reranker_sums_its_inner_orders_invalid_answers():
+    from harness.rerankers.base import CallFacts
+    from harness.rerankers.meta import InnerTally
+
+    tally = InnerTally()
+    tally.add(CallFacts(1.0, 1.0))
+    for why in ("first reason", "second reason"):
+        tally.add(CallFacts(1.0, 1.0, extra={"invalid_answers": 2, "invalid_answer": why}))
+    extra = tally.facts(3.0, 1, {}).extra
+    assert extra["invalid_answers"] == 4 and extra["invalid_answer"] == "first reason"
+    assert "invalid_answers" not in InnerTally().facts(0.0, 1, {}).extra

@@ -9,6 +9,12 @@ against. The identity reruns of ``--repeats`` (label ``repeat``) are never part 
 design: with order 0 they form the *noise floor* group, over which every stability metric of
 ``registry.with_floor()`` is computed again (section ``noise_floor``).
 
+Invalid orders (an answer behind them stayed invalid after every retry, see
+:mod:`harness.validity`) are counted, never read: every value below is over the valid
+orders, ``invalid_share`` is a query's invalid orders / its orders, and its summary value is
+invalid orders / orders over the run (exact, pooled). A query without a valid order has
+every metric undefined (reason recorded) but its first-stage nDCG.
+
 Definitions, per query over the design orders:
 
 * ``ndcg@10``, ``mrr@10``: mean of each output's value (ranx; MRR counts grades >= the
