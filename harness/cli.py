@@ -106,9 +106,9 @@ def run(
     max_invalid_share: Annotated[
         float | None,
         typer.Option(
-            help="HTTP backends: the share of orders that may get invalid answers (no "
-            "log-probs or text after every retry); past it the run stops, keeping what it "
-            "finished [0.05].",
+            help="The share of orders that may get invalid answers (a server's without "
+            "log-probs or text after every retry, NaN log-probs); past it the run stops, "
+            "keeping what it finished [0.05].",
             metavar="SHARE",
         ),
     ] = None,

@@ -17,7 +17,10 @@ invalid orders again (a fixed server then fills them in).
 A model's own answer that the parser must repair (RankGPT's ``wrong_format``) is not
 invalid: it is what the model said for that order, and order-dependent parse failures are
 part of what the harness measures (``parse_repair_rate``, the parse table). Local backends
-compute every log-prob they are asked for, so their answers are never invalid.
+compute every log-prob they are asked for; FIRST's identifier log-probs that are NaN
+(overflowed logits) are the one local answer that is invalid. Pointwise scores a set once
+for all its orders, and CapCal calibrates a query's windows with one content-free answer:
+one invalid answer there makes every order it serves invalid.
 
 Bounded: a run stops, in one line and keeping every finished order, as soon as more than
 ``max_invalid_share`` of its orders are invalid (decided, not guessed: the count already
