@@ -217,7 +217,8 @@ def test_a_run_folder_recorded_before_the_metric_still_reads_reports_and_gates(d
     assert "| invalid_share ↓ (validity) |  | 0.0000 | 0.0000 |" in result.output
     report = cli.invoke(app, ["report", str(run), str(new), "--out", str(tmp_path / "r")])
     assert report.exit_code == 0, report.output
-    assert "invalid_share" in (tmp_path / "r.md").read_text()
+    assert "invalid_share" in (tmp_path / "r.md").read_text()  # the new run's row
+    assert "invalid_share" in (tmp_path / "r.html").read_text()
 
 
 def test_a_meta_reranker_sums_its_inner_orders_invalid_answers():
