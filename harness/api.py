@@ -128,6 +128,7 @@ def evaluate(
     pin: str | None = None,
     repeats: int | None = None,
     relevance_level: int | None = None,
+    max_invalid_share: float | None = None,
     log_prompts: bool = False,
     executor: str = "local",
     workers: int | None = None,
@@ -179,6 +180,7 @@ def evaluate(
             "pin": pin,
             "repeats": repeats,
             "relevance_level": relevance_level,
+            "max_invalid_share": max_invalid_share,
         },
     )
     if function is None:

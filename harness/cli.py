@@ -103,6 +103,15 @@ def run(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Permutation and bootstrap seed [0].")] = None,
+    max_invalid_share: Annotated[
+        float | None,
+        typer.Option(
+            help="The share of orders that may get invalid answers (a server's without "
+            "log-probs or text after every retry, NaN log-probs); past it the run stops, "
+            "keeping what it finished [0.05].",
+            metavar="SHARE",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Run folder; rerun with the same folder to resume [runs/<name>]."),
@@ -203,6 +212,7 @@ def run(
                 "repeats": repeats,
                 "model": model,
                 "relevance_level": relevance_level,
+                "max_invalid_share": max_invalid_share,
             },
         )
         prepared = prepare_run(settings)

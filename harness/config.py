@@ -13,6 +13,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.permutations import STRATEGIES
 from harness.presets import read_yaml
+from harness.validity import DEFAULT_MAX_INVALID_SHARE, check_max_invalid_share
 
 DEFAULT_DATASET = "movielens-100k"
 MAX_ORDERS_PER_QUERY = 10_000
@@ -32,6 +33,7 @@ OPTIONAL_DEFAULTS = {
     "model": None,
     # resolved (the flag, else the dataset card's): 1 is what every earlier run meant
     "relevance_level": 1,
+    "max_invalid_share": DEFAULT_MAX_INVALID_SHARE,
 }
 """Settings added after format 2 was fixed: left out of the resolved configuration (and so of
 the config hash) while at their default, so earlier runs keep their hash and still resume."""
@@ -64,6 +66,9 @@ class RunConfig:
     repeats: int = 0
     model: str | None = None
     relevance_level: int | None = None
+    # how many orders may get invalid answers (harness.validity); bounds the run, changes no
+    # number it computes, so it is not part of the configuration's identity (hash)
+    max_invalid_share: float = DEFAULT_MAX_INVALID_SHARE
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -109,6 +114,7 @@ class RunConfig:
             raise HarnessError(f"--relevance-level must be at least 1, got {self.relevance_level}")
         if self.batch_size is not None and self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_max_invalid_share(self.max_invalid_share)
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise HarnessError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self
@@ -136,8 +142,11 @@ def merge_config(config_path: Path | None, overrides: Mapping[str, Any]) -> RunC
             expected: type | tuple[type, ...] = int if key in _INT_FIELDS else str
             if key == "queries":
                 expected = (int, str)
+            if key == "max_invalid_share":
+                expected = (int, float)
             if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
                 kind = "an integer" if expected is int else "a string"
+                kind = "a number" if key == "max_invalid_share" else kind
                 raise HarnessError(f"{config_path}: '{key}' must be {kind}, got {value!r}")
         config = replace(config, **data)
     given = {k: v for k, v in overrides.items() if v is not None}

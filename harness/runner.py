@@ -73,8 +73,12 @@ from harness.results.store import (
     Sample,
     SampleIndex,
 )
+from harness.validity import INVALID_ANSWER, refusal, too_many_invalid
 
 LOCAL = ExecutorOptions()
+NOT_IDENTITY = ("templates", "max_invalid_share")
+"""Resolved settings that are not part of the configuration's hash: where the templates were
+read from (their content counts), and the bound on invalid answers (it computes nothing)."""
 
 # progress(done, total) is called after every batch; the CLI draws a progress bar with it.
 ProgressFn = Callable[[int, int], None]
@@ -214,7 +218,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
             Path(config.templates).read_bytes()
         ).hexdigest()
     identity_payload = {  # the templates file's content counts, not its path
-        "config": {k: v for k, v in resolved.items() if k != "templates"},
+        "config": {k: v for k, v in resolved.items() if k not in NOT_IDENTITY},
         # where the preset was read from and where it runs (resources) are not what it computes
         "reranker": {k: v for k, v in preset.to_dict().items() if k not in ("source", "resources")},
         "dataset_fingerprint": full.fingerprint,
@@ -370,12 +374,15 @@ def rerank_pending(
                 log = PromptLog(prepared.run_dir, done)
                 pool.log_prompts(log)
 
+        bound = InvalidBound(total, config.max_invalid_share)
+
         def save(new: list[Sample]) -> None:
             nonlocal completed
             store.append(new)  # the index learns where they are
             completed += len(new)
             if progress:
                 progress(completed, total)
+            bound.add(new)  # after saving: a refused run keeps every order it finished
 
         if pool is not None:
             _record_failures(store, pool.run(units, save).failed, len(units))
@@ -387,6 +394,34 @@ def rerank_pending(
         if pool is not None:
             pool.close()
     return RerankedRun(done, model_identity, time.perf_counter() - started)
+
+
+class InvalidBound:
+    """Counts the invalid orders of one invocation (the invalid orders of an earlier one are
+    asked again, so they are among its pending orders) and stops the run, once, as soon as
+    they exceed ``max_share`` of the run's ``total`` orders (:mod:`harness.validity`); later
+    calls only count, so the finished batches saved while an error unwinds are kept."""
+
+    def __init__(self, total: int, max_share: float) -> None:
+        self.total = total
+        self.max_share = max_share
+        self.invalid = 0
+        self.first: Sample | None = None
+        self.refused = False
+
+    def add(self, samples: Sequence[Sample]) -> None:
+        for sample in samples:
+            if sample.invalid:
+                self.invalid += 1
+                self.first = self.first or sample
+        if self.refused or not too_many_invalid(self.invalid, self.total, self.max_share):
+            return
+        self.refused = True
+        first = self.first
+        assert first is not None  # at least one invalid order to exceed any share
+        where = f"query {shorten(first.query_id, quote=True)}, order {first.order_index}"
+        why = str((first.facts.get("extra") or {}).get(INVALID_ANSWER, "invalid answer"))
+        raise HarnessError(refusal(self.invalid, self.total, self.max_share, why, where))
 
 
 class PendingUnits(Sequence[Unit]):
@@ -627,7 +662,10 @@ def save_results(run_dir: Path, results: RunResults) -> None:
 
 def _pending_rows(plan: PermutationPlan, done: SampleIndex | None) -> list[int]:
     """The order indices of ``plan`` with no sample on disk yet."""
-    finished = done.done(plan.query_id) if done is not None else set()
+    if done is None:
+        return list(range(len(plan)))
+    # an order whose answer was invalid is asked again (a fixed server fills it in)
+    finished = done.done(plan.query_id) - done.invalid_orders(plan.query_id)
     return [i for i in range(len(plan)) if i not in finished]
 
 

@@ -176,3 +176,31 @@ def test_preset_checks_and_bad_params_fail_in_one_line(tmp_path) -> None:
     path.write_text("name: bad\nadapter: first-capcal\nparams: {alpha: .inf}\n", "utf-8")
     with pytest.raises(HarnessError, match="alpha must be finite"):
         check_preset(load_preset(path))
+
+
+def test_an_invalid_content_free_answer_makes_every_order_of_the_call_invalid() -> None:
+    """The content-free pass calibrates every window of the query: a server's answer that
+    stayed invalid there (simulated: the backend's call record says so) leaves no window
+    calibrated, so each order of the call is invalid, and the prior is asked again next call."""
+    import dataclasses
+
+    loaded = tiny()
+    reranker = make_capcal(loaded)
+    original = reranker.backend.next_token_logprobs
+    calibrations = []
+
+    def invalid_content_free(batch, ids):
+        read = original(batch, ids)
+        text = loaded.tokenizer.decode(list(batch.rows[0]))
+        if "N/A" not in text:
+            return read
+        calibrations.append(text)
+        calls = ({"invalid": "invalid answer from test: no top_logprobs"},)
+        return dataclasses.replace(read, calls=calls)
+
+    reranker.backend.next_token_logprobs = invalid_content_free
+    for _ in range(2):
+        outputs = reranker.rerank(passages(6), random_orders(6, 3))
+        assert [o.facts.extra.get("invalid_answers") for o in outputs] == [1, 1, 1]
+        assert outputs[2].facts.extra["invalid_answer"].endswith("no top_logprobs")
+    assert len(calibrations) == 2  # not kept: the second call asked again

@@ -4,6 +4,7 @@ check; the one-token guard; and SmolLM2 on a short list."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Iterator, Sequence
 
@@ -216,3 +217,25 @@ def test_smollm2_ranks_a_short_list_with_one_token_per_window() -> None:
         assert output.facts.generated_tokens == 1
         assert output.facts.parse_status == "ok"  # SmolLM2 does answer with an identifier
         assert output.facts.extra["window_details"][0]["identifier_mass"] > 0.5
+
+
+def test_nan_identifier_logprobs_make_that_order_invalid_not_a_crash() -> None:
+    """A local model whose logits overflowed (NaN) gives no order to read: the window ranks
+    by the fallback (doc id) and the order counts as invalid (harness.validity), instead of
+    the run dying on 'scores contain NaN'."""
+    reranker = make_first(tiny(), window_size=4, stride=2)
+    original = reranker.backend.next_token_logprobs
+
+    def nan_in_row_1(batch, ids):
+        read = original(batch, ids)
+        logprobs = read.logprobs.copy()
+        logprobs[1] = np.nan
+        return dataclasses.replace(read, logprobs=logprobs)
+
+    reranker.backend.next_token_logprobs = nan_in_row_1
+    outputs = reranker.rerank(passages(6), random_orders(6, 3))
+    windows = len(window_plan(6, 4, 2))
+    assert [o.facts.extra.get("invalid_answers", 0) for o in outputs] == [0, windows, 0]
+    assert "log-probs are NaN" in outputs[1].facts.extra["invalid_answer"]
+    details = outputs[1].facts.extra["window_details"]
+    assert all("missing_identifier_logprobs" not in d for d in details)

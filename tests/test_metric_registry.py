@@ -82,6 +82,7 @@ def test_headline_order_is_unchanged():
         "position_bias_mad",
         "copy_tau",
         "latency_per_set_ms",
+        "invalid_share",  # validity: orders whose answer stayed invalid (harness.validity)
         "latency_ms_p50",
         "latency_ms_p95",
     ]

@@ -8,6 +8,7 @@ import functools
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -270,24 +271,34 @@ def test_an_answer_without_logprobs_is_asked_again(tmp_path):
     assert backend.usage()["retries"] == 1 and backend.usage()["requests_sent"] == 1
 
 
-def test_answers_that_stay_invalid_fail_in_one_line_and_are_not_cached(tmp_path):
+def _next_token(backend: OpenAIBackend, answers: str = "ABC"):
+    ids = backend.tokenizer.encode(answers, add_special_tokens=False)
+    batch = TokenBatch.of([backend.tokenizer.encode("hello")])
+    return backend.next_token_logprobs(batch, ids)
+
+
+def test_answers_that_stay_invalid_are_recorded_as_invalid_and_not_cached(tmp_path):
     with FakeServer(faults=["no-logprobs"] * 2, answer=_identifier_answer) as server:
         backend = _backend(server.base_url, tmp_path, invalid_retries=1)
-        with pytest.raises(HarnessError) as error:
-            _logprobs(backend)
+        read = _next_token(backend)
         backend.close()
-    message = str(error.value)
+    (call,) = read.calls
+    message = call["invalid"]
     assert message.startswith(f"invalid answer from {server.base_url}/completions: no top_logp")
-    assert "refused after 2 answers" in message and "\n" not in message
+    assert "still invalid after 2 answers" in message and "\n" not in message
+    assert read.logprobs[0].tolist() == [-np.inf] * 3  # nothing read: the method's fallback
     assert len(server.bodies) == 2 and _cached_files(tmp_path) == []
+    assert backend.usage()["requests_invalid"] == 1
 
 
-def test_a_generation_without_text_is_refused_not_read_as_empty(tmp_path):
+def test_a_generation_without_text_is_recorded_as_invalid_not_read_as_text(tmp_path):
     with FakeServer(faults=["no-text"] * 3) as server:
         backend = _backend(server.base_url, tmp_path)
-        with pytest.raises(HarnessError, match=r"choices\[0\]\.text is None, not a string"):
-            _generate(backend)
+        ids = backend.tokenizer.encode("hello")
+        generation = backend.generate(TokenBatch.of([ids]), GenerationRequest(8, frozenset()))
         backend.close()
+    assert generation.texts == ("",)
+    assert "choices[0].text is None, not a string" in generation.calls[0]["invalid"]
     assert len(server.bodies) == 3 and _cached_files(tmp_path) == []
 
 
@@ -501,14 +512,16 @@ def test_served_model_accepts_the_id_the_server_lists(tmp_path):
             _backend(server.base_url, tmp_path, "smollm2-135m", served_model="gone")
 
 
-def test_an_answer_from_another_model_is_refused(tmp_path):
+def test_an_answer_from_another_model_is_invalid(tmp_path):
     with FakeServer(faults=["wrong-model"] * 3) as server:
         backend = _backend(server.base_url, tmp_path)
-        with pytest.raises(HarnessError) as error:
-            _generate(backend)
+        ids = backend.tokenizer.encode("hello")
+        generation = backend.generate(TokenBatch.of([ids]), GenerationRequest(8, frozenset()))
         backend.close()
-    assert f"answered as model 'other-model', not '{FAKE_MODEL}'" in str(error.value)
-    assert "refused after 3 answers" in str(error.value) and _cached_files(tmp_path) == []
+    problem = generation.calls[0]["invalid"]
+    assert f"answered as model 'other-model', not '{FAKE_MODEL}'" in problem
+    assert "still invalid after 3 answers" in problem and _cached_files(tmp_path) == []
+    assert generation.texts == ("",)  # another model's text is not read
 
 
 def test_accepted_names_are_exact():
@@ -658,30 +671,69 @@ def test_a_server_without_logprobs_fails_the_run_instead_of_ranking_by_doc_id(
     tmp_path, rankgpt_folder
 ):
     """Before issue 27 such a run exited 0, ranked every window by doc id and reported
-    Kendall tau 1.0."""
+    Kendall tau 1.0. Now it stops at the first batch that makes the invalid share certain to
+    pass --max-invalid-share (2 invalid orders > 5% of 16), in one line."""
     with FakeServer(answer=_without_logprobs) as server:
         config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
-        with pytest.raises(HarnessError, match=r"invalid answer from .*top_logprobs .*empty"):
+        with pytest.raises(HarnessError) as error:
             execute_run(prepare_run(config))
-    assert not (tmp_path / "run" / SAMPLES_FILE).exists() or _samples(tmp_path / "run") == []
-    assert _cached_files(tmp_path) == []
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("2 of 16 orders got invalid answers, more than --max-invalid-share")
+    assert "(first: query 'q0', order 0: invalid answer from " in message
+    assert "top_logprobs of the first generated token is empty" in message
+    kept = _samples(tmp_path / "run")  # the batch that decided it, kept and marked invalid
+    assert len(kept) == 2 and all(s["facts"]["extra"]["invalid_answers"] == 3 for s in kept)
+    assert _cached_files(tmp_path) == [] and len(server.bodies) == 2 * 3 * 3
 
 
-def test_an_invalid_answer_mid_run_keeps_finished_orders_and_a_rerun_resumes(
+def test_an_invalid_order_past_the_bound_stops_the_run_and_a_rerun_asks_it_again(
+    tmp_path, rankgpt_folder
+):
+    """One invalid order of 16 is 6.25% > the default 5%: the run stops, keeps every finished
+    order; a rerun against the fixed server asks only the invalid order's windows again."""
+    with FakeServer(answer=_identifier_answer) as server:
+        server.faults.extend([None] * 20 + ["no-logprobs"] * 3)
+        config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
+        with pytest.raises(HarnessError, match=r"^1 of 16 orders got invalid answers"):
+            execute_run(prepare_run(config))
+        kept = _samples(tmp_path / "run")
+        assert len(kept) == 8  # 4 batches of 2 orders: the 4th holds the invalid one
+        assert [bool(s["facts"]["extra"].get("invalid_answers")) for s in kept].count(True) == 1
+        sent = len(server.bodies)
+        results = execute_run(prepare_run(config))
+        resent = server.bodies[sent:]
+    done = _samples(tmp_path / "run")
+    assert len(done) == 17 and done[:8] == kept  # the invalid order's new sample wins
+    assert results.summary_value("invalid_share") == 0.0 and "invalid_orders" not in results.counts
+    assert len(resent) == 2 * 3 * 4 + 2  # 8 pending orders, and the invalid window and after
+    for sample in done:
+        if sample["facts"]["extra"].get("invalid_answers"):
+            continue  # superseded: the order's new sample, appended, is the one read
+        assert all("missing_identifier_logprobs" not in w for w in _windows(sample))
+
+
+def test_invalid_orders_below_the_bound_are_reported_left_out_and_never_cached(
     tmp_path, rankgpt_folder
 ):
     with FakeServer(answer=_identifier_answer) as server:
         server.faults.extend([None] * 20 + ["no-logprobs"] * 3)
         config = _first_config(tmp_path, rankgpt_folder, server.base_url, concurrency=1)
-        with pytest.raises(HarnessError, match=r"no top_logprobs .*refused after 3 answers"):
-            execute_run(prepare_run(config))
-        kept = _samples(tmp_path / "run")
-        assert len(kept) >= 6  # 20 valid answers: at least 6 orders of 3 windows finished
-        execute_run(prepare_run(config))
-    done = _samples(tmp_path / "run")
-    assert len(done) == 16 and done[: len(kept)] == kept
-    for sample in done:
-        assert all("missing_identifier_logprobs" not in w for w in _windows(sample))
+        config = replace(config, max_invalid_share=0.1).validate()
+        results = execute_run(prepare_run(config))
+    assert results.summary_value("invalid_share") == 1 / 16  # exactly: 1 order of 16
+    assert results.counts["invalid_orders"] == 1 and results.counts["samples"] == 16
+    invalid = [s for s in _samples(tmp_path / "run") if s["facts"]["extra"].get("invalid_answers")]
+    (sample,) = invalid
+    query = sample["query_id"]
+    assert results.per_query[query]["invalid_share"] == 0.25  # 1 of its 4 orders
+    assert results.per_query[query]["n_orders"] == 2  # 3 design orders, 1 left out
+    (bad,) = [w["http"] for w in _windows(sample) if "invalid" in w["http"]]
+    assert "no top_logprobs" in bad["invalid"]
+    # every answer cached is a valid one: the invalid request's 3 answers are not among them
+    assert len(_cached_files(tmp_path)) == len(server.bodies) - 3
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert "| invalid_share | 0.0625 |" in summary and "1 of 16 orders" in summary
 
 
 def _windows(sample: dict) -> list[dict]:
@@ -774,3 +826,33 @@ def test_debiaser_over_http_counts_its_requests_and_runs_them_concurrently(
                 (s["query_id"], s["order_index"], s["ranking"]) for s in _samples(Path(config.out))
             ]
     assert runs[1] == runs[4]
+
+
+def test_pointwise_over_http_marks_every_order_of_a_set_with_an_invalid_answer(
+    tmp_path, rankgpt_folder
+):
+    """Pointwise scores a set once for all its orders: one candidate's answer that stays
+    invalid makes each of the set's orders invalid (the candidate would rank by fallback)."""
+    preset = _preset(
+        tmp_path, "pointwise", base_url="", retry_backoff=0.0, cache_dir=str(tmp_path / "c")
+    )
+    with FakeServer(answer=_identifier_answer) as server:
+        text = preset.read_text().replace('base_url: ""', f'base_url: "{server.base_url}"')
+        preset.write_text(text + "  concurrency: 1\n", encoding="utf-8")
+        server.faults.extend([None] * 12 + ["no-logprobs"] * 3)  # q0's 12 candidates, then q1's
+        config = RunConfig(
+            reranker=str(preset),
+            dataset=str(rankgpt_folder),
+            perms=3,
+            out=str(tmp_path / "run"),
+            max_invalid_share=0.5,
+        ).validate()
+        results = execute_run(prepare_run(config))
+    assert results.per_query["q1"]["invalid_share"] == 1.0
+    assert results.summary_value("invalid_share") == 4 / 16
+    assert results.per_query["q0"]["invalid_share"] == 0.0
+    assert all(
+        s["facts"]["extra"]["invalid_answers"] == 1
+        for s in _samples(tmp_path / "run")
+        if s["query_id"] == "q1"
+    )

@@ -21,7 +21,9 @@ imported only when a backend opens. ``concurrency`` requests are in flight at on
 pool); 429, 5xx, dropped connections and timeouts are retried ``max_retries`` times with
 exponential backoff and jitter, or after the server's ``Retry-After``. Every answer is
 checked before it counts or is cached (log-probs or text present, the accepted model);
-an invalid one is asked again ``invalid_retries`` times, then refused. Each valid answer is
+an invalid one is asked again ``invalid_retries`` times, then recorded as invalid (the
+call's record says why; the method ranks that window by its fallback and the run counts the
+order as invalid, see :mod:`harness.validity`), never cached. Each valid answer is
 kept in an on-disk cache keyed by (URL, model, the served model as ``GET /models`` lists
 it, full request body), so a resumed or repeated run sends nothing twice; in a dry run no
 completion is sent (only ``GET /models``) and the requests that would be are counted.
@@ -275,6 +277,8 @@ def call_record(response: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
         record["system_fingerprint"] = response["system_fingerprint"]
     if answer.dry:
         record = {"dry_run": True, "cached": False}
+    if answer.invalid is not None:
+        record["invalid"] = answer.invalid
     return record
 
 
@@ -452,6 +456,7 @@ class Answer:
     cached: bool
     attempts: int
     dry: bool = False
+    invalid: str | None = None  # why the answer was still invalid after every retry
 
 
 @dataclass
@@ -465,6 +470,7 @@ class Tally:
     prompt_tokens: int = 0  # server-reported, requests answered by the server or the cache
     completion_tokens: int = 0
     local_prompt_tokens: int = 0  # counted with the local tokenizer, every request
+    invalid: int = 0  # requests whose answer stayed invalid after every retry (among sent)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def to_dict(self) -> dict[str, int]:
@@ -476,6 +482,7 @@ class Tally:
             "server_prompt_tokens": self.prompt_tokens,
             "server_completion_tokens": self.completion_tokens,
             "local_prompt_tokens": self.local_prompt_tokens,
+            "requests_invalid": self.invalid,
         }
 
 
@@ -633,6 +640,8 @@ class OpenAIBackend(Backend):
         for answer in results:
             if answer.dry:
                 read = NextToken(tuple(0.0 for _ in answers), answers[0], 1)
+            elif answer.invalid is not None:  # nothing to read: every answer token -inf
+                read = NextToken(tuple(-math.inf for _ in answers), None, 1)
             else:
                 read = read_next_token(answer.response, answers, self._url("completions"))
             found = [v for v in read.logprobs if v > -math.inf]
@@ -666,7 +675,8 @@ class OpenAIBackend(Backend):
         results = self._send_all("completions", bodies, [len(r) for r in batch.rows], text_problem)
         tokens, texts, stopped, calls = [], [], [], []
         for answer in results:
-            text, stop = ("", False) if answer.dry else read_text(answer.response, self._url(""))
+            unread = answer.dry or answer.invalid is not None  # nothing to read: empty text
+            text, stop = ("", False) if unread else read_text(answer.response, self._url(""))
             ids = tuple(self._tokenizer.encode(text, add_special_tokens=False))
             tokens.append(ids)
             texts.append(text)
@@ -727,7 +737,12 @@ class OpenAIBackend(Backend):
                 self.tally.would_send += 1
             return Answer({}, cached=False, attempts=0, dry=True)
         self._check_stopping()
-        response, attempts = self._valid_answer(url, body, check)
+        response, attempts, problem = self._valid_answer(url, body, check)
+        if problem is not None:  # recorded as invalid, never cached
+            with self.tally.lock:
+                self.tally.sent += 1
+                self.tally.invalid += 1
+            return Answer({}, cached=False, attempts=attempts, invalid=problem)
         if self.cache is not None:
             self.cache.put(key, url, self.served, body, response)
         self._count(response, cached=False)
@@ -745,10 +760,10 @@ class OpenAIBackend(Backend):
 
     def _valid_answer(
         self, url: str, body: Mapping[str, Any], check: Check
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[dict[str, Any], int, str | None]:
         """POST until an answer passes ``check``: an invalid answer (a glitch of one replica,
-        a server without log-probs) is asked again up to ``invalid_retries`` times, then the
-        request fails loudly instead of counting as a ranking."""
+        a server without log-probs) is asked again up to ``invalid_retries`` times; then the
+        last answer, its attempts and one line saying why it is invalid (None: valid)."""
         answers = self.engine.invalid_retries + 1
         attempts = 0
         problem: str | None = None
@@ -759,10 +774,14 @@ class OpenAIBackend(Backend):
             attempts += tries
             problem = self._problem(response, check)
             if problem is None:
-                return response, attempts
-        raise HarnessError(
-            f"invalid answer from {url}: {problem}; refused after {answers} answers "
-            f"({attempts} attempts, invalid_retries: {self.engine.invalid_retries}), not cached"
+                return response, attempts, None
+        return (
+            {},
+            attempts,
+            _one_line(
+                f"invalid answer from {url}: {problem}; still invalid after {answers} answers "
+                f"(invalid_retries: {self.engine.invalid_retries}), not cached"
+            ),
         )
 
     def _problem(self, response: Mapping[str, Any], check: Check) -> str | None:

@@ -41,6 +41,9 @@ class Baseline:
     origin: str = field(default="", compare=False)  # the file or run folder, for errors
     # {metric: {reason: queries}}: values the run's design left undefined (NaN), and why
     undefined: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # invalid orders / orders (harness.validity); None where the run or baseline was recorded
+    # before invalid answers were (an invalid answer then stopped the run: read as 0)
+    invalid_share: float | None = None
 
     @property
     def order_invariant(self) -> bool:
@@ -94,6 +97,7 @@ class Baseline:
                 for metric, values in self.per_query.items()
             },
             **({"undefined": _plain_undefined(self.undefined)} if self.undefined else {}),
+            **({"invalid_share": self.invalid_share} if self.invalid_share is not None else {}),
         }
 
     @classmethod
@@ -123,6 +127,7 @@ class Baseline:
                 source=dict(data.get("source") or {}),
                 origin=where,
                 undefined=_plain_undefined(data.get("undefined") or {}),
+                invalid_share=_share(data.get("invalid_share")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed baseline ({exc})") from exc
@@ -170,7 +175,17 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
             "commit": (results.environment.get("source") or {}).get("commit"),
         },
         undefined={m: reasons for m, reasons in results.undefined.items() if m in per_query},
+        invalid_share=_share(results.summary_value(registry.INVALID_SHARE)),
     )
+
+
+def _share(value: Any) -> float | None:
+    """A recorded invalid share, None where none was recorded (NaN: a run of before)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"invalid_share must be a share between 0 and 1, got {value!r}")
+    return float(value)
 
 
 def _plain_undefined(data: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:

@@ -52,6 +52,7 @@ from harness.metrics.paired import (
     paired_difference_ci,
     sign_flip_pvalue,
 )
+from harness.validity import GATE_MARGIN, gate_allows
 
 INVARIANCE_TOLERANCE = 1e-6
 ORDER_SPREAD: Mapping[str, str] = {registry.NDCG: registry.NDCG_STD}
@@ -208,6 +209,31 @@ class InvarianceVerdict:
 
 
 @dataclass(frozen=True)
+class ValidityVerdict:
+    """The share of orders whose answer stayed invalid, baseline and new
+    (:mod:`harness.validity`): fails when it rises (:func:`harness.validity.gate_allows`)."""
+
+    baseline_share: float
+    new_share: float
+
+    @property
+    def passed(self) -> bool:
+        return gate_allows(self.baseline_share, self.new_share)
+
+    @property
+    def rule(self) -> str:
+        if self.baseline_share == 0:
+            return "0 (the baseline had none)"
+        return f"<= baseline + {GATE_MARGIN:g}"
+
+    @property
+    def reason(self) -> str:
+        if self.passed:
+            return "pass"
+        return f"FAIL: invalid share rose from {self.baseline_share:.4f} to {self.new_share:.4f}"
+
+
+@dataclass(frozen=True)
 class GateVerdict:
     baseline: Baseline
     new: Baseline
@@ -215,11 +241,12 @@ class GateVerdict:
     invariance: InvarianceVerdict | None
     alpha: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    validity: ValidityVerdict = ValidityVerdict(0.0, 0.0)
 
     @property
     def passed(self) -> bool:
         invariant_ok = self.invariance is None or self.invariance.passed
-        return invariant_ok and all(m.passed for m in self.metrics)
+        return invariant_ok and self.validity.passed and all(m.passed for m in self.metrics)
 
 
 def parse_specs(max_drops: Sequence[str], floors: Sequence[str] = ()) -> tuple[GateSpec, ...]:
@@ -369,6 +396,13 @@ def evaluate_gate(
         notes.append("model identity differs from the baseline's")
     if baseline.prompt_hash != new.prompt_hash:
         notes.append("prompt hash differs from the baseline's")
+    for side, other, name in ((baseline, new, "baseline"), (new, baseline, "run")):
+        if side.invalid_share is None and other.invalid_share:
+            notes.append(
+                f"the {name} records no invalid share (recorded before invalid answers were; "
+                "such an answer then stopped the run): read as 0"
+            )
+    validity = ValidityVerdict(baseline.invalid_share or 0.0, new.invalid_share or 0.0)
     for row in metrics:
         why = "; ".join(row.by_design)
         if row.skipped:
@@ -380,7 +414,7 @@ def evaluate_gate(
             notes.append(
                 f"{row.spec.metric}: {row.n_total - row.n} queries left out, undefined ({why})"
             )
-    return GateVerdict(baseline, new, metrics, invariance, alpha, tuple(notes))
+    return GateVerdict(baseline, new, metrics, invariance, alpha, tuple(notes), validity)
 
 
 def _by_design(baseline: Baseline, new: Baseline, metric: str) -> Mapping[str, int]:
@@ -552,6 +586,12 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
                  f"1 ranking per query, tau >= 1 - {INVARIANCE_TOLERANCE:g}", "", "",
                  _bold_if(bool(bad), moved if bad else "pass"))
         )  # fmt: skip
+    valid = verdict.validity
+    lines.append(
+        _row(f"{registry.INVALID_SHARE} ↓ (validity)", "", _f(valid.baseline_share),
+             _f(valid.new_share), _f(valid.new_share - valid.baseline_share, signed=True), "",
+             "", valid.rule, "", "", _bold_if(not valid.passed, valid.reason))
+    )  # fmt: skip
     if verdict.notes:
         lines += ["", *(f"- note: {n}" for n in verdict.notes)]
     lines += ["", f"**{'PASS' if verdict.passed else 'FAIL'}**"]

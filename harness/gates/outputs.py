@@ -17,6 +17,8 @@ from harness.metrics import registry
 from harness.report.document import Table
 from harness.report.markdown import table_lines
 
+VALIDITY_CHECK = f"{registry.INVALID_SHARE} (validity)"
+
 
 def verdict_dict(verdict: GateVerdict, *, run_label: str, baseline_label: str) -> dict[str, Any]:
     """The verdict as a JSON-ready mapping (NaN and infinity as null)."""
@@ -40,6 +42,12 @@ def verdict_dict(verdict: GateVerdict, *, run_label: str, baseline_label: str) -
             "min_tau": _number(verdict.invariance.min_tau),
             "violations": [q for q, _ in verdict.invariance.violations],
         }
+    data["validity"] = {
+        "passed": verdict.validity.passed,
+        "baseline_invalid_share": verdict.validity.baseline_share,
+        "invalid_share": verdict.validity.new_share,
+        "rule": verdict.validity.rule,
+    }
     return data
 
 
@@ -100,6 +108,14 @@ def verdict_junit(verdict: GateVerdict, *, run_label: str, baseline_label: str) 
         cases.append(
             ("order invariance (declared)", failure, f"min tau {verdict.invariance.min_tau}")
         )
+    valid = verdict.validity
+    cases.append(
+        (
+            VALIDITY_CHECK,
+            None if valid.passed else valid.reason,
+            f"baseline {_f(valid.baseline_share)}, new {_f(valid.new_share)}, rule {valid.rule}",
+        )
+    )
     failures = sum(failure is not None for _, failure, _ in cases)
     skips = str(sum(m.skipped for m in verdict.metrics))
     suites = ElementTree.Element("testsuites", tests=str(len(cases)), failures=str(failures))
@@ -158,6 +174,8 @@ def verdict_markdown(verdict: GateVerdict, *, run_label: str, baseline_label: st
                 f"FAIL: {len(bad)} queries moved" if bad else "pass",
             )
         )
+    valid = verdict.validity
+    rows.append((VALIDITY_CHECK, _f(valid.baseline_share), _f(valid.new_share), valid.reason))
     table = Table(
         header=("check", "baseline", "new", "verdict"),
         rows=tuple(rows),

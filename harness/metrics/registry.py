@@ -122,6 +122,7 @@ FORWARD_PASSES = "forward_passes"
 LATENCY_PER_SET_MS = "latency_per_set_ms"
 N_CANDIDATES = "n_candidates"
 N_ORDERS = "n_orders"
+INVALID_SHARE = "invalid_share"
 LATENCY_PERCENTILES = (50, 95)
 
 
@@ -129,6 +130,9 @@ def latency_percentile(pct: int) -> str:
     """Name of the summary's latency percentile over orders, e.g. ``latency_ms_p50``."""
     return f"{LATENCY_MS}_p{pct}"
 
+
+UNDEFINED_ALL_INVALID = "every order's answer was invalid"
+"""Why a query has no value: it has no order with valid answers (``invalid_share`` 1)."""
 
 # Registry order is the order of results' per-query rows and summary, and of every table.
 # Margins: a point of NDCG is the smallest change papers report; 0.02 of tau / RBO is well
@@ -210,6 +214,13 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         LATENCY_PER_SET_MS, "latency of a candidate set, ms (all its orders summed)", "lower",
         headline=True,
+    ),
+    # Validity: orders whose answer stayed invalid (harness.validity), left out of every other
+    # metric. Per query: its share of the query's orders; summary: invalid orders / orders.
+    # Gated by its own rule (the gate's validity check), not by a margin on a paired mean.
+    MetricSpec(
+        INVALID_SHARE, "orders with an invalid answer (excluded from the other metrics)", "lower",
+        summary="pooled over queries", headline=True,
     ),
     *(
         MetricSpec(

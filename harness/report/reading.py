@@ -39,6 +39,13 @@ def run_reading(label: str, results: RunResults) -> str:
             if change
             else f"reranking leaves NDCG@{registry.TOP_K} at the first stage's {first:.3f}"
         )
+    invalid = results.counts.get("invalid_orders", 0)
+    if invalid:  # the numbers above leave them out (harness.validity)
+        parts.append(
+            f"{invalid} of {results.counts['samples']} orders "
+            f"({_pct(invalid / results.counts['samples'])}) got an invalid answer and are left "
+            "out of every other number"
+        )
     if not parts:
         return f"{label}: no stability or effectiveness numbers to read."
     return f"{label}: {'; '.join(parts)}."

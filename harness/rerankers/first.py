@@ -24,7 +24,8 @@ kept per window.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +42,7 @@ from harness.rerankers.listwise_prompts import (
     prompt_token_ids,
 )
 from harness.rerankers.params import CapCalParams, FirstParams
+from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 
 PRIME = "["
 
@@ -148,31 +150,48 @@ class FirstReranker(ListwiseReranker):
         ids = self.identifier_ids[: len(windows[0].labels)]
         read = self.backend.next_token_logprobs(batch, ids)
         calls = read.calls or tuple({} for _ in windows)
-        return [
-            first_result(
-                self.window_scores(scores, window),
-                window.doc_ids,
-                generated_tokens=generated,
-                top_is_identifier=top,
-                identifier_mass=mass,
-                prompt_tokens=len(row),
-                detail={
-                    **({"missing_identifier_logprobs": missing} if missing else {}),
-                    **({"http": dict(call)} if call else {}),
-                },
+        results = []
+        for scores, window, top, mass, generated, missing, row, call in zip(
+            read.logprobs.astype(np.float64).tolist(),
+            windows,
+            read.top_is_chosen,
+            read.mass,
+            read.generated_tokens,
+            read.missing,
+            batch.rows,
+            calls,
+            strict=True,
+        ):
+            problem = unreadable(scores, call)
+            detail: dict[str, Any] = {"http": dict(call)} if call else {}
+            if problem is not None:  # ranked by the fallback (ties by doc id), counted invalid
+                scores = [-math.inf] * len(scores)
+                detail |= {} if call else {"invalid": problem}
+            elif missing:
+                detail["missing_identifier_logprobs"] = missing
+            results.append(
+                first_result(
+                    scores if problem else self.window_scores(scores, window),
+                    window.doc_ids,
+                    generated_tokens=generated,
+                    top_is_identifier=top,
+                    identifier_mass=mass,
+                    prompt_tokens=len(row),
+                    detail=detail,
+                )
             )
-            for scores, window, top, mass, generated, missing, row, call in zip(
-                read.logprobs.astype(np.float64).tolist(),
-                windows,
-                read.top_is_chosen,
-                read.mass,
-                read.generated_tokens,
-                read.missing,
-                batch.rows,
-                calls,
-                strict=True,
-            )
-        ]
+        return results
+
+
+def unreadable(logprobs: Sequence[float], call: Mapping[str, Any]) -> str | None:
+    """Why a window's read cannot rank it (None: it can): a server's answer stayed invalid
+    (its call says why), or a local model's identifier log-probs are NaN (overflowed logits),
+    which no order can be read from (:mod:`harness.validity`)."""
+    if call.get("invalid"):
+        return str(call["invalid"])
+    if any(v != v for v in logprobs):
+        return "the identifiers' log-probs are NaN (the model's logits overflowed)"
+    return None
 
 
 def identifier_labels(style: str, window_size: int) -> tuple[str, ...]:
@@ -238,6 +257,8 @@ class CapCalFirstReranker(FirstReranker):
         """``P(d|x_empty)`` over the identifiers of a window of ``size``, for the current query."""
         assert self._query is not None
         key = (self._query.query_id, size)
+        if key in self._calibration.unkept:
+            return self._calibration.unkept[key]
         if key not in self._priors:
             query = self._query.query
             template = self.templates.for_query(query)
@@ -252,8 +273,13 @@ class CapCalFirstReranker(FirstReranker):
             )
             batch = self.encode([WindowPrompt(prompt, ("",) * size, labels)])
             read = self.backend.next_token_logprobs(batch, self.identifier_ids[:size])
-            self._priors[key] = _renormalised(read.logprobs[0])
             self._calibration.add(read, prompt_tokens=len(batch.rows[0]))
+            prior = _renormalised(read.logprobs[0])
+            if any(call.get("invalid") for call in read.calls):
+                # kept for this call only: its orders are invalid, the next call asks again
+                self._calibration.unkept[key] = prior
+                return prior
+            self._priors[key] = prior
         return self._priors[key]
 
     def window_scores(self, logprobs: list[float], window: WindowPrompt) -> list[float]:
@@ -271,6 +297,7 @@ class _CalibrationCost:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     details: list[dict[str, Any]] = field(default_factory=list)
+    unkept: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # invalid priors
 
     def add(self, read: NextTokenScores, *, prompt_tokens: int) -> None:
         self.passes += 1
@@ -283,6 +310,14 @@ class _CalibrationCost:
         call is then counted once, as a listwise call's windows are)."""
         if not self.passes:
             return outputs
+        # an invalid content-free answer miscalibrates every window of the call: each order
+        # of it is invalid (harness.validity), as a pointwise set's are
+        invalid = invalid_facts([d["http"] for d in self.details])
+        if invalid:
+            outputs = [
+                replace(o, facts=replace(o.facts, extra={**o.facts.extra, **_more(o, invalid)}))
+                for o in outputs
+            ]
         facts = outputs[0].facts
         extra = {**facts.extra, "calibration_forward_passes": self.passes}
         if self.details:
@@ -295,6 +330,15 @@ class _CalibrationCost:
             extra=extra,
         )
         return [replace(outputs[0], facts=charged), *outputs[1:]]
+
+
+def _more(output: RerankOutput, invalid: Mapping[str, Any]) -> dict[str, Any]:
+    """``invalid``'s count added to the output's own (its windows' invalid answers)."""
+    own = output.facts.extra
+    return {
+        INVALID_ANSWERS: int(own.get(INVALID_ANSWERS, 0)) + invalid[INVALID_ANSWERS],
+        INVALID_ANSWER: own.get(INVALID_ANSWER, invalid[INVALID_ANSWER]),
+    }
 
 
 def _renormalised(logprobs: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ from harness.rerankers.params import ListwiseParams
 from harness.rerankers.permutation_parser import worst_status
 from harness.rerankers.templates import choose_templates
 from harness.rerankers.windows import window_plan
+from harness.validity import invalid_facts
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ class ListwiseReranker(BackendReranker):
         }
         if cut:
             extra["truncated_candidates"] = cut
+        # a server's answer says it is invalid in its call record, a local read in the window's
+        extra |= invalid_facts([d.get("http", d) for d in tally.details])
         return CallFacts(
             latency_ms=call_ms / batch,
             call_latency_ms=call_ms,

@@ -47,6 +47,7 @@ from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext, http_calls
 from harness.rerankers.permutation_parser import worst_status
 from harness.rerankers.preset import RerankerPreset
+from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_answers
 
 AGGREGATIONS: Mapping[str, str] = {
     "kemeny": "exact Kemeny-Young (integer program up to 30 items, then local search)",
@@ -122,6 +123,8 @@ class InnerTally:
     forward_passes: int = 0
     statuses: Counter[str] = dataclasses.field(default_factory=Counter)
     http: Counter[str] = dataclasses.field(default_factory=Counter)
+    invalid: int = 0  # inner answers that stayed invalid
+    first_invalid: str | None = None
 
     def add(self, facts: CallFacts) -> None:
         self.orders += 1
@@ -130,6 +133,8 @@ class InnerTally:
         self.generated_tokens += facts.generated_tokens
         self.forward_passes += facts.forward_passes
         self.statuses[facts.parse_status] += 1
+        self.invalid += invalid_answers({"extra": facts.extra})
+        self.first_invalid = self.first_invalid or facts.extra.get(INVALID_ANSWER)
         for call in http_calls(facts.extra):
             self.http["requests"] += int(call.get("requests", 1))
             self.http["cached"] += int(call.get("cached", 0))
@@ -152,6 +157,11 @@ class InnerTally:
                 # The inner calls' requests to a server, summed in the shape the run's cost
                 # counter reads (a pointwise call's summary), so a debiaser's requests count.
                 **({"http": dict(sorted(self.http.items()))} if self.http else {}),
+                **(
+                    {INVALID_ANSWERS: self.invalid, INVALID_ANSWER: self.first_invalid}
+                    if self.invalid
+                    else {}
+                ),
                 **extra,
             },
         )

@@ -29,6 +29,7 @@ from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import PointwiseParams
 from harness.rerankers.templates import choose_templates
+from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class PointwiseReranker(BackendReranker):
             self._last = last
         computed = last
         call_ms = (time.perf_counter() - started) * 1000.0
+        invalid = bool(computed.http.get(INVALID_ANSWERS))
         facts = CallFacts(
             latency_ms=call_ms / len(orders),
             call_latency_ms=call_ms,
@@ -108,6 +110,9 @@ class PointwiseReranker(BackendReranker):
             extra={
                 "scores_reused": reused,
                 **({"http": computed.http} if computed.http and not reused else {}),
+                # every order of the set is ranked by the same scores: all share their validity
+                **({INVALID_ANSWERS: computed.http[INVALID_ANSWERS]} if invalid else {}),
+                **({INVALID_ANSWER: computed.http[INVALID_ANSWER]} if invalid else {}),
             },
         )
         ids = candidate_set.doc_ids
@@ -172,12 +177,17 @@ class PointwiseReranker(BackendReranker):
             suffixes = [prompts.suffixes[i] for i in chosen]
             rows = [prompts.prefix + suffix for suffix in suffixes]
             read = self.backend.next_token_logprobs(TokenBatch.of(rows, prompts.prefix), answer_ids)
-            if any(read.missing):
+            # An answer that stayed invalid (a server's) has nothing to read: its candidate
+            # falls back to the bottom, and the set's orders are counted invalid.
+            invalid = np.array([bool(c.get("invalid")) for c in read.calls] or [False] * len(rows))
+            if any(m for m, bad in zip(read.missing, invalid, strict=True) if not bad):
                 raise HarnessError(
                     f"backend {self.backend.name!r} returned no log-prob for the yes/no answer of "
                     "some candidates (only its top-k tokens); raise top_logprobs"
                 )
-            scores[chosen] = (read.logprobs[:, 0] - read.logprobs[:, 1]).astype(np.float64)
+            with np.errstate(invalid="ignore"):  # -inf - -inf of an invalid answer
+                diff = (read.logprobs[:, 0] - read.logprobs[:, 1]).astype(np.float64)
+            scores[chosen] = np.where(invalid, -np.inf, diff)
             passes += 1 + read.prefix_computed
             tokens += sum(len(s) for s in suffixes)
             calls.extend(read.calls)
@@ -215,4 +225,4 @@ def summarize_calls(calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         summary["system_fingerprints"] = fingerprints
     if any(c.get("dry_run") for c in calls):
         summary["dry_run"] = True
-    return summary
+    return summary | invalid_facts(calls)

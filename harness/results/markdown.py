@@ -36,6 +36,9 @@ def render_summary(results: RunResults) -> str:
                 f"{counts['server_completion_tokens']:,} completion tokens)"
             )
         lines += [f"Cost: {cost}.", ""]
+    invalid = validity_text(results)
+    if invalid:
+        lines += [invalid, ""]
     lines += [
         "| metric | value | 95% CI |"
         + (" noise floor |" if has_floor else "")
@@ -64,6 +67,19 @@ def render_summary(results: RunResults) -> str:
             cells = " | ".join(f"{rates.get(s, 0.0):.1%}" for s in _statuses(parse))
             lines.append(f"| {family} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def validity_text(results: RunResults) -> str | None:
+    """The line on invalid answers (:mod:`harness.validity`), None when the run had none."""
+    invalid = results.counts.get("invalid_orders", 0)
+    if not invalid:
+        return None
+    orders = results.counts["samples"]
+    return (
+        f"Invalid answers: {invalid} of {orders} orders ({invalid / orders:.2%}) got an answer "
+        "that stayed invalid after every retry; they are left out of every other metric, and a "
+        "rerun of the same command asks them again."
+    )
 
 
 def value_text(results: RunResults, metric: str, value: float | None, digits: int = 4) -> str:

@@ -31,6 +31,7 @@ from harness.results.schema import (
     check_format,
     format_of,
 )
+from harness.validity import invalid_answers
 
 RUN_FILE = "run.json"
 QUERIES_FILE = "queries.jsonl"
@@ -56,6 +57,12 @@ class Sample:
     @property
     def key(self) -> tuple[str, int]:
         return (self.query_id, self.order_index)
+
+    @property
+    def invalid(self) -> bool:
+        """Whether an answer behind this output stayed invalid (:mod:`harness.validity`): its
+        ranking is a fallback, left out of the metrics and asked again by a rerun."""
+        return invalid_answers(self.facts) > 0
 
     def to_json(self) -> str:
         return json.dumps(
@@ -89,14 +96,21 @@ class SampleIndex:
     offsets (compact arrays), so a resume checks keys and a summary reads one query's samples
     at a time; memory grows with the number of samples by 16 bytes each, not with their size.
     A key written twice (a unit re-run after a fault) counts once: the last line wins.
+    Keys whose last sample is invalid are kept apart (:meth:`invalid_orders`) where the
+    samples were parsed, so a resumed run asks them again.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._orders: dict[str, array[int]] = {}
         self._offsets: dict[str, array[int]] = {}
+        self._invalid: dict[str, set[int]] = {}
 
-    def add(self, query_id: str, order_index: int, offset: int) -> None:
+    def add(self, query_id: str, order_index: int, offset: int, invalid: bool = False) -> None:
+        if invalid:
+            self._invalid.setdefault(query_id, set()).add(order_index)
+        elif query_id in self._invalid:
+            self._invalid[query_id].discard(order_index)
         if query_id not in self._orders:
             self._orders[query_id], self._offsets[query_id] = array("q"), array("q")
         self._orders[query_id].append(order_index)
@@ -105,6 +119,10 @@ class SampleIndex:
     def done(self, query_id: str) -> set[int]:
         """The order indices of ``query_id`` that have a sample."""
         return set(self._orders.get(query_id, ()))
+
+    def invalid_orders(self, query_id: str) -> set[int]:
+        """The order indices of ``query_id`` whose (last) sample is invalid."""
+        return set(self._invalid.get(query_id, ()))
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, tuple) or len(key) != 2:
@@ -226,6 +244,7 @@ class RunStore:
                 if not raw.endswith(b"\n"):
                     break  # torn final line (even one that parses): recomputed, not appended to
                 key = _leading_key(raw) if keys_only and check is None else None
+                invalid = False
                 if key is None:
                     try:
                         sample = Sample.from_dict(json.loads(raw))
@@ -235,8 +254,8 @@ class RunStore:
                     problem = check(sample) if check is not None else None
                     if problem:
                         raise HarnessError(f"{path}:{number}: {problem}")
-                    key = sample.key
-                index.add(*key, good_bytes)
+                    key, invalid = sample.key, sample.invalid
+                index.add(*key, good_bytes, invalid)
                 good_bytes += len(raw)
         if truncate and good_bytes < path.stat().st_size:
             with path.open("r+b") as handle:
@@ -255,7 +274,7 @@ class RunStore:
         os.fsync(self._handle.fileno())
         if self.index is not None:
             for sample, line in zip(samples, lines, strict=True):
-                self.index.add(sample.query_id, sample.order_index, offset)
+                self.index.add(sample.query_id, sample.order_index, offset, sample.invalid)
                 offset += len(line)
 
     def close(self) -> None:

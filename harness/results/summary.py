@@ -9,6 +9,12 @@ against. The identity reruns of ``--repeats`` (label ``repeat``) are never part 
 design: with order 0 they form the *noise floor* group, against which every stability metric of
 ``registry.with_floor()`` is tested (section ``noise_floor``, see ``harness.results.noise_floor``).
 
+Invalid orders (an answer behind them stayed invalid after every retry, see
+:mod:`harness.validity`) are counted, never read: every value below is over the valid
+orders, ``invalid_share`` is a query's invalid orders / its orders, and its summary value is
+invalid orders / orders over the run (exact, pooled). A query without a valid order has
+every metric undefined (reason recorded) but its first-stage nDCG.
+
 Definitions, per query over the design orders:
 
 * ``ndcg@10``, ``mrr@10``: mean of each output's value (ranx; MRR counts grades >= the
@@ -86,6 +92,7 @@ from harness.metrics.registry import (
     DISTINCT_RANKINGS,
     FORWARD_PASSES,
     GPI,
+    INVALID_SHARE,
     KENDALL_TAU,
     LATENCY_MS,
     LATENCY_PER_SET_MS,
@@ -163,10 +170,13 @@ def summarize(
     pooled = _Pooled(sets)
     undefined: dict[str, Counter[str]] = defaultdict(Counter)
     for start in range(0, len(sets), QUERIES_PER_CHUNK):
-        chunk = [
-            (cset, source.query_samples(cset.query_id))
-            for cset in sets[start : start + QUERIES_PER_CHUNK]
-        ]
+        chunk = []  # every query's valid samples; its invalid ones are only counted
+        invalid_shares = []
+        for cset in sets[start : start + QUERIES_PER_CHUNK]:
+            valid, invalid = _split_invalid(source.query_samples(cset.query_id))
+            pooled.add_invalid(invalid)
+            chunk.append((cset, valid))
+            invalid_shares.append(len(invalid) / (len(invalid) + len(valid)))
         flat = [(cset.query_id, s.ranking) for cset, samples_ in chunk for s in samples_]
         scores = effectiveness(qrels, flat, metric_names, relevance_level=relevance_level)
         first_stage = effectiveness(qrels, [(c.query_id, c.doc_ids) for c, _ in chunk], [NDCG])
@@ -174,6 +184,15 @@ def summarize(
         for position, (cset, query_samples) in enumerate(chunk):
             rows = slice(cursor, cursor + len(query_samples))
             cursor += len(query_samples)
+            if not query_samples:  # every order invalid: nothing to measure
+                values, reasons = _all_invalid_values(len(cset))
+                values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
+                per_query.append(
+                    cset.query_id, {spec.name: values[spec.name] for spec in registry.per_query()}
+                )
+                for metric, reason in reasons.items():
+                    undefined[metric][reason] += 1
+                continue
             query_scores = {metric: values[rows] for metric, values in scores.items()}
             design = np.array([s.label.in_design for s in query_samples])
             chosen = [s for s, d in zip(query_samples, design, strict=True) if d]
@@ -191,6 +210,7 @@ def summarize(
                 cset, query_samples, query_scores, design, exposure, relevant
             )
             values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
+            values[INVALID_SHARE] = invalid_shares[position]
             per_query.append(
                 cset.query_id, {spec.name: values[spec.name] for spec in registry.per_query()}
             )
@@ -214,6 +234,8 @@ def summarize(
             latency_percentile(pct): {"value": float(np.nanpercentile(pooled.latencies, pct))}
             for pct in LATENCY_PERCENTILES
         },
+        # exactly invalid orders / orders (every shown order and identity rerun counted)
+        INVALID_SHARE: {"value": pooled.invalid / len(pooled.latencies)},
     }
     summary = {
         spec.name: _summary_entry(spec, per_query, computed, seed) for spec in registry.summarized()
@@ -228,6 +250,7 @@ def summarize(
             "queries": len(sets),
             "samples": len(pooled.latencies),
             **pooled.costs.counts(),
+            **({"invalid_orders": pooled.invalid} if pooled.invalid else {}),
         },
     }
     if floors:
@@ -256,6 +279,14 @@ class _Pooled:
         self.statuses: dict[str, Counter[str]] = defaultdict(Counter)
         self.design_labels: set[Any] = set()
         self.repeats = 0
+        self.invalid = 0  # samples whose answer was invalid, over every query
+
+    def add_invalid(self, invalid: Sequence[Sample]) -> None:
+        """Count one query's invalid samples: what they cost and took is counted, their
+        rankings are not."""
+        self.invalid += len(invalid)
+        self.latencies.extend(float(s.facts.get("latency_ms", np.nan)) for s in invalid)
+        self.costs.add(invalid)
 
     def add(
         self, cset: CandidateSet, samples: Sequence[Sample], chosen: list[Sample]
@@ -385,6 +416,26 @@ def _query_values(
     values[FORWARD_PASSES] = float(np.mean([s.facts.get("forward_passes", 0) for s in samples]))
     reasons = undefined_by_design(len(cset), int(design.sum()), len(compared))
     values.update(dict.fromkeys(reasons, float("nan")))
+    return values, reasons
+
+
+def _split_invalid(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """A query's samples with valid answers, and those whose answer stayed invalid (their
+    rankings are the method's fallback, so no metric reads them: :mod:`harness.validity`)."""
+    valid = [s for s in samples if not s.invalid]
+    return valid, [s for s in samples if s.invalid] if len(valid) < len(samples) else []
+
+
+def _all_invalid_values(candidates: int) -> tuple[dict[str, float], dict[str, str]]:
+    """The values of a query none of whose orders got a valid answer: its invalid share
+    (1) and size; every metric undefined, with why."""
+    values = {spec.name: float("nan") for spec in registry.per_query()}
+    values |= {N_CANDIDATES: candidates, N_ORDERS: 0, INVALID_SHARE: 1.0}
+    reasons = {
+        spec.name: registry.UNDEFINED_ALL_INVALID
+        for spec in registry.per_query()
+        if spec.has_direction and spec.name != INVALID_SHARE
+    }
     return values, reasons
 
 
