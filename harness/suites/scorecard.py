@@ -32,6 +32,7 @@ from harness.results.schema import RunResults, _plain
 from harness.suites.spec import Suite
 
 FORMAT = 1
+MEAN = "mean over queries"  # metrics with per-query means get intervals; pooled ones not
 COSTS = (registry.LATENCY_PER_SET_MS, registry.FORWARD_PASSES, registry.latency_percentile(50))
 
 
@@ -101,7 +102,7 @@ def build_scorecard(
         for metric in task.metrics:
             spec = registry.get(metric)
             entry = run.summary.get(metric)
-            if spec.per_query:
+            if spec.summary == MEAN:
                 values = np.asarray(list(run.vector(metric).values()), dtype=np.float64)
                 vectors[task.name][metric] = values
                 mean, low, high = bootstrap_mean_ci(
@@ -135,7 +136,7 @@ def build_scorecard(
     overall = {}
     for metric in suite.metrics:
         per_task = [vectors[t][metric] for t in vectors if metric in vectors[t]]
-        if registry.get(metric).per_query:
+        if registry.get(metric).summary == MEAN:
             mean, low, high = bootstrap_macro_mean_ci(
                 per_task,
                 seed=aggregate.seed,

@@ -192,9 +192,12 @@ def load_suite(path: Path) -> Suite:
         raise HarnessError(f"{where}: 'primary' {primary!r} must be one of the suite's metrics")
     from harness.metrics import registry
 
-    if not registry.get(primary).per_query or not registry.get(primary).has_direction:
-        raise HarnessError(f"{where}: 'primary' {primary!r} must be a per-query metric with a "
-                           "direction (it orders the leaderboard and is tested paired)")  # fmt: skip
+    spec = registry.get(primary)
+    if spec.summary != "mean over queries" or not spec.has_direction:
+        raise HarnessError(
+            f"{where}: 'primary' {primary!r} must be a metric averaged over queries with a "
+            "direction (it orders the leaderboard and is tested paired)"
+        )
     aggregate = _aggregate(data.get("aggregate") or {}, f"{where}: aggregate")
     tasks_data = data.get("tasks")
     if not isinstance(tasks_data, list) or not tasks_data:
