@@ -97,7 +97,9 @@ def test_bundled_suites_load_and_hash_their_content_not_their_text(tmp_path):
     assert {t.name for t in full.tasks if t.bring_your_own} == {"scifact-random", "games6k-random"}
     text = Path(smoke.path).read_text()
     reordered = tmp_path / "same.yaml"
-    reordered.write_text("# a comment\n" + text.replace("primary: ndcg@10\n", "") + "primary: ndcg@10\n")
+    reordered.write_text(
+        "# a comment\n" + text.replace("primary: ndcg@10\n", "") + "primary: ndcg@10\n"
+    )
     assert load_suite(reordered).sha256 == smoke.sha256
     changed = tmp_path / "changed.yaml"
     changed.write_text(text.replace("perms: 5", "perms: 6", 1))
@@ -112,7 +114,10 @@ def test_bundled_suites_load_and_hash_their_content_not_their_text(tmp_path):
         (("perms: {perms}", "perms: {perms}, pins: 2"), "design: unknown field(s) ['pins']"),
         (("strategy: sweep", "strategy: shuffle"), "unknown --strategy 'shuffle'"),
         (("name: sweep", "name: random"), "task names must be unique"),
-        (("primary: ndcg@10", "primary: position_bias_mad"), "must be a metric averaged over queries"),
+        (
+            ("primary: ndcg@10", "primary: position_bias_mad"),
+            "must be a metric averaged over queries",
+        ),
     ],
 )
 def test_a_bad_suite_file_is_one_line_naming_the_file_and_field(tmp_path, edit, message):
@@ -189,6 +194,9 @@ def test_killed_suite_resumes_and_merges_like_separate_processes(tmp_path):
     combined = build_leaderboard([read_scorecard(p) for p in resumed.values()])
     assert _comparable(merged) == _comparable(combined)
     assert len(merged.rows) == 2 and merged.neighbours[0] is not None
+    # the neighbour difference is the macro difference of the primary metric (all defined)
+    top, second = (row.cells["overall:ndcg@10"].value for row in merged.rows)
+    assert merged.neighbours[0].diff == pytest.approx(top - second, abs=1e-12)
     # the CLI writes the three files from the cards of separate machines
     result = runner.invoke(app, ["suite", "leaderboard", *map(str, separate.values()),
                                  "--out", str(tmp_path / "board")])  # fmt: skip

@@ -20,12 +20,8 @@ suite_app = typer.Typer(
 @suite_app.command("run")
 def run_command(
     suite: Annotated[str, typer.Argument(help="Bundled suite name or suite YAML file.")],
-    reranker: Annotated[
-        list[str], typer.Option(help="Reranker preset name or YAML (repeatable).")
-    ],
-    out: Annotated[
-        Path, typer.Option(help="Suite folder; rerun with the same folder to resume.")
-    ],
+    reranker: Annotated[list[str], typer.Option(help="Reranker preset name or YAML (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Suite folder; rerun with the same folder to resume.")],
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     batch_size: Annotated[
         int | None, typer.Option(help="Orders per reranker call [default: per reranker].")

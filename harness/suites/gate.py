@@ -57,8 +57,8 @@ def render_suite_verdict(verdict: SuiteVerdict, new: Scorecard, baseline: Scorec
         for task, v in verdict.tasks.items()
     ]
     failed = [task for task, v in verdict.tasks.items() if not v.passed]
-    summary = (
-        f"**suite: {'PASS' if verdict.passed else 'FAIL'}** ({len(verdict.tasks) - len(failed)} "
-        f"of {len(verdict.tasks)} tasks pass" + (f"; failed: {', '.join(failed)})" if failed else ")")
-    )
+    passed = len(verdict.tasks) - len(failed)
+    why = f"; failed: {', '.join(failed)}" if failed else ""
+    word = "PASS" if verdict.passed else "FAIL"
+    summary = f"**suite: {word}** ({passed} of {len(verdict.tasks)} tasks pass{why})"
     return "\n".join([*parts, summary]) + "\n"

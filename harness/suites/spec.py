@@ -239,7 +239,7 @@ def _metrics(value: Any, where: str) -> tuple[str, ...]:
     for metric in value:
         if metric not in known:
             raise HarnessError(
-                f"{where}: unknown metric {metric!r}; summarized metrics: {', '.join(sorted(known))}"
+                f"{where}: unknown metric {metric!r}; known: {', '.join(sorted(known))}"
             )
     return tuple(dict.fromkeys(value))
 
@@ -249,8 +249,10 @@ def _aggregate(value: Any, where: str) -> Aggregate:
     aggregate = Aggregate(**value)
     if not isinstance(aggregate.confidence, float) or not 0 < aggregate.confidence < 1:
         raise HarnessError(f"{where}: confidence must be a number between 0 and 1")
-    if isinstance(aggregate.resamples, bool) or not isinstance(aggregate.resamples, int) or (
-        aggregate.resamples < 1
+    if (
+        isinstance(aggregate.resamples, bool)
+        or not isinstance(aggregate.resamples, int)
+        or (aggregate.resamples < 1)
     ):
         raise HarnessError(f"{where}: resamples must be an integer >= 1")
     if not isinstance(aggregate.seed, int) or isinstance(aggregate.seed, bool):
