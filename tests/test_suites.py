@@ -274,3 +274,19 @@ def test_leaderboard_sorts_in_a_real_browser_and_fetches_nothing(tmp_path):
     names = sorted(found["before"])
     assert found["first"] == names[::-1] and found["second"] == names
     assert found["resources"] == []
+
+
+def test_a_suite_refuses_before_any_work_absent_data_it_does_not_mark_and_a_doubled_reranker(
+    tmp_path,
+):
+    path = _suite(tmp_path)
+    path.write_text(path.read_text().replace("    bring_your_own: true\n", ""))
+    result = runner.invoke(app, ["suite", "run", str(path), "--reranker", "identity",
+                                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "task 'absent': missing: dataset path not found" in result.output
+    assert not (tmp_path / "out").exists()
+    path = _suite(tmp_path, name="ok.yaml")
+    twice = ["--reranker", "identity", "--reranker", "identity"]
+    result = runner.invoke(app, ["suite", "run", str(path), *twice, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "given twice" in result.output
