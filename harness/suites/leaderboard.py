@@ -145,7 +145,7 @@ def _row(card: Scorecard, metrics: list[str], tasks: list[str], suite_tasks: int
     for entry in card.tasks.values():
         cost = entry["cost"]
         per_set = cost.get(COSTS[0])
-        seconds += (per_set or math.nan) * entry["dataset"]["queries"] / 1000
+        seconds += (math.nan if per_set is None else per_set) * entry["dataset"]["queries"] / 1000
         if cost.get(COSTS[1]) is not None:
             passes.append(cost[COSTS[1]])
     cells["cost:seconds"] = Cell(seconds)
@@ -282,7 +282,7 @@ def render_latex(board: Leaderboard) -> str:
 
 # Sorting: click a header; numbers by their data-sort value (n/a last), text by its text.
 SORT_SCRIPT = """
-document.querySelectorAll("table.board th").forEach((th, index) => {
+document.querySelectorAll("table.board thead tr:last-child th").forEach((th, index) => {
   th.addEventListener("click", () => {
     const body = th.closest("table").tBodies[0];
     const down = th.dataset.dir !== "desc";
@@ -307,11 +307,20 @@ document.querySelectorAll("table.board th").forEach((th, index) => {
 SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SORT_SCRIPT.encode()).digest()).decode()
 CSP = f"default-src 'none'; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'"
 
+_GROUPS = {
+    "overall": "overall: mean of task means [95% CI]",
+    "task": "per task",
+    "cost": "cost",
+    "test": "paired test",
+}
 _EXTRA_CSS = """
 table.board th { cursor: pointer; user-select: none; }
 table.board th[data-dir="desc"]::after { content: " ▼"; }
 table.board th[data-dir="asc"]::after { content: " ▲"; }
 td.sig { font-weight: 600; }
+main { max-width: none; }
+td .ci { display: block; color: var(--muted); font-size: 0.78rem; white-space: nowrap; }
+th.group { text-align: center; cursor: default; }
 """
 
 
@@ -323,6 +332,10 @@ def render_html(board: Leaderboard) -> str:
     head = "".join(
         f"<th>{escape(t)}</th>"
         for t in ["#", "reranker", "model", *(_title(c) for c in board.columns)]
+    )
+    groups = '<th class="group" colspan="3"></th>' + "".join(
+        f'<th class="group" colspan="{len(list(members))}">{escape(_GROUPS[name])}</th>'
+        for name, members in itertools.groupby(board.columns, key=lambda c: c.group)
     )
     body = []
     for rank, (row, test) in enumerate(zip(board.rows, board.neighbours, strict=True), 1):
@@ -339,9 +352,10 @@ def render_html(board: Leaderboard) -> str:
                            f"{escape(_test_text(test))}</td>")  # fmt: skip
                 continue
             cell = row.cells[column.key]
-            tds.append(
-                f'<td class="num" data-sort="{_sort(cell.value)}">{escape(_cell_text(cell))}</td>'
-            )
+            text = escape(_cell_text(cell, with_ci=False))
+            if cell.ci is not None and not math.isnan(cell.value):
+                text += f'<span class="ci">[{_number(cell.ci[0])}, {_number(cell.ci[1])}]</span>'
+            tds.append(f'<td class="num" data-sort="{_sort(cell.value)}">{text}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     notes = "".join(f"<li>{escape(n)}</li>" for n in board.notes)
     data = {"suite": board.suite, "primary": board.primary, "rows": [r.label for r in board.rows]}
@@ -352,8 +366,8 @@ def render_html(board: Leaderboard) -> str:
         f"<main>\n<h1>{escape(title)}</h1>\n"
         + "".join(f"<p>{escape(p)}</p>\n" for p in _explanation(board))
         + '<p class="subtitle">Click a column header to sort by it.</p>\n'
-        f'<div class="table-wrap"><table class="board" id="leaderboard"><thead><tr>{head}'
-        f"</tr></thead>\n<tbody>\n"
+        f'<div class="table-wrap"><table class="board" id="leaderboard"><thead><tr>{groups}</tr>'
+        f"<tr>{head}</tr></thead>\n<tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table></div>\n"
         + (f"<ul>{notes}</ul>\n" if notes else "")

@@ -75,7 +75,9 @@ class SuiteTask:
     templates_sha256: str | None = None
     location: str = ""  # the dataset as this machine finds it (a relative path resolved)
 
-    def run_config(self, reranker: str, out: Path, *, device: str = "cpu", batch_size=None):
+    def run_config(
+        self, reranker: str, out: Path, *, device: str = "cpu", batch_size: int | None = None
+    ) -> RunConfig:
         """The ordinary run this task is, for ``reranker`` in folder ``out``."""
         return RunConfig(
             reranker=reranker,
