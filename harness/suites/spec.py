@@ -41,7 +41,7 @@ from harness.presets import preset_dir, read_yaml
 FORMAT = 1
 _SUITE_FIELDS = ("suite", "version", "description", "metrics", "primary", "aggregate", "tasks")
 _TASK_FIELDS = (
-    "name", "dataset", "queries", "depth", "seed", "design", "metrics", "bring_your_own", "notes",
+    "name", "dataset", "queries", "depth", "seed", "design", "metrics", "bring_your_own",
 )  # fmt: skip
 _DESIGN_FIELDS = ("strategy", "perms", "count", "pin", "templates", "repeats")
 _AGGREGATE_FIELDS = ("confidence", "resamples", "seed")
@@ -71,7 +71,6 @@ class SuiteTask:
     design: Mapping[str, Any]
     metrics: tuple[str, ...]
     bring_your_own: bool = False
-    notes: str = ""
     templates_sha256: str | None = None
     location: str = ""  # the dataset as this machine finds it (a relative path resolved)
 
@@ -307,7 +306,6 @@ def _task(item: Any, metrics: tuple[str, ...], base: Path, where: str) -> SuiteT
         design=design,
         metrics=_metrics(item["metrics"], f"{where}: metrics") if "metrics" in item else metrics,
         bring_your_own=bring,
-        notes=str(item.get("notes", "")).strip(),
         templates_sha256=templates_sha,
         location=location,
     )
