@@ -150,9 +150,17 @@ def _row(card: Scorecard, metrics: list[str], tasks: list[str], suite_tasks: int
             passes.append(cost[COSTS[1]])
     cells["cost:seconds"] = Cell(seconds)
     cells["cost:passes"] = Cell(float(np.mean(passes)) if passes else math.nan)
-    identity = card.data["reranker"].get("identity") or {}
-    model = identity.get("model") or card.data["reranker"].get("params", {}).get("model") or ""
-    return Row(card.label, str(model), cells)
+    return Row(card.label, _model(card.data["reranker"]), cells)
+
+
+def _model(reranker: dict[str, Any]) -> str:
+    """The model a reranker ran, as its runs recorded it: ``name@revision`` (12 characters of
+    the revision); the preset's model where no run recorded one; empty for controls."""
+    model = (reranker.get("identity") or {}).get("model") or reranker.get("params", {}).get("model")
+    if isinstance(model, dict):
+        revision = str(model.get("revision") or "").removeprefix("sha256:")[:12]
+        return f"{model.get('name', '')}@{revision}" if revision else str(model.get("name", ""))
+    return str(model or "")
 
 
 def _neighbour(
