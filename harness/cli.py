@@ -668,8 +668,8 @@ class _RunDisplay:
     def __init__(self, console, bar, task) -> None:
         self._console, self._bar, self._task = console, bar, task
 
-    def update(self, done: int, total: int) -> None:
-        self._bar.update(self._task, completed=done, total=total)
+    def update(self, done: int, total: int, description: str | None = None) -> None:
+        self._bar.update(self._task, completed=done, total=total, description=description)
 
     def stage(self, text: str):
         self._bar.stop()
@@ -709,6 +709,14 @@ def _progress(console, description: str) -> Iterator[_RunDisplay]:
     with bar:
         yield _RunDisplay(console, bar, bar.add_task(description, total=None))
 
+
+def _mount_suite() -> None:
+    from harness.suites.cli import suite_app  # typer only: --help stays instant
+
+    app.add_typer(suite_app, name="suite")
+
+
+_mount_suite()
 
 if __name__ == "__main__":  # pragma: no cover
     app()

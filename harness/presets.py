@@ -16,7 +16,8 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def preset_dir(kind: str) -> Path:
-    """Folder holding bundled presets of ``kind`` ("rerankers" or "datasets")."""
+    """Folder holding bundled presets of ``kind`` ("rerankers", "datasets", "templates" or
+    "suites")."""
     bundled = _PACKAGE_DIR / "_bundled" / kind
     if bundled.is_dir():
         return bundled

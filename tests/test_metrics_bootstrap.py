@@ -58,3 +58,21 @@ def test_blocked_resampling_gives_the_one_shot_interval_exactly(monkeypatch, n, 
     low, high = np.quantile(values[indices].mean(1), [tail, 1 - tail])
     got = bootstrap.bootstrap_mean_ci(values, seed=7, n_resamples=resamples)
     assert got == (values.mean(), low, high)
+
+
+def test_macro_mean_ci_weighs_groups_equally_and_resamples_within_each():
+    from harness.metrics.bootstrap import bootstrap_macro_mean_ci
+
+    rng = np.random.default_rng(3)
+    small, large = rng.random(5), rng.random(40) + 1.0
+    mean, low, high = bootstrap_macro_mean_ci([small, large], seed=7, n_resamples=300)
+    assert mean == pytest.approx((small.mean() + large.mean()) / 2)  # not the pooled mean
+    # a plain loop: each resample draws every group's queries from that group only
+    draw = np.random.default_rng(7)
+    per_group = [g[draw.integers(0, g.size, size=(300, g.size))].mean(1) for g in (small, large)]
+    expected = np.quantile(np.mean(per_group, axis=0), [0.025, 0.975])
+    assert (low, high) == pytest.approx(tuple(expected), abs=1e-12)
+    # one group is the ordinary bootstrap; NaNs and empty groups are left out
+    assert bootstrap_macro_mean_ci([small], seed=1) == bootstrap_mean_ci(small, seed=1)
+    with_gaps = bootstrap_macro_mean_ci([np.append(small, np.nan), np.array([np.nan])], seed=1)
+    assert with_gaps == bootstrap_mean_ci(small, seed=1)

@@ -24,7 +24,7 @@ def test_wheel_bundles_every_preset_and_card(tmp_path: Path) -> None:
         pytest.skip(f"could not build a wheel here: {build.stderr.strip().splitlines()[-1:]}")
     (wheel,) = tmp_path.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder in ("rerankers", "datasets", "templates"):
+    for folder in ("rerankers", "datasets", "templates", "suites"):
         expected = {
             f"harness/_bundled/{folder}/{p.name}" for p in (REPO_ROOT / folder).glob("*.yaml")
         }

@@ -1,0 +1,1 @@
+"""Benchmark suites: suite files (spec), running them (run), scorecards, leaderboards, gates."""
