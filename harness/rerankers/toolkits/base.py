@@ -38,7 +38,10 @@ class ToolkitAnswer:
 
 
 class ToolkitReranker(Reranker):
-    """Base of the toolkit adapters: one toolkit call per shown order."""
+    """Base of the toolkit adapters: one toolkit call per shown order. Each output's facts
+    carry that call's wall time and the model calls the toolkit made for it
+    (``forward_passes`` and ``extra.toolkit_calls``); the identity (fixed for a run, so a
+    resumed run can be checked against it) carries the toolkit's name, version and settings."""
 
     toolkit: ClassVar[str]
     """The toolkit's distribution name on the package index (``rank-llm``)."""
@@ -50,8 +53,6 @@ class ToolkitReranker(Reranker):
     def __init__(self, name: str, context: RunContext, settings: Mapping[str, Any]) -> None:
         super().__init__(name, context)
         self.settings = dict(settings)
-        self.calls = 0
-        self.seconds = 0.0
 
     @classmethod
     def require(cls, preset_name: str) -> Any:
@@ -77,8 +78,6 @@ class ToolkitReranker(Reranker):
             "toolkit": self.toolkit,
             "toolkit_version": self.version(),
             "toolkit_settings": self.settings,
-            "toolkit_calls": self.calls,
-            "toolkit_seconds": round(self.seconds, 3),
         }
 
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
@@ -93,8 +92,6 @@ class ToolkitReranker(Reranker):
             start = time.perf_counter()
             answer = self._rank(text, [candidate_text(c) for c in shown], candidate_set.query_id)
             seconds = time.perf_counter() - start
-            self.calls += answer.calls
-            self.seconds += seconds
             ids = [c.doc_id for c in shown]
             order = [int(i) for i in answer.order]
             if sorted(order) != list(range(len(ids))):

@@ -97,7 +97,7 @@ class RankLLMReranker(ToolkitReranker):
         "python-dotenv (its declared vllm dependency pulls a CUDA torch; 0.26.0 needs "
         "Python 3.12)"
     )
-    parallel_calls = 1
+    remote = True  # the model runs on the server: provenance says so, not --device
 
     def __init__(
         self,
