@@ -284,7 +284,9 @@ def list_presets() -> None:
             inner = preset.params.get("inner") if isinstance(preset.params, dict) else None
             toolkit = getattr(adapter_class(preset), "toolkit", None)
             backend = backend_of(preset) or (
-                f"inner: {inner}" if inner else f"toolkit {toolkit}" if toolkit else "none (no model)"
+                f"inner: {inner}"
+                if inner
+                else (f"toolkit {toolkit}" if toolkit else "none (no model)")
             )
             rerankers.add_row(
                 preset.name,

@@ -24,9 +24,9 @@ import yaml
 
 from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.report.build import build_report
 from harness.report.load import load_runs
-from harness.report.markdown import render_markdown
+from harness.report.markdown import table_lines
+from harness.report.tables import provenance_tables
 from harness.results.store import SAMPLES_FILE
 from harness.runner import execute_run, prepare_run
 from tests.conftest import write_rankgpt_folder
@@ -64,14 +64,15 @@ def _orders_differ(samples: list[dict[str, Any]]) -> None:
 # --- rank-llm: its SafeOpenai against a fake chat server that answers by position ---------
 
 
+def _passages(body: dict[str, Any]) -> list[str]:
+    """The passages a RankGPT chat prompt lists, in its order ("[k] text" user turns)."""
+    turns = [m["content"] for m in body["messages"] if m["role"] == "user"]
+    return [t.split("] ", 1)[1] for t in turns if re.match(r"\[\d+\] ", t)]
+
+
 def _reverse_of_shown(body: dict[str, Any]) -> dict[str, Any]:
     """A FAKE chat model: ranks the passages it was shown last-to-first ("[n] > ... > [1]")."""
-    passages = [
-        m["content"]
-        for m in body["messages"]
-        if m["role"] == "user" and re.match(r"\[\d+\] ", m["content"])
-    ]
-    text = " > ".join(f"[{k}]" for k in range(len(passages), 0, -1))
+    text = " > ".join(f"[{k}]" for k in range(len(_passages(body)), 0, -1))
     return {
         "id": "fake",
         "object": "chat.completion",
@@ -97,23 +98,21 @@ def test_rank_llm_sees_the_shown_order_and_the_report_names_it(tmp_path: Path, s
         bodies = list(server.bodies)
     _orders_differ(samples)
     assert len(bodies) == len(samples)  # one window of 6 per shown order
-    for sample, body in zip(samples, bodies, strict=True):
+    for sample in samples:
         assert sample["ranking"] == _shown_ids(sample)[::-1]
         assert sample["facts"]["extra"]["toolkit_calls"] == 1
     # the prompts listed the passages in the shown order (rank-llm re-sorted nothing)
     shown_texts = [
         [f"doc {i + 1} of query {s['query_id'][1:]}" for i in s["shown"]] for s in samples
     ]
-    sent = [
-        [m["content"].split("] ", 1)[1] for m in b["messages"] if re.match(r"\[\d+\] ", m.get("content", ""))]
-        for b in bodies
-    ]
-    assert sorted(map(tuple, sent)) == sorted(map(tuple, shown_texts))
+    sent = [tuple(_passages(body)) for body in bodies]
+    assert sorted(sent) == sorted(map(tuple, shown_texts))
     identity = results.reranker.identity
     assert identity["toolkit"] == "rank-llm"
     assert identity["toolkit_version"] == importlib.metadata.version("rank-llm")
     assert identity["toolkit_settings"]["window_size"] == 20
-    markdown = render_markdown(build_report(load_runs([run_dir])))
+    (table,) = provenance_tables(load_runs([run_dir]))  # the report's provenance table
+    markdown = "\n".join(table_lines(table))
     assert f"rank-llm {identity['toolkit_version']}; settings: model={FAKE_MODEL}" in markdown
 
 
@@ -151,10 +150,13 @@ def test_rerankers_sees_the_shown_order(tmp_path: Path, monkeypatch):
         def rank(self, query, docs, doc_ids=None, metadata=None):
             docs = prep_docs(docs, doc_ids, metadata)
             scored = sorted(enumerate(docs), key=lambda p: p[0], reverse=True)
-            results = [Result(document=d, score=float(i), rank=r + 1) for r, (i, d) in enumerate(scored)]
+            results = [
+                Result(document=d, score=float(i), rank=r + 1) for r, (i, d) in enumerate(scored)
+            ]
             return RankedResults(results=results, query=query, has_scores=True)
 
-    monkeypatch.setitem(rerankers_models.AVAILABLE_RANKERS, "LaterShownIsBetter", LaterShownIsBetter)
+    rankers = rerankers_models.AVAILABLE_RANKERS
+    monkeypatch.setitem(rankers, "LaterShownIsBetter", LaterShownIsBetter)
     results, samples, _ = _run(
         tmp_path, "rerankers", {"model": "position-fake", "model_type": "LaterShownIsBetter"}
     )

@@ -107,6 +107,7 @@ class RankLLMReranker(ToolkitReranker):
         base_url: str,
         api_key: str = "none",
         tokenizer: str | None = None,
+        timeout: float = 600.0,
         options: Mapping[str, Any] | None = None,
     ) -> None:
         options = dict(options or {})
@@ -116,7 +117,10 @@ class RankLLMReranker(ToolkitReranker):
                 f"reranker {name!r}: option {forced[0]!r} is set by the adapter (the shown "
                 "order must reach rank-llm unshuffled; model and server are params)"
             )
-        settings = {"model": model, "base_url": base_url, "tokenizer": tokenizer, **options}
+        settings = {
+            "model": model, "base_url": base_url, "tokenizer": tokenizer, "timeout": timeout,
+            **options,
+        }  # fmt: skip
         super().__init__(name, context, settings)
         self.require(name)
         with stand_ins() as self.stood_in:
@@ -131,7 +135,7 @@ class RankLLMReranker(ToolkitReranker):
                 f"{[m.value for m in PromptMode]}"
             ) from None
         options.setdefault("context_size", 4096)
-        cls = _counted_by(SafeOpenai, tokenizer) if tokenizer else SafeOpenai
+        cls = _adapted(SafeOpenai, tokenizer, timeout)
         try:
             url = base_url if base_url.endswith("/") else base_url + "/"
             self.ranker = cls(model=model, keys=api_key, base_url=url, **options)
@@ -169,8 +173,52 @@ class RankLLMReranker(ToolkitReranker):
         )
 
 
-def _counted_by(base: type, tokenizer_name: str) -> type:
-    """``SafeOpenai`` whose token counts come from the served model's own tokenizer."""
+def _adapted(base: type, tokenizer_name: str | None, timeout: float) -> type:
+    """``SafeOpenai`` with two changes that leave every prompt and answer as rank-llm makes
+    them: a failed request raises (rank-llm 0.25.7 retries forever, every 30 s, so a dead or
+    slow server would hang the run; here the openai client's own retries, then a one-line
+    error), and, with ``tokenizer``, token counts from the served model's tokenizer."""
+    import openai
+
+    from harness.errors import HarnessError
+
+    count = _counter(tokenizer_name) if tokenizer_name else None
+
+    class AdaptedSafeOpenai(base):  # type: ignore[misc, valid-type]
+        def _call_completion(
+            self, *args: Any, return_text: bool = False, reduce_length: bool = False, **kw: Any
+        ) -> Any:
+            try:
+                completion = openai.chat.completions.create(*args, **kw, timeout=timeout)
+            except openai.OpenAIError as exc:
+                raise HarnessError(
+                    f"rank-llm's request to {openai.base_url} failed: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
+            return completion.choices[0].message.content if return_text else completion
+
+        if count is not None:
+
+            def run_llm(self, prompt: Any, current_window_size: int | None = None) -> Any:
+                response = self._call_completion(
+                    messages=prompt, temperature=0, return_text=True, model=self._model
+                )
+                return response, count(response or "")
+
+            def num_output_tokens(self, current_window_size: int | None = None) -> int:
+                size = current_window_size or self._window_size
+                return count(" > ".join(f"[{i + 1}]" for i in range(size)))
+
+            def get_num_tokens(self, prompt: Any) -> int:
+                if isinstance(prompt, str):
+                    return count(prompt) + 3
+                return sum(count(str(v)) for m in prompt for v in m.values()) + 3
+
+    return AdaptedSafeOpenai
+
+
+def _counter(tokenizer_name: str) -> Any:
+    """Token count of a text by the served model's own tokenizer (a local folder)."""
     from transformers import AutoTokenizer
 
     from harness.models.loading import model_folder
@@ -181,20 +229,4 @@ def _counted_by(base: type, tokenizer_name: str) -> type:
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    class CountedSafeOpenai(base):  # type: ignore[misc, valid-type]
-        def run_llm(self, prompt: Any, current_window_size: int | None = None) -> tuple[str, int]:
-            response = self._call_completion(
-                messages=prompt, temperature=0, return_text=True, model=self._model
-            )
-            return response, count(response or "")
-
-        def num_output_tokens(self, current_window_size: int | None = None) -> int:
-            size = current_window_size or self._window_size
-            return count(" > ".join(f"[{i + 1}]" for i in range(size)))
-
-        def get_num_tokens(self, prompt: Any) -> int:
-            if isinstance(prompt, str):
-                return count(prompt) + 3
-            return sum(count(str(v)) for m in prompt for v in m.values()) + 3
-
-    return CountedSafeOpenai
+    return count
