@@ -53,11 +53,11 @@ class AnswerDotAIReranker(ToolkitReranker):
         super().__init__(name, context, settings)
         toolkit = self.require(name)
         self.model, self.revision = _model_source(model)
-        options.setdefault("verbose", 0)
-        if "device" not in options and model_type not in {None, "rankgpt", "rankllm"}:
-            options["device"] = context.device
+        kwargs = {"verbose": 0, **options}  # the settings record what the preset gave
+        if "device" not in kwargs and model_type not in {None, "rankgpt", "rankllm"}:
+            kwargs["device"] = context.device
         try:
-            ranker = toolkit.Reranker(self.model, model_type=model_type, **options)
+            ranker = toolkit.Reranker(self.model, model_type=model_type, **kwargs)
         except TypeError as exc:
             raise HarnessError(f"reranker {name!r}: rerankers options: {exc}") from exc
         if ranker is None:  # the toolkit prints why and returns None when a type's extra is missing
