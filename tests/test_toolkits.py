@@ -35,15 +35,16 @@ from tests.fake_openai_server import FAKE_MODEL, FakeServer
 CANDIDATES = 6
 
 
-def _run(tmp_path: Path, adapter: str, params: dict[str, Any], *, queries: int = 2, perms: int = 3):
+def _run(tmp_path: Path, adapter: str, params: dict[str, Any], *, queries: int = 2, **design: Any):
     data = write_rankgpt_folder(tmp_path / "data", queries=queries, candidates=CANDIDATES)
     preset = tmp_path / f"{adapter}.yaml"
     body = {"name": f"{adapter}-test", "adapter": adapter, "params": params}
     preset.write_text(yaml.safe_dump(body), encoding="utf-8")
     run_dir = tmp_path / "run"
     config = RunConfig(
-        reranker=str(preset), dataset=str(data), perms=perms, queries=queries, out=str(run_dir)
-    ).validate()
+        reranker=str(preset), dataset=str(data), queries=queries, out=str(run_dir),
+        **{"perms": 3, **design},
+    ).validate()  # fmt: skip
     results = execute_run(prepare_run(config))
     lines = (run_dir / SAMPLES_FILE).read_text(encoding="utf-8").splitlines()
     return results, [json.loads(line) for line in lines], run_dir
@@ -224,7 +225,7 @@ def test_llm_rankers_setwise_sees_the_shown_order(tmp_path: Path, monkeypatch):
 def test_llm_rankers_setwise_runs_for_real_on_smollm2(tmp_path: Path, smollm2_folder):
     pytest.importorskip("llmrankers")
     params = {"method": "setwise", "model": smollm2_folder, "options": {"num_child": 3, "k": 2}}
-    results, samples, _ = _run(tmp_path, "llm-rankers", params, queries=1, perms=1)
+    results, samples, _ = _run(tmp_path, "llm-rankers", params, queries=1, strategy="identity")
     for sample in samples:
         assert sorted(sample["ranking"]) == sorted(_shown_ids(sample))
         assert sample["facts"]["extra"]["toolkit_calls"] >= 2  # one per heap comparison
