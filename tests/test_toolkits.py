@@ -300,3 +300,15 @@ def test_a_missing_toolkit_is_one_line_with_how_to_install(tmp_path: Path):
         _run(tmp_path, "rankify", {"method": "rankgpt", "model": "any"}, queries=1, perms=1)
     message = str(caught.value)
     assert "\n" not in message and "transformers==4.45.2" in message
+
+
+def test_model_flag_and_device_reach_toolkit_presets(tmp_path: Path):
+    from harness.rerankers.model_override import with_model
+    from harness.rerankers.registry import device_used, resolve_preset
+
+    setwise = resolve_preset("llm-rankers-setwise")
+    assert with_model(setwise, str(tmp_path)).params["model"] == str(tmp_path)
+    with pytest.raises(HarnessError, match="takes no revision"):
+        with_model(setwise, "org/name@abc123")
+    assert device_used(setwise, "cuda:0") == "cuda:0"
+    assert device_used(resolve_preset("rank-llm-openai"), "cuda:0") == "remote"
