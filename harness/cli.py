@@ -282,7 +282,7 @@ def list_presets() -> None:
     from rich.text import Text
 
     from harness.data.registry import available_cards
-    from harness.rerankers.registry import available_presets, backend_of
+    from harness.rerankers.registry import adapter_class, available_presets, backend_of
 
     with _user_errors():
         console = Console()
@@ -292,7 +292,12 @@ def list_presets() -> None:
         for preset in available_presets():
             invariant = "yes" if preset.order_invariant else "no"
             inner = preset.params.get("inner") if isinstance(preset.params, dict) else None
-            backend = backend_of(preset) or (f"inner: {inner}" if inner else "none (no model)")
+            toolkit = getattr(adapter_class(preset), "toolkit", None)
+            backend = backend_of(preset) or (
+                f"inner: {inner}"
+                if inner
+                else (f"toolkit {toolkit}" if toolkit else "none (no model)")
+            )
             rerankers.add_row(
                 preset.name,
                 preset.adapter,

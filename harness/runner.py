@@ -511,6 +511,13 @@ def dry_run(
     answer, so their prompt tokens are an estimate)."""
     config = prepared.config
     backend = backend_of(model_preset(prepared.preset))
+    toolkit = getattr(adapter_class(model_preset(prepared.preset)), "toolkit", None)
+    if toolkit is not None:
+        raise HarnessError(
+            f"--dry-run counts the requests a run would send to a server; reranker "
+            f"{prepared.preset.name!r} calls the {toolkit} toolkit, which cannot count "
+            "them without sending"
+        )
     if backend is None or not backend_class(backend).remote:
         where = f"on backend {backend!r}" if backend else "no model"
         raise HarnessError(

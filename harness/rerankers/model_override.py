@@ -17,18 +17,23 @@ from harness.rerankers.preset import RerankerPreset
 
 def with_model(preset: RerankerPreset, model: str) -> RerankerPreset:
     """``preset`` with its model replaced; an error for a reranker that loads no model."""
-    from harness.rerankers.registry import backend_of
+    from harness.rerankers.registry import adapter_class, backend_of
 
     value = model.strip()
     if not value:
         raise HarnessError("--model is empty; pass ORG/NAME[@REVISION], a .gguf file or a folder")
-    if backend_of(preset) is None:
+    toolkit = getattr(adapter_class(preset), "toolkit", None)  # a toolkit loads its own model
+    if backend_of(preset) is None and toolkit is None:
         raise HarnessError(
             f"--model {value}: {preset.where} loads no model of its own (adapter "
             f"{preset.adapter!r}); for a meta-reranker set the model in its inner preset"
         )
     params = dict(preset.params)
     name, revision = split_revision(value)
+    if toolkit is not None and revision is not None:
+        raise HarnessError(
+            f"--model {value}: the {toolkit} toolkit takes no revision; pass a folder or a name"
+        )
     params["model"] = name
     if revision is not None:
         params["revision"] = revision

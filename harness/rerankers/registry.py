@@ -59,6 +59,11 @@ ADAPTERS: Mapping[str, str] = {
     "callable": "harness.rerankers.callable:CallableReranker",
     "icr": "harness.rerankers.icr:IcrReranker",
     "llmrank": "harness.rerankers.llmrank:LLMRankReranker",
+    # The toolkits people already use (docs/toolkits.md), each an optional extra.
+    "rank-llm": "harness.rerankers.toolkits.rank_llm:RankLLMReranker",
+    "rerankers": "harness.rerankers.toolkits.answerdotai:AnswerDotAIReranker",
+    "llm-rankers": "harness.rerankers.toolkits.llm_rankers:LlmRankersReranker",
+    "rankify": "harness.rerankers.toolkits.rankify:RankifyReranker",
 }
 ADAPTER_BACKENDS: Mapping[str, str] = {"first-vllm": "vllm", "rankgpt-vllm": "vllm"}
 
@@ -189,8 +194,11 @@ def device_used(preset: RerankerPreset, device: str) -> str:
     """Where a preset's reranker computes: ``device`` for a model in this process, ``remote``
     for a server, ``none`` for the controls; a meta-reranker computes where its inner one does."""
     backend = backend_of(model_preset(preset))
-    if backend is None:
-        return "none"
+    if backend is None:  # a control computes nothing; a toolkit says where it computes
+        cls = adapter_class(model_preset(preset))
+        if getattr(cls, "remote", False):
+            return "remote"
+        return device if cls.uses_device else "none"
     return "remote" if backend_class(backend).remote else device
 
 
