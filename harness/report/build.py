@@ -14,10 +14,17 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.files import ensure_writable_folder, write_text_atomic
-from harness.report.compare import compare_runs, incomparable_reason, levels_note, moved_most
-from harness.report.document import Figure, Report, Section
-from harness.report.exports import PER_QUERY_CSV, per_query_csv
-from harness.report.figures import build_figures
+from harness.report.compare import comparability, compare_runs, groups_of, levels_note, moved_most
+from harness.report.document import FIGURE_FORMATS, Report, Section
+from harness.report.exports import (
+    PER_QUERY_CSV,
+    TABLES_DIR,
+    keyed_tables,
+    per_query_csv,
+    table_csv,
+    table_latex,
+)
+from harness.report.figures import build_figures, from_rendered
 from harness.report.load import RunData, load_runs
 from harness.report.mitigation import mitigation_rows, mitigation_section
 from harness.report.reading import run_reading, too_few_queries_note
@@ -62,9 +69,15 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> ReportFil
     report = build_report(runs)
     ensure_writable_folder(figures, "the report's figures")
     for figure in report.figures:
-        (figures / f"{figure.key}.png").write_bytes(figure.png)
+        for fmt in FIGURE_FORMATS:
+            (figures / f"{figure.key}.{fmt}").write_bytes(figure.image(fmt))
     write_text_atomic(figures / PER_QUERY_CSV, per_query_csv(runs))
-    write_text_atomic(html, render_html(report))
+    tables = figures / TABLES_DIR
+    tables.mkdir(exist_ok=True)
+    for table in report.tables:
+        write_text_atomic(tables / f"{table.key}.tex", table_latex(table))
+        write_text_atomic(tables / f"{table.key}.csv", table_csv(table))
+    write_text_atomic(html, render_html(report, figures_dir=figures.name))
     write_text_atomic(markdown, render_markdown(report, figures_dir=figures.name))
     return ReportFiles(html=html, markdown=markdown, figures=figures)
 
@@ -88,8 +101,9 @@ def _with_note(section: Section, note: str | None) -> Section:
 def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
     labels = [r.label for r in runs]
     datasets = sorted({r.results.dataset.name for r in runs})
-    reason = incomparable_reason(runs)
-    comparisons = compare_runs(runs, seed=seed) if reason is None else []
+    found = comparability(runs)
+    groups = groups_of(runs, found)
+    comparisons = compare_runs(runs, seed=seed, groups=groups) if groups else []
     figures, plot_notes, plot_data = build_figures(runs)
     sections = [
         Section("Runs", tables=provenance_tables(runs)),
@@ -108,22 +122,23 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         *(section for section in (floor_section(runs),) if section is not None),
         _with_note(
             _with_note(
-                comparison_section(comparisons, reason, len(runs)),
+                comparison_section(comparisons, found, len(runs)),
                 too_few_queries_note(min(c.n for c in comparisons), len(comparisons))
                 if comparisons
                 else None,
             ),
-            levels_note(runs) if reason is None else None,
+            levels_note([r for group in groups for r in group]) if groups else None,
         ),
     ]
-    mitigation = mitigation_rows(runs) if reason is None else []
+    mitigation = mitigation_rows(groups[0]) if groups else []
     if mitigation:
         from harness.report import plots
 
-        figure = Figure(
+        figure = from_rendered(
             "mitigation_pareto",
             "Effectiveness and stability vs cost",
-            "One point per run (95% bootstrap intervals over queries); x is the mean forward "
+            "One point per run (95% bootstrap intervals over queries): (a) NDCG@10, (b) Kendall "
+            "tau across orders; x is the mean forward "
             "passes per order on a symlog axis. Large ringed points are on the Pareto front "
             "(NDCG@10 up, Kendall tau up, forward passes down); dotted arrows go from a "
             "reranker to the meta-reranker that wraps it.",
@@ -154,8 +169,10 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         "runs": [
             {"label": r.label, "path": str(r.path), "results": r.results.to_dict()} for r in runs
         ],
-        "comparable": reason is None,
-        "incomparable_reason": reason,
+        "comparable": not found.left_out,
+        "incomparable_reason": found.note(),
+        "comparable_groups": [list(group) for group in found.groups],
+        "not_compared": [{"label": label, "why": why} for label, why in found.left_out],
         "comparisons": [asdict(c) for c in comparisons],
         "mitigation": [asdict(m) for m in mitigation],
         "moved_most": {r.label: [asdict(m) for m in moved_most(r, MOVED_QUERIES)] for r in runs},
@@ -164,7 +181,7 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
     return Report(
         title=f"Order sensitivity report: {', '.join(labels)}",
         subtitle=subtitle,
-        sections=tuple(sections),
+        sections=keyed_tables(sections),
         data=jsonable(data),
     )
 
