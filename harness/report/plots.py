@@ -69,7 +69,7 @@ def paper(draw: Callable[..., Any]) -> Callable[..., Rendered]:
         with rc_context(PAPER_STYLE):
             fig = draw(*args, **kwargs)
             return Rendered(
-                _save(fig, "png"), _save(fig, "svg"), _save(fig, "pdf"), fig.get_figwidth()
+                _save(fig, "png"), _save(fig, "svg"), _save(fig, "pdf"), float(fig.get_figwidth())
             )
 
     return wrapper
@@ -245,9 +245,8 @@ def rank_heatmaps(matrices: Mapping[str, np.ndarray]):
     count = len(matrices)
     ncols = min(count, 3)
     nrows = -(-count // ncols)
-    fig, axes = _figure(
-        max(ONE_COLUMN, TWO_COLUMNS * ncols / 3 + 0.6), 2.4 * nrows, ncols=ncols, nrows=nrows
-    )
+    width = ONE_COLUMN if ncols == 1 else TWO_COLUMNS
+    fig, axes = _figure(width, (2.6 if ncols < 3 else 2.2) * nrows, ncols=ncols, nrows=nrows)
     image = None
     for ax, (label, matrix) in zip(axes, matrices.items(), strict=False):
         m = np.asarray(matrix, dtype=float)
