@@ -23,10 +23,11 @@ from tests.test_meta_rerankers import _fake_presets, _preset
 cli = CliRunner()
 
 
-def mitigation_runs(root: Path) -> list[Path]:
+def mitigation_runs(root: Path, queries: int = 8) -> list[Path]:
     """A position-biased fake, PSC (m = 5) and bootstrapping (B = 3) over it, and the two
-    controls, all on the same data and orders."""
-    data = write_rankgpt_folder(root / "data", queries=4, candidates=6)
+    controls, all on the same data and orders (8 queries: enough for a paired test to reach
+    p < 0.05, whose floor is 2/2^n)."""
+    data = write_rankgpt_folder(root / "data", queries=queries, candidates=6)
     presets = root / "presets"
     _fake_presets(presets)
     _preset(presets, "psc", "adapter: psc\nparams: {inner: primacy.yaml, shuffles: 5}\n")

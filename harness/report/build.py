@@ -26,7 +26,13 @@ from harness.report.exports import (
 )
 from harness.report.figures import build_figures, from_rendered
 from harness.report.load import RunData, load_runs
-from harness.report.mitigation import mitigation_rows, mitigation_section
+from harness.report.mitigation import (
+    OBJECTIVES,
+    mitigation_rows,
+    mitigation_section,
+    recommend,
+    recommendation_section,
+)
 from harness.report.reading import run_reading, too_few_queries_note
 from harness.report.tables import (
     MOVED_QUERIES,
@@ -50,8 +56,16 @@ class ReportFiles:
     figures: Path
 
 
-def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> ReportFiles:
-    """Load the runs, build the report, write ``OUT.html``, ``OUT.md`` and ``OUT_figures/``."""
+def write_report(
+    run_dirs: Sequence[Path],
+    out: Path | None = None,
+    *,
+    budget: float | None = None,
+    objective: str = "both",
+) -> ReportFiles:
+    """Load the runs, build the report, write ``OUT.html``, ``OUT.md`` and ``OUT_figures/``
+    (figures as SVG, PDF and PNG; ``tables/`` with every table as LaTeX and CSV).
+    ``budget`` and ``objective`` steer the mitigation report's "What to use"."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
 
@@ -66,7 +80,7 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> ReportFil
         if path.is_dir():
             raise HarnessError(f"{path}: is a folder, expected where the report file goes")
     ensure_writable_folder(stem.parent, "the report")
-    report = build_report(runs)
+    report = build_report(runs, budget=budget, objective=objective)
     ensure_writable_folder(figures, "the report's figures")
     for figure in report.figures:
         for fmt in FIGURE_FORMATS:
@@ -98,7 +112,13 @@ def _with_note(section: Section, note: str | None) -> Section:
     return replace(section, paragraphs=(*section.paragraphs, note))
 
 
-def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
+def build_report(
+    runs: Sequence[RunData],
+    *,
+    seed: int = 0,
+    budget: float | None = None,
+    objective: str = "both",
+) -> Report:
     labels = [r.label for r in runs]
     datasets = sorted({r.results.dataset.name for r in runs})
     found = comparability(runs)
@@ -130,7 +150,10 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
             levels_note([r for group in groups for r in group]) if groups else None,
         ),
     ]
+    if objective not in OBJECTIVES:
+        raise HarnessError(f"--objective {objective}: expected one of {', '.join(OBJECTIVES)}")
     mitigation = mitigation_rows(groups[0]) if groups else []
+    advice = None
     if mitigation:
         from harness.report import plots
 
@@ -144,7 +167,15 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
             "reranker to the meta-reranker that wraps it.",
             plots.mitigation_pareto(mitigation),
         )
-        sections.append(mitigation_section(mitigation, (figure,)))
+        covered = None
+        if len(groups[0]) < len(runs):
+            covered = (
+                f"Over {', '.join(r.label for r in groups[0])}, the largest group of runs on "
+                "the same queries (see Comparison)."
+            )
+        sections.append(_with_note(mitigation_section(mitigation, (figure,)), covered))
+        advice = recommend(groups[0], mitigation, budget=budget, objective=objective, seed=seed)
+        sections.append(recommendation_section(advice, mitigation))
     sections += [
         Section("Plots", paragraphs=tuple(plot_notes), figures=tuple(figures)),
         moved_section(runs),
@@ -175,6 +206,7 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         "not_compared": [{"label": label, "why": why} for label, why in found.left_out],
         "comparisons": [asdict(c) for c in comparisons],
         "mitigation": [asdict(m) for m in mitigation],
+        "what_to_use": None if advice is None else asdict(advice),
         "moved_most": {r.label: [asdict(m) for m in moved_most(r, MOVED_QUERIES)] for r in runs},
         "series": plot_data,
     }
