@@ -23,8 +23,11 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _CSS = """
 :root { --ink: #1b1f24; --muted: #57606a; --rule: #d0d7de; --band: #f6f8fa; }
 * { box-sizing: border-box; }
+/* The body is the scroll container, not the viewport: a link to #fig-... then scrolls the
+   body, which headless Chromium's --screenshot draws (a scrolled viewport comes out blank). */
+html { height: 100%; overflow: hidden; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       color: var(--ink); margin: 0; background: #fff; }
+       color: var(--ink); margin: 0; background: #fff; height: 100%; overflow: auto; }
 main { max-width: 1280px; margin: 0 auto; padding: 24px 28px 64px; }
 h1 { font-size: 1.6rem; margin: 0 0 4px; }
 h2 { font-size: 1.25rem; margin: 36px 0 10px; padding-bottom: 4px;
@@ -48,7 +51,7 @@ figcaption b { color: var(--ink); }
 figure .files { margin: 2px 0 0; }
 .files a { color: #0550ae; }
 footer { color: var(--muted); font-size: 0.8rem; margin-top: 40px; }
-@media print { nav { display: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
+@media print { html, body { height: auto; overflow: visible; } nav { display: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
 """
 
 
