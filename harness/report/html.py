@@ -51,7 +51,8 @@ figcaption b { color: var(--ink); }
 figure .files { margin: 2px 0 0; }
 .files a { color: #0550ae; }
 footer { color: var(--muted); font-size: 0.8rem; margin-top: 40px; }
-@media print { html, body { height: auto; overflow: visible; } nav { display: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
+@media print { html, body { height: auto; overflow: visible; }
+               nav { display: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
 """
 
 
