@@ -175,6 +175,7 @@ def mitigation_table(rows: Sequence[MitigationRow]) -> Table:
         ),
         rows=body,
         numeric=(False, False, False, True, True, True, True, True, False),
+        key="mitigation",
     )
 
 

@@ -33,9 +33,18 @@ def provenance_tables(runs: Sequence[RunData]) -> tuple[Table, ...]:
     shared = tuple((row[0], row[1]) for row in table.rows if len(set(row[1:])) == 1)
     tables = []
     if differing:
-        tables.append(Table(header=table.header, rows=differing, caption="What differs"))
+        tables.append(
+            Table(header=table.header, rows=differing, caption="What differs", key="runs")
+        )
     if shared:
-        tables.append(Table(header=("", "every run"), rows=shared, caption="Shared by every run"))
+        tables.append(
+            Table(
+                header=("", "every run"),
+                rows=shared,
+                caption="Shared by every run",
+                key="runs-shared",
+            )
+        )
     return tuple(tables)
 
 
@@ -105,7 +114,7 @@ def _provenance_table(runs: Sequence[RunData]) -> Table:
         row("finished", lambda r: r.results.finished),
         row("run folder", lambda r: str(r.path)),
     )
-    return Table(header=("", *(r.label for r in runs)), rows=rows)
+    return Table(header=("", *(r.label for r in runs)), rows=rows, key="runs")
 
 
 def headline_table(
@@ -168,6 +177,7 @@ def headline_table(
         numeric=(False, False, *(True,) * len(runs)),
         caption=caption,
         strong=frozenset(strong),
+        key="headline",
     )
 
 
