@@ -224,3 +224,37 @@ def test_three_runs_where_one_differs_still_compare_the_two_that_match(runs, tmp
     assert f"kendall\\_tau & first-stage - {latex_escape(same)}" in latex
     csv_rows = (tmp_path / "three_figures" / "tables" / "comparison.csv").read_text()
     assert csv_rows.startswith("metric,pair (B - A),mean A,mean B,")
+
+
+def test_near_identical_no_bias_bands_are_one_legend_entry():
+    """Two runs whose no-bias 95% bands differ by half a percentage point: one band, one label
+    (text stays text in the SVG, so the legend can be read back)."""
+    exposure = {"a": [0.9, 0.5, 0.1, 0.5], "b": [0.8, 0.5, 0.2, 0.5]}
+    expected = {"a": [0.5] * 4, "b": [0.5] * 4}
+    low, high = [0.30, 0.30, 0.30, 0.30], [0.70, 0.70, 0.70, 0.70]
+    near = {"a": (low, high), "b": ([v + 0.005 for v in low], [v - 0.005 for v in high])}
+    svg = plots.exposure_by_position(exposure, expected, bands=near).svg.decode()
+    assert svg.count("no-bias 95% range") == 1 and "(per run)" not in svg
+    far = {"a": (low, high), "b": ([0.1] * 4, [0.9] * 4)}  # another design: both drawn
+    svg = plots.exposure_by_position(exposure, expected, bands=far).svg.decode()
+    assert svg.count("no-bias 95% range (per run)") == 1
+
+
+def test_mitigation_plot_keeps_ndcg_at_or_above_zero_and_labels_each_cost():
+    from harness.report.mitigation import MitigationRow
+
+    rows = [
+        MitigationRow(
+            "a", "a", "a", "", "", 0.05, (-0.1, 0.2), 0.2, (0.1, 0.3), 0.8, (0.7, 0.9), 0.0, 1.0
+        ),
+        MitigationRow(
+            "b", "b", "b", "", "", 0.30, (0.1, 0.5), 0.9, (0.8, 1.0), 0.9, (0.8, 1.0), 5.0, 9.0
+        ),
+        MitigationRow(
+            "c", "c", "c", "", "", 0.20, (0.1, 0.3), 0.5, (0.4, 0.6), 0.9, (0.8, 1.0), 20.0, 9.0
+        ),
+    ]
+    svg = plots.mitigation_pareto(rows).svg.decode()
+    ticks = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    assert {"0", "5", "20"} <= set(ticks)  # each cost the runs have, not only the decades
+    assert not [t for t in ticks if t.startswith(("\u22120.", "-0."))]  # no NDCG below 0
