@@ -145,7 +145,12 @@ def test_what_to_use_picks_within_the_budget_with_the_paired_evidence(folders):
 
 def test_what_to_use_says_not_enough_queries_to_choose(tmp_path):
     """Two queries: no paired test can reach p < 0.05 (2/2^2 = 0.5), and the report says so."""
-    folders = mitigation_runs(tmp_path, queries=2)[:3]  # identity, psc, first-stage
+    data = write_rankgpt_folder(tmp_path / "data", queries=2, candidates=6)
+    folders = []
+    for name in ("identity", "first-stage"):
+        config = RunConfig(reranker=name, dataset=str(data), perms=4, out=str(tmp_path / name))
+        execute_run(prepare_run(config.validate()))
+        folders.append(tmp_path / name)
     out = tmp_path / "few"
     result = cli.invoke(
         app, ["report", *map(str, folders), "--out", str(out), "--objective", "effectiveness"]
