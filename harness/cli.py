@@ -366,14 +366,38 @@ def report(
             "[default: reports/<run folder names>]."
         ),
     ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            help="Most mean forward passes per order you can afford: 'What to use' picks "
+            "among the runs within it [default: no limit].",
+            min=0,
+        ),
+    ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="What 'What to use' optimises: effectiveness (NDCG@10), stability (Kendall "
+            "tau) or both (the most stable run not significantly less effective)."
+        ),
+    ] = "both",
+    open_: Annotated[
+        bool,
+        typer.Option("--open", help="Open the HTML report in the default web browser."),
+    ] = False,
 ) -> None:
     """Write a self-contained HTML report and its Markdown twin for one or more runs."""
     from harness.report.build import write_report
 
     with _user_errors():
-        files = write_report(run_dirs, out)
+        files = write_report(run_dirs, out, budget=budget, objective=objective)
     typer.echo(f"html: {files.html}")
     typer.echo(f"markdown: {files.markdown} (figures in {files.figures})")
+    if open_:
+        import webbrowser
+
+        if not webbrowser.open(files.html.resolve().as_uri()):
+            typer.echo("no web browser found to open it; open the html file above", err=True)
 
 
 @app.command()

@@ -13,7 +13,7 @@ import harness
 from harness.errors import HarnessError
 from harness.gates.baseline import baseline_from_results
 from harness.gates.gate import evaluate_gate, parse_specs
-from harness.rerankers.callable import from_order, from_scores
+from harness.rerankers.callable import from_order, from_scores, rebuild_note
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,3 +167,20 @@ def test_a_function_runs_locally_and_says_so_for_another_executor(rankgpt_folder
             dataset=str(rankgpt_folder), executor="ray", out=tmp_path / "run",
         )  # fmt: skip
     assert not (tmp_path / "run").exists()
+
+
+def test_a_function_nothing_can_import_later_is_recorded_and_warned_about():
+    """A lambda (like a function in a script's __main__) cannot be re-imported from its
+    recorded module:qualname: the record says so and how to rebuild it, and Python warns."""
+    with pytest.warns(UserWarning, match="cannot be imported by a later run: a nested"):
+        preset = from_scores(lambda q, docs: [0.0] * len(docs), name="flat").preset()
+    assert "to rebuild this reranker" in preset.description
+    assert preset.params["function"].endswith("<locals>.<lambda>")
+
+    def in_main(query: str, docs: list[str]) -> list[float]:
+        return [0.0] * len(docs)
+
+    in_main.__module__, in_main.__qualname__ = "__main__", "in_main"  # as if run as a script
+    with pytest.warns(UserWarning, match=r"__main__:in_main cannot be imported.*\(__main__\)"):
+        from_scores(in_main).preset()
+    assert rebuild_note(by_number) is None  # importable: tests.test_api:by_number

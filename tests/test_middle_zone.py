@@ -48,8 +48,9 @@ def test_a_homogenized_middle_has_zero_spread(tmp_path: Path) -> None:
     everything = np.std([0.0, 1.0, 2.0, 0.5, 0.5, 0.5, 3.0, -1.0, 4.0])
     assert zone.spread["first"] == pytest.approx(np.std([0.0, 1.0, 2.0]) / everything)
     assert zone.spread["last"] == pytest.approx(np.std([3.0, -1.0, 4.0]) / everything)
-    png = plot_middle_zone({"icr": zone})
-    assert png.startswith(b"\x89PNG")
+    image = plot_middle_zone({"icr": zone})
+    assert image.png.startswith(b"\x89PNG") and image.pdf.startswith(b"%PDF-")
+    assert b"<svg" in image.svg
 
 
 def test_runs_without_scores_or_declared_invariant_have_no_middle_zone() -> None:

@@ -1,6 +1,13 @@
-"""The HTML report in a real browser: headless Chromium loads it, every image decodes, and the
-page requests nothing from the network. A screenshot is kept as a test artifact (path printed;
-``HARNESS_TEST_ARTIFACTS`` overrides the folder, default ``reports/test-artifacts``).
+"""The HTML report in a real browser: headless Chromium loads it, every figure (an inline SVG)
+decodes, every table links its LaTeX and CSV files, a link to a figure screenshots that
+figure, and the page requests nothing from the network. A screenshot is kept as a test
+artifact (path printed; ``HARNESS_TEST_ARTIFACTS`` overrides the folder, default
+``reports/test-artifacts``).
+
+To look at a report yourself: ``harness report RUN_DIR --open``, or screenshot it as these
+tests do: ``chromium --headless --no-sandbox --hide-scrollbars --window-size=1280,3000
+--screenshot=shot.png file:///abs/path/report.html`` (append ``#fig-exposure`` to the URL
+for one figure).
 """
 
 from __future__ import annotations
@@ -62,15 +69,17 @@ window.addEventListener("load", () => {
       opaque = context.getImageData(x, y, 1, 1).data[3] === 255;
     } catch (err) { opaque = false; }
     return {alt: img.alt, complete: img.complete, width: img.naturalWidth,
-            height: img.naturalHeight, opaque};
+            height: img.naturalHeight, opaque, kind: img.src.slice(0, 26)};
   });
+  const links = [...document.querySelectorAll("a[href]")].map((a) => a.getAttribute("href"));
   const resources = performance.getEntriesByType("resource").map((r) => r.name)
     .filter((name) => !name.startsWith("data:"));
   const data = JSON.parse(document.getElementById("harness-data").textContent);
   const out = document.createElement("pre");
   out.id = "harness-check";
-  out.textContent = JSON.stringify({images, resources, violations: window.__violations,
-                                    runs: data.runs.length});
+  out.textContent = JSON.stringify({images, links, resources, runs: data.runs.length,
+                                    tables: document.querySelectorAll("table").length,
+                                    violations: window.__violations});
   document.body.appendChild(out);
 });
 </script>"""
@@ -138,12 +147,37 @@ def _keep_screenshot(report: Path, name: str, height: int, profile: Path) -> Pat
 def test_report_loads_decodes_every_image_and_fetches_nothing(report_html, tmp_path):
     found = _check_in_browser(report_html, tmp_path)
     assert found["runs"] == 3
-    assert len(found["images"]) == 7
+    assert len(found["images"]) == 8  # 7 plots and the mitigation plot of the comparable pair
     for image in found["images"]:
+        assert image["kind"] == "data:image/svg+xml;base64,", image  # vector figures, drawn
         assert image["complete"] and image["opaque"], image
         assert image["width"] > 0 and image["height"] > 0, image
     assert found["resources"] == [], "the page fetched resources"
     assert found["violations"] == [], "the page tried to load something from outside itself"
+    # every table links its LaTeX and CSV, every figure its SVG/PDF/PNG; each file exists
+    files = [link for link in found["links"] if not link.startswith("#")]
+    assert sum(link.endswith(".tex") for link in files) == found["tables"] > 5
+    assert sum(link.endswith(".csv") for link in files) == found["tables"]
+    assert sum(link.endswith(".svg") for link in files) == 8
+    assert sum(link.endswith(".pdf") for link in files) == 8
+    for link in files:
+        assert (report_html.parent / link).is_file(), link
+    latex = next(link for link in files if link.endswith("headline.tex"))
+    assert "\\toprule" in (report_html.parent / latex).read_text()
+
+
+def test_a_link_to_a_figure_screenshots_that_figure(report_html, tmp_path):
+    """Headless Chromium drew a blank page for report.html#fig-... when the viewport scrolled;
+    the page scrolls its body instead, so the figure is what the screenshot shows."""
+    from PIL import Image
+
+    shot = tmp_path / "figure.png"
+    url = report_html.as_uri() + "#fig-exposure"
+    result = _chromium(["--window-size=1280,900", f"--screenshot={shot}", url], tmp_path / "p")
+    assert shot.is_file(), result.stderr[-2000:]
+    grey = Image.open(shot).convert("L")
+    dark = sum(1 for value in grey.get_flattened_data() if value < 128)
+    assert dark > 2000, "the screenshot of the linked figure is blank"
 
 
 def test_report_screenshot_is_kept_as_an_artifact(report_html, tmp_path):

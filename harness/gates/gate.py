@@ -581,8 +581,8 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         bad = verdict.invariance.violations
         moved = f"FAIL: {len(bad)} queries moved {_few([q for q, _ in bad])}"
         lines.append(
-            _row("order invariance (declared)", "", "1",
-                 f"min tau {_f(verdict.invariance.min_tau)}", "", "", "",
+            _row("order invariance (declared): min Kendall tau", str(len(new.query_ids)), "n/a",
+                 _f(verdict.invariance.min_tau), "", "", "",
                  f"1 ranking per query, tau >= 1 - {INVARIANCE_TOLERANCE:g}", "", "",
                  _bold_if(bool(bad), moved if bad else "pass"))
         )  # fmt: skip

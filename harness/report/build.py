@@ -14,12 +14,25 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.files import ensure_writable_folder, write_text_atomic
-from harness.report.compare import compare_runs, incomparable_reason, levels_note, moved_most
-from harness.report.document import Figure, Report, Section
-from harness.report.exports import PER_QUERY_CSV, per_query_csv
-from harness.report.figures import build_figures
+from harness.report.compare import comparability, compare_runs, groups_of, levels_note, moved_most
+from harness.report.document import FIGURE_FORMATS, Report, Section
+from harness.report.exports import (
+    PER_QUERY_CSV,
+    TABLES_DIR,
+    keyed_tables,
+    per_query_csv,
+    table_csv,
+    table_latex,
+)
+from harness.report.figures import build_figures, from_rendered
 from harness.report.load import RunData, load_runs
-from harness.report.mitigation import mitigation_rows, mitigation_section
+from harness.report.mitigation import (
+    OBJECTIVES,
+    mitigation_rows,
+    mitigation_section,
+    recommend,
+    recommendation_section,
+)
 from harness.report.reading import run_reading, too_few_queries_note
 from harness.report.tables import (
     MOVED_QUERIES,
@@ -43,8 +56,16 @@ class ReportFiles:
     figures: Path
 
 
-def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> ReportFiles:
-    """Load the runs, build the report, write ``OUT.html``, ``OUT.md`` and ``OUT_figures/``."""
+def write_report(
+    run_dirs: Sequence[Path],
+    out: Path | None = None,
+    *,
+    budget: float | None = None,
+    objective: str = "both",
+) -> ReportFiles:
+    """Load the runs, build the report, write ``OUT.html``, ``OUT.md`` and ``OUT_figures/``
+    (figures as SVG, PDF and PNG; ``tables/`` with every table as LaTeX and CSV).
+    ``budget`` and ``objective`` steer the mitigation report's "What to use"."""
     from harness.report.html import render_html
     from harness.report.markdown import render_markdown
 
@@ -59,12 +80,18 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> ReportFil
         if path.is_dir():
             raise HarnessError(f"{path}: is a folder, expected where the report file goes")
     ensure_writable_folder(stem.parent, "the report")
-    report = build_report(runs)
+    report = build_report(runs, budget=budget, objective=objective)
     ensure_writable_folder(figures, "the report's figures")
     for figure in report.figures:
-        (figures / f"{figure.key}.png").write_bytes(figure.png)
+        for fmt in FIGURE_FORMATS:
+            (figures / f"{figure.key}.{fmt}").write_bytes(figure.image(fmt))
     write_text_atomic(figures / PER_QUERY_CSV, per_query_csv(runs))
-    write_text_atomic(html, render_html(report))
+    tables = figures / TABLES_DIR
+    tables.mkdir(exist_ok=True)
+    for table in report.tables:
+        write_text_atomic(tables / f"{table.key}.tex", table_latex(table))
+        write_text_atomic(tables / f"{table.key}.csv", table_csv(table))
+    write_text_atomic(html, render_html(report, figures_dir=figures.name))
     write_text_atomic(markdown, render_markdown(report, figures_dir=figures.name))
     return ReportFiles(html=html, markdown=markdown, figures=figures)
 
@@ -85,11 +112,18 @@ def _with_note(section: Section, note: str | None) -> Section:
     return replace(section, paragraphs=(*section.paragraphs, note))
 
 
-def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
+def build_report(
+    runs: Sequence[RunData],
+    *,
+    seed: int = 0,
+    budget: float | None = None,
+    objective: str = "both",
+) -> Report:
     labels = [r.label for r in runs]
     datasets = sorted({r.results.dataset.name for r in runs})
-    reason = incomparable_reason(runs)
-    comparisons = compare_runs(runs, seed=seed) if reason is None else []
+    found = comparability(runs)
+    groups = groups_of(runs, found)
+    comparisons = compare_runs(runs, seed=seed, groups=groups) if groups else []
     figures, plot_notes, plot_data = build_figures(runs)
     sections = [
         Section("Runs", tables=provenance_tables(runs)),
@@ -108,28 +142,40 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         *(section for section in (floor_section(runs),) if section is not None),
         _with_note(
             _with_note(
-                comparison_section(comparisons, reason, len(runs)),
+                comparison_section(comparisons, found, len(runs)),
                 too_few_queries_note(min(c.n for c in comparisons), len(comparisons))
                 if comparisons
                 else None,
             ),
-            levels_note(runs) if reason is None else None,
+            levels_note([r for group in groups for r in group]) if groups else None,
         ),
     ]
-    mitigation = mitigation_rows(runs) if reason is None else []
+    if objective not in OBJECTIVES:
+        raise HarnessError(f"--objective {objective}: expected one of {', '.join(OBJECTIVES)}")
+    mitigation = mitigation_rows(groups[0]) if groups else []
+    advice = None
     if mitigation:
         from harness.report import plots
 
-        figure = Figure(
+        figure = from_rendered(
             "mitigation_pareto",
             "Effectiveness and stability vs cost",
-            "One point per run (95% bootstrap intervals over queries); x is the mean forward "
+            "One point per run (95% bootstrap intervals over queries): (a) NDCG@10, (b) Kendall "
+            "tau across orders; x is the mean forward "
             "passes per order on a symlog axis. Large ringed points are on the Pareto front "
             "(NDCG@10 up, Kendall tau up, forward passes down); dotted arrows go from a "
             "reranker to the meta-reranker that wraps it.",
             plots.mitigation_pareto(mitigation),
         )
-        sections.append(mitigation_section(mitigation, (figure,)))
+        covered = None
+        if len(groups[0]) < len(runs):
+            covered = (
+                f"Over {', '.join(r.label for r in groups[0])}, the largest group of runs on "
+                "the same queries (see Comparison)."
+            )
+        sections.append(_with_note(mitigation_section(mitigation, (figure,)), covered))
+        advice = recommend(groups[0], mitigation, budget=budget, objective=objective, seed=seed)
+        sections.append(recommendation_section(advice, mitigation))
     sections += [
         Section("Plots", paragraphs=tuple(plot_notes), figures=tuple(figures)),
         moved_section(runs),
@@ -154,17 +200,20 @@ def build_report(runs: Sequence[RunData], *, seed: int = 0) -> Report:
         "runs": [
             {"label": r.label, "path": str(r.path), "results": r.results.to_dict()} for r in runs
         ],
-        "comparable": reason is None,
-        "incomparable_reason": reason,
+        "comparable": not found.left_out,
+        "incomparable_reason": found.note(),
+        "comparable_groups": [list(group) for group in found.groups],
+        "not_compared": [{"label": label, "why": why} for label, why in found.left_out],
         "comparisons": [asdict(c) for c in comparisons],
         "mitigation": [asdict(m) for m in mitigation],
+        "what_to_use": None if advice is None else asdict(advice),
         "moved_most": {r.label: [asdict(m) for m in moved_most(r, MOVED_QUERIES)] for r in runs},
         "series": plot_data,
     }
     return Report(
         title=f"Order sensitivity report: {', '.join(labels)}",
         subtitle=subtitle,
-        sections=tuple(sections),
+        sections=keyed_tables(sections),
         data=jsonable(data),
     )
 

@@ -58,21 +58,89 @@ class MovedQuery:
     ndcg_reference: float
 
 
+@dataclass(frozen=True)
+class Comparability:
+    """Which runs can be paired query by query: groups of runs that saw the same data the
+    same way (largest first, each of two or more runs), and why each other run is left out."""
+
+    groups: tuple[tuple[str, ...], ...]
+    left_out: tuple[tuple[str, str], ...] = ()  # (label, why)
+
+    @property
+    def compared(self) -> bool:
+        return bool(self.groups)
+
+    def note(self) -> str | None:
+        """A sentence naming what is compared and what is not (None when every run is)."""
+        if not self.left_out:
+            return None
+        why = "; ".join(f"{label}: {reason}" for label, reason in self.left_out)
+        if not self.groups:
+            return f"Runs are not compared query by query: {why}."
+        named = " and ".join("{" + ", ".join(group) + "}" for group in self.groups)
+        return (
+            f"Compared within {'each of ' if len(self.groups) > 1 else ''}{named}, the largest "
+            f"group{'s' if len(self.groups) > 1 else ''} of runs on the same data, depth, "
+            f"query set and permutation strategy. Left out: {why}."
+        )
+
+
+def comparability(runs: Sequence[RunData]) -> Comparability:
+    """The largest groups of runs that can be paired query by query (same dataset fingerprint,
+    depth, query set and permutation strategy), so one different run never hides the
+    comparison of the others; each run outside every group says how it differs from the
+    largest group."""
+    if len(runs) < 2:
+        return Comparability((), tuple((r.label, "only one run") for r in runs))
+    keyed: dict[tuple, list[RunData]] = {}
+    for run in runs:
+        keyed.setdefault(_key(run), []).append(run)
+    ordered = sorted(keyed.values(), key=lambda g: -len(g))  # stable: input order on ties
+    groups = tuple(tuple(r.label for r in g) for g in ordered if len(g) > 1)
+    reference = ordered[0][0]
+    left_out = tuple(
+        (g[0].label, _difference(reference, g[0]) or "no other run like it")
+        for g in ordered
+        if len(g) == 1
+    )
+    return Comparability(groups, left_out)
+
+
+def groups_of(runs: Sequence[RunData], found: Comparability) -> list[list[RunData]]:
+    by_label = {r.label: r for r in runs}
+    return [[by_label[label] for label in group] for group in found.groups]
+
+
 def incomparable_reason(runs: Sequence[RunData]) -> str | None:
-    """Why these runs cannot be paired query by query, or None when they can."""
+    """Why not every one of these runs can be paired query by query, or None when they can."""
     if len(runs) < 2:
         return "only one run"
     first = runs[0]
     for run in runs[1:]:
-        for what, key in (
-            ("dataset fingerprint", _fingerprint),
-            ("depth", _depth),
-            ("permutation strategy", lambda r: r.strategy),
-        ):
-            if key(run) != key(first):
-                return f"{what} differs ({first.label}: {key(first)}, {run.label}: {key(run)})"
-        if set(run.query_ids) != set(first.query_ids):
-            return f"query sets differ ({first.label} vs {run.label})"
+        reason = _difference(first, run)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _key(run: RunData) -> tuple:
+    return (_fingerprint(run), repr(_depth(run)), run.strategy, frozenset(run.query_ids))
+
+
+def _difference(first: RunData, run: RunData) -> str | None:
+    for what, key in (
+        ("dataset fingerprint", _fingerprint),
+        ("depth", _depth),
+        ("permutation strategy", lambda r: r.strategy),
+    ):
+        if key(run) != key(first):
+            return f"{what} differs ({first.label}: {key(first)}, {run.label}: {key(run)})"
+    if set(run.query_ids) != set(first.query_ids):
+        shared = len(set(run.query_ids) & set(first.query_ids))
+        return (
+            f"query sets differ ({first.label}: {len(set(first.query_ids))}, {run.label}: "
+            f"{len(set(run.query_ids))} queries, {shared} shared)"
+        )
     return None
 
 
@@ -85,17 +153,25 @@ def _depth(run: RunData) -> object:
 
 
 def compare_runs(
-    runs: Sequence[RunData], metrics: Sequence[str] | None = None, *, seed: int = 0
+    runs: Sequence[RunData],
+    metrics: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    groups: Sequence[Sequence[RunData]] | None = None,
 ) -> list[PairedResult]:
-    """Run pairs on every metric (default: the registry's compared ones) both have per query:
-    all pairs (earlier run as ``a``) for up to three runs, else each run against the first, so
-    the table and the Holm family stay small enough to read and to reach significance."""
+    """Run pairs on every metric (default: the registry's compared ones) both have per query,
+    within each of ``groups`` (default: all runs as one group): all pairs (earlier run as
+    ``a``) for up to three runs, else each run against the group's first, so the table and the
+    Holm family (every row of every group) stay small enough to read and to reach
+    significance."""
     names = [s.name for s in registry.compared()] if metrics is None else list(metrics)
     specs = [registry.get(name) for name in names]
-    if len(runs) <= ALL_PAIRS_UP_TO:
-        pairs = list(itertools.combinations(runs, 2))
-    else:
-        pairs = [(runs[0], b) for b in runs[1:]]
+    pairs = []
+    for group in [runs] if groups is None else groups:
+        if len(group) <= ALL_PAIRS_UP_TO:
+            pairs += list(itertools.combinations(group, 2))
+        else:
+            pairs += [(group[0], b) for b in group[1:]]
     rows = []
     for a, b in pairs:
         level = a.results.relevance_level

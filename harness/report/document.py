@@ -20,6 +20,7 @@ class Table:
     numeric: tuple[bool, ...] = ()  # per column: right-align (numbers)
     caption: str = ""
     strong: frozenset[tuple[int, int]] = frozenset()  # (row, column) cells shown in bold
+    key: str = ""  # file-name stem of its LaTeX and CSV exports (default: from the section)
 
     def is_numeric(self, column: int) -> bool:
         return column < len(self.numeric) and self.numeric[column]
@@ -28,12 +29,23 @@ class Table:
         return (row, column) in self.strong
 
 
+FIGURE_FORMATS = ("svg", "pdf", "png")
+
+
 @dataclass(frozen=True)
 class Figure:
-    key: str  # file-name stem when written next to the Markdown
+    """A plot in three formats: PNG (Markdown), SVG (the HTML page, papers), PDF (LaTeX)."""
+
+    key: str  # file-name stem of STEM_figures/KEY.{png,svg,pdf}
     title: str
     caption: str
     png: bytes
+    svg: bytes = b""
+    pdf: bytes = b""
+    width_in: float = 3.5  # printed width in inches (one column 3.5, two columns 7)
+
+    def image(self, fmt: str) -> bytes:
+        return {"png": self.png, "svg": self.svg, "pdf": self.pdf}[fmt]
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,10 @@ class Report:
     @property
     def figures(self) -> tuple[Figure, ...]:
         return tuple(f for s in self.sections for f in s.figures)
+
+    @property
+    def tables(self) -> tuple[Table, ...]:
+        return tuple(t for s in self.sections for t in s.tables)
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -17,14 +17,15 @@ from harness.report.middle_zone import middle_zone, plot_middle_zone
 CAPTIONS: Mapping[str, tuple[str, str]] = {
     "ndcg_across_orders": (
         f"NDCG@{TOP_K} across input orders",
-        f"Left: each point is one shown order's NDCG@{TOP_K} averaged over queries; the star is "
-        f"the identity (first-stage) order. Right: each point is one query's NDCG@{TOP_K} range "
+        f"(a) Each point is one shown order's NDCG@{TOP_K} averaged over queries; the star is "
+        f"the identity (first-stage) order. (b) Each point is one query's NDCG@{TOP_K} range "
         "across its orders. An order-invariant reranker has a single value and zero spread.",
     ),
     "stability_ecdf": (
         "Per-query stability (ECDF)",
-        f"Share of queries whose mean pairwise Kendall tau / RBO@{TOP_K} across orders is at or "
-        "below x. Curves hugging the right edge (1.0) mean identical outputs in every order. "
+        f"Share of queries whose mean pairwise Kendall tau (a) / RBO@{TOP_K} (b) across orders "
+        "is at or below x. Curves hugging the right edge (1.0) mean identical outputs in every "
+        "order. "
         "The shaded band around each curve is its 95% Dvoretzky-Kiefer-Wolfowitz band (wide "
         "with few queries): curves inside each other's bands are not shown to differ.",
     ),
@@ -43,8 +44,8 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
     ),
     "middle_zone": (
         "Middle zone (order-sensitive score-based rerankers)",
-        f"Left: share of outputs in which the item shown at each input position reaches the top "
-        f"{TOP_K}, the middle third of the positions shaded. Right: within each order, the "
+        f"(a) Share of outputs in which the item shown at each input position reaches the top "
+        f"{TOP_K}, the middle third of the positions shaded. (b) Within each order, the "
         "spread (std) of the scores of the items shown in the first, middle and last third, "
         "relative to the spread of all its scores; a low middle bar is the 'homogenized "
         "middle' attention rerankers are known for.",
@@ -52,7 +53,7 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
     "lost_in_the_middle": (
         "Lost in the middle (sweep)",
         "Each judged-relevant candidate is moved through every input position with the others "
-        "kept in first-stage order. Left: its mean output rank; right: "
+        "kept in first-stage order. (a) Its mean output rank; (b) "
         f"NDCG@{TOP_K} of the output.",
     ),
     "latency": (
@@ -67,9 +68,13 @@ CAPTIONS: Mapping[str, tuple[str, str]] = {
 }
 
 
-def _figure(key: str, png: bytes) -> Figure:
+def _figure(key: str, image: plots.Rendered) -> Figure:
     title, caption = CAPTIONS[key]
-    return Figure(key, title, caption, png)
+    return from_rendered(key, title, caption, image)
+
+
+def from_rendered(key: str, title: str, caption: str, image: plots.Rendered) -> Figure:
+    return Figure(key, title, caption, image.png, image.svg, image.pdf, image.width_in)
 
 
 def build_figures(runs: Sequence[RunData]) -> tuple[list[Figure], list[str], dict[str, Any]]:

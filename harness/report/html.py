@@ -1,9 +1,10 @@
 """Render a :class:`Report` as one self-contained HTML page.
 
-Everything is inline: CSS in a ``<style>`` element, plots as ``data:`` PNG URIs, and the run
-data as JSON in ``<script type="application/json" id="harness-data">`` (not executed, but
-readable by tools: ``json.loads(element.text)``). A Content-Security-Policy forbids the page
-from loading anything else, so opening a report never touches the network.
+Everything is inline: CSS in a ``<style>`` element, plots as ``data:`` SVG URIs (vector: sharp
+at any zoom and in print), and the run data as JSON in
+``<script type="application/json" id="harness-data">`` (not executed, but readable by tools:
+``json.loads(element.text)``). A Content-Security-Policy forbids the page from loading
+anything else, so opening a report never touches the network.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import json
 import re
 from html import escape
 
-from harness.report.document import Figure, Report, Section, Table
+from harness.report.document import FIGURE_FORMATS, Figure, Report, Section, Table
+from harness.report.exports import TABLES_DIR
 
 DATA_ELEMENT_ID = "harness-data"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -21,8 +23,11 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _CSS = """
 :root { --ink: #1b1f24; --muted: #57606a; --rule: #d0d7de; --band: #f6f8fa; }
 * { box-sizing: border-box; }
+/* The body is the scroll container, not the viewport: a link to #fig-... then scrolls the
+   body, which headless Chromium's --screenshot draws (a scrolled viewport comes out blank). */
+html { height: 100%; overflow: hidden; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       color: var(--ink); margin: 0; background: #fff; }
+       color: var(--ink); margin: 0; background: #fff; height: 100%; overflow: auto; }
 main { max-width: 1280px; margin: 0 auto; padding: 24px 28px 64px; }
 h1 { font-size: 1.6rem; margin: 0 0 4px; }
 h2 { font-size: 1.25rem; margin: 36px 0 10px; padding-bottom: 4px;
@@ -42,14 +47,20 @@ figure { margin: 14px 0 26px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); }
 figcaption { color: var(--muted); font-size: 0.88rem; max-width: 900px; }
 figcaption b { color: var(--ink); }
+.files { color: var(--muted); font-size: 0.8rem; margin: -12px 0 18px; }
+figure .files { margin: 2px 0 0; }
+.files a { color: #0550ae; }
 footer { color: var(--muted); font-size: 0.8rem; margin-top: 40px; }
-@media print { nav { display: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
+@media print { html, body { height: auto; overflow: visible; }
+               nav { display: none; } h2 { break-after: avoid; } figure { break-inside: avoid; } }
 """
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report, *, figures_dir: str | None = None) -> str:
+    """The page; ``figures_dir`` (the folder name beside it) adds links to the figure and
+    table files written there."""
     nav = " ".join(f'<a href="#{_anchor(s.title)}">{escape(s.title)}</a>' for s in report.sections)
-    body = "\n".join(_section(s) for s in report.sections)
+    body = "\n".join(_section(s, figures_dir) for s in report.sections)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -74,11 +85,15 @@ def embed_json(data: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _section(section: Section) -> str:
+def _section(section: Section, figures_dir: str | None) -> str:
     parts = [f'<section id="{_anchor(section.title)}">', f"<h2>{escape(section.title)}</h2>"]
     parts += [f"<p>{escape(p)}</p>" for p in section.paragraphs]
-    parts += [_table(t) for t in section.tables]
-    parts += [_figure(f) for f in section.figures]
+    for table in section.tables:
+        parts.append(_table(table))
+        if figures_dir is not None and table.key:
+            stem = f"{figures_dir}/{TABLES_DIR}/{table.key}"
+            parts.append(_files("Table as", ((f"{stem}.tex", "LaTeX"), (f"{stem}.csv", "CSV"))))
+    parts += [_figure(f, figures_dir) for f in section.figures]
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -101,13 +116,32 @@ def _table(table: Table) -> str:
     )
 
 
-def _figure(figure: Figure) -> str:
-    data = base64.b64encode(figure.png).decode("ascii")
+def _files(lead: str, links: tuple[tuple[str, str], ...]) -> str:
+    anchors = " · ".join(f'<a href="{escape(href)}">{escape(name)}</a>' for href, name in links)
+    return f'<p class="files">{escape(lead)} {anchors}</p>'
+
+
+PIXELS_PER_INCH = 150  # on screen: a 3.5 in column figure is 525 px wide
+
+
+def _figure(figure: Figure, figures_dir: str | None = None) -> str:
+    kind, image = ("svg+xml", figure.svg) if figure.svg else ("png", figure.png)
+    data = base64.b64encode(image).decode("ascii")
+    width = round(figure.width_in * PIXELS_PER_INCH)
+    files = ""
+    if figures_dir is not None:
+        links = tuple(
+            (f"{figures_dir}/{figure.key}.{fmt}", fmt.upper())
+            for fmt in FIGURE_FORMATS
+            if figure.image(fmt)
+        )
+        files = _files("Figure as", links)
     return (
         f'<figure id="fig-{escape(figure.key)}">'
-        f'<img alt="{escape(figure.title)}" src="data:image/png;base64,{data}">'
+        f'<img alt="{escape(figure.title)}" width="{width}" '
+        f'src="data:image/{kind};base64,{data}">'
         f"<figcaption><b>{escape(figure.title)}.</b> {escape(figure.caption)}</figcaption>"
-        "</figure>"
+        f"{files}</figure>"
     )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from harness.metrics.registry import TOP_K
 from harness.report.load import RunData
+from harness.report.plots import Rendered
 
 ZONES = ("first", "middle", "last")
 
@@ -90,12 +91,18 @@ def middle_zone(run: RunData) -> MiddleZone | None:
     )
 
 
-def plot_middle_zone(zones: Mapping[str, MiddleZone]) -> bytes:
-    """Left: top-k exposure by input position, middle third shaded; right: score spread per
+def plot_middle_zone(zones: Mapping[str, MiddleZone]) -> Rendered:
+    """(a) top-k exposure by input position, middle third shaded; (b) score spread per
     zone, one bar group per run."""
-    from harness.report.plots import _figure, _png, _style
+    from harness.report.plots import paper
 
-    fig, (left, right) = _figure(10.0, 3.8, ncols=2)
+    return paper(_draw_middle_zone)(zones)
+
+
+def _draw_middle_zone(zones: Mapping[str, MiddleZone]):
+    from harness.report.plots import TWO_COLUMNS, _figure, _style
+
+    fig, (left, right) = _figure(TWO_COLUMNS, 2.8, ncols=2)
     width = 0.8 / max(len(zones), 1)
     for i, (label, zone) in enumerate(zones.items()):
         style = _style(i)
@@ -126,10 +133,10 @@ def plot_middle_zone(zones: Mapping[str, MiddleZone]) -> bytes:
         left.plot(np.arange(1, first.expected.size + 1), first.expected, "k:", label="no bias")
     left.set_xlabel("input position (1 = shown first)")
     left.set_ylabel(f"share reaching the top {TOP_K}")
-    left.set_title("Exposure by input position")
-    left.legend(fontsize="small")
+    left.set_title("(a) exposure by input position")
+    left.legend()
     right.set_xticks(np.arange(3) + width * (len(zones) - 1) / 2, [f"{z} third" for z in ZONES])
     right.set_ylabel("score std in zone / std of all scores")
-    right.set_title("Score spread by zone (low = homogenized)")
-    right.legend(fontsize="small")
-    return _png(fig)
+    right.set_title("(b) score spread by zone (low = homogenized)")
+    right.legend()
+    return fig

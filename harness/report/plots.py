@@ -1,14 +1,21 @@
-"""The report's plots: small pure functions from plain series to PNG bytes.
+"""The report's plots: small pure functions from plain series to images (PNG, SVG, PDF).
 
 matplotlib is imported inside each call and only its object API is used (``Figure``, never
-``pyplot``), so nothing global is touched and the Agg renderer needs no display. Runs are told
-apart by marker, line style and hatch as well as colour, so a grey-scale print stays readable.
+``pyplot``); the paper style applies through ``rc_context`` for the call only, and the Agg
+renderer needs no display. Runs are told apart by marker, line style and hatch as well as
+colour, so a grey-scale print stays readable. Figures carry no title: the report's caption
+(and a paper's) says what they show; panels of a figure are lettered (a), (b).
+
+Sizes are for print: a one-panel figure is one column wide (3.5 in), a two-panel figure
+spans two columns (7 in), with 8-9 pt text, so it can go into a paper without rescaling.
 """
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +28,51 @@ _COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
 _HATCHES = ("//", "..", "xx", "\\\\", "oo", "++", "--")
-DPI = 110
+DPI = 200  # PNG resolution: a 3.5 in column is 700 px
+ONE_COLUMN = 3.5  # inches: one column of a two-column paper
+TWO_COLUMNS = 7.0
+PAPER_STYLE: Mapping[str, Any] = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4,
+    "axes.linewidth": 0.6,
+    "pdf.fonttype": 42,  # TrueType in the PDF: editable text, accepted by publishers
+    "svg.fonttype": "none",  # text stays text in the SVG (smaller, searchable)
+    "svg.hashsalt": "harness",  # stable element ids: the same data gives the same SVG
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One figure in the three formats the report writes: PNG for the Markdown comment,
+    SVG for the HTML page and papers, PDF for LaTeX."""
+
+    png: bytes
+    svg: bytes
+    pdf: bytes
+    width_in: float = ONE_COLUMN
+
+
+def paper(draw: Callable[..., Any]) -> Callable[..., Rendered]:
+    """Run a function that draws and returns a matplotlib ``Figure`` in the paper style and
+    render it; the style is matplotlib's only for the call."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> Rendered:
+        from matplotlib import rc_context
+
+        with rc_context(PAPER_STYLE):
+            fig = draw(*args, **kwargs)
+            return Rendered(
+                _save(fig, "png"), _save(fig, "svg"), _save(fig, "pdf"), float(fig.get_figwidth())
+            )
+
+    return wrapper
 
 
 def _style(i: int) -> dict[str, Any]:
@@ -42,13 +93,19 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
     return fig, axes.ravel()
 
 
-def _png(fig) -> bytes:
+def _save(fig, fmt: str) -> bytes:
+    """The figure as ``fmt`` bytes, without dates or versions, so a rebuild is identical."""
+    metadata: dict[str, Any] = {
+        "png": {"Software": None},
+        "svg": {"Date": None, "Creator": None},
+        "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+    }[fmt]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
     return buffer.getvalue()
 
 
-def _boxes(ax, data: Mapping[str, Sequence[float]], ylabel: str, title: str) -> None:
+def _boxes(ax, data: Mapping[str, Sequence[float]], ylabel: str, title: str = "") -> None:
     """Hatched box per run with its points overlaid (deterministic jitter)."""
     labels = list(data)
     values = [np.asarray(data[k], dtype=float) for k in labels]
@@ -63,7 +120,7 @@ def _boxes(ax, data: Mapping[str, Sequence[float]], ylabel: str, title: str) -> 
         ax.scatter(
             i + 1 + jitter,
             v,
-            s=14,
+            s=8,
             marker=style["marker"],
             color=style["color"],
             alpha=0.75,
@@ -73,7 +130,8 @@ def _boxes(ax, data: Mapping[str, Sequence[float]], ylabel: str, title: str) -> 
     for median in boxes["medians"]:
         median.set(color="black", linewidth=1.6)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    if title:
+        ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -92,40 +150,40 @@ def at_least_span(ax, span: float = MIN_UNIT_SPAN, low: float = 0.0, high: float
     ax.set_ylim(bottom, bottom + span)
 
 
+@paper
 def ndcg_across_orders(
     per_order: Mapping[str, Sequence[float]],
     reference: Mapping[str, float],
     spread: Mapping[str, Sequence[float]],
-) -> bytes:
+):
     """Left: NDCG@10 of each shown order (mean over queries) per run, the identity order starred.
     Right: per query, the NDCG@10 range (max - min) across its orders."""
     panels = 2 if per_order else 1
-    fig, axes = _figure(5.0 * panels, 4.0, ncols=panels)
+    fig, axes = _figure(ONE_COLUMN * panels, 2.8, ncols=panels)
     if per_order:
         ax = axes[0]
-        _boxes(ax, per_order, f"NDCG@{TOP_K} (mean over queries)", f"NDCG@{TOP_K} per shown order")
+        _boxes(ax, per_order, f"NDCG@{TOP_K} (mean over queries)", "(a) per shown order")
         for i, label in enumerate(per_order):
             if label in reference and np.isfinite(reference[label]):
                 ax.scatter(
                     [i + 1],
                     [reference[label]],
                     marker="*",
-                    s=160,
+                    s=70,
                     color="black",
                     zorder=4,
                     label="identity (first-stage) order" if i == 0 else None,
                 )
-        ax.legend(loc="best", fontsize=8)
+        ax.legend(loc="best")
         at_least_span(ax)
     _boxes(
         axes[-1],
         spread,
-        f"NDCG@{TOP_K} range across orders (max - min)",
-        f"Per-query NDCG@{TOP_K} spread",
+        f"NDCG@{TOP_K} range across orders",
+        "(b) per query: max - min" if per_order else "",
     )
     at_least_span(axes[-1])
-    fig.suptitle("Effectiveness across input orders")
-    return _png(fig)
+    return fig
 
 
 def ecdf_band(values: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,13 +196,14 @@ def ecdf_band(values: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.n
     return x, np.clip(ecdf - eps, 0.0, 1.0), np.clip(ecdf + eps, 0.0, 1.0)
 
 
-def stability_ecdf(tau: Mapping[str, Sequence[float]], rbo: Mapping[str, Sequence[float]]) -> bytes:
+@paper
+def stability_ecdf(tau: Mapping[str, Sequence[float]], rbo: Mapping[str, Sequence[float]]):
     """ECDF over queries of mean pairwise Kendall tau and RBO@10 (right = more stable), each
     with its 95% DKW band."""
-    fig, axes = _figure(10.0, 4.0, ncols=2)
-    for ax, data, name, lo in (
-        (axes[0], tau, "Kendall tau", -1.0),
-        (axes[1], rbo, f"RBO@{TOP_K}", 0.0),
+    fig, axes = _figure(TWO_COLUMNS, 3.0, ncols=2)
+    for ax, data, name, lo, letter in (
+        (axes[0], tau, "Kendall tau", -1.0, "a"),
+        (axes[1], rbo, f"RBO@{TOP_K}", 0.0, "b"),
     ):
         for i, (label, values) in enumerate(data.items()):
             v = np.asarray(values, dtype=float)
@@ -159,33 +218,35 @@ def stability_ecdf(tau: Mapping[str, Sequence[float]], rbo: Mapping[str, Sequenc
                 linestyle=style["linestyle"],
                 marker=style["marker"],
                 markevery=max(1, v.size // 8),
-                linewidth=1.6,
+                markersize=3,
             )
             x, lower, upper = ecdf_band(v)
             ax.fill_between(x, lower, upper, step="post", color=style["color"], alpha=0.12)
         ax.set_xlim(lo - 0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel(f"{name} between outputs, mean over order pairs (1 = identical)")
-        ax.set_ylabel("share of queries at or below x (ECDF)")
-        ax.set_title(f"Per-query stability: {name}")
+        ax.set_xlabel(f"{name}, mean over order pairs (1 = identical)")
+        ax.set_ylabel("share of queries ≤ x")
+        ax.set_title(f"({letter}) {name}")
         ax.grid(alpha=0.3)
     _legend_below(fig, axes[0], len(tau))
-    return _png(fig)
+    return fig
 
 
 def _legend_below(fig, ax, count: int) -> None:
     """One legend for all panels, under them, so it never hides a curve."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(count, 4), fontsize=9)
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(count, 3))
 
 
-def rank_heatmaps(matrices: Mapping[str, np.ndarray]) -> bytes:
+@paper
+def rank_heatmaps(matrices: Mapping[str, np.ndarray]):
     """P(output rank | input position) per run: flat = invariant, diagonal = copies its input."""
     count = len(matrices)
     ncols = min(count, 3)
     nrows = -(-count // ncols)
-    fig, axes = _figure(3.6 * ncols + 0.8, 3.4 * nrows, ncols=ncols, nrows=nrows)
+    width = ONE_COLUMN if ncols == 1 else TWO_COLUMNS
+    fig, axes = _figure(width, (2.6 if ncols < 3 else 2.2) * nrows, ncols=ncols, nrows=nrows)
     image = None
     for ax, (label, matrix) in zip(axes, matrices.items(), strict=False):
         m = np.asarray(matrix, dtype=float)
@@ -201,42 +262,43 @@ def rank_heatmaps(matrices: Mapping[str, np.ndarray]) -> bytes:
         )
         ax.set_title(label)
         ax.set_xlabel("output rank (1 = top)")
-        ax.set_ylabel("input position (1 = first)")
+        ax.set_ylabel("input position")
         _integer_ticks(ax.xaxis, ax.yaxis)
     for ax in axes[count:]:
         ax.set_visible(False)
     if image is not None:
-        fig.colorbar(image, ax=list(axes[:count]), label="P(output rank | input position)")
-    fig.suptitle("Where the item shown at each position ends up")
-    return _png(fig)
+        fig.colorbar(image, ax=list(axes[:count]), label="P(rank | position)")
+    return fig
 
 
+@paper
 def exposure_by_position(
     exposure: Mapping[str, Sequence[float]],
     expected: Mapping[str, Sequence[float]],
     k: int = TOP_K,
     bands: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-) -> bytes:
+):
     """Share of outputs where the item shown at position p lands in the top k, vs no bias;
     ``bands``: per run, the no-bias 95% binomial range of that share (random designs)."""
-    fig, axes = _figure(9.0, 4.0)
+    fig, axes = _figure(ONE_COLUMN, 2.8)
     ax = axes[0]
     drawn: list[np.ndarray] = []
-    shaded: list[np.ndarray] = []
+    shaded: list[tuple[int, np.ndarray, np.ndarray]] = []
     for i, (label, (low, high)) in enumerate((bands or {}).items()):
         lo, hi = 100 * np.asarray(low, dtype=float), 100 * np.asarray(high, dtype=float)
-        both = np.concatenate([lo, hi])
-        if any(b.shape == both.shape and np.allclose(b, both, equal_nan=True) for b in shaded):
-            continue  # runs of the same design share one band
-        shaded.append(both)
+        if any(_close(lo, a) and _close(hi, b) for _, a, b in shaded):
+            continue  # runs of (nearly) the same design share one band
+        shaded.append((list(exposure).index(label) if label in exposure else i, lo, hi))
+    for n, (i, lo, hi) in enumerate(shaded):
         ax.fill_between(
             np.arange(1, lo.size + 1),
             lo,
             hi,
-            color=_style(list(exposure).index(label) if label in exposure else i)["color"],
-            alpha=0.12,
+            color="0.5" if len(shaded) == 1 else _style(i)["color"],
+            alpha=0.15,
             step="mid",
-            label=f"no-bias 95% range ({label})" if shaded[1:] else "no-bias 95% range",
+            linewidth=0,
+            label=None if n else "no-bias 95% range" + (" (per run)" if len(shaded) > 1 else ""),
         )
     for i, (label, share) in enumerate(exposure.items()):
         y = 100 * np.asarray(share, dtype=float)
@@ -250,7 +312,6 @@ def exposure_by_position(
             linestyle=style["linestyle"],
             marker=style["marker"],
             markevery=max(1, y.size // 12),
-            markersize=5,
         )
         e = 100 * np.asarray(expected.get(label, []), dtype=float)
         if e.size and not any(
@@ -260,7 +321,7 @@ def exposure_by_position(
                 np.arange(1, e.size + 1),
                 e,
                 color="black",
-                linewidth=2.2,
+                linewidth=1.6,
                 linestyle=(0, (1, 1)),
                 label="no position bias (k/n)" if not drawn else None,
             )
@@ -269,15 +330,28 @@ def exposure_by_position(
     _integer_ticks(ax.xaxis)
     ax.set_ylabel(f"share of outputs in top {k} (%)")
     ax.set_ylim(-3, 103)
-    ax.set_title(f"Marginal exposure: top-{k} share by input position")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return _png(fig)
+    ax.legend(loc="best")
+    return fig
 
 
-def lost_in_the_middle(curves: Mapping[str, SweepCurve]) -> bytes:
+BAND_TOLERANCE = 2.0
+"""Percentage points within which two runs' no-bias bands are drawn (and named) as one."""
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    both = ~(np.isnan(a) | np.isnan(b))
+    return bool(np.array_equal(np.isnan(a), np.isnan(b))) and bool(
+        np.all(np.abs(a[both] - b[both]) <= BAND_TOLERANCE)
+    )
+
+
+@paper
+def lost_in_the_middle(curves: Mapping[str, SweepCurve]):
     """Sweep strategy: output rank and NDCG@10 when a relevant item is shown at position p."""
-    fig, axes = _figure(10.0, 4.0, ncols=2)
+    fig, axes = _figure(TWO_COLUMNS, 3.0, ncols=2)
     for i, (label, curve) in enumerate(curves.items()):
         style = _style(i)
         kwargs = {
@@ -285,22 +359,21 @@ def lost_in_the_middle(curves: Mapping[str, SweepCurve]) -> bytes:
             "linestyle": style["linestyle"],
             "marker": style["marker"],
             "markevery": max(1, curve.positions.size // 12),
-            "markersize": 5,
             "label": label,
         }
         axes[0].plot(curve.positions, curve.mean_rank, **kwargs)
         axes[1].plot(curve.positions, curve.mean_ndcg, **kwargs)
     axes[0].invert_yaxis()
     _integer_ticks(axes[0].xaxis, axes[0].yaxis, axes[1].xaxis)
-    axes[0].set_ylabel("mean output rank of the moved item (1 = top)")
-    axes[0].set_title("Lost in the middle: moved relevant item's rank")
+    axes[0].set_ylabel("mean output rank (1 = top)")
+    axes[0].set_title("(a) rank of the moved relevant item")
     axes[1].set_ylabel(f"NDCG@{TOP_K} (mean over moved items)")
-    axes[1].set_title(f"Lost in the middle: NDCG@{TOP_K}")
+    axes[1].set_title(f"(b) NDCG@{TOP_K}")
     for ax in axes:
-        ax.set_xlabel("input position the relevant item was shown at (1 = first)")
+        ax.set_xlabel("input position of the relevant item")
         ax.grid(alpha=0.3)
     _legend_below(fig, axes[0], len(curves))
-    return _png(fig)
+    return fig
 
 
 def _integer_ticks(*axes) -> None:
@@ -310,18 +383,21 @@ def _integer_ticks(*axes) -> None:
         axis.set_major_locator(MaxNLocator(nbins=6, integer=True))
 
 
-def latency_per_run(latencies: Mapping[str, Sequence[float]]) -> bytes:
+@paper
+def latency_per_run(latencies: Mapping[str, Sequence[float]]):
     """Per-order latency in ms (log scale: controls take microseconds, LLMs seconds)."""
-    fig, axes = _figure(max(5.0, 1.6 * len(latencies) + 2.0), 4.0)
+    width = ONE_COLUMN if len(latencies) <= 3 else TWO_COLUMNS
+    fig, axes = _figure(width, 2.6)
     clipped = {k: np.maximum(np.asarray(v, dtype=float), 1e-3) for k, v in latencies.items()}
-    _boxes(axes[0], clipped, "latency per order (ms, log scale)", "Latency per reranked order")
+    _boxes(axes[0], clipped, "latency per order (ms, log)")
     axes[0].set_yscale("log")
-    return _png(fig)
+    return fig
 
 
-def stability_vs_effectiveness(points: Mapping[str, RunPoint]) -> bytes:
+@paper
+def stability_vs_effectiveness(points: Mapping[str, RunPoint]):
     """One point per run with 95% intervals: top right is accurate and order-stable."""
-    fig, axes = _figure(7.0, 4.8)
+    fig, axes = _figure(ONE_COLUMN, 3.0)
     ax = axes[0]
     for i, (label, p) in enumerate(points.items()):
         style = _style(i)
@@ -333,34 +409,35 @@ def stability_vs_effectiveness(points: Mapping[str, RunPoint]) -> bytes:
             xerr=xerr,
             yerr=yerr,
             fmt=style["marker"],
-            markersize=9,
+            markersize=6,
             color=style["color"],
-            capsize=4,
+            capsize=3,
             label=label,
             markeredgecolor="black",
         )
-        ax.annotate(label, (p.tau, p.ndcg), textcoords="offset points", xytext=(7, 6), fontsize=8)
+        ax.annotate(label, (p.tau, p.ndcg), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.set_xlim(-1.05, 1.1)
-    ax.set_xlabel("stability: mean pairwise Kendall tau across orders (1 = order-invariant)")
-    ax.set_ylabel(f"effectiveness: NDCG@{TOP_K} (mean over queries and orders)")
-    ax.set_title("Stability vs effectiveness (95% bootstrap intervals)")
+    ax.set_xlabel("stability: Kendall tau across orders")
+    ax.set_ylabel(f"effectiveness: NDCG@{TOP_K}")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    return _png(fig)
+    ax.legend(loc="best")
+    return fig
 
 
-def mitigation_pareto(rows: Sequence[Any]) -> bytes:
-    """Effectiveness (left) and stability (right) against cost per order, one point per run
-    with 95% intervals; Pareto-front runs are large and ringed, a dotted arrow runs from each
-    wrapped reranker to the meta-reranker that wraps it. ``rows`` are
+@paper
+def mitigation_pareto(rows: Sequence[Any]):
+    """Effectiveness (a) and stability (b) against cost per order, one point per run with 95%
+    intervals; Pareto-front runs are large and ringed, a dotted arrow runs from each wrapped
+    reranker to the meta-reranker that wraps it. ``rows`` are
     :class:`~harness.report.mitigation.MitigationRow`."""
-    fig, axes = _figure(11.0, 4.8, ncols=2)
+    fig, axes = _figure(TWO_COLUMNS, 3.0, ncols=2)
     where = {row.label: row for row in rows}
     panels = (
-        (axes[0], "ndcg", "ndcg_ci", f"effectiveness: NDCG@{TOP_K}"),
-        (axes[1], "tau", "tau_ci", "stability: Kendall tau across orders (1 = invariant)"),
+        (axes[0], "ndcg", "ndcg_ci", f"NDCG@{TOP_K}", (0.0, 1.0), "(a) effectiveness"),
+        (axes[1], "tau", "tau_ci", "Kendall tau across orders", (-1.0, 1.0), "(b) stability"),
     )
-    for ax, key, ci_key, ylabel in panels:
+    costs = sorted({row.forward_passes for row in rows if np.isfinite(row.forward_passes)})
+    for ax, key, ci_key, ylabel, (bottom, top), title in panels:
         for i, row in enumerate(rows):
             style = _style(i)
             x, y = row.forward_passes, getattr(row, key)
@@ -373,12 +450,12 @@ def mitigation_pareto(rows: Sequence[Any]) -> bytes:
                 [y],
                 yerr=yerr,
                 fmt=style["marker"],
-                markersize=13 if row.pareto else 8,
+                markersize=8 if row.pareto else 5,
                 color=style["color"],
                 markeredgecolor="black",
-                markeredgewidth=2.2 if row.pareto else 0.8,
-                capsize=3,
-                label=f"{row.label}{'  (Pareto)' if row.pareto else ''}",
+                markeredgewidth=1.6 if row.pareto else 0.6,
+                capsize=2,
+                label=f"{row.label}{' (Pareto)' if row.pareto else ''}",
             )
             inner = where.get(row.inner_label)
             if inner is not None:
@@ -389,10 +466,28 @@ def mitigation_pareto(rows: Sequence[Any]) -> bytes:
                     arrowprops={"arrowstyle": "->", "linestyle": ":", "color": "grey"},
                 )
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xlabel("cost: forward passes per order (symlog)")
+        _cost_ticks(ax, costs)
+        ax.set_xlabel("forward passes per order (symlog)")
         ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        low, high = ax.get_ylim()  # the metric's range: NDCG never below 0, tau within [-1, 1]
+        ax.set_ylim(max(bottom, low), min(top + 0.02 * (top - bottom), high))
         ax.grid(alpha=0.3)
-    axes[0].set_title("Effectiveness vs cost")
-    axes[1].set_title("Stability vs cost")
     _legend_below(fig, axes[0], len(rows))
-    return _png(fig)
+    return fig
+
+
+def _cost_ticks(ax, costs: Sequence[float]) -> None:
+    """Label the costs the runs have (0, 1, 3, 5 ...) on the symlog axis, which would
+    otherwise show only its decades; at most eight, spread over the range."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    if not costs:
+        return
+    if len(costs) > 8:
+        picks = np.unique(np.linspace(0, len(costs) - 1, 8).round().astype(int))
+        costs = [costs[i] for i in picks]
+    ax.xaxis.set_major_locator(FixedLocator(list(costs)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(min(costs) - 0.3 if min(costs) <= 1 else min(costs) * 0.7, max(costs) * 1.4 + 0.3)

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.metrics import registry
 from harness.metrics.registry import TOP_K
-from harness.report.compare import ALL_PAIRS_UP_TO, PairedResult, moved_most
+from harness.report.compare import ALL_PAIRS_UP_TO, Comparability, PairedResult, moved_most
 from harness.report.document import Section, Table, fmt, fmt_p, fmt_signed, with_interval
 from harness.report.load import RunData
 from harness.results.markdown import (
@@ -35,9 +35,18 @@ def provenance_tables(runs: Sequence[RunData]) -> tuple[Table, ...]:
     shared = tuple((row[0], row[1]) for row in table.rows if len(set(row[1:])) == 1)
     tables = []
     if differing:
-        tables.append(Table(header=table.header, rows=differing, caption="What differs"))
+        tables.append(
+            Table(header=table.header, rows=differing, caption="What differs", key="runs")
+        )
     if shared:
-        tables.append(Table(header=("", "every run"), rows=shared, caption="Shared by every run"))
+        tables.append(
+            Table(
+                header=("", "every run"),
+                rows=shared,
+                caption="Shared by every run",
+                key="runs-shared",
+            )
+        )
     return tuple(tables)
 
 
@@ -116,7 +125,7 @@ def _provenance_table(runs: Sequence[RunData]) -> Table:
         row("finished", lambda r: r.results.finished),
         row("run folder", lambda r: str(r.path)),
     )
-    return Table(header=("", *(r.label for r in runs)), rows=rows)
+    return Table(header=("", *(r.label for r in runs)), rows=rows, key="runs")
 
 
 def headline_table(
@@ -179,6 +188,7 @@ def headline_table(
         numeric=(False, False, *(True,) * len(runs)),
         caption=caption,
         strong=frozenset(strong),
+        key="headline",
     )
 
 
@@ -196,22 +206,22 @@ def _best_runs(runs: Sequence[RunData], spec: registry.MetricSpec) -> set[int]:
 
 
 def comparison_section(
-    comparisons: Sequence[PairedResult], reason: str | None, count: int
+    comparisons: Sequence[PairedResult], found: Comparability, count: int, alpha: float = 0.05
 ) -> Section:
-    many = count > ALL_PAIRS_UP_TO
+    """Paired tests within each comparable group of runs; what is left out says why."""
+    many = any(len(group) > ALL_PAIRS_UP_TO for group in found.groups)
     if count < 2:
         return Section("Comparison", paragraphs=("One run: nothing to compare.",))
-    if reason is not None:
-        return Section(
-            "Comparison", paragraphs=(f"Runs are not compared query by query: {reason}.",)
-        )
+    if not found.compared:
+        return Section("Comparison", paragraphs=(found.note() or "",))
     rows = tuple(
         (
             c.label,
             f"{c.b} - {c.a}",
             fmt(c.mean_a),
             fmt(c.mean_b),
-            f"{fmt_signed(c.diff)} [{fmt_signed(c.ci95[0])}, {fmt_signed(c.ci95[1])}]",
+            f"{fmt_signed(c.diff)} [{fmt_signed(c.ci95[0])}, {fmt_signed(c.ci95[1])}]"
+            + (" *" if c.p_holm < alpha else ""),
             fmt_p(c.p_value),
             fmt_p(c.p_holm),
             f"{c.wins}/{c.ties}/{c.losses}",
@@ -231,14 +241,21 @@ def comparison_section(
         ),
         rows=rows,
         numeric=(False, False, True, True, True, True, True, True),
+        caption=f"*: Holm-adjusted p < {alpha:g}.",
+        key="comparison",
     )
     note = (
         "Paired over the same queries: difference = B - A per query, averaged, with a seeded "
         "paired-bootstrap 95% interval; p is a two-sided sign-flip permutation test (seeded), "
         "Holm-adjusted across all rows. Wins count queries where B is better (ties within 1e-9)."
-        + (" With more than three runs, each run is compared with the first." if many else "")
+        + (
+            " In a group of more than three runs, each run is compared with the group's first."
+            if many
+            else ""
+        )
     )
-    return Section("Comparison", paragraphs=(note,), tables=(table,))
+    paragraphs = (note,) if found.note() is None else (found.note() or "", note)
+    return Section("Comparison", paragraphs=paragraphs, tables=(table,))
 
 
 def moved_section(runs: Sequence[RunData]) -> Section:

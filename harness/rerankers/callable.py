@@ -22,9 +22,12 @@ import importlib
 import inspect
 import math
 import re
+import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,11 +73,18 @@ class FunctionReranker:
             raise HarnessError(f"reranker {self.name!r}: kind must be one of {KINDS}")
 
     def preset(self) -> RerankerPreset:
-        """What ``results.json`` records as the reranker: the function, not a stand-in."""
+        """What ``results.json`` records as the reranker: the function, not a stand-in. A
+        function nothing can import later (defined in ``__main__``, nested, a lambda) is
+        recorded as such, with how to rebuild it, and warned about."""
+        description = self.description or f"{self.kind} function {function_path(self.fn)}"
+        note = rebuild_note(self.fn)
+        if note is not None:
+            warnings.warn(note, stacklevel=3)
+            description += f" ({note.split(': ', 1)[1]})"
         return RerankerPreset(
             name=self.name,
             adapter=ADAPTER,
-            description=self.description or f"{self.kind} function {function_path(self.fn)}",
+            description=description,
             order_invariant=self.order_invariant,
             params={
                 "function": function_path(self.fn),
@@ -195,6 +205,29 @@ def function_path(fn: Callable[..., Any]) -> str:
     target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
     module = getattr(target, "__module__", None) or "?"
     return f"{module}:{getattr(target, '__qualname__', repr(target))}"
+
+
+def rebuild_note(fn: Callable[..., Any]) -> str | None:
+    """Why the recorded ``module:qualname`` of ``fn`` cannot be imported later, and how to
+    rebuild the reranker; None when it can be imported (a preset can name it)."""
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else type(fn)
+    path = function_path(fn)
+    qualname = getattr(target, "__qualname__", "")
+    if getattr(target, "__module__", None) == "__main__":
+        script = getattr(sys.modules.get("__main__"), "__file__", None)
+        where = f"the script {Path(script).name}" if script else "an interactive session"
+        return (
+            f"{path} cannot be imported by a later run: defined in {where} (__main__); to "
+            "rebuild this reranker, run that code again or move the function into a module "
+            "and name it as params.function in a preset (source_sha256 checks it is the same)"
+        )
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        return (
+            f"{path} cannot be imported by a later run: a nested function or lambda; to "
+            "rebuild this reranker, run that code again or define the function at the top "
+            "level of a module and name it as params.function in a preset"
+        )
+    return None
 
 
 def default_name(fn: Callable[..., Any]) -> str:
