@@ -258,13 +258,19 @@ def logprobs_problem(response: Mapping[str, Any]) -> str | None:
     if problem is not None:
         return problem
     choice = response["choices"][0]
-    chat = "message" in choice
-    step = first_alternatives(choice)
-    if step is None:
-        where = "choices[0].logprobs.content[0]" if chat else "choices[0].logprobs"
-        return f"no top_logprobs in {where} (does the server return log-probs?)"
-    if chat and isinstance(step, list):
-        return f"top_logprobs of the first generated token has an entry without a token: {step!r}"
+    hint = "(does the server return log-probs?)"
+    if "message" in choice:  # chat completions
+        step = first_alternatives(choice)
+        if step is None:
+            return f"no top_logprobs in choices[0].logprobs.content[0] {hint}"
+        if isinstance(step, list):
+            return f"top_logprobs of the first token has an entry without a token: {_snippet(step)}"
+    else:
+        logprobs = choice.get("logprobs")
+        tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+        if not isinstance(tops, list) or not tops:
+            return f"no top_logprobs in choices[0].logprobs {hint}"
+        step = tops[0]
     if not isinstance(step, dict) or not step:
         return f"top_logprobs of the first generated token is empty or not a mapping: {step!r}"
     for token, value in step.items():
