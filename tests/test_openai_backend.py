@@ -214,7 +214,14 @@ def test_mask_methods_are_refused_in_one_line(tmp_path, adapter):
 def test_bundled_http_presets_check_without_a_server():
     from harness.rerankers.registry import resolve_preset
 
-    for name in ("first-openai", "rankgpt-openai", "pointwise-openai"):
+    for name in (
+        "first-openai",
+        "rankgpt-openai",
+        "pointwise-openai",
+        "first-openai-chat",
+        "rankgpt-openai-chat",
+        "pointwise-openai-chat",
+    ):
         check_preset(resolve_preset(name))
 
 

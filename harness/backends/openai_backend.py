@@ -16,6 +16,13 @@ server's own prompt-token count per request.
 * RankGPT-style generation: greedy (explicit ``temperature`` 0), ``max_tokens`` = the
   method's answer budget, the model's end-of-turn tokens as ``stop`` strings.
 
+``endpoint: chat`` sends the chat turns the method rendered from (``TokenBatch.chats``) to
+``/v1/chat/completions`` instead, and the server applies its own template: no answer can
+be primed, so FIRST and pointwise read the reply's first token's ``top_logprobs``
+(``logprobs: true``); generation sends no stop strings (the server ends the turn). The
+local rendering is then only an estimate of the prompt tokens; the server's ``usage`` is
+kept per request.
+
 Transport: ``httpx`` (one synchronous client with a connection pool, safe across threads),
 imported only when a backend opens. ``concurrency`` requests are in flight at once (a thread
 pool); 429, 5xx, dropped connections and timeouts are retried ``max_retries`` times with

@@ -76,10 +76,11 @@ class OpenAIParams:
     variable holding the API key (the key itself is never written anywhere);
     ``tokenizer``: the local tokenizer that renders prompts and counts tokens (unset: the
     model's name, which must then be loadable here — an embedded name, a folder or a hub id);
-    ``endpoint``: ``completions`` (prompts sent exactly as rendered; needed for log-probs) or
-    ``chat`` (generation only); ``concurrency``: requests in flight; ``timeout``: seconds
-    per request; ``max_retries`` on 429/5xx/connection errors/timeouts, waiting
-    ``retry_backoff`` * 2^attempt seconds with jitter (at most ``max_backoff``) or what
+    ``endpoint``: ``completions`` (prompts sent exactly as rendered, answers primed where the
+    method primes them) or ``chat`` (the method's chat turns sent as messages, the server's
+    chat template, log-probs of the reply's first token); ``concurrency``: requests in
+    flight; ``timeout``: seconds per request; ``max_retries`` on 429/5xx/connection
+    errors/timeouts, waiting ``retry_backoff`` * 2^attempt seconds with jitter (at most ``max_backoff``) or what
     ``Retry-After`` asks; ``top_logprobs``: alternatives asked for per token;
     ``logit_bias``: FIRST and pointwise push their answer tokens into the top alternatives
     with a bias of ``+logit_bias_value``; ``cache``: answers kept on disk
