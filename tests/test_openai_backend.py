@@ -1035,3 +1035,14 @@ def test_pointwise_over_chat_reads_yes_and_no_at_the_start_of_the_reply(tmp_path
     samples = _samples(tmp_path / "run")
     assert len(samples) == 2 and samples[0]["ranking"] == samples[1]["ranking"]
     assert samples[0]["facts"]["extra"]["http"]["requests"] == 12
+
+
+def test_a_chat_answer_from_another_model_is_refused_and_not_cached(tmp_path):
+    with FakeServer(faults=["wrong-model"] * 3) as server:
+        backend = _chat_backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError) as error:
+            backend.generate(_chat_batch(backend), GenerationRequest(8, frozenset()))
+        backend.close()
+    assert str(error.value).startswith(f"invalid answer from {server.base_url}/chat/completions")
+    assert f"answered as model 'other-model', not '{FAKE_MODEL}'" in str(error.value)
+    assert len(server.bodies) == 3 and _cached_files(tmp_path) == []
