@@ -1,22 +1,23 @@
 """A FAKE OpenAI-compatible server for tests of retries, timeouts and errors.
 
-It runs no model. It answers ``GET /v1/models`` and ``POST /v1/completions`` (and
-``/v1/chat/completions``, for clients that only chat) on 127.0.0.1 with canned answers built
-by ``answer(body)``, and before answering it takes the next fault
-from a script: ``"429"`` (with ``Retry-After``), ``"500"``, ``"400"`` (a context-overflow
-message), ``"401"``, ``"malformed"`` (HTTP 200 with a body that is not JSON), ``"slow"``
-(answers after ``slow_seconds``), ``"drop"`` (closes the connection without answering),
-``"no-logprobs"`` and ``"no-text"`` (HTTP 200, the answer without its log-probs or with
-``null`` text: what a server that ignores ``logprobs`` or a broken replica sends),
-``"wrong-model"`` (the answer names ``OTHER_MODEL``), ``"huge"`` (HTTP 200, a valid answer
-whose text takes ``huge_bytes``, sent without a length until the client hangs up),
-``"trickle"`` (a valid answer sent in 100 pieces spread over ``slow_seconds``, each piece
-well within any read timeout). ``models`` is what ``GET /v1/models``
-lists (ids, or entries with more fields such as vLLM's ``root``); tests may change it
-between backends.
+It runs no model. It answers ``GET /v1/models``, ``POST /v1/completions`` and ``POST
+/v1/chat/completions`` on 127.0.0.1 with canned answers built by ``answer(body)`` (a
+completions answer, which the chat route sends in the chat shape, see :func:`as_chat`; an
+answer already in the chat shape goes out as it is), and
+before answering it takes the next fault from a script: ``"429"`` (with ``Retry-After``),
+``"500"``, ``"400"`` (a context-overflow message), ``"401"``, ``"malformed"`` (HTTP 200 with
+a body that is not JSON), ``"slow"`` (answers after ``slow_seconds``), ``"drop"`` (closes the
+connection without answering), ``"no-logprobs"`` and ``"no-text"`` (HTTP 200, the answer
+without its log-probs or with ``null`` text, chat: ``null`` content: what a server that
+ignores ``logprobs`` or a broken replica sends), ``"wrong-model"`` (the answer names
+``OTHER_MODEL``), ``"huge"`` (HTTP 200, a valid answer whose text takes ``huge_bytes``, sent
+without a length until the client hangs up), ``"trickle"`` (a valid answer sent in 100
+pieces spread over ``slow_seconds``, each piece well within any read timeout). ``models`` is
+what ``GET /v1/models`` lists (ids, or entries with more fields such as vLLM's ``root``);
+tests may change it between backends.
 Every request body it receives is recorded, so tests count what was sent. The real server
-the tests also use is llama.cpp's (see ``tests/llama_server.py``); this fake only makes the
-failures that a real server does not produce on demand.
+the tests also use is llama.cpp's (see ``harness/backends/llama_server.py``); this fake only
+makes the failures that a real server does not produce on demand.
 """
 
 from __future__ import annotations
@@ -31,6 +32,38 @@ from typing import Any
 
 FAKE_MODEL = "fault-injecting-fake"
 OTHER_MODEL = "other-model"
+
+
+def as_chat(answer: dict[str, Any]) -> dict[str, Any]:
+    """A completions answer in the shape ``/v1/chat/completions`` answers (llama.cpp's and
+    OpenAI's): the text as ``message.content``, the first token's alternatives as
+    ``logprobs.content[0].top_logprobs``, a list of ``{token, logprob, bytes}``."""
+    choice = dict(answer["choices"][0])
+    if "message" in choice:  # already a chat answer (a test's own answer function)
+        return answer
+    text = choice.pop("text")
+    choice["message"] = {"role": "assistant", "content": text}
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict):
+        tops = logprobs.get("top_logprobs") or [{}]
+        tokens = logprobs.get("tokens") or [text]
+        alternatives = [
+            {"token": token, "logprob": value, "bytes": list(token.encode())}
+            for token, value in tops[0].items()
+        ]
+        first = max(alternatives, key=lambda a: a["logprob"], default=None)
+        choice["logprobs"] = {
+            "content": [
+                {
+                    "token": tokens[0],
+                    "logprob": first["logprob"] if first else -0.1,
+                    "bytes": None,
+                    "top_logprobs": alternatives,
+                }
+            ],
+            "refusal": None,
+        }
+    return {**answer, "object": "chat.completion", "choices": [choice]}
 
 
 def default_answer(body: dict[str, Any]) -> dict[str, Any]:
@@ -120,7 +153,11 @@ class FakeServer:
             def _send_huge(self, answer: dict[str, Any]) -> None:
                 """``answer`` with ``huge_bytes`` of text, no Content-Length (the body ends
                 when the connection does), written until done or the client hangs up."""
-                answer["choices"][0]["text"] = "@"
+                choice = answer["choices"][0]
+                if "message" in choice:
+                    choice["message"]["content"] = "@"
+                else:
+                    choice["text"] = "@"
                 head, tail = json.dumps(answer).encode().split(b"@")
                 self.close_connection = True
                 self.send_response(200)
@@ -162,9 +199,16 @@ class FakeServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path.rstrip("/") not in ("/v1/completions", "/v1/chat/completions"):
+                route = self.path.rstrip("/")
+                if route not in ("/v1/completions", "/v1/chat/completions"):
                     self._send(404, b'{"error": {"message": "no such route"}}')
                     return
+                chat = route == "/v1/chat/completions"
+
+                def answer(body: dict[str, Any]) -> dict[str, Any]:
+                    made = fake.answer(body)
+                    return as_chat(made) if chat else made
+
                 with fake.lock:
                     fake.bodies.append(body)
                 fault = fake._next_fault()
@@ -184,13 +228,13 @@ class FakeServer:
                     self.close_connection = True
                     self.connection.close()
                 elif fault == "huge":
-                    self._send_huge(fake.answer(body))
+                    self._send_huge(answer(body))
                 elif fault == "trickle":
-                    self._trickle(json.dumps(fake.answer(body)).encode())
+                    self._trickle(json.dumps(answer(body)).encode())
                 else:
                     if fault == "slow":
                         fake.stop_event.wait(fake.slow_seconds)
-                    self._send(200, json.dumps(damaged(fake.answer(body), fault)).encode())
+                    self._send(200, json.dumps(damaged(answer(body), fault)).encode())
 
         return Handler
 
@@ -201,7 +245,11 @@ def damaged(answer: dict[str, Any], fault: str | None) -> dict[str, Any]:
     if fault == "no-logprobs":
         answer["choices"][0]["logprobs"] = None
     elif fault == "no-text":
-        answer["choices"][0]["text"] = None
+        choice = answer["choices"][0]
+        if "message" in choice:
+            choice["message"]["content"] = None
+        else:
+            choice["text"] = None
     elif fault == "wrong-model":
         answer["model"] = OTHER_MODEL
     return answer

@@ -20,6 +20,8 @@ from harness.backends.openai_backend import (
     OpenAIBackend,
     accepted_model,
     cache_key,
+    chat_body,
+    chat_logprob_body,
     generation_body,
     http_error_line,
     logprob_body,
@@ -213,7 +215,14 @@ def test_mask_methods_are_refused_in_one_line(tmp_path, adapter):
 def test_bundled_http_presets_check_without_a_server():
     from harness.rerankers.registry import resolve_preset
 
-    for name in ("first-openai", "rankgpt-openai", "pointwise-openai"):
+    for name in (
+        "first-openai",
+        "rankgpt-openai",
+        "pointwise-openai",
+        "first-openai-chat",
+        "rankgpt-openai-chat",
+        "pointwise-openai-chat",
+    ):
         check_preset(resolve_preset(name))
 
 
@@ -856,3 +865,268 @@ def test_pointwise_over_http_marks_every_order_of_a_set_with_an_invalid_answer(
         for s in _samples(tmp_path / "run")
         if s["query_id"] == "q1"
     )
+
+
+# --- chat completions (endpoint: chat) --------------------------------------------------------
+
+
+def _chat_answer(text: str = "B", top: dict | None = None) -> dict:
+    """A chat answer in llama.cpp's shape (checked against the real server in
+    test_openai_llama_server.py)."""
+    alternatives = [{"token": t, "logprob": v, "bytes": None} for t, v in (top or {}).items()]
+    content = [{"token": text, "logprob": -0.1, "bytes": None, "top_logprobs": alternatives}]
+    return {
+        "model": FAKE_MODEL,
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": text},
+                "logprobs": {"content": content, "refusal": None},
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+    }
+
+
+def test_chat_bodies_send_the_turns_and_ask_for_the_first_tokens_alternatives():
+    turns = (("system", "s"), ("user", "u"))
+    body = chat_logprob_body("m", turns, [5, 7], top_logprobs=20, bias=100.0)
+    assert body == {
+        "model": "m",
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "logprobs": True,
+        "top_logprobs": 20,
+        "logit_bias": {"5": 100.0, "7": 100.0},
+    }
+    assert reply_limit(body) == 64 * 1024 + 1024 * 21  # logprobs: true counts top_logprobs
+    generation = chat_body("m", turns, GenerationRequest(30, frozenset({2})))
+    assert generation["max_tokens"] == 30 and generation["temperature"] == 0.0
+    assert "stop" not in generation  # the server ends the reply at its own end of turn
+    assert reply_limit(generation) == 64 * 1024 + 1024 * 30
+
+
+def test_chat_logprobs_are_read_from_the_first_tokens_top_logprobs():
+    read = read_next_token(_chat_answer("B", {"B": -0.5, "x": -0.1}), ["A", "B"])
+    assert read.logprobs == (-np.inf, -0.5)
+    assert read.top_token == "x" and read.generated_tokens == 1
+    assert logprobs_problem(_chat_answer("B", {"B": -0.5})) is None
+    assert text_problem(_chat_answer("[1] > [2]")) is None
+
+
+def _chat_without(**change) -> dict:
+    answer = _chat_answer("B", {"B": -0.5})
+    choice = answer["choices"][0]
+    for key, value in change.items():
+        if key == "content":
+            choice["message"]["content"] = value
+        elif key == "top":
+            choice["logprobs"]["content"][0]["top_logprobs"] = value
+        else:
+            choice[key] = value
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (_chat_without(logprobs=None), "no top_logprobs in choices[0].logprobs.content[0]"),
+        (_chat_without(logprobs={"content": []}), "no top_logprobs in choices[0].logprobs.con"),
+        (_chat_without(top=[]), "no top_logprobs"),
+        (_chat_without(top=[{"logprob": -1.0}]), "an entry without a token"),
+        (_chat_without(top=[{"token": "B", "logprob": None}]), "not a number"),
+        (_chat_without(top=[{"token": "B", "logprob": float("nan")}]), "not a finite number"),
+    ],
+)
+def test_a_chat_answer_without_usable_logprobs_says_what_is_wrong(response, expected):
+    problem = logprobs_problem(response)
+    assert problem is not None and expected in problem and "\n" not in problem
+
+
+def test_a_chat_generation_needs_content():
+    problem = text_problem(_chat_without(content=None))
+    assert problem == "choices[0].message.content is None, not a string"
+
+
+def _chat_backend(base_url: str, tmp_path: Path, **engine) -> OpenAIBackend:
+    return _backend(base_url, tmp_path, endpoint="chat", **engine)
+
+
+def _chat_batch(backend: OpenAIBackend) -> TokenBatch:
+    turns = (("system", "s"), ("user", "hello"))
+    return TokenBatch.of([backend.tokenizer.encode("hello")], chats=[turns])
+
+
+def test_chat_logprobs_go_to_chat_completions_and_invalid_ones_are_asked_again(tmp_path):
+    """Missing top_logprobs: asked again, then recorded as invalid in one line; never cached."""
+    ids = _tiny_tokenizer().encode("ABC", add_special_tokens=False)
+    with FakeServer(faults=["no-logprobs"], answer=_identifier_answer) as server:
+        backend = _chat_backend(server.base_url, tmp_path)
+        read = backend.next_token_logprobs(_chat_batch(backend), ids)
+        backend.close()
+    assert np.isfinite(read.logprobs).all() and read.generated_tokens == (1,)
+    assert len(server.bodies) == 2 and server.bodies[0]["messages"][-1]["role"] == "user"
+    assert backend.usage()["retries"] == 1 and len(_cached_files(tmp_path)) == 1
+    with FakeServer(faults=["no-logprobs"] * 3, answer=_identifier_answer) as server:
+        backend = _chat_backend(server.base_url, tmp_path / "again")
+        read = backend.next_token_logprobs(_chat_batch(backend), ids)
+        backend.close()
+    [call] = read.calls
+    message = call["invalid"]
+    assert message.startswith(
+        f"invalid answer from {server.base_url}/chat/completions: no top_logprobs in "
+        "choices[0].logprobs.content[0]"
+    )
+    assert "still invalid after 3 answers" in message and "\n" not in message
+    assert np.isneginf(read.logprobs).all() and backend.usage()["requests_invalid"] == 1
+    assert len(server.bodies) == 3 and _cached_files(tmp_path / "again") == []
+
+
+def test_a_huge_chat_reply_is_refused_and_not_cached(tmp_path):
+    with FakeServer(faults=["huge"]) as server:
+        backend = _chat_backend(server.base_url, tmp_path)
+        with pytest.raises(HarnessError) as error:
+            backend.generate(_chat_batch(backend), GenerationRequest(8, frozenset()))
+        backend.close()
+    assert str(error.value) == (
+        f"reply from {server.base_url}/chat/completions exceeded {64 * 1024 + 1024 * 8} bytes "
+        "for max_tokens=8; not cached"
+    )
+    assert len(server.bodies) == 1 and _cached_files(tmp_path) == []
+
+
+def test_chat_refuses_what_it_cannot_send(tmp_path):
+    with FakeServer() as server:
+        backend = _chat_backend(server.base_url, tmp_path)
+        bare = TokenBatch.of([backend.tokenizer.encode("hello")])  # a method without turns
+        with pytest.raises(HarnessError, match=r"needs the prompt as chat messages"):
+            backend.generate(bare, GenerationRequest(8, frozenset()))
+        ignoring = GenerationRequest(8, frozenset({2}), ignore_stop=True)
+        with pytest.raises(HarnessError, match="ignore_eos needs endpoint: completions"):
+            backend.generate(_chat_batch(backend), ignoring)
+        backend.close()
+    assert server.bodies == []
+
+
+def _small_run(tmp_path: Path, adapter: str, base_url: str, out: str, **params) -> RunConfig:
+    """One query of 12 candidates, 2 orders (1 random + the reference), windows of 6."""
+    window = {"window_size": 6, "stride": 3} if adapter != "pointwise" else {}
+    preset = _preset(
+        tmp_path, adapter, base_url=base_url, retry_backoff=0.0,
+        cache_dir=str(tmp_path / "cache"), **window, **params,
+    )  # fmt: skip
+    return RunConfig(
+        reranker=str(preset), dataset=str(tmp_path / "data"), perms=1, queries=1,
+        out=str(tmp_path / out),
+    ).validate()  # fmt: skip
+
+
+def test_first_over_chat_sends_the_conversation_unprimed_and_caches_per_endpoint(
+    tmp_path, rankgpt_folder
+):
+    """FIRST on endpoint: chat: each window is the same conversation as messages, without the
+    primed '[' (a chat request cannot open the reply), its identifiers read from the first
+    token's top_logprobs; the prompt identity says so, and the cache keeps chat and
+    completions answers apart."""
+    with FakeServer(answer=_identifier_answer) as server:
+        config = _small_run(tmp_path, "first", server.base_url, "run", endpoint="chat")
+        assert dry_run(prepare_run(config)).usage["requests_would_send"] == 6
+        assert server.bodies == []
+        results = execute_run(prepare_run(config))
+        assert len(server.bodies) == 6
+        body = server.bodies[0]
+        assert "prompt" not in body and body["logprobs"] is True and body["max_tokens"] == 1
+        assert [m["role"] for m in body["messages"]] == ["system", "user"]
+        assert not body["messages"][-1]["content"].endswith("[")
+        again = _small_run(tmp_path, "first", server.base_url, "again", endpoint="chat")
+        assert dry_run(prepare_run(again)).usage["requests_cached"] == 6
+        completions = _small_run(tmp_path, "first", server.base_url, "plain")
+        assert dry_run(prepare_run(completions)).usage["requests_would_send"] == 6
+        plain = execute_run(prepare_run(completions))
+    identity = results.reranker.identity
+    assert identity["prime"] == "" and identity["model"]["endpoint"] == "chat"
+    assert "chat messages" in identity["prompt_format"]
+    assert "prompt_format" not in plain.reranker.identity
+    assert identity["prompt_sha256"].keys() == plain.reranker.identity["prompt_sha256"].keys()
+    assert set(identity["prompt_sha256"].values()).isdisjoint(
+        plain.reranker.identity["prompt_sha256"].values()
+    )
+    assert results.counts["requests"] == 6 and results.counts["server_prompt_tokens"] == 7 * 6
+    sample = _samples(tmp_path / "run")[0]
+    assert len(sample["ranking"]) == 12 and sample["facts"]["generated_tokens"] == 3
+    assert all(not w.get("missing_identifier_logprobs") for w in _windows(sample))
+
+
+def test_rankgpt_over_chat_sends_its_conversation_and_parses_the_reply(tmp_path, rankgpt_folder):
+    with FakeServer(faults=["no-text"]) as server:
+        config = _small_run(
+            tmp_path, "rankgpt", server.base_url, "run", endpoint="chat", concurrency=1
+        )
+        results = execute_run(prepare_run(config))
+    assert len(server.bodies) == 2 * 3 + 1  # 2 orders x 3 windows, one answer asked again
+    body = server.bodies[0]
+    assert body["messages"][0]["role"] == "system" and "stop" not in body
+    assert body["max_tokens"] > 1 and body["temperature"] == 0.0
+    for sample in _samples(tmp_path / "run"):
+        for window in _windows(sample):
+            assert window["output"] == "[1] > [2]" and window["http"]["cached"] is False
+    assert "chat messages" in results.reranker.identity["prompt_format"]
+    assert len(_cached_files(tmp_path)) == 6
+
+
+def test_pointwise_over_chat_reads_yes_and_no_at_the_start_of_the_reply(tmp_path, rankgpt_folder):
+    """The template's " yes"/" no" follow its prompt on completions; a chat reply starts with
+    the word itself, so the answer tokens are "yes"/"no" (SmolLM2's tokenizer: one token
+    each). A candidate whose answers keep coming without log-probs is refused; nothing
+    invalid is cached, and once the server is fixed the run completes."""
+    from harness.backends.openai_backend import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    yes, no = (tokenizer.encode(w, add_special_tokens=False) for w in ("yes", "no"))
+    broken = {"doc 7 of query 0"}
+
+    def yes_no(body: dict) -> dict:
+        answer = default_answer(body)
+        assert set(body["logit_bias"]) == {str(yes[0]), str(no[0])}
+        prompt = body["messages"][-1]["content"]
+        value = -0.1 if "1" in prompt else -3.0  # a deterministic, prompt-dependent score
+        top = [{"yes": value, "no": -1.0, "The": -0.5}]
+        logprobs = (
+            None if any(b in prompt for b in broken) else {"tokens": ["yes"], "top_logprobs": top}
+        )
+        answer["choices"][0]["logprobs"] = logprobs
+        return answer
+
+    settings = {"endpoint": "chat", "tokenizer": "smollm2-135m", "invalid_retries": 1}
+    with FakeServer(answer=yes_no) as server:
+        refused = _small_run(tmp_path, "pointwise", server.base_url, "refused", **settings)
+        with pytest.raises(HarnessError, match=r"chat/completions: no top_logprobs .*after 2"):
+            execute_run(prepare_run(refused))
+        cached = [json.loads(path.read_text()) for path in _cached_files(tmp_path)]
+        assert all(logprobs_problem(c["response"]) is None for c in cached)
+        assert not any("doc 7 " in c["body"]["messages"][0]["content"] for c in cached)
+        broken.clear()  # the server is fixed
+        sent = len(server.bodies)
+        config = _small_run(tmp_path, "pointwise", server.base_url, "run", **settings)
+        results = execute_run(prepare_run(config))
+    assert len(server.bodies) - sent == 12 - len(cached) and len(_cached_files(tmp_path)) == 12
+    assert [m["role"] for m in server.bodies[0]["messages"]] == ["user"]
+    assert server.bodies[0]["messages"][0]["content"].endswith("Answer:")
+    identity = results.reranker.identity
+    assert "first token of the reply" in identity["score"]
+    samples = _samples(tmp_path / "run")
+    assert len(samples) == 2 and samples[0]["ranking"] == samples[1]["ranking"]
+    assert samples[0]["facts"]["extra"]["http"]["requests"] == 12
+
+
+def test_a_chat_answer_from_another_model_is_invalid_and_not_cached(tmp_path):
+    with FakeServer(faults=["wrong-model"] * 3) as server:
+        backend = _chat_backend(server.base_url, tmp_path)
+        generation = backend.generate(_chat_batch(backend), GenerationRequest(8, frozenset()))
+        backend.close()
+    problem = generation.calls[0]["invalid"]
+    assert problem.startswith(f"invalid answer from {server.base_url}/chat/completions")
+    assert f"answered as model 'other-model', not '{FAKE_MODEL}'" in problem
+    assert generation.texts == ("",)  # another model's text is not read
+    assert len(server.bodies) == 3 and _cached_files(tmp_path) == []

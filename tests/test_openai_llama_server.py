@@ -261,3 +261,62 @@ def test_rank_llm_toolkit_ranks_through_the_real_server(llama_server, rankgpt_fo
         extra = sample["facts"]["extra"]
         assert extra["toolkit_calls"] == 1 and extra["completion_tokens"] > 0
         assert len(extra["responses"]) == 1 and extra["responses"][0]
+
+
+def _chat_run(tmp_path: Path, adapter: str, base_url: str, data: Path, out: str, **params):
+    """One DL19 query, 5 passages (cut to 30 words in listwise prompts), 2 orders, over
+    /v1/chat/completions."""
+    if adapter != "pointwise":
+        params = {"max_candidate_words": 30, "window_size": 5, "stride": 5, **params}
+    preset = _preset(tmp_path, adapter, base_url, endpoint="chat", **params)
+    return RunConfig(
+        reranker=str(preset), dataset=str(data), queries=1, depth=5, perms=1,
+        out=str(tmp_path / out),
+    ).validate()  # fmt: skip
+
+
+def test_first_over_chat_reads_the_first_reply_tokens_identifiers(llama_server, dl19_dir, tmp_path):
+    """llama.cpp's chat endpoint answers logprobs.content[0].top_logprobs (pre-bias values;
+    the bias makes the one generated token an identifier); its template is the GGUF's, the
+    one the local tokenizer renders, so the server counts the prompt tokens the harness
+    counts. A second run into another folder is all cache, as the dry run says first."""
+    config = _chat_run(
+        tmp_path, "first", llama_server.base_url, dl19_dir, "run",
+        identifiers="alpha", top_logprobs=20,
+    )  # fmt: skip
+    results = execute_run(prepare_run(config))
+    assert results.reranker.identity["prime"] == ""
+    assert results.counts["requests"] == 2
+    assert results.counts["server_prompt_tokens"] == results.counts["prompt_tokens"]
+    for sample in _samples(tmp_path / "run"):
+        [window] = sample["facts"]["extra"]["window_details"]
+        assert sample["facts"]["generated_tokens"] == 1
+        assert window["http"]["completion_tokens"] == 1
+        assert window["identifier_mass"] > 0
+        assert window.get("missing_identifier_logprobs", 0) < 5
+    again = _chat_run(
+        tmp_path, "first", llama_server.base_url, dl19_dir, "again",
+        identifiers="alpha", top_logprobs=20,
+    )  # fmt: skip
+    counted = dry_run(prepare_run(again)).usage
+    assert (counted["requests_cached"], counted["requests_would_send"]) == (2, 0)
+
+
+def test_rankgpt_over_chat_parses_the_generated_reply(llama_server, dl19_dir, tmp_path):
+    config = _chat_run(tmp_path, "rankgpt", llama_server.base_url, dl19_dir, "run")
+    results = execute_run(prepare_run(config))
+    assert results.counts["requests"] == 2
+    for sample in _samples(tmp_path / "run"):
+        [window] = sample["facts"]["extra"]["window_details"]
+        assert window["http"]["completion_tokens"] >= 1 and window["output"].strip()
+        assert sorted(sample["ranking"]) == sorted(_samples(tmp_path / "run")[0]["ranking"])
+
+
+def test_pointwise_over_chat_is_order_invariant(llama_server, dl19_dir, tmp_path):
+    config = _chat_run(tmp_path, "pointwise", llama_server.base_url, dl19_dir, "run",
+                       top_logprobs=30)  # fmt: skip
+    results = execute_run(prepare_run(config))
+    samples = _samples(tmp_path / "run")
+    assert results.counts["requests"] == 5  # one per passage, once per set
+    assert len({tuple(s["ranking"]) for s in samples}) == 1
+    assert len(set(samples[0]["scores"].values())) > 1  # real, distinct yes/no scores

@@ -317,6 +317,7 @@ def test_rankgpt_reference_matches_rank_llm_conversation() -> None:
          "ranking results, do not say any word or explain."),
     ]  # fmt: skip
     assert prompt.text == "".join(f"<{r}>{c}</{r}>" for r, c in expected) + "<gen>"
+    assert prompt.turns == tuple(expected)  # what endpoint: chat sends as messages
 
 
 # --- the invarirank-reference preset on the embedded default ------------------------------

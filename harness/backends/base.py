@@ -45,24 +45,41 @@ class Capability(StrEnum):
     QUERY_ATTENTION = "query_attention"  # attention of appended query tokens, chosen layers
 
 
+Turns = tuple[tuple[str, str], ...]  # (role, content) chat messages, in order
+
+
 @dataclass(frozen=True)
 class TokenBatch:
-    """Token ids of a batch of prompts and the length of their shared, reusable prefix."""
+    """Token ids of a batch of prompts and the length of their shared, reusable prefix.
+
+    ``chats``: per row, the (role, content) turns the row was rendered from (empty where the
+    method has none). A backend that sends messages to a server which applies its own chat
+    template (:attr:`Backend.takes_messages`) sends these; the rows are then the local
+    rendering, used for counting and fitting only."""
 
     rows: tuple[tuple[int, ...], ...]
     prefix_len: int
+    chats: tuple[Turns, ...] = ()
 
     @property
     def prefix(self) -> tuple[int, ...]:
         return self.rows[0][: self.prefix_len]
 
     @classmethod
-    def of(cls, rows: Iterable[Sequence[int]], prefix: Sequence[int] = ()) -> TokenBatch:
+    def of(
+        cls,
+        rows: Iterable[Sequence[int]],
+        prefix: Sequence[int] = (),
+        chats: Iterable[Turns] = (),
+    ) -> TokenBatch:
         """A batch whose shared prefix is the longest common token prefix of ``prefix`` and
         every row (so a tokenizer that merges tokens across the boundary costs one token,
         never exactness)."""
         kept = tuple(tuple(row) for row in rows)
-        return cls(kept, common_prefix_len(kept, prefix))
+        turns = tuple(tuple(chat) for chat in chats)
+        if turns and len(turns) != len(kept):
+            raise ValueError(f"{len(turns)} chats for {len(kept)} rows")
+        return cls(kept, common_prefix_len(kept, prefix), turns)
 
 
 def common_prefix_len(rows: Sequence[Sequence[int]], prefix: Sequence[int]) -> int:
@@ -193,6 +210,10 @@ class Backend(ABC):
     # a remote server and are safe to call from several threads.
     parallel_calls: int = 1
     remote: ClassVar[bool] = False  # sends requests to a server (dry runs count them)
+    # The prompt goes to a server as chat messages and the server applies its chat template:
+    # a method cannot open (prime) the answer, and its answer tokens are read at the start
+    # of the reply.
+    takes_messages: bool = False
 
     @classmethod
     def open(cls, model: ModelParams, engine: Any, context: RunContext, purpose: str) -> Backend:

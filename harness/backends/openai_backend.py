@@ -16,6 +16,13 @@ server's own prompt-token count per request.
 * RankGPT-style generation: greedy (explicit ``temperature`` 0), ``max_tokens`` = the
   method's answer budget, the model's end-of-turn tokens as ``stop`` strings.
 
+``endpoint: chat`` sends the chat turns the method rendered from (``TokenBatch.chats``) to
+``/v1/chat/completions`` instead, and the server applies its own template: no answer can
+be primed, so FIRST and pointwise read the reply's first token's ``top_logprobs``
+(``logprobs: true``); generation sends no stop strings (the server ends the turn). The
+local rendering is then only an estimate of the prompt tokens; the server's ``usage`` is
+kept per request.
+
 Transport: ``httpx`` (one synchronous client with a connection pool, safe across threads),
 imported only when a backend opens. ``concurrency`` requests are in flight at once (a thread
 pool); 429, 5xx, dropped connections and timeouts are retried ``max_retries`` times with
@@ -57,6 +64,7 @@ from harness.backends.base import (
     GenerationRequest,
     NextTokenScores,
     TokenBatch,
+    Turns,
     eos_token_ids,
 )
 from harness.backends.params import ModelParams, OpenAIParams
@@ -116,19 +124,47 @@ def generation_body(
     return body
 
 
-def chat_body(
-    model: str, messages: Sequence[Mapping[str, str]], request: GenerationRequest
-) -> dict[str, Any]:
-    """``/v1/chat/completions`` body for generation (the server applies its chat template)."""
+def messages(turns: Turns) -> list[dict[str, str]]:
+    """Chat turns as the API's ``messages``."""
+    return [{"role": role, "content": content} for role, content in turns]
+
+
+def chat_body(model: str, turns: Turns, request: GenerationRequest) -> dict[str, Any]:
+    """``/v1/chat/completions`` body for generation: the server applies its chat template and
+    ends the reply at its end of turn (no stop strings); temperature explicit, greedy at 0."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [dict(m) for m in messages],
+        "messages": messages(turns),
         "max_tokens": int(request.max_new_tokens),
         "temperature": float(request.temperature),
         "top_p": 1.0,
     }
     if request.temperature > 0 and request.seed is not None:
         body["seed"] = int(request.seed) % (2**31)
+    return body
+
+
+def chat_logprob_body(
+    model: str,
+    turns: Turns,
+    answer_ids: Sequence[int],
+    *,
+    top_logprobs: int,
+    bias: float | None,
+) -> dict[str, Any]:
+    """``/v1/chat/completions`` body for the first token of the reply and its top
+    alternatives' log-probs (``logprobs: true``, ``top_logprobs``); ``bias`` as in
+    :func:`logprob_body`."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": messages(turns),
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "logprobs": True,
+        "top_logprobs": int(top_logprobs),
+    }
+    if bias is not None:
+        body["logit_bias"] = {str(int(i)): float(bias) for i in answer_ids}
     return body
 
 
@@ -151,25 +187,47 @@ def first_choice(response: Mapping[str, Any], url: str) -> Mapping[str, Any]:
     return choices[0]
 
 
+def first_alternatives(choice: Mapping[str, Any]) -> Any:
+    """The first generated token's top alternatives as the server sent them: a completions
+    answer's ``logprobs.top_logprobs[0]`` (a mapping of token text to log-prob), or a chat
+    answer's ``logprobs.content[0].top_logprobs`` (a list of ``{token, logprob}``) turned into
+    such a mapping where every entry has that shape; None where there are none."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return None
+    if "content" in logprobs:  # chat completions
+        content = logprobs.get("content")
+        if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+            return None
+        tops = content[0].get("top_logprobs")
+        if not isinstance(tops, list) or not tops:
+            return None
+        if not all(isinstance(t, dict) and isinstance(t.get("token"), str) for t in tops):
+            return tops
+        return {t["token"]: t.get("logprob") for t in tops}
+    tops = logprobs.get("top_logprobs")
+    return tops[0] if isinstance(tops, list) and tops else None
+
+
 def read_next_token(
     response: Mapping[str, Any], answers: Sequence[str], url: str = "the server"
 ) -> NextToken:
-    """The answer tokens' log-probs from a completions response (``answers``: each answer
-    token as text, matched against the keys of ``top_logprobs``)."""
+    """The answer tokens' log-probs from a completions or chat response (``answers``: each
+    answer token as text, matched against the tokens of ``top_logprobs``)."""
     choice = first_choice(response, url)
     logprobs = choice.get("logprobs") or {}
-    tops = logprobs.get("top_logprobs") or []
-    step = tops[0] if tops and isinstance(tops[0], dict) else {}
+    found = first_alternatives(choice)
+    step = found if isinstance(found, dict) else {}
     values = tuple(float(step[a]) if a in step else -math.inf for a in answers)
     top = max(step, key=lambda k: step[k]) if step else None
-    tokens = logprobs.get("tokens")
+    tokens = logprobs.get("tokens", logprobs.get("content"))
     usage = response.get("usage") or {}
     if isinstance(tokens, list):
         generated = len(tokens)
     elif isinstance(usage.get("completion_tokens"), int):
         generated = int(usage["completion_tokens"])
     else:
-        generated = 1 if choice.get("text") else 0
+        generated = 1 if choice.get("text") or (choice.get("message") or {}).get("content") else 0
     return NextToken(values, top, generated)
 
 
@@ -201,16 +259,27 @@ def choices_problem(response: Mapping[str, Any]) -> str | None:
 
 
 def logprobs_problem(response: Mapping[str, Any]) -> str | None:
-    """FIRST and pointwise read the first generated token's ``top_logprobs``: it must be a
-    non-empty mapping of token text to a finite number."""
+    """FIRST and pointwise read the first generated token's ``top_logprobs`` (completions:
+    ``choices[0].logprobs.top_logprobs[0]``; chat: ``choices[0].logprobs.content[0]
+    .top_logprobs``): it must be a non-empty mapping (chat: list) of token text to a finite
+    number."""
     problem = choices_problem(response)
     if problem is not None:
         return problem
-    logprobs = response["choices"][0].get("logprobs")
-    tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
-    if not isinstance(tops, list) or not tops:
-        return "no top_logprobs in choices[0].logprobs (does the server return log-probs?)"
-    step = tops[0]
+    choice = response["choices"][0]
+    hint = "(does the server return log-probs?)"
+    if "message" in choice:  # chat completions
+        step = first_alternatives(choice)
+        if step is None:
+            return f"no top_logprobs in choices[0].logprobs.content[0] {hint}"
+        if isinstance(step, list):
+            return f"top_logprobs of the first token has an entry without a token: {_snippet(step)}"
+    else:
+        logprobs = choice.get("logprobs")
+        tops = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+        if not isinstance(tops, list) or not tops:
+            return f"no top_logprobs in choices[0].logprobs {hint}"
+        step = tops[0]
     if not isinstance(step, dict) or not step:
         return f"top_logprobs of the first generated token is empty or not a mapping: {step!r}"
     for token, value in step.items():
@@ -222,13 +291,20 @@ def logprobs_problem(response: Mapping[str, Any]) -> str | None:
 
 
 def text_problem(response: Mapping[str, Any]) -> str | None:
-    """Generation reads ``choices[0].text``: it must be a string (empty is an answer)."""
+    """Generation reads ``choices[0].text`` (chat: ``choices[0].message.content``): it must be
+    a string (empty is an answer)."""
     problem = choices_problem(response)
     if problem is not None:
         return problem
-    text = response["choices"][0].get("text")
+    choice = response["choices"][0]
+    if "message" in choice:
+        message = choice["message"]
+        text = message.get("content") if isinstance(message, dict) else message
+        where = "choices[0].message.content"
+    else:
+        text, where = choice.get("text"), "choices[0].text"
     if not isinstance(text, str):
-        return f"choices[0].text is {_one_line(repr(text))[:80]}, not a string"
+        return f"{where} is {_one_line(repr(text))[:80]}, not a string"
     return None
 
 
@@ -319,7 +395,9 @@ def reply_limit(body: Mapping[str, Any]) -> int:
     log-prob take far less), so one runaway answer cannot fill memory or the cache."""
     tokens = body.get("max_tokens")
     tokens = tokens if isinstance(tokens, int) and tokens > 0 else 1
-    alternatives = body.get("logprobs")
+    alternatives = body.get("logprobs")  # completions: how many; chat: true, then top_logprobs
+    if alternatives is True:
+        alternatives = body.get("top_logprobs")
     alternatives = alternatives if type(alternatives) is int and alternatives > 0 else 0
     return REPLY_ALLOWANCE + TOKEN_ALLOWANCE * tokens * (1 + alternatives)
 
@@ -486,9 +564,6 @@ class Tally:
         }
 
 
-Transport = Callable[[str, str, Mapping[str, Any] | None], tuple[int, Mapping[str, str], bytes]]
-
-
 class OpenAIBackend(Backend):
     """A model served over the OpenAI-compatible API, prompts rendered here."""
 
@@ -515,6 +590,7 @@ class OpenAIBackend(Backend):
         # Names an answer may give as its model: the one requested, or the one accepted.
         self.accepted_names = frozenset({model.model, engine.served_model} - {None})
         self.engine = engine
+        self.takes_messages = engine.endpoint == "chat"
         self.dry_run = context.dry_run
         self.base_url = engine.base_url.rstrip("/")
         self.parallel_calls = engine.concurrency
@@ -615,11 +691,6 @@ class OpenAIBackend(Backend):
     # -- methods ---------------------------------------------------------------------------
 
     def next_token_logprobs(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
-        if self.engine.endpoint != "completions":
-            raise HarnessError(
-                "next-token log-probs need endpoint: completions (chat endpoints return no "
-                "log-probs of a primed answer)"
-            )
         answers = [self._tokenizer.decode([i]) for i in token_ids]
         if len(set(answers)) != len(answers):
             raise HarnessError(
@@ -628,14 +699,18 @@ class OpenAIBackend(Backend):
             )
         bias = self.engine.logit_bias_value if self.engine.logit_bias else None
         top = max(self.engine.top_logprobs, len(token_ids) if bias is not None else 1)
-        prompts = self._texts(batch)
-        bodies = [
-            logprob_body(self.model_name, p, token_ids, top_logprobs=top, bias=bias)
-            for p in prompts
-        ]
-        results = self._send_all(
-            "completions", bodies, [len(r) for r in batch.rows], logprobs_problem
-        )
+        if self.takes_messages:
+            bodies = [
+                chat_logprob_body(self.model_name, turns, token_ids, top_logprobs=top, bias=bias)
+                for turns in self._chats(batch)
+            ]
+        else:
+            bodies = [
+                logprob_body(self.model_name, p, token_ids, top_logprobs=top, bias=bias)
+                for p in self._texts(batch)
+            ]
+        endpoint = self.engine.endpoint
+        results = self._send_all(endpoint, bodies, [len(r) for r in batch.rows], logprobs_problem)
         rows, mass, top_chosen, generated, missing, calls = [], [], [], [], [], []
         for answer in results:
             if answer.dry:
@@ -643,7 +718,7 @@ class OpenAIBackend(Backend):
             elif answer.invalid is not None:  # nothing to read: every answer token -inf
                 read = NextToken(tuple(-math.inf for _ in answers), None, 1)
             else:
-                read = read_next_token(answer.response, answers, self._url("completions"))
+                read = read_next_token(answer.response, answers, self._url(endpoint))
             found = [v for v in read.logprobs if v > -math.inf]
             rows.append(read.logprobs)
             mass.append(math.exp(_logsumexp(found)) if found else 0.0)
@@ -663,20 +738,24 @@ class OpenAIBackend(Backend):
         )
 
     def generate(self, batch: TokenBatch, request: GenerationRequest) -> Generation:
-        if self.engine.endpoint == "chat":
-            raise HarnessError(
-                "endpoint: chat needs the prompt as messages, which this method does not hand "
-                "to backends yet; use endpoint: completions"
-            )
-        bodies = [
-            generation_body(self.model_name, p, request, self._stop_strings)
-            for p in self._texts(batch)
-        ]
-        results = self._send_all("completions", bodies, [len(r) for r in batch.rows], text_problem)
+        if self.takes_messages:
+            if request.ignore_stop:
+                raise HarnessError(
+                    "ignore_eos needs endpoint: completions (a chat server ends the reply at "
+                    "its end of turn)"
+                )
+            bodies = [chat_body(self.model_name, t, request) for t in self._chats(batch)]
+        else:
+            bodies = [
+                generation_body(self.model_name, p, request, self._stop_strings)
+                for p in self._texts(batch)
+            ]
+        endpoint = self.engine.endpoint
+        results = self._send_all(endpoint, bodies, [len(r) for r in batch.rows], text_problem)
         tokens, texts, stopped, calls = [], [], [], []
         for answer in results:
             unread = answer.dry or answer.invalid is not None  # nothing to read: empty text
-            text, stop = ("", False) if unread else read_text(answer.response, self._url(""))
+            text, stop = ("", False) if unread else read_text(answer.response, self._url(endpoint))
             ids = tuple(self._tokenizer.encode(text, add_special_tokens=False))
             tokens.append(ids)
             texts.append(text)
@@ -701,6 +780,16 @@ class OpenAIBackend(Backend):
             )
             for row in batch.rows
         ]
+
+    def _chats(self, batch: TokenBatch) -> tuple[Turns, ...]:
+        """The batch's prompts as chat turns (endpoint: chat sends these, not the local
+        rendering)."""
+        if len(batch.chats) != len(batch.rows):
+            raise HarnessError(
+                "endpoint: chat needs the prompt as chat messages, which this method does not "
+                "hand to backends; use endpoint: completions"
+            )
+        return batch.chats
 
     def _url(self, endpoint: str) -> str:
         paths = {"completions": "/completions", "chat": "/chat/completions", "models": "/models"}

@@ -69,25 +69,25 @@ OPENAI_ENDPOINTS = ("completions", "chat")
 
 @dataclass(frozen=True)
 class OpenAIParams:
-    """Settings of an OpenAI-compatible HTTP server (vLLM, SGLang, TGI, llama.cpp, a hosted
-    API). ``model`` (the model params) is the name sent in each request.
+    """Settings of an OpenAI-compatible HTTP server (vLLM, SGLang, TGI, llama.cpp, a hosted API).
+    ``model`` (the model params) is the name sent in each request.
 
     ``base_url`` (up to and including ``/v1``); ``api_key_env``: the NAME of the environment
-    variable holding the API key (the key itself is never written anywhere);
-    ``tokenizer``: the local tokenizer that renders prompts and counts tokens (unset: the
-    model's name, which must then be loadable here — an embedded name, a folder or a hub id);
-    ``endpoint``: ``completions`` (prompts sent exactly as rendered; needed for log-probs) or
-    ``chat`` (generation only); ``concurrency``: requests in flight; ``timeout``: seconds
-    per request; ``max_retries`` on 429/5xx/connection errors/timeouts, waiting
+    variable holding the API key (the key itself is never written anywhere); ``tokenizer``: the
+    local tokenizer that renders prompts and counts tokens (unset: the model's name, which must
+    then be loadable here — an embedded name, a folder or a hub id); ``endpoint``:
+    ``completions`` (prompts sent exactly as rendered, answers primed where the method primes
+    them) or ``chat`` (the method's chat turns sent as messages, the server's chat template,
+    log-probs of the reply's first token); ``concurrency``: requests in flight; ``timeout``:
+    seconds per request; ``max_retries`` on 429/5xx/connection errors/timeouts, waiting
     ``retry_backoff`` * 2^attempt seconds with jitter (at most ``max_backoff``) or what
-    ``Retry-After`` asks; ``top_logprobs``: alternatives asked for per token;
-    ``logit_bias``: FIRST and pointwise push their answer tokens into the top alternatives
-    with a bias of ``+logit_bias_value``; ``cache``: answers kept on disk
-    (``cache_dir``, default ``~/.cache/harness/http``) so nothing is sent twice;
-    ``invalid_retries``: how many times an answer that cannot be read (no log-probs, no
-    text, another model) is asked again before the request fails; ``served_model``: the id
-    ``GET /models`` lists that the preset accepts when it is not ``model`` itself (an alias
-    or a path the server names the model by)."""
+    ``Retry-After`` asks; ``top_logprobs``: alternatives asked for per token; ``logit_bias``:
+    FIRST and pointwise push their answer tokens into the top alternatives with a bias of
+    ``+logit_bias_value``; ``cache``: answers kept on disk (``cache_dir``, default
+    ``~/.cache/harness/http``) so nothing is sent twice; ``invalid_retries``: how many times an
+    answer that cannot be read (no log-probs, no text, another model) is asked again before the
+    request fails; ``served_model``: the id ``GET /models`` lists that the preset accepts when
+    it is not ``model`` itself (an alias or a path the server names the model by)."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str | None = None

@@ -67,8 +67,9 @@ def identifier_token_ids(
             )
             pieces = encoded[shared:]
             other = "alpha" if label.isdigit() else "numeric (with window_size <= 9)"
+            where = f"after {prime!r}" if prime else "at the start of the reply"
             raise HarnessError(
-                f"FIRST reads one token per identifier, but after {prime!r} the identifier "
+                f"FIRST reads one token per identifier, but {where} the identifier "
                 f"{label!r} is not exactly one token for {model_name} (it encodes as "
                 f"{[tokenizer.decode([t]) for t in pieces]}); use identifiers: {other}, or a "
                 "smaller window_size"
@@ -126,6 +127,7 @@ class FirstReranker(ListwiseReranker):
         self.identifier_ids = identifier_token_ids(
             self.tokenizer,
             identifier_labels(self.identifier_style, self.params.window_size),
+            prime=self.answer_prime,
             model_name=f"model {backend.identity().get('name')!r}",
         )
 
@@ -137,7 +139,11 @@ class FirstReranker(ListwiseReranker):
         return {
             **super().identity(),
             "identifier_token_ids": list(self.identifier_ids),
-            "score": "next-token log-prob of each identifier after the primed '['",
+            "score": (
+                f"next-token log-prob of each identifier after the primed {self.prime!r}"
+                if self.answer_prime
+                else "log-prob of each identifier as the first token of the reply"
+            ),
         }
 
     def window_scores(self, logprobs: list[float], window: WindowPrompt) -> list[float]:
@@ -269,7 +275,7 @@ class CapCalFirstReranker(FirstReranker):
                 [self.params.placeholder] * size,
                 labels,
                 max_history=self.params.max_history,
-                prime=self.prime,
+                prime=self.answer_prime,
             )
             batch = self.encode([WindowPrompt(prompt, ("",) * size, labels)])
             read = self.backend.next_token_logprobs(batch, self.identifier_ids[:size])

@@ -113,7 +113,14 @@ class ListwiseReranker(BackendReranker):
         prompts = [w.prompt for w in windows]
         rows = [prompt_token_ids(self.tokenizer, p.text) for p in prompts]
         prefix = prompt_token_ids(self.tokenizer, prompts[0].prefix) if prompts[0].prefix else []
-        return TokenBatch.of(rows, prefix)
+        return TokenBatch.of(rows, prefix, [p.turns for p in prompts])
+
+    @property
+    def answer_prime(self) -> str:
+        """The text that opens the answer: the method's ``prime``, or none where the prompt is
+        sent as chat messages (a chat request cannot open the assistant turn, so the answer is
+        read from its first token)."""
+        return "" if self.backend.takes_messages else self.prime
 
     def check_fits(self, batch: TokenBatch, new_tokens: int) -> None:
         """Fail clearly when a prompt plus its answer would run past the model's positions."""
@@ -129,9 +136,9 @@ class ListwiseReranker(BackendReranker):
     def identity(self) -> dict[str, Any]:
         return {
             **super().identity(),
-            "prompt_sha256": self.templates.hashes(),
+            "prompt_sha256": self.prompt_hashes(self.templates.hashes()),
             "identifiers": self.identifier_style,
-            "prime": self.prime,
+            "prime": self.answer_prime,
             "window_size": self.params.window_size,
             "stride": self.params.stride,
             "max_candidate_words": self.params.max_candidate_words,
@@ -158,7 +165,7 @@ class ListwiseReranker(BackendReranker):
                     [texts[i] for i in shown],
                     labels,
                     max_history=self.params.max_history,
-                    prime=self.prime,
+                    prime=self.answer_prime,
                 )
                 prompts.append(
                     WindowPrompt(

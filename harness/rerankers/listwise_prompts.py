@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.backends.base import Turns
 from harness.data.model import Candidate, QueryContext, TextQuery
 from harness.errors import HarnessError
 from harness.rerankers.normalize import Normalization, normalize_text
@@ -112,7 +113,7 @@ class NumberedTemplate:
         rendered = chat_prompt(tokenizer, turns, head)
         if self.normalize.prompt != "none":
             rendered = rendered.normalized(self.normalize.prompt)
-        return ChatPrompt(rendered.prefix, rendered.text + prime)
+        return ChatPrompt(rendered.prefix, rendered.text + prime, rendered.turns)
 
     def sha256(self) -> str:
         return template_hash(self)
@@ -128,17 +129,22 @@ class NumberedTemplate:
 class ChatPrompt:
     """A rendered prompt: ``prefix`` is the part shared by every window of the set (it ends
     after the head; empty where the chat template hides where that is), ``text`` the whole
-    prompt, prefix included, with the assistant turn opened and primed where asked."""
+    prompt, prefix included, with the assistant turn opened and primed where asked;
+    ``turns``: the (role, content) messages it was rendered from, for a server that applies
+    its own chat template (no prime: a chat request cannot open the answer)."""
 
     prefix: str
     text: str
+    turns: Turns = ()
 
     def normalized(self, how: str) -> ChatPrompt:
-        """Both texts through the normaliser ``how``; the prefix is kept only where it is still
-        a prefix of the normalised text (ftfy fixes line by line, so one that ends a line is)."""
+        """Both texts (and each turn) through the normaliser ``how``; the prefix is kept only
+        where it is still a prefix of the normalised text (ftfy fixes line by line, so one
+        that ends a line is)."""
         text = normalize_text(self.text, how)
         prefix = normalize_text(self.prefix, how) if self.prefix else ""
-        return ChatPrompt(prefix if text.startswith(prefix) else "", text)
+        turns = tuple((role, normalize_text(content, how)) for role, content in self.turns)
+        return ChatPrompt(prefix if text.startswith(prefix) else "", text, turns)
 
 
 def identifiers(style: str, count: int) -> tuple[str, ...]:
@@ -191,7 +197,7 @@ def chat_prompt(
         text = "\n\n".join([*system, "\n\n".join(t for _, t in rest)]) + PLAIN_ANSWER
     at = text.find(head)
     prefix = text[: at + len(head)] if at >= 0 else ""
-    return ChatPrompt(prefix=prefix, text=text + prime)
+    return ChatPrompt(prefix=prefix, text=text + prime, turns=tuple(turns))
 
 
 def generation_context(tokenizer: Any, prime: str = "") -> str:

@@ -9,6 +9,7 @@ benchmarks).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -18,6 +19,13 @@ from harness.backends.base import Backend, Capability, check_capabilities
 from harness.data.model import CandidateSet, TextQuery
 from harness.errors import HarnessError, shorten
 from harness.rerankers.base import Reranker, RerankOutput, RunContext
+
+CHAT_MESSAGES = "chat messages (the server applies its chat template; no primed answer)"
+
+
+def chat_prompt_hash(template_hash: str) -> str:
+    """A template's hash when its prompt is sent as chat messages."""
+    return hashlib.sha256(f"chat-messages:{template_hash}".encode()).hexdigest()
 
 
 class BackendReranker(Reranker):
@@ -64,7 +72,17 @@ class BackendReranker(Reranker):
             "method": self.method,
             "backend": self.backend.name,
             "model": self.backend.identity(),
+            **({"prompt_format": CHAT_MESSAGES} if self.backend.takes_messages else {}),
         }
+
+    def prompt_hashes(self, hashes: dict[str, str]) -> dict[str, str]:
+        """The templates' hashes as the run's prompt identity: where the server applies its
+        own chat template to messages, the model sees another prompt than the local
+        rendering, so the hashes differ from a completions run's (gates and reports compare
+        them)."""
+        if not self.backend.takes_messages:
+            return hashes
+        return {name: chat_prompt_hash(value) for name, value in hashes.items()}
 
     @property
     def parallel_calls(self) -> int:

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import Backend, Capability, TokenBatch
+from harness.backends.base import Backend, Capability, TokenBatch, Turns, common_prefix_len
 from harness.data.model import CandidateSet, UserProfile
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
+from harness.rerankers.listwise_prompts import chat_prompt, prompt_token_ids
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import PointwiseParams
 from harness.rerankers.templates import choose_templates
@@ -34,10 +35,13 @@ from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 
 @dataclass(frozen=True)
 class SetPrompts:
-    """A candidate set's pointwise prompts as token ids: one prefix, one suffix per candidate."""
+    """A candidate set's pointwise prompts as token ids: one prefix, one suffix per candidate;
+    ``chats``: per candidate, the prompt as one user message (for a server that applies its
+    own chat template; the token ids are then the local rendering of that message)."""
 
     prefix: tuple[int, ...]
     suffixes: tuple[tuple[int, ...], ...]
+    chats: tuple[Turns, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,9 @@ class PointwiseReranker(BackendReranker):
     def identity(self) -> dict[str, Any]:
         return {
             **super().identity(),
-            "prompt_sha256": self.templates.hashes(),
-            "score": "log p(yes) - log p(no) at the answer position",
+            "prompt_sha256": self.prompt_hashes(self.templates.hashes()),
+            "score": "log p(yes) - log p(no) at the answer position"
+            + (" (the first token of the reply)" if self.backend.takes_messages else ""),
             "max_history": self.params.max_history,
             # a set's scores are computed on its first order and reused for the others, so
             # per-order latency is bimodal: read latency_per_set_ms for the cost
@@ -136,14 +141,15 @@ class PointwiseReranker(BackendReranker):
         """Tokenize the shared prefix once and each candidate's suffix on its own."""
         template = self.templates.for_query(candidate_set.query)
         tokenizer = self.backend.tokenizer
-        prefix = tokenizer.encode(
-            template.render_prefix(candidate_set.query, self.params.max_history),
-            add_special_tokens=False,
-        )
-        suffixes = tokenizer(
-            [template.render_suffix(c) for c in candidate_set.candidates], add_special_tokens=False
-        )["input_ids"]
-        prompts = SetPrompts(tuple(prefix), tuple(tuple(s) for s in suffixes))
+        head = template.render_prefix(candidate_set.query, self.params.max_history)
+        tails = [template.render_suffix(c) for c in candidate_set.candidates]
+        if self.backend.takes_messages:
+            prompts = chat_set_prompts(tokenizer, head, tails)
+        else:
+            prefix = tokenizer.encode(head, add_special_tokens=False)
+            suffixes = tokenizer(tails, add_special_tokens=False)["input_ids"]
+            prompts = SetPrompts(tuple(prefix), tuple(tuple(s) for s in suffixes))
+        prefix, suffixes = prompts.prefix, prompts.suffixes
         limit = self.backend.max_positions
         longest = len(prefix) + max(len(s) for s in suffixes)
         if limit is not None and longest > limit:
@@ -176,7 +182,9 @@ class PointwiseReranker(BackendReranker):
             chosen = by_length[begin : begin + per_forward]
             suffixes = [prompts.suffixes[i] for i in chosen]
             rows = [prompts.prefix + suffix for suffix in suffixes]
-            read = self.backend.next_token_logprobs(TokenBatch.of(rows, prompts.prefix), answer_ids)
+            chats = [prompts.chats[i] for i in chosen] if prompts.chats else []
+            batch = TokenBatch.of(rows, prompts.prefix, chats)
+            read = self.backend.next_token_logprobs(batch, answer_ids)
             # An answer that stayed invalid (a server's) has nothing to read: its candidate
             # falls back to the bottom, and the set's orders are counted invalid.
             invalid = np.array([bool(c.get("invalid")) for c in read.calls] or [False] * len(rows))
@@ -196,7 +204,13 @@ class PointwiseReranker(BackendReranker):
     def _answer_ids(self, candidate_set: CandidateSet) -> tuple[int, int]:
         return self.answer_ids[self.templates.for_query(candidate_set.query).name]
 
-    def _single_token(self, text: str) -> int:
+    def _answer(self, text: str) -> str:
+        """An answer word as the model writes it: after the prompt (``" yes"``), or, where the
+        server opens the reply itself (chat), at its start (``"yes"``)."""
+        return text.lstrip() if self.backend.takes_messages else text
+
+    def _single_token(self, answer: str) -> int:
+        text = self._answer(answer)
         ids = self.backend.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) != 1:
             raise HarnessError(
@@ -204,6 +218,18 @@ class PointwiseReranker(BackendReranker):
                 f"{self.backend.identity().get('name')!r}; it must be exactly one"
             )
         return ids[0]
+
+
+def chat_set_prompts(tokenizer: Any, head: str, tails: Sequence[str]) -> SetPrompts:
+    """A set's prompts as one user message per candidate (``head`` + its tail), with the
+    token ids of the local tokenizer's rendering of that message split at the longest prefix
+    every row shares: what the server's template makes of it is only known to the server."""
+    chats = tuple((("user", head + tail),) for tail in tails)
+    rendered = [chat_prompt(tokenizer, chat, head) for chat in chats]
+    rows = [prompt_token_ids(tokenizer, r.text) for r in rendered]
+    shared = prompt_token_ids(tokenizer, rendered[0].prefix) if rendered[0].prefix else []
+    cut = common_prefix_len(rows, shared)
+    return SetPrompts(tuple(rows[0][:cut]), tuple(tuple(r[cut:]) for r in rows), chats)
 
 
 def summarize_calls(calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
