@@ -174,7 +174,7 @@ MODES = {
         256,
         400.0,
     ),
-    "cpu": Settings("cpu", "toy-llama", 8, 2, 4, ("toy-llama", "toy-qwen"), (8,), 2, 4, 60.0),
+    "cpu": Settings("cpu", "toy-llama", 8, 2, 4, ("toy-llama", "toy-qwen"), (8,), 2, 4, 600.0),
 }
 
 
@@ -578,13 +578,16 @@ def time_cell(method: str, loaded: Any, device: str, cset: Any, orders: np.ndarr
     }
 
 
-def fill_memory(loaded: Any, device: str, cset: Any, start: int, cap: int) -> dict[str, Any]:
-    """Double InvariRank's orders per call from ``start`` until out-of-memory, ``cap`` or a
-    call of over 30 s: the largest batch that ran, its peak memory, and the OOM as raised
-    (then one small call, to show the process goes on after it)."""
+def fill_memory(
+    loaded: Any, device: str, cset: Any, start: int, cap: int, deadline: float
+) -> dict[str, Any]:
+    """Double InvariRank's orders per call from ``start`` until out-of-memory, ``cap``, or a
+    next call that would end after ``deadline`` (``perf_counter`` time): the largest batch
+    that ran, its peak memory, and the OOM as raised (then one small call, to show the
+    process goes on after it)."""
     import torch
 
-    largest, peak, oom, batch = None, None, None, start
+    largest, peak, oom, batch, stopped = None, None, None, start, None
     while batch <= cap:
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -600,16 +603,17 @@ def fill_memory(loaded: Any, device: str, cset: Any, start: int, cap: int) -> di
         largest = batch
         if device.startswith("cuda"):
             peak = torch.cuda.max_memory_allocated() / 2**30
-        if seconds > 30.0:
-            break
         batch *= 2
+        if time.perf_counter() + 2.5 * seconds > deadline:
+            stopped = f"stopped before {batch} orders per call: the time budget"
+            break
     result: dict[str, Any] = {"largest_orders_per_call": largest, "peak_gib": peak, "oom": oom}
     if oom is not None:
         _free(torch)
         after = _try(rerank, "invarirank", loaded, device, cset, shown_orders(len(cset), start, 0))
         result["after_oom"] = after if isinstance(after, str) else f"{start} orders ran"
-    elif largest == cap or batch > cap:
-        result["note"] = f"no out-of-memory up to {cap} orders per call"
+    else:
+        result["note"] = stopped or f"no out-of-memory up to {cap} orders per call"
     return result
 
 
@@ -659,7 +663,8 @@ def throughput(
                 emit(result)
         if time.perf_counter() - started <= s.budget_s:
             cset = synthetic_sets(loaded.tokenizer, max(s.depths), 1, seed=7)[0]
-            fill = _try(fill_memory, loaded, s.device, cset, s.orders, s.fill_cap)
+            deadline = started + s.budget_s + 60.0
+            fill = _try(fill_memory, loaded, s.device, cset, s.orders, s.fill_cap, deadline)
             result["memory"][shape].update({"error": fill} if isinstance(fill, str) else fill)
         del loaded
         _free(torch)
@@ -868,7 +873,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check-carry", type=Path, metavar="FOLDER", help="size check only")
     parser.add_argument("--measure-dl19", action="store_true", help="print DL19's deciles")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))  # the checkout's harness (nothing is installed there)
+    # The checkout's harness (nothing is installed there) and bench_efficiency's FLOP counter.
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     from harness.errors import HarnessError
 
     try:

@@ -251,7 +251,8 @@ def build_random_model(
 
     settings = _settings(device, dtype, attn_implementation)
     config._attn_implementation = settings.attn_implementation
-    devices = [torch.device(settings.device)] if settings.device.startswith("cuda") else []
+    on_gpu = settings.device.startswith("cuda")
+    devices = [torch.device(settings.device).index or 0] if on_gpu else []
     with torch.random.fork_rng(devices=devices), torch.device(settings.device):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, settings.dtype))
