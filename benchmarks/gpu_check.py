@@ -62,6 +62,7 @@ DEFAULT_CARRY = ROOT / "gpu-carry"
 # HTTP client). Torch, tokenizers, safetensors, numpy, pyyaml are the machine's own.
 CARRIED_WHEELS = ("transformers", "huggingface_hub", "httpx2", "httpcore2", "truststore")
 MIN_TRANSFORMERS = (5, 24)
+PARTS = ("correctness", "throughput", "vllm")
 METHODS = ("invarirank", "lft", "first", "rankgpt", "pointwise", "icr")
 VLLM_METHODS = ("first", "rankgpt", "pointwise")  # vLLM takes no custom masks or attention
 # fp32 scores (nats; ICR: attention sums) of the same weights and inputs on two kernel
@@ -868,7 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=sorted(MODES), default="gpu")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-check")
     parser.add_argument("--carry", type=Path, help="carry folder (default: none, the venv's)")
-    parser.add_argument("--parts", default="correctness,throughput,vllm")
+    parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--prepare", type=Path, metavar="FOLDER", help="build the carry folder")
     parser.add_argument("--check-carry", type=Path, metavar="FOLDER", help="size check only")
     parser.add_argument("--measure-dl19", action="store_true", help="print DL19's deciles")
@@ -889,7 +890,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(json.dumps(measure_dl19(load_model("smollm2-135m").tokenizer)))
             return 0
-        result = run(MODES[args.mode], args.mode, args.out, args.carry, args.parts.split(","))
+        parts = args.parts.split(",")
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise HarnessError(f"--parts: unknown {', '.join(unknown)}; known: {', '.join(PARTS)}")
+        result = run(MODES[args.mode], args.mode, args.out, args.carry, parts)
     except HarnessError as exc:
         print(f"gpu-check: {exc}", file=sys.stderr)
         return 2

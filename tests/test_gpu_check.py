@@ -142,3 +142,13 @@ def test_out_of_memory_is_recognised(gpu_check) -> None:
     assert gpu_check.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert gpu_check.is_oom(RuntimeError("CUDA error: out of memory"))
     assert not gpu_check.is_oom(ValueError("shapes do not match"))
+
+
+def test_gpu_mode_without_cuda_says_so(gpu_check, tmp_path, monkeypatch, capsys) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert gpu_check.main(["--mode", "gpu", "--parts", "correctness", "--out", str(tmp_path)]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
