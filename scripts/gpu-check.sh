@@ -8,9 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 carry="${GPU_CARRY:-gpu-carry}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "gpu-check: $("$python" -V 2>&1) is older than the Python 3.11 harness needs" >&2
+    exit 2
+fi
 if [[ "${1:-}" == "--prepare" ]]; then
     exec "$python" benchmarks/gpu_check.py --prepare "$carry"
 fi
 out="${OUT:-runs}/gpu-check"
-# 470 s: the check starts no cell after 380 s and no memory-fill call past 440 s; this bounds it under 8 minutes whatever hangs.
+# 470 s: the check starts no cell after 380 s and no memory-fill call past 440 s;
+# this bounds it under 8 minutes whatever hangs.
 exec timeout 470 "$python" benchmarks/gpu_check.py --carry "$carry" --out "$out" "$@"
