@@ -201,10 +201,8 @@ def build_tiny_llama(
     and the positions, so it must hold for random weights too. The global RNG is untouched.
     """
     require_llm_stack("the tiny test model")
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig
 
-    settings = _settings(device, dtype, attn_implementation)
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -220,12 +218,46 @@ def build_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    return build_random_model(
+        config,
+        tokenizer,
+        name=TINY_RANDOM,
+        source="tiny-random",
+        seed=seed,
+        device=device,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+    )
+
+
+def build_random_model(
+    config: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    name: str,
+    source: str = "random",
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+) -> LoadedModel:
+    """A causal LM randomly initialised from ``config`` (any transformers config) with seed
+    ``seed``, built directly on ``device`` in ``dtype``: weights are not needed to test the
+    arithmetic of masks and positions or to time a forward pass, and a 7B model initialised
+    on the GPU takes seconds where a CPU would take minutes. The global RNG is untouched."""
+    require_llm_stack("a randomly initialised model")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    settings = _settings(device, dtype, attn_implementation)
     config._attn_implementation = settings.attn_implementation
-    with torch.random.fork_rng(devices=[]):
+    on_gpu = settings.device.startswith("cuda")
+    devices = [torch.device(settings.device).index or 0] if on_gpu else []
+    with torch.random.fork_rng(devices=devices), torch.device(settings.device):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, settings.dtype))
     model.to(device=settings.device, dtype=getattr(torch, settings.dtype)).eval()
-    return _loaded(model, tokenizer, TINY_RANDOM, "tiny-random", f"seed={seed}", settings)
+    return _loaded(model, tokenizer, name, source, f"seed={seed}", settings)
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerBase:
