@@ -22,6 +22,7 @@ MAX_SEED = 2**63 - 1
 """Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
 _INT_FIELDS = {
     "perms", "queries", "depth", "seed", "batch_size", "count", "repeats", "relevance_level",
+    "min_perms",
 }  # fmt: skip
 _COUNTED = ("fixed", "sweep", "templates")
 OPTIONAL_DEFAULTS = {
@@ -32,6 +33,9 @@ OPTIONAL_DEFAULTS = {
     "model": None,
     # resolved (the flag, else the dataset card's): 1 is what every earlier run meant
     "relevance_level": 1,
+    # adaptive sampling (harness.adaptive): off unless a target is given
+    "target": None,
+    "min_perms": 3,
 }
 """Settings added after format 2 was fixed: left out of the resolved configuration (and so of
 the config hash) while at their default, so earlier runs keep their hash and still resume."""
@@ -46,6 +50,8 @@ class RunConfig:
     :mod:`harness.data.query_selection`). ``model`` replaces the preset's model.
     ``relevance_level``: the grade from which binary metrics (MRR) count a candidate as
     relevant; ``None`` means the dataset card's (TREC DL cards: 2; others 1).
+    ``target`` (``METRIC=HALF_WIDTH``) makes a random run adaptive: between ``min_perms`` and
+    ``perms`` orders per query, as :mod:`harness.adaptive` decides.
     """
 
     reranker: str | None = None
@@ -64,6 +70,8 @@ class RunConfig:
     repeats: int = 0
     model: str | None = None
     relevance_level: int | None = None
+    target: str | None = None
+    min_perms: int = 3
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -109,6 +117,12 @@ class RunConfig:
             raise HarnessError(f"--relevance-level must be at least 1, got {self.relevance_level}")
         if self.batch_size is not None and self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.target is not None:
+            if self.strategy != "random":
+                raise HarnessError("--target (adaptive sampling) applies only to --strategy random")
+            from harness.adaptive import Target
+
+            Target.parse(self.target, min_perms=self.min_perms, max_perms=self.perms)
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise HarnessError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self
