@@ -53,7 +53,7 @@ from harness.metrics.registry import (
     TOPK_SET_AGREEMENT,
 )
 
-PRIOR_WEIGHT = 2.0
+PRIOR_WEIGHT = 0.5
 """Pseudo-orders of the pooled per-order variance added to each query's own estimate."""
 MAX_GROWTH = 2
 """A query's orders at most double from one round to the next (estimates from few orders are
@@ -136,6 +136,8 @@ def query_values(metric: str, rankings: Sequence[Sequence[str]], shown=None) -> 
     """The values one query's metric averages: the [n, n] matrix of per-pair values (pairwise
     metrics; diagonal NaN) or the n per-order values (``copy_tau``; needs ``shown``, the
     shown orders as candidate ids)."""
+    if metric == KENDALL_TAU and len(rankings) >= 2 and len(rankings[0]) >= 2:
+        return _tau_matrix(rankings)
     if metric in PAIRWISE:
         fn = PAIRWISE[metric]
         n = len(rankings)
@@ -147,6 +149,20 @@ def query_values(metric: str, rankings: Sequence[Sequence[str]], shown=None) -> 
     if shown is None:
         raise ValueError(f"{metric} needs the shown orders")
     return np.array([stability.kendall_tau(s, r) for s, r in zip(shown, rankings, strict=True)])
+
+
+def _tau_matrix(rankings: Sequence[Sequence[str]]) -> np.ndarray:
+    """Kendall tau of every pair of full rankings (no ties: (C - D) / (n choose 2)), as
+    :func:`harness.metrics.stability.kendall_tau` gives pair by pair, vectorised."""
+    index = {doc: i for i, doc in enumerate(rankings[0])}
+    ranks = np.empty((len(rankings), len(index)), dtype=np.int64)
+    for row, ranking in enumerate(rankings):
+        ranks[row, [index[doc] for doc in ranking]] = np.arange(len(ranking))
+    u, v = np.triu_indices(len(index), 1)
+    signs = np.sign(ranks[:, u] - ranks[:, v]).astype(np.float64)
+    matrix = signs @ signs.T / len(u)
+    np.fill_diagonal(matrix, np.nan)
+    return matrix
 
 
 @dataclass(frozen=True)
@@ -193,7 +209,8 @@ class Round:
     shown: int  # design orders the round's estimate is made on
     counts: dict[str, int]
     stop: bool
-    reason: str  # "target" | "max" | "" (continues)
+    reason: str  # "target" | "max" | "undefined" | "" (continues)
+    undefined: frozenset[str] = frozenset()  # queries whose metric has no variance
 
 
 def decide(estimates: Mapping[str, QueryEstimate], target: Target) -> Round:
@@ -201,8 +218,9 @@ def decide(estimates: Mapping[str, QueryEstimate], target: Target) -> Round:
     counts = {q: e.n for q, e in estimates.items()}
     shown = sum(counts.values())
     usable = {q: e for q, e in estimates.items() if not math.isnan(e.variance)}
+    undefined = frozenset(estimates) - frozenset(usable)
     if not usable:  # nothing measurable (one-candidate queries): the minimum is all there is
-        return Round(math.nan, math.nan, shown, counts, True, "undefined")
+        return Round(math.nan, math.nan, shown, counts, True, "undefined", undefined)
     pooled = float(np.mean([e.per_order_variance for e in usable.values()]))
     shrunk = {
         q: ((e.n - 1) * e.per_order_variance + PRIOR_WEIGHT * pooled) / (e.n - 1 + PRIOR_WEIGHT)
@@ -212,9 +230,9 @@ def decide(estimates: Mapping[str, QueryEstimate], target: Target) -> Round:
     mean = float(np.mean([e.mean for e in usable.values()]))
     half = target.z * math.sqrt(sum(shrunk[q] / usable[q].n for q in usable)) / size
     if half <= target.half_width:
-        return Round(mean, half, shown, counts, True, "target")
+        return Round(mean, half, shown, counts, True, "target", undefined)
     if all(usable[q].n >= target.max_perms for q in usable):
-        return Round(mean, half, shown, counts, True, "max")
+        return Round(mean, half, shown, counts, True, "max", undefined)
     # Neyman: n_q = s_q * sum(s) / (Q * h / z)^2 reaches the half-width h.
     sds = {q: math.sqrt(v) for q, v in shrunk.items()}
     scale = sum(sds.values()) / (size * target.half_width / target.z) ** 2
@@ -223,8 +241,8 @@ def decide(estimates: Mapping[str, QueryEstimate], target: Target) -> Round:
         wanted = math.ceil(sds[q] * scale - 1e-9)
         grown[q] = max(e.n, min(target.max_perms, MAX_GROWTH * e.n, wanted))
     if grown == counts:  # the shares say no query needs more: nothing left to gain
-        return Round(mean, half, shown, counts, True, "max")
-    return Round(mean, half, shown, grown, False, "")
+        return Round(mean, half, shown, counts, True, "max", undefined)
+    return Round(mean, half, shown, grown, False, "", undefined)
 
 
 @dataclass
@@ -266,13 +284,13 @@ def stop_reasons(progress: Progress, target: Target) -> dict[str, str]:
     metric has no variance: one candidate), else ``target`` (the run's target was met, or
     the allocation gave it no more)."""
     assert progress.final is not None
-    reasons = {}
+    reasons: dict[str, str] = {}
     last = progress.final
     for q, n in progress.counts.items():
-        if n >= target.max_perms:
-            reasons[q] = "max"
-        elif last.reason == "undefined":
+        if q in last.undefined:
             reasons[q] = "undefined"
+        elif n >= target.max_perms:
+            reasons[q] = "max"
         else:
             reasons[q] = "target"
     return reasons
