@@ -2,9 +2,9 @@
 
 Simulated rerankers of known stability: a scoring function ``score(doc) = base(query, doc) +
 strength(query) * (n - position) / n`` (a primacy bias of known per-query strength; strength
-0 is order-invariant, like InvariRank), and one that is invariant but for rare flips. For each reranker and each of ``--seeds`` run seeds,
-both designs draw the very orders a run of that seed shows (``plan_permutations``) and apply
-:mod:`harness.adaptive`'s rule:
+0 is order-invariant, like InvariRank), and one that is invariant but for rare flips. For each
+reranker and each of ``--seeds`` run seeds, both designs draw the very orders a run of that
+seed shows (``plan_permutations``) and apply :mod:`harness.adaptive`'s rule:
 
 * fixed: 20 orders per query, and its normal interval (the same formula the rule uses);
 * adaptive: ``--target kendall_tau=W`` with W = the fixed design's median half-width for that
