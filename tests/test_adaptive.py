@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
 import harness
 from harness.adaptive import (
@@ -21,6 +22,9 @@ from harness.adaptive import (
     query_values,
 )
 from harness.errors import HarnessError
+from harness.gates.baseline import baseline_from_results
+from harness.gates.gate import evaluate_gate, parse_specs
+from harness.metrics.paired import order_noise_test
 from harness.metrics.stability import kendall_tau
 from tests.conftest import write_rankgpt_folder
 
@@ -130,6 +134,32 @@ def test_an_adaptive_run_shows_a_prefix_of_the_fixed_orders_and_says_why_it_stop
         record["rounds"][-1]["estimate"]
     )
     assert fixed.summary.loc["kendall_tau", "value"] < 1
+    # the gate weighs each query's spread by its own number of orders
+    base = baseline_from_results(fixed.results, tmp_path / "f")
+    new = baseline_from_results(adaptive.results, tmp_path / "a")
+    verdict = evaluate_gate(base, new, parse_specs(["ndcg@10=0.01"]))
+    assert verdict.metrics[0].spec.metric == "ndcg@10"
+    assert verdict.metrics[0].noise_note == "" and verdict.metrics[0].noise_se > 0
+    assert evaluate_gate(new, new, parse_specs(["ndcg@10=0.01"])).passed
+    assert (
+        "3 to 12 random (adaptive, target kendall_tau=0.05)"
+        in (tmp_path / "a" / "summary.md").read_text()
+    )
+
+
+def test_order_noise_test_with_per_query_orders_is_the_formula():
+    diff = np.array([-0.02, 0.01, -0.03])
+    s_new, s_base = np.array([0.1, 0.0, 0.2]), np.array([0.1, 0.05, 0.1])
+    same = order_noise_test(diff, s_new, s_base, orders=np.array([5, 5, 5]), margin=0.01)
+    assert same == order_noise_test(diff, s_new, s_base, orders=5, margin=0.01)
+    orders = np.array([3, 20, 7])
+    found = order_noise_test(diff, s_new, s_base, orders=orders, margin=0.01)
+    v = (s_new + s_base) ** 2 / (orders - 1)
+    se = math.sqrt(v.sum()) / 3
+    df = v.sum() ** 2 / np.sum(v**2 / (orders - 1))
+    assert found.se == pytest.approx(se)
+    assert found.df == pytest.approx(df)
+    assert found.p == pytest.approx(student_t.cdf((diff.mean() + 0.01) / se, df))
 
 
 def test_an_interrupted_adaptive_run_resumes_to_the_same_orders_and_numbers(tmp_path):
