@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20, help="candidates per query")
     parser.add_argument("--truth-orders", type=int, default=1000)
     parser.add_argument("--e2e", action="store_true", help="also run harness.evaluate")
+    parser.add_argument("--target", type=float, default=None, help="a fixed target for all")
     args = parser.parse_args()
     queries = [f"q{k}" for k in range(args.queries)]
     rows = []
@@ -133,7 +134,7 @@ def main() -> None:
         widths = [
             simulate(reranker, queries, args.n, s, probe)["fixed"][1] for s in range(10)
         ]  # the fixed design's width does not depend on the target
-        width = float(np.median(widths)) or 0.02
+        width = args.target or float(np.median(widths)) or 0.02
         target = Target("kendall_tau", width, 3, 20)
         runs = [simulate(reranker, queries, args.n, s, target) for s in range(args.seeds)]
         row = {"reranker": reranker.name, "target": width, "truth": true}
