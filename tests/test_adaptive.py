@@ -200,3 +200,19 @@ def test_an_invariant_reranker_stops_at_the_minimum(tmp_path):
 def test_target_needs_the_random_strategy(tmp_path):
     with pytest.raises(HarnessError, match="only to --strategy random"):
         harness.evaluate(by_number, strategy="cyclic", target="kendall_tau=0.02", out=tmp_path)
+
+
+def test_a_copy_tau_target_reads_the_shown_orders(tmp_path):
+    data = write_rankgpt_folder(tmp_path / "data", queries=3, candidates=6)
+    run = harness.evaluate(
+        harness.from_scores(lambda q, docs: [-float(i) for i in range(len(docs))], name="copier"),
+        dataset=str(data),
+        perms=10,
+        min_perms=2,
+        target="copy_tau=0.05",
+        out=tmp_path / "r",
+    )
+    record = json.loads((tmp_path / "r" / "adaptive.json").read_text())
+    assert {row["orders"] for row in record["queries"].values()} == {2}  # copies: tau 1 each
+    assert record["rounds"][-1]["estimate"] == pytest.approx(1.0)
+    assert run.summary.loc["copy_tau", "value"] == pytest.approx(1.0)
