@@ -144,6 +144,8 @@ def query_values(metric: str, rankings: Sequence[Sequence[str]], shown=None) -> 
         fn = PAIRWISE[metric]
         n = len(rankings)
         matrix = np.full((n, n), np.nan)
+        if metric in (TOPK_JACCARD, TOPK_SET_AGREEMENT) and rankings and len(rankings[0]) <= TOP_K:
+            return matrix  # every top k is the whole set: undefined, as the summary says
         for i in range(n):
             for j in range(i + 1, n):
                 matrix[i, j] = matrix[j, i] = fn(rankings[i], rankings[j])

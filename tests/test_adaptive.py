@@ -86,6 +86,12 @@ def test_jackknife_of_a_pair_mean_matches_leaving_each_order_out():
     assert found.variance == pytest.approx(expected)
 
 
+def test_top_k_set_metrics_are_undefined_on_short_lists_as_in_the_summary():
+    short = [[f"d{i}" for i in range(8)]] * 3
+    assert np.isnan(estimate(query_values("top10_jaccard", short)).mean)
+    assert estimate(query_values("rbo@10", short)).mean == pytest.approx(1.0)
+
+
 def test_agreeing_queries_stop_at_once_and_varying_ones_grow_at_most_twofold():
     target = Target("kendall_tau", 0.02, 3, 20)
     settled = {q: QueryEstimate(3, 1.0, 0.0) for q in "abc"}
