@@ -196,10 +196,14 @@ def test_an_invariant_reranker_stops_at_the_minimum(tmp_path):
         perms=20,
         min_perms=3,
         target="kendall_tau=0.02",
+        repeats=2,
         out=tmp_path / "r",
     )
     record = json.loads((tmp_path / "r" / "adaptive.json").read_text())
     assert {row["orders"] for row in record["queries"].values()} == {3}
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["counts"]["samples"] == 4 * (1 + 3 + 2)  # reference, 3 orders, 2 repeats
+    assert results["noise_floor"]  # the floor is measured beside the adaptive design
     assert record["rounds"][-1]["half_width"] == 0.0 and record["stopped_because"] == "target"
 
 
