@@ -26,6 +26,8 @@ from harness.gates.baseline import baseline_from_results
 from harness.gates.gate import evaluate_gate, parse_specs
 from harness.metrics.paired import order_noise_test
 from harness.metrics.stability import kendall_tau
+from harness.report.load import load_run
+from harness.report.tables import provenance_tables
 from tests.conftest import write_rankgpt_folder
 
 
@@ -204,6 +206,10 @@ def test_an_invariant_reranker_stops_at_the_minimum(tmp_path):
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["counts"]["samples"] == 4 * (1 + 3 + 2)  # reference, 3 orders, 2 repeats
     assert results["noise_floor"]  # the floor is measured beside the adaptive design
+    (table,) = provenance_tables([load_run(tmp_path / "r")])[:1]
+    cells = " ".join(" ".join(row) for row in table.rows)
+    assert "3 to 20 random (adaptive, target kendall_tau=0.02)" in cells
+    assert "24 of at most 92 orders" in cells  # 4 x (1 + 20 + 2) planned
     assert record["rounds"][-1]["half_width"] == 0.0 and record["stopped_because"] == "target"
 
 
