@@ -274,18 +274,13 @@ def replay(query_ids: Sequence[str], target: Target, estimate_of: EstimateFn) ->
         progress.counts = step.counts
 
 
-def stop_reasons(progress: Progress, target: Target) -> dict[str, str]:
-    """Why each query stopped where it did: ``max`` (at ``--perms``), ``undefined`` (its
-    metric has no variance: one candidate), else ``target`` (the run's target was met, or
-    the allocation gave it no more)."""
+def stop_reasons(progress: Progress) -> dict[str, str]:
+    """Why each query stopped where it did: ``undefined`` (its metric has no variance: one
+    candidate), ``target`` (the run's interval reached the target, at whatever count), else
+    ``max`` (at ``--perms`` without reaching it)."""
     assert progress.final is not None
-    reasons: dict[str, str] = {}
     last = progress.final
-    for q, n in progress.counts.items():
-        if q in last.undefined:
-            reasons[q] = "undefined"
-        elif n >= target.max_perms:
-            reasons[q] = "max"
-        else:
-            reasons[q] = "target"
-    return reasons
+    return {
+        q: "undefined" if q in last.undefined else ("target" if last.reason == "target" else "max")
+        for q in progress.counts
+    }

@@ -88,7 +88,7 @@ class AdaptiveRounds:
         stopping reason (``pending`` when the rule has not finished)."""
         progress = self.progress()
         reasons = (
-            stop_reasons(progress, self.target)
+            stop_reasons(progress)
             if progress.final is not None
             else dict.fromkeys(progress.counts, "pending")
         )
