@@ -197,7 +197,7 @@ def end_to_end(args: argparse.Namespace) -> None:
             print(
                 f"| {reranker.name} | {20 * len(record['queries'])} | {used} "
                 f"| {len(record['rounds'])} "
-                f"| {fixed.results.summary['kendall_tau'].mean:.4f} "
+                f"| {fixed.results.summary['kendall_tau'].value:.4f} "
                 f"| {last['estimate']:.4f} ± {last['half_width']:.4f} |"
             )
 
