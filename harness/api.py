@@ -129,6 +129,8 @@ def evaluate(
     repeats: int | None = None,
     relevance_level: int | None = None,
     max_invalid_share: float | None = None,
+    target: str | None = None,
+    min_perms: int | None = None,
     log_prompts: bool = False,
     executor: str = "local",
     workers: int | None = None,
@@ -139,7 +141,7 @@ def evaluate(
 
     Every keyword is the ``harness run`` flag of the same name and defaults as it does
     (``relevance_level``: the grade from which MRR counts a candidate as relevant, by default
-    the dataset card's);
+    the dataset card's; ``target``/``min_perms``: adaptive sampling, docs/adaptive.md);
     ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``
     (empty for a function, which calls no model the harness sees); ``executor="ray"`` runs a
     preset on Ray actors (a function runs here, in this process).
@@ -181,6 +183,8 @@ def evaluate(
             "repeats": repeats,
             "relevance_level": relevance_level,
             "max_invalid_share": max_invalid_share,
+            "target": target,
+            "min_perms": min_perms,
         },
     )
     if function is None:

@@ -75,6 +75,17 @@ def run(
             "each stability metric is shown beside and tested against [0]."
         ),
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Adaptive sampling (random): METRIC=HALF_WIDTH, e.g. kendall_tau=0.02; each "
+            "query gets --min-perms..--perms orders until the run-level 95% interval is that "
+            "narrow (docs/adaptive.md)."
+        ),
+    ] = None,
+    min_perms: Annotated[
+        int | None, typer.Option(help="Adaptive sampling: orders every query gets [3].")
+    ] = None,
     queries: Annotated[
         str | None,
         typer.Option(
@@ -213,6 +224,8 @@ def run(
                 "model": model,
                 "relevance_level": relevance_level,
                 "max_invalid_share": max_invalid_share,
+                "target": target,
+                "min_perms": min_perms,
             },
         )
         prepared = prepare_run(settings)

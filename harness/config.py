@@ -23,6 +23,7 @@ MAX_SEED = 2**63 - 1
 """Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
 _INT_FIELDS = {
     "perms", "queries", "depth", "seed", "batch_size", "count", "repeats", "relevance_level",
+    "min_perms",
 }  # fmt: skip
 _COUNTED = ("fixed", "sweep", "templates")
 OPTIONAL_DEFAULTS = {
@@ -34,6 +35,9 @@ OPTIONAL_DEFAULTS = {
     # resolved (the flag, else the dataset card's): 1 is what every earlier run meant
     "relevance_level": 1,
     "max_invalid_share": DEFAULT_MAX_INVALID_SHARE,
+    # adaptive sampling (harness.adaptive): off unless a target is given
+    "target": None,
+    "min_perms": 3,
 }
 """Settings added after format 2 was fixed: left out of the resolved configuration (and so of
 the config hash) while at their default, so earlier runs keep their hash and still resume."""
@@ -48,6 +52,8 @@ class RunConfig:
     :mod:`harness.data.query_selection`). ``model`` replaces the preset's model.
     ``relevance_level``: the grade from which binary metrics (MRR) count a candidate as
     relevant; ``None`` means the dataset card's (TREC DL cards: 2; others 1).
+    ``target`` (``METRIC=HALF_WIDTH``) makes a random run adaptive: between ``min_perms`` and
+    ``perms`` orders per query, as :mod:`harness.adaptive` decides.
     """
 
     reranker: str | None = None
@@ -69,6 +75,8 @@ class RunConfig:
     # how many orders may get invalid answers (harness.validity); bounds the run, changes no
     # number it computes, so it is not part of the configuration's identity (hash)
     max_invalid_share: float = DEFAULT_MAX_INVALID_SHARE
+    target: str | None = None
+    min_perms: int = 3
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -115,6 +123,12 @@ class RunConfig:
         if self.batch_size is not None and self.batch_size < 1:
             raise HarnessError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_max_invalid_share(self.max_invalid_share)
+        if self.target is not None:
+            if self.strategy != "random":
+                raise HarnessError("--target (adaptive sampling) applies only to --strategy random")
+            from harness.adaptive import Target
+
+            Target.parse(self.target, min_perms=self.min_perms, max_perms=self.perms)
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise HarnessError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, overload
 
+from harness.adaptive_run import ADAPTIVE_FILE, adaptive_rounds, in_round, limits_of
 from harness.backends.registry import backend_class
 from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
 from harness.data.compact import set_query_ids, set_ranked_ids
@@ -349,8 +350,9 @@ def rerank_pending(
     executor.check_prompt_log(log_prompts)
     store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
     done = store.scan_samples(check=_sample_checker(prepared))
-    total = prepared.total_orders
-    units = PendingUnits(prepared, done)
+    total = prepared.total_orders  # adaptive: the most it may show
+    rounds = adaptive_rounds(prepared, done)
+    units = PendingUnits(prepared, done, limits_of(rounds))
     pool: Executor | None = None
     log: PromptLog | None = None
     started = time.perf_counter()
@@ -385,7 +387,15 @@ def rerank_pending(
             bound.add(new)  # after saving: a refused run keeps every order it finished
 
         if pool is not None:
-            _record_failures(store, pool.run(units, save).failed, len(units))
+            failed = pool.run(units, save).failed
+            while rounds is not None and not failed:  # adaptive: the next round, if any
+                units = PendingUnits(prepared, done, rounds.limits())
+                if not units:
+                    break
+                failed = pool.run(units, save).failed
+            _record_failures(store, failed, len(units))
+        if rounds is not None:
+            store.write_json(ADAPTIVE_FILE, rounds.record())
         model_identity = identity if pool else store.read_json(IDENTITY_FILE)
     finally:
         store.close()
@@ -432,13 +442,19 @@ class PendingUnits(Sequence[Unit]):
     query, asked for in turn, build it once. The rows are those pending when this was made
     (samples saved meanwhile do not shift them)."""
 
-    def __init__(self, prepared: PreparedRun, done: SampleIndex | None) -> None:
+    def __init__(
+        self,
+        prepared: PreparedRun,
+        done: SampleIndex | None,
+        limits: Mapping[str, int] | None = None,
+    ) -> None:
         self._prepared = prepared
         self._rows = array("q")  # every unit's order indices, unit after unit
         self._units = array("q")  # per unit: set position, first row, end row
         batch = prepared.config.batch_size
         for position, plan in enumerate(prepared.plans()):
-            scheduled = _schedule(plan, _pending_rows(plan, done))
+            limit = limits.get(plan.query_id) if limits is not None else None
+            scheduled = _schedule(plan, _pending_rows(plan, done, limit))
             for start in range(0, len(scheduled), batch):
                 rows = scheduled[start : start + batch]
                 self._units.extend((position, len(self._rows), len(self._rows) + len(rows)))
@@ -528,7 +544,7 @@ def dry_run(
     if (prepared.run_dir / "run.json").is_file():
         store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
         done = store.scan_samples(check=_sample_checker(prepared), truncate=False)
-    jobs = PendingUnits(prepared, done)
+    jobs = PendingUnits(prepared, done, limits_of(adaptive_rounds(prepared, done)))
     context = RunContext(
         device=config.device, seed=config.seed, batch_size=config.batch_size, dry_run=True
     )
@@ -667,13 +683,18 @@ def save_results(run_dir: Path, results: RunResults) -> None:
     store.write_text(SUMMARY_FILE, render_summary(results))
 
 
-def _pending_rows(plan: PermutationPlan, done: SampleIndex | None) -> list[int]:
-    """The order indices of ``plan`` with no sample on disk yet."""
-    if done is None:
-        return list(range(len(plan)))
-    # an order whose answer was invalid is asked again (a fixed server fills it in)
-    finished = done.done(plan.query_id) - done.invalid_orders(plan.query_id)
-    return [i for i in range(len(plan)) if i not in finished]
+def _pending_rows(
+    plan: PermutationPlan, done: SampleIndex | None, limit: int | None = None
+) -> list[int]:
+    """The order indices of ``plan`` with no sample on disk yet (of an adaptive run, those of
+    its current round: at most ``limit`` design orders)."""
+    finished: set[int] = set()
+    if done is not None:
+        # an order whose answer was invalid is asked again (a fixed server fills it in)
+        finished = done.done(plan.query_id) - done.invalid_orders(plan.query_id)
+    return [
+        i for i in range(len(plan)) if i not in finished and in_round(plan.labels[i], limit)
+    ]  # fmt: skip
 
 
 def _schedule(plan: PermutationPlan, rows: list[int]) -> list[int]:
@@ -740,6 +761,8 @@ def _default_run_dir(config: RunConfig, dataset_name: str, relevance_level: int 
         parts.append(f"c{config.count}")
     if config.repeats:
         parts.append(f"r{config.repeats}")
+    if config.target is not None:
+        parts.append(f"t{config.target}-min{config.min_perms}")
     if isinstance(config.queries, str):
         parts.append(f"q{QuerySelection.parse(config.queries).tag}")
     elif config.queries is not None:

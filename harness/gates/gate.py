@@ -443,7 +443,7 @@ class _Pair:
     n_total: int
     newly_undefined: int
     by_design: Mapping[str, int] = field(default_factory=dict)
-    orders: int = 0
+    orders: int | np.ndarray = 0  # per query where they differ (adaptive sampling)
     spreads: tuple[np.ndarray, np.ndarray] | None = None  # (new, baseline)
     noise_note: str = ""
 
@@ -475,7 +475,11 @@ def _pair(baseline: Baseline, new: Baseline, spec: GateSpec) -> _Pair:
     )
     if any(np.isnan(s).any() for s in spreads):
         return replace(pair, noise_note=f"{spread} undefined for some queries")
-    return replace(pair, orders=int(perms["random_orders"]), spreads=spreads)
+    orders: int | np.ndarray = int(perms["random_orders"])
+    if registry.N_ORDERS in baseline.per_query and registry.N_ORDERS in new.per_query:
+        old_n, new_n = baseline.vector(registry.N_ORDERS), new.vector(registry.N_ORDERS)
+        orders = np.array([min(old_n[q], new_n[q]) for q in queries])[keep]
+    return replace(pair, orders=orders, spreads=spreads)
 
 
 def _metric_verdict(pair: _Pair, alpha: float, test_alpha: float, seed: int) -> MetricVerdict:

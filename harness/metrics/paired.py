@@ -136,7 +136,7 @@ def order_noise_test(
     spread_new: np.ndarray,
     spread_base: np.ndarray,
     *,
-    orders: int,
+    orders: int | np.ndarray,
     margin: float,
 ) -> OrderNoiseTest:
     """Test of "on these queries the mean drop is at most ``margin``" against the noise that
@@ -145,8 +145,9 @@ def order_noise_test(
     Why: the sign-flip test takes the queries as its noise, so a drop confined to a few
     queries (most differences 0) cannot be significant however certain each one is. Here a
     query's difference is weighed against its own spread across orders (``spread_*``: the
-    population standard deviations over the P orders, e.g. ``ndcg@10_std``). Whatever the
-    correlation of two rerankers' answers to the same orders, sd(mean_new - mean_base) <=
+    population standard deviations over the P orders, e.g. ``ndcg@10_std``; ``orders`` is P,
+    or each query's P where they differ: adaptive sampling). Whatever the correlation of two
+    rerankers' answers to the same orders, sd(mean_new - mean_base) <=
     (sd_new + sd_base) / sqrt(P), estimated as se_q = (s_new + s_base) / sqrt(P - 1); so
     T = (mean(d) + margin) / (sqrt(sum se_q^2) / n), Student t with Welch-Satterthwaite
     degrees of freedom (P - 1 per query: a few noisy queries give few). With no spread at all
@@ -154,18 +155,21 @@ def order_noise_test(
     """
     from scipy.stats import t
 
-    if orders < 2:
-        raise ValueError(f"the order-noise test needs 2 or more orders per query, got {orders}")
+    per_query = np.asarray(orders, dtype=np.float64)
+    if per_query.size and per_query.min() < 2:
+        raise ValueError(
+            f"the order-noise test needs 2 or more orders per query, got {int(per_query.min())}"
+        )
     d = np.asarray(diff, dtype=np.float64)
     if d.size == 0:
         return OrderNoiseTest(1.0, math.nan, math.nan)
-    variances = (np.asarray(spread_new) + np.asarray(spread_base)) ** 2 / (orders - 1)
+    variances = (np.asarray(spread_new) + np.asarray(spread_base)) ** 2 / (per_query - 1)
     total = float(variances.sum())
     shifted = float(d.mean()) + margin
     if not total > 0:
         return OrderNoiseTest(0.0 if shifted < -EXACT_TOLERANCE else 1.0, 0.0, math.inf)
     se = math.sqrt(total) / d.size
-    df = total**2 / float(np.sum(variances**2) / (orders - 1))
+    df = total**2 / float(np.sum(variances**2 / (per_query - 1)))
     return OrderNoiseTest(float(t.cdf(shifted / se, df)), se, df)
 
 

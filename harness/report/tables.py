@@ -89,7 +89,9 @@ def _provenance_table(runs: Sequence[RunData]) -> Table:
 
     def perms(r: RunData) -> str:
         p = r.results.permutations
-        return f"{p.strategy}: {design_text(r.results)}, seed {p.seed}; {p.total_orders} orders"
+        shown = r.results.counts.get("samples", p.total_orders)
+        orders = f"{shown} of at most {p.total_orders}" if shown != p.total_orders else shown
+        return f"{p.strategy}: {design_text(r.results)}, seed {p.seed}; {orders} orders"
 
     def toolkit(r: RunData) -> str:
         found = identity(r)

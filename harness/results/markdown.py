@@ -98,7 +98,12 @@ def design_text(results: RunResults) -> str:
     ``pin relevant@0, 20 completions + identity reference``, ``..., + 2 identity repeats``."""
     config, perms = results.config, results.permutations
     strategy = perms.strategy
-    if strategy == "random":
+    if strategy == "random" and config.get("target"):  # adaptive: harness.adaptive
+        text = (
+            f"{config.get('min_perms') or 3} to {perms.random_orders} random (adaptive, target "
+            f"{config['target']}) + identity reference"
+        )
+    elif strategy == "random":
         text = f"{perms.random_orders} random + identity reference"
     elif strategy == "fixed":
         text = (
