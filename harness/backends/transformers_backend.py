@@ -402,7 +402,8 @@ class TransformersBackend(Backend):
 
     def attention_weights(self, token_ids: Sequence[int]) -> np.ndarray:
         """Attention weights [layers, heads, L, L] (fp32) of one causal pass. Needs
-        ``attn_implementation: eager``: fused kernels (sdpa) never materialise them."""
+        ``attn_implementation: eager``: fused kernels (sdpa) never materialise them. Not a
+        :class:`Capability` (no method needs it): the reference for ``bench_attention.py``."""
         import torch
 
         if self.loaded.identity.attn_implementation != "eager":
