@@ -79,7 +79,7 @@ def _net_win_order(weights: np.ndarray) -> list[int]:
     return sorted(range(weights.shape[0]), key=lambda i: (-net[i], i))
 
 
-def _local_search(order: list[int], weights: np.ndarray) -> list[int]:
+def _local_search(start: list[int], weights: np.ndarray) -> list[int]:
     """Best single-item move (remove and reinsert anywhere) until none lowers the cost.
 
     Moving item x from position a to b only changes its pairs with the items it jumps over, so
@@ -88,7 +88,7 @@ def _local_search(order: list[int], weights: np.ndarray) -> list[int]:
     reading order wins (item position a, then up moves nearest first, then down moves), so the
     result is deterministic.
     """
-    order = np.asarray(order, dtype=np.int64)
+    order = np.asarray(start, dtype=np.int64)
     n = len(order)
     rows = np.arange(n)
     cols = np.arange(n)

@@ -224,10 +224,6 @@ class Template:
     slots: tuple[int | None, ...]
     source: str
 
-    @property
-    def is_full(self) -> bool:
-        return None not in self.slots
-
     def check(self, query_id: str, n: int) -> None:
         if len(self.slots) > n:
             raise HarnessError(

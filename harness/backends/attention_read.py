@@ -174,7 +174,11 @@ def query_attention(
         positions = torch.arange(s, device=device).expand(p, s)
         with _stopping_after(decoder, stop):
             _run(decoder, input_ids=ids, position_ids=positions, cache=cache)
-        layers_cached = [(layer.keys, layer.values) for layer in cache.layers[: deepest + 1]]
+        # (a DynamicCache's layers are DynamicLayers, with keys and values once filled)
+        layers_cached: list[Any] = [
+            (layer.keys, layer.values)  # type: ignore[union-attr]
+            for layer in cache.layers[: deepest + 1]
+        ]
         repeated = [
             (k.repeat_interleave(q, dim=0), v.repeat_interleave(q, dim=0)) for k, v in layers_cached
         ]

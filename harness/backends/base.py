@@ -1,7 +1,7 @@
 """What a reranking method needs from a model, independent of the library that runs it.
 
 A method (FIRST, RankGPT-style, pointwise, InvariRank …) is written once against
-:class:`Backend`; a backend (transformers, vLLM; later an HTTP server) implements what it can
+:class:`Backend`; a backend (transformers, vLLM, an OpenAI API server) implements what it can
 and declares it in ``capabilities``. A method lists what it ``requires``; asking a backend for
 a capability it lacks is a one-line error naming both, raised before any model is loaded.
 
@@ -41,7 +41,6 @@ class Capability(StrEnum):
     GENERATE = "generate"  # greedy or seeded sampling with stop tokens and a length cap
     MASKED_FORWARD = "masked_forward"  # custom 4-D mask + explicit positions over a prefix
     ADD_TOKENS = "add_tokens"  # new special tokens with deterministic embeddings
-    ATTENTIONS = "attentions"  # attention weights of every layer and head
     QUERY_ATTENTION = "query_attention"  # attention of appended query tokens, chosen layers
 
 
@@ -254,10 +253,6 @@ class Backend(ABC):
     def add_special_tokens(self, tokens: Sequence[str]) -> tuple[int, ...]:
         """Add ``tokens`` as single special tokens (idempotent); returns their ids."""
         raise self.lacks(Capability.ADD_TOKENS)
-
-    def attention_weights(self, token_ids: Sequence[int]) -> np.ndarray:
-        """Attention weights [layers, heads, L, L] of one causal pass over ``token_ids``."""
-        raise self.lacks(Capability.ATTENTIONS)
 
     @property
     def attention_shape(self) -> tuple[int, int]:

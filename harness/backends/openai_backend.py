@@ -588,7 +588,9 @@ class OpenAIBackend(Backend):
 
         self.model_name = model.model
         # Names an answer may give as its model: the one requested, or the one accepted.
-        self.accepted_names = frozenset({model.model, engine.served_model} - {None})
+        self.accepted_names = frozenset(
+            name for name in (model.model, engine.served_model) if name is not None
+        )
         self.engine = engine
         self.takes_messages = engine.endpoint == "chat"
         self.dry_run = context.dry_run

@@ -91,5 +91,5 @@ def reserved_cache(
             cache.layers[index] = ReservedLayer(room)
     if layers is not None:
         for layer, (keys, values) in zip(cache.layers, layers, strict=True):
-            layer.update(keys, values)
+            layer.update(keys, values)  # type: ignore[union-attr]  # all DynamicLayer-like here
     return cache

@@ -38,7 +38,7 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
@@ -375,12 +375,14 @@ class TransformersBackend(Backend):
         """
         import torch
 
-        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        tokenizer = self.loaded.tokenizer
+        model: Any = self.loaded.model  # nn.Module's __getattr__ types attributes Tensor | Module
         known = len(tokenizer)
         tokenizer.add_special_tokens(
             {"additional_special_tokens": list(tokens)}, replace_extra_special_tokens=False
         )
-        ids = [tokenizer.convert_tokens_to_ids(token) for token in tokens]
+        # one token in, one id out (the stubs' return type also covers a list in)
+        ids = [cast(int, tokenizer.convert_tokens_to_ids(token)) for token in tokens]
         for token, token_id in zip(tokens, ids, strict=True):
             if tokenizer.encode(token, add_special_tokens=False) != [token_id]:
                 raise HarnessError(f"the tokenizer does not encode {token!r} as one token")
@@ -402,7 +404,8 @@ class TransformersBackend(Backend):
 
     def attention_weights(self, token_ids: Sequence[int]) -> np.ndarray:
         """Attention weights [layers, heads, L, L] (fp32) of one causal pass. Needs
-        ``attn_implementation: eager``: fused kernels (sdpa) never materialise them."""
+        ``attn_implementation: eager``: fused kernels (sdpa) never materialise them. Not a
+        :class:`Capability` (no method needs it): the reference for ``bench_attention.py``."""
         import torch
 
         if self.loaded.identity.attn_implementation != "eager":

@@ -166,7 +166,9 @@ class CompactSets(Sequence[CandidateSet]):
         body) mapping; ``text_of(title, body)`` is the candidate text shown. A
         :class:`RankedRun` is read through its arrays, with no tuple per candidate."""
         position: dict[str, int] = {}
-        ids, titles, texts = [], [], []
+        ids: list[str] = []
+        titles: list[str] = []
+        texts: list[str] = []
         rows, doc_rows, score_rows = [], [], []
         for qid in query_ids:
             if isinstance(ranked, RankedRun):

@@ -193,8 +193,9 @@ def missing_files(roots: Iterable[Any]) -> list[MissingFile]:
 
 
 def _missing(download: Any, local: list[Any]) -> MissingFile:
-    urls = [getattr(m, "url", None) or getattr(m, "uri", None) for m in download.mirrors]
-    urls = [u for u in urls if u]
+    urls: list[str] = [
+        u for m in download.mirrors if (u := getattr(m, "url", None) or getattr(m, "uri", None))
+    ]
     if urls:
         return MissingFile(urls[0], urls[0])
     hint = next((m._message for m in local if getattr(m, "_message", None)), None)

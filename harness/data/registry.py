@@ -127,7 +127,8 @@ def load_dataset(card: DatasetCard) -> Dataset:
         from harness.data.ir_datasets_loader import load_ir_dataset
 
         return load_ir_dataset(str(loader.get("id", "")), name=card.name, **_options(card))
-    files = _check_available(card)
+    # Any: mypy checks a ** mapping's values against every keyword of the loader
+    files: dict[str, Any] = dict(_check_available(card))
     if fmt == "beir":
         from harness.data.beir import load_beir
 

@@ -74,7 +74,7 @@ def read_qrels(path: PathLike) -> dict[str, dict[str, int]]:
 
 def has_relevant(judgments: Mapping[str, int] | None) -> bool:
     """Whether a query's judgments include a relevant (grade > 0) document."""
-    return bool(judgments) and any(grade > 0 for grade in judgments.values())
+    return judgments is not None and any(grade > 0 for grade in judgments.values())
 
 
 def add_judgment(
@@ -243,13 +243,13 @@ def load_trec_dataset(
     run = read_run(run_path)
     topics = read_topics_tsv(topics_path)
     qrels = read_qrels(qrels_path)
-    for qid in run:
-        if qid not in topics:
-            raise DataFormatError(
-                run_path,
-                f"query {shorten(qid)} is not in topics file {topics_path}",
-                _first_line(run_path, lambda parts, q=qid: parts[0] == q),
-            )
+    unknown = next((qid for qid in run if qid not in topics), None)
+    if unknown is not None:
+        raise DataFormatError(
+            run_path,
+            f"query {shorten(unknown)} is not in topics file {topics_path}",
+            _first_line(run_path, lambda parts: parts[0] == unknown),
+        )
     wanted = run.doc_ids()
     corpus = read_corpus_jsonl(corpus_path, wanted)
     if len(corpus) < len(wanted):  # name the first missing doc in run order

@@ -145,9 +145,6 @@ class RayExecutor:
         while chunk := list(itertools.islice(sets, CHECK_CHUNK)):
             self.ray.get(self.slots[0].actor.check_data.remote(chunk))
 
-    def actor_pids(self) -> list[int]:
-        return self.ray.get([slot.actor.pid.remote() for slot in self.slots])
-
     def run(self, units: Sequence[Unit], save: SaveFn) -> Outcome:
         ray = self.ray
         ActorUnavailable = getattr(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,10 +233,10 @@ def moved_most(run: RunData, k: int = 5) -> list[MovedQuery]:
     per_query = run.results.per_query
     texts = {q: record.text for q, record in run.queries.items()}
 
-    def get(values: dict, key: str) -> float:
+    def get(values: Mapping[str, float], key: str) -> float:
         return float(values.get(key, math.nan))
 
-    def order(item: tuple[str, dict]) -> tuple[float, float]:
+    def order(item: tuple[str, Mapping[str, float]]) -> tuple[float, float]:
         tau = get(item[1], KENDALL_TAU)
         return (math.inf if math.isnan(tau) else tau, -get(item[1], NDCG_RANGE))
 

@@ -384,7 +384,7 @@ def recommendation_section(found: Recommendation, rows: Sequence[MitigationRow])
         "Set the budget and the objective with harness report --budget FORWARD_PASSES "
         "--objective effectiveness|stability|both (default: no budget, both)."
     )
-    tables = ()
+    tables: tuple[Table, ...] = ()
     if found.evidence:
         tables = (
             Table(

@@ -66,7 +66,7 @@ def paper(draw: Callable[..., Any]) -> Callable[..., Rendered]:
     def wrapper(*args: Any, **kwargs: Any) -> Rendered:
         from matplotlib import rc_context
 
-        with rc_context(PAPER_STYLE):
+        with rc_context(PAPER_STYLE):  # type: ignore[arg-type]  # stubs: only literal rc keys
             fig = draw(*args, **kwargs)
             return Rendered(
                 _save(fig, "png"), _save(fig, "svg"), _save(fig, "pdf"), float(fig.get_figwidth())

@@ -75,14 +75,15 @@ def sweep_curve(run: RunData) -> SweepCurve | None:
     ndcg = _order_values(run, NDCG)
     moved: dict[str, set[int]] = defaultdict(set)
     for sample in run.samples:
-        if sample.label.family == "sweep":
+        if sample.label.family == "sweep" and sample.label.item is not None:
             moved[sample.query_id].add(sample.label.item)
     ranks: dict[int, list[int]] = defaultdict(list)
     scores: dict[int, list[float]] = defaultdict(list)
     for sample in run.samples:
         doc_ids = run.queries[sample.query_id].doc_ids
         label = sample.label
-        if label.family == "sweep":
+        placements: list[tuple[int, int]]
+        if label.family == "sweep" and label.item is not None and label.position is not None:
             placements = [(label.item, label.position)]
         elif sample.order_index == 0:  # the identity order shows every item at its own place
             placements = [(item, item) for item in moved[sample.query_id]]

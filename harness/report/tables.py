@@ -139,7 +139,8 @@ def headline_table(
     significant = {
         (c.metric, c.b) for c in comparisons if c.a == runs[0].label and c.p_holm < alpha
     }
-    rows, strong = [], set()
+    rows: list[tuple[str, ...]] = []
+    strong: set[tuple[int, int]] = set()
     levels = {r.results.relevance_level for r in runs}
     for spec in registry.headline():
         if not any(spec.name in r.results.summary for r in runs):

@@ -93,9 +93,6 @@ class Reranker(ABC):
     uses_device: bool = False
     """Whether the run's ``--device`` is where this reranker computes (a model does; the
     controls compute nothing there), so provenance records the device actually used."""
-    # Calls the runner may make at once from several threads (only rerankers on a remote
-    # backend, whose calls wait on a server, say more than 1).
-    parallel_calls: int = 1
     batch_cap: ClassVar[int] = 4
     """The most orders of one query a call takes when the run leaves ``--batch-size`` unset
     (see :func:`auto_batch_size`); a method whose cost per order falls with the batch (one
@@ -104,6 +101,12 @@ class Reranker(ABC):
     def __init__(self, name: str, context: RunContext) -> None:
         self.name = name
         self.context = context
+
+    @property
+    def parallel_calls(self) -> int:
+        """Calls the runner may make at once from several threads (only rerankers on a remote
+        backend, whose calls wait on a server, say more than 1)."""
+        return 1
 
     def identity(self) -> dict[str, Any]:
         """Model and prompt identity for provenance (name, revision, dtype, prompt hash...)."""

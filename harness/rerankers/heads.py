@@ -230,7 +230,9 @@ def _judged(split: Dataset) -> Dataset:
     """The split's sets that have a relevant judgment (nDCG is undefined for the others)."""
     import dataclasses
 
-    kept = tuple(s for s in split.sets if max((split.qrels.get(s.query_id) or {0: 0}).values()) > 0)
+    from harness.data.trec import has_relevant
+
+    kept = tuple(s for s in split.sets if has_relevant(split.qrels.get(s.query_id)))
     if not kept:
         raise HarnessError("no query of the head-selection split has a relevant judgment")
     return dataclasses.replace(split, sets=kept)

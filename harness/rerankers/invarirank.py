@@ -203,7 +203,7 @@ def tie_twins(scores: np.ndarray, twin: np.ndarray) -> np.ndarray:
     if (twin == np.arange(len(twin))).all():
         return scores
     sums = np.zeros_like(scores)
-    np.add.at(sums, (slice(None), twin), scores)
+    np.add.at(sums, (slice(None), twin), scores)  # type: ignore[arg-type]  # stubs: no tuple index
     counts = np.bincount(twin, minlength=len(twin))
     return (sums / np.maximum(counts, 1))[:, twin]
 
@@ -278,8 +278,8 @@ class MarkerListwiseReranker(BackendReranker):
         for row in scores:
             values = row.tolist()
             ranking = ranking_from_scores(ids, values)
-            scored = dict(zip(ids, values, strict=True))
-            outputs.append(RerankOutput(ranking=ranking, facts=facts, scores=scored))
+            by_id = dict(zip(ids, values, strict=True))
+            outputs.append(RerankOutput(ranking=ranking, facts=facts, scores=by_id))
         return outputs
 
     def encode_set(self, candidate_set: CandidateSet) -> tuple[SetTokens, dict[str, int]]:

@@ -28,7 +28,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from harness.backends.base import Turns
 from harness.data.model import Candidate, QueryContext, TextQuery
@@ -36,7 +36,6 @@ from harness.errors import HarnessError
 from harness.rerankers.normalize import Normalization, normalize_text
 from harness.rerankers.prompts import ContextFormat, candidate_text, template_hash
 
-IdentifierStyle = Literal["numeric", "alpha"]
 IDENTIFIER_STYLES: tuple[str, ...] = ("numeric", "alpha")
 PLAIN_ANSWER = "\n\nAnswer:\n"  # ends the prompt of a model without a chat template
 _BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")

@@ -228,7 +228,7 @@ class MetaReranker(Reranker):
         return outputs
 
     @property
-    def parallel_calls(self) -> int:  # type: ignore[override]
+    def parallel_calls(self) -> int:
         """As many calls at once as the inner reranker allows (a server's concurrency)."""
         return self.inner.parallel_calls
 

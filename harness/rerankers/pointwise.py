@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_
 from harness.rerankers.listwise_prompts import chat_prompt, prompt_token_ids
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import PointwiseParams
+from harness.rerankers.prompts import PointwiseTemplate
 from harness.rerankers.templates import choose_templates
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 
@@ -76,9 +77,9 @@ class PointwiseReranker(BackendReranker):
     ) -> None:
         super().__init__(name, context, backend, params)
         self.templates = choose_templates("pointwise", self.params.prompt_template)
-        self.answer_ids = {
-            t.name: (self._single_token(t.yes), self._single_token(t.no))
-            for t in self.templates.by_task.values()
+        pointwise = [cast(PointwiseTemplate, t) for t in self.templates.by_task.values()]
+        self.answer_ids = {  # (choose_templates checked that each is a pointwise template)
+            t.name: (self._single_token(t.yes), self._single_token(t.no)) for t in pointwise
         }
         self._last: SetScores | None = None  # the last set's scores, reused for its other orders
 

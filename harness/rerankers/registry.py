@@ -8,7 +8,8 @@ A preset names an adapter kind and its parameters::
     order_invariant: true
     params: {}
 
-LLM methods take ``backend: transformers`` (the default) or ``backend: vllm``; their
+LLM methods take ``backend: transformers`` (the default), ``backend: vllm`` or
+``backend: openai`` (an OpenAI-compatible server, :mod:`harness.backends.openai_backend`); their
 ``params`` is one flat mapping split among the typed model, engine and method params
 (:mod:`harness.rerankers.params`), checked before any model loads.
 

@@ -113,7 +113,7 @@ def build_leaderboard(cards: Sequence[Scorecard]) -> Leaderboard:
         _neighbour(a, b, primary, int(first.data["aggregate"]["seed"]))
         for a, b in itertools.pairwise(ordered)
     ]
-    adjusted = holm([t[2] for t in tests]) if tests else []
+    adjusted = holm([t[2] for t in tests]) if tests else np.zeros(0)
     neighbours = (
         *(
             Neighbour(d, ci, p, float(ph), n)

@@ -146,14 +146,14 @@ def build_scorecard(
             counted = sum(bool(np.any(~np.isnan(v))) for v in per_task)
             overall[metric] = {"value": mean, "ci95": [low, high], "tasks": counted}
         else:  # pooled within a task: the mean of the defined task values, no interval
-            values = [
+            defined = [
                 tasks[t]["metrics"][metric]["value"]
                 for t in tasks
                 if metric in tasks[t]["metrics"]
                 and not math.isnan(tasks[t]["metrics"][metric]["value"])
             ]
-            mean = float(np.mean(values)) if values else math.nan
-            overall[metric] = {"value": mean, "tasks": len(values)}
+            mean = float(np.mean(defined)) if defined else math.nan
+            overall[metric] = {"value": mean, "tasks": len(defined)}
     reranker = first.reranker
     return _plain(
         {
