@@ -129,6 +129,8 @@ class TransformersBackend(Backend):
     def next_token_logprobs(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
         import torch
 
+        if self.prefix_sharing and batch.prefix_len > 0 and len(batch.rows) > 1:
+            return self._tree_next_token(batch, token_ids)
         parts = _unshared_rows(batch)
         if parts is not None:
             return _joined([self.next_token_logprobs(part, token_ids) for part in parts])
@@ -151,6 +153,27 @@ class TransformersBackend(Backend):
             logprobs=logprobs.cpu().numpy(),
             mass=tuple(float(m) for m in mass.tolist()),
             top_is_chosen=tuple(bool(t) for t in top.tolist()),
+            generated_tokens=(1,) * p,
+            missing=(0,) * p,
+            prefix_computed=self.prefix_passes > passes,
+        )
+
+    def _tree_next_token(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
+        """:meth:`next_token_logprobs` with the rows after the shared prefix on a prefix tree:
+        windows that agree on their first candidates (a pinned head, exhaustive orders) run
+        those tokens once; duplicate windows are read once."""
+        passes = self.prefix_passes
+        start = batch.prefix_len
+        rows = [np.asarray(row[start:], dtype=np.int64) for row in batch.rows]
+        columns = [np.array([len(row) - 1]) for row in rows]
+        cache = self._prefix_cache_of(batch.prefix)
+        values, index = self._tree_values(cache, start, rows, columns, None, token_ids)
+        picked = values[np.concatenate(index)]
+        k, p = len(token_ids), len(rows)
+        return NextTokenScores(
+            logprobs=picked[:, :k].astype(np.float32),
+            mass=tuple(float(m) for m in picked[:, k].tolist()),
+            top_is_chosen=tuple(bool(t) for t in picked[:, k + 1].tolist()),
             generated_tokens=(1,) * p,
             missing=(0,) * p,
             prefix_computed=self.prefix_passes > passes,
@@ -308,12 +331,15 @@ class TransformersBackend(Backend):
     def _shared_prefix(self, batch: TokenBatch, room: int = 0) -> Any:
         """The prefix's KV cache broadcast to the batch (with ``room`` free positions per row
         when above 0); the prefix runs once per new key."""
-        key = batch.prefix
+        return self._broadcast(self._prefix_cache_of(batch.prefix), len(batch.rows), room)
+
+    def _prefix_cache_of(self, key: tuple[int, ...]) -> Any:
+        """The batch-1 KV cache of prefix ``key``, computed once per new key."""
         if key != self._prefix_key:
             self._prefix_cache = self.prefix(key)
             self._prefix_key = key
             self.prefix_passes += 1
-        return self._broadcast(self._prefix_cache, len(batch.rows), room)
+        return self._prefix_cache
 
     # -- masked forward ----------------------------------------------------------------------
 
