@@ -104,7 +104,7 @@ def test_tree_holds_each_distinct_prefix_once() -> None:
         path = tree.path(r)
         assert [t for n in path for t in rows[tree.rep[n]][tree.start[n] : tree.end[n]]] == row
     assert tree.terminal[0] == tree.terminal[2]  # duplicate rows end at one node
-    node, column, target, index = tree_reads(tree, [np.array([1, 3])] * 3 + [[1], [0]])
+    node, _, _, index = tree_reads(tree, [np.array([1, 3])] * 3 + [[1], [0]])
     assert len(node) == 4  # column 1 of rows 0-3 is one read; column 3 of rows 0 and 2 one
     assert list(index[0]) == list(index[2]) and index[0][0] == index[3][0]
     # the same hidden state read for two different next tokens is two reads
