@@ -62,9 +62,12 @@ from harness.rerankers.base import RunContext
 if TYPE_CHECKING:
     import torch
 
+    from harness.backends.prefix_tree import PrefixTree
+
 LOGIT_CHUNK = 256  # rows of the vocabulary projection computed at once (~50 MB for 49k vocab)
 DECODE_MEMORY_SHARE = 0.25  # of free memory a decoding pass's KV cache may take
 TREE_TOKENS = 8192  # rows x (cached + new) positions of one prefix-tree pass (bounds memory)
+SHARING_GAIN = 2.0  # the prefix tree runs only when it computes this many times fewer tokens
 DEFAULT_DTYPE = "float32"  # what the invariance checks need (bf16 moves logits by ~0.4)
 
 
@@ -130,7 +133,12 @@ class TransformersBackend(Backend):
         import torch
 
         if self.prefix_sharing and batch.prefix_len > 0 and len(batch.rows) > 1:
-            return self._tree_next_token(batch, token_ids)
+            from harness.backends.prefix_tree import build_prefix_tree
+
+            tree = build_prefix_tree([row[batch.prefix_len :] for row in batch.rows])
+            unshared = sum(len(row) for row in batch.rows) - batch.prefix_len * len(batch.rows)
+            if tree.tokens * SHARING_GAIN <= unshared:
+                return self._tree_next_token(batch, token_ids, tree)
         parts = _unshared_rows(batch)
         if parts is not None:
             return _joined([self.next_token_logprobs(part, token_ids) for part in parts])
@@ -158,7 +166,9 @@ class TransformersBackend(Backend):
             prefix_computed=self.prefix_passes > passes,
         )
 
-    def _tree_next_token(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
+    def _tree_next_token(
+        self, batch: TokenBatch, token_ids: Sequence[int], tree: PrefixTree
+    ) -> NextTokenScores:
         """:meth:`next_token_logprobs` with the rows after the shared prefix on a prefix tree:
         windows that agree on their first candidates (a pinned head, exhaustive orders) run
         those tokens once; duplicate windows are read once."""
@@ -167,7 +177,7 @@ class TransformersBackend(Backend):
         rows = [np.asarray(row[start:], dtype=np.int64) for row in batch.rows]
         columns = [np.array([len(row) - 1]) for row in rows]
         cache = self._prefix_cache_of(batch.prefix)
-        values, index = self._tree_values(cache, start, rows, columns, None, token_ids)
+        values, index = self._tree_values(cache, start, tree, rows, columns, None, token_ids)
         picked = values[np.concatenate(index)]
         k, p = len(token_ids), len(rows)
         return NextTokenScores(
@@ -412,15 +422,20 @@ class TransformersBackend(Backend):
         """log p(token at each target) of rows ``tokens`` [P, T] run causally on the batch-1
         ``prefix`` cache, at positions following it. With ``prefix_sharing``, each distinct
         prefix of the rows runs once (:meth:`_tree_values`); else one masked pass."""
+        from harness.backends.prefix_tree import build_prefix_tree
+
         p = tokens.shape[0]
-        if not self.prefix_sharing or p < 2 or (target_columns < 1).any():
-            return super().causal_logprobs(prefix, start, tokens, target_rows, target_columns)
         rows = [tokens[r] for r in range(p)]
+        tree = None
+        if self.prefix_sharing and p > 1 and (target_columns > 0).all():
+            tree = build_prefix_tree(rows)
+        if tree is None or tree.tokens * SHARING_GAIN > tokens.size:
+            return super().causal_logprobs(prefix, start, tokens, target_rows, target_columns)
         order = np.lexsort((target_columns, target_rows))
         split = np.cumsum(np.bincount(target_rows, minlength=p))[:-1]
         columns = np.split(target_columns[order] - 1, split)
         wanted = np.split(tokens[target_rows[order], target_columns[order]], split)
-        values, index = self._tree_values(prefix, start, rows, columns, wanted, None)
+        values, index = self._tree_values(prefix, start, tree, rows, columns, wanted, None)
         out = np.empty(len(target_rows))
         out[order] = np.concatenate([values[i, 0] for i in index])
         return out
@@ -429,6 +444,7 @@ class TransformersBackend(Backend):
         self,
         prefix: Any,
         start: int,
+        tree: PrefixTree,
         rows: Sequence[np.ndarray],
         columns: Sequence[np.ndarray],
         targets: Sequence[np.ndarray] | None,
@@ -447,9 +463,8 @@ class TransformersBackend(Backend):
         import torch
         from transformers import DynamicCache
 
-        from harness.backends.prefix_tree import build_prefix_tree, tree_reads
+        from harness.backends.prefix_tree import tree_reads
 
-        tree = build_prefix_tree(rows)
         read_node, read_col, target, index = tree_reads(tree, columns, targets)
         first = np.searchsorted(read_node, np.arange(len(tree.start)))
         last = np.searchsorted(read_node, np.arange(len(tree.start)), side="right")
