@@ -188,6 +188,12 @@ def test_invarirank_is_never_shared(tiny: LoadedModel) -> None:
     (plain, plain_tokens), (shared, shared_tokens) = both(invarirank, tiny, passages(3), orders)
     assert plain_tokens == shared_tokens
     assert plain == shared
+    backend = TransformersBackend(tiny, prefix_sharing=True)
+    assert invarirank(backend).identity()["prefix_sharing"] is False
+    assert lft(backend).identity()["prefix_sharing"] is True
+    assert (
+        first(TransformersBackend(tiny, prefix_sharing=False)).identity()["prefix_sharing"] is False
+    )
 
 
 def test_smollm2_lft_and_first_share_exactly(smollm2: LoadedModel) -> None:

@@ -244,6 +244,8 @@ class MarkerListwiseReranker(BackendReranker):
             "positions": "shared" if self.shared_framing else "sequential",
             "score": "mean fp32 log-prob of content tokens",
             "attention": self.attention,
+            # lft's orders may share computed prefixes (exact to rounding); InvariRank's never
+            "prefix_sharing": self.backend.prefix_sharing and not self.shared_framing,
             "max_history": self.params.max_history,
             "max_candidate_tokens": self.params.max_candidate_tokens,
             "lora_adapter": model.pop("lora_adapter", None),
