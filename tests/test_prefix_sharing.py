@@ -204,3 +204,15 @@ def test_smollm2_lft_and_first_share_exactly(smollm2: LoadedModel) -> None:
         assert_same_up_to_rounding(plain, shared, SCORE_TOLERANCE)
         assert [v[1] for v in plain.values()] == [v[1] for v in shared.values()]
         assert shared_tokens < plain_tokens
+
+
+def test_prefix_sharing_is_a_transformers_param() -> None:
+    from harness.backends.params import TransformersParams
+    from harness.errors import HarnessError
+    from harness.rerankers.params import split_params
+
+    assert TransformersParams().prefix_sharing is True
+    (engine,) = split_params("preset", {"prefix_sharing": False}, (TransformersParams,))
+    assert engine.prefix_sharing is False
+    with pytest.raises(HarnessError, match="prefix_sharing' must be true or false"):
+        split_params("preset", {"prefix_sharing": "no"}, (TransformersParams,))
