@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+CALL_ORDERS = 64  # orders per call without sharing (the prefix of the query runs once anyway)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -149,7 +151,9 @@ def _run(loaded, method: str, candidate_set, orders: np.ndarray, share: bool):
     from harness.rerankers.params import FirstParams, MarkerParams
 
     backend = TransformersBackend(loaded, prefix_sharing=share)
-    context = RunContext(batch_size=len(orders))
+    # sharing on: every order in one call (one tree); off: calls of CALL_ORDERS orders, as a
+    # run makes them (one pass of all 40,320 exhaustive orders would not fit in memory)
+    context = RunContext(batch_size=len(orders) if share else CALL_ORDERS)
     n = len(candidate_set)
     if method == "lft":
         reranker = CausalListwiseReranker("lft", context, backend, MarkerParams())
@@ -157,7 +161,12 @@ def _run(loaded, method: str, candidate_set, orders: np.ndarray, share: bool):
         params = FirstParams(window_size=n, stride=n, identifiers="alpha")
         reranker = FirstReranker("first", context, backend, params)
     started = time.perf_counter()
-    outputs = reranker.rerank(candidate_set, orders)
+    step = len(orders) if share else CALL_ORDERS
+    outputs = [
+        out
+        for at in range(0, len(orders), step)
+        for out in reranker.rerank(candidate_set, orders[at : at + step])
+    ]
     elapsed = time.perf_counter() - started
     alone = sum(o.facts.prompt_tokens for o in outputs)
     return backend.forward_tokens, elapsed, outputs, alone

@@ -216,3 +216,16 @@ def test_prefix_sharing_is_a_transformers_param() -> None:
     assert engine.prefix_sharing is False
     with pytest.raises(HarnessError, match="prefix_sharing' must be true or false"):
         split_params("preset", {"prefix_sharing": "no"}, (TransformersParams,))
+
+
+def test_plain_causal_passes_in_chunks_equal_one_pass(tiny: LoadedModel) -> None:
+    backend = TransformersBackend(tiny, prefix_sharing=False)
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(5, 200, (5, 9))
+    rows, columns = np.nonzero(rng.random((5, 9)) < 0.5)
+    keep = columns > 0
+    rows, columns = rows[keep], columns[keep]
+    prefix = backend.prefix([7, 8, 9])
+    whole = backend.causal_logprobs(prefix, 3, tokens, rows, columns)
+    chunked = backend.causal_logprobs(prefix, 3, tokens, rows, columns, rows_per_pass=2)
+    np.testing.assert_allclose(chunked, whole, atol=SCORE_TOLERANCE)

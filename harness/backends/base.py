@@ -238,11 +238,28 @@ class Backend(ABC):
         tokens: np.ndarray,
         target_rows: np.ndarray,
         target_columns: np.ndarray,
+        rows_per_pass: int | None = None,
     ) -> np.ndarray:
         """log-probabilities of the target tokens of rows ``tokens`` [P, T] read causally at
-        positions ``start..`` after the computed ``prefix`` (of ``start`` tokens): one masked
-        pass under the causal pattern. A backend may compute shared row prefixes once."""
+        positions ``start..`` after the computed ``prefix`` (of ``start`` tokens): masked
+        passes of ``rows_per_pass`` rows (all: None) under the causal pattern. A backend may
+        compute shared row prefixes once."""
         p, length = tokens.shape
+        step = rows_per_pass or p
+        if step < p:  # targets come row-major (np.nonzero), so the chunks' concatenate
+            return np.concatenate(
+                [
+                    self.causal_logprobs(
+                        prefix,
+                        start,
+                        tokens[at : at + step],
+                        target_rows[chosen] - at,
+                        target_columns[chosen],
+                    )
+                    for at in range(0, p, step)
+                    for chosen in [(target_rows >= at) & (target_rows < at + step)]
+                ]
+            )
         allowed = np.concatenate(
             [np.ones((length, start), dtype=bool), np.tri(length, dtype=bool)], axis=1
         )

@@ -418,6 +418,7 @@ class TransformersBackend(Backend):
         tokens: np.ndarray,
         target_rows: np.ndarray,
         target_columns: np.ndarray,
+        rows_per_pass: int | None = None,
     ) -> np.ndarray:
         """log p(token at each target) of rows ``tokens`` [P, T] run causally on the batch-1
         ``prefix`` cache, at positions following it. With ``prefix_sharing``, each distinct
@@ -430,7 +431,9 @@ class TransformersBackend(Backend):
         if self.prefix_sharing and p > 1 and (target_columns > 0).all():
             tree = build_prefix_tree(rows)
         if tree is None or tree.tokens * SHARING_GAIN > tokens.size:
-            return super().causal_logprobs(prefix, start, tokens, target_rows, target_columns)
+            return super().causal_logprobs(
+                prefix, start, tokens, target_rows, target_columns, rows_per_pass
+            )
         order = np.lexsort((target_columns, target_rows))
         split = np.cumsum(np.bincount(target_rows, minlength=p))[:-1]
         columns = np.split(target_columns[order] - 1, split)

@@ -415,7 +415,7 @@ class MarkerListwiseReranker(BackendReranker):
         sums = np.zeros((p, len(set_tokens.block_len)))
         if not self.shared_framing:  # causal: the backend may run shared prefixes once
             logprobs = self.backend.causal_logprobs(
-                span_cache, span, rows.tokens, row_index, column
+                span_cache, span, rows.tokens, row_index, column, self.context.batch_size
             )
             np.add.at(sums, (row_index, owner), logprobs)
             return tie_twins(sums / set_tokens.content_count[None, :], set_tokens.twin)
