@@ -20,6 +20,12 @@ cache has room reserved for the answer (:mod:`reserved_cache`), so a step writes
 instead of copying the cache, and the vocabulary projection runs on one position per row.
 A call's rows decode together unless their cache would not fit in memory (:meth:`decode_rows`).
 
+**Prefix sharing** (lft's orders, FIRST's windows; ``prefix_sharing``, on by default): rows
+of one call that agree beyond the shared prefix run on a radix tree
+(:mod:`harness.backends.prefix_tree`), each distinct prefix once, children on their parents'
+gathered KV caches under an explicit mask; taken only where it computes at most half the
+tokens (``SHARING_GAIN``). Never for InvariRank, whose invariance is measured, not built in.
+
 **Masked forward** (InvariRank, lft): one pass over rows of equal length on a computed
 prefix with an explicit additive 4-D float mask (0 allowed, ``finfo(dtype).min`` blocked — a
 boolean mask would be added as 0/1 by the eager path) and explicit positions.
