@@ -788,14 +788,22 @@ def _default_run_dir(config: RunConfig, dataset_name: str, relevance_level: int 
     return Path("runs") / re.sub(r"[^A-Za-z0-9_.@-]+", "_", "-".join(parts))
 
 
+ROUNDING_ONLY_IDENTITY = frozenset({"prefix_sharing"})
+"""Identity keys that change how a result is computed, not what: like the batch shape, they
+move fp32 scores by rounding only (docs/scale.md), so a run started with one value may be
+resumed with the other (and a folder from before the key existed still resumes)."""
+
+
 def _same_reranker(store: RunStore, identity: dict[str, Any]) -> dict[str, Any]:
     """The reranker's identity as recorded; a resumed run must be continued by the same one."""
     normalised = json.loads(json.dumps(identity, default=str))
-    previous = store.read_json(IDENTITY_FILE)
-    if previous and previous != normalised:
-        changed = sorted(
-            k for k in previous.keys() | normalised.keys() if previous.get(k) != normalised.get(k)
-        )
+    previous = store.read_json(IDENTITY_FILE) or {}
+    changed = sorted(
+        k
+        for k in previous.keys() | normalised.keys()
+        if previous and previous.get(k) != normalised.get(k) and k not in ROUNDING_ONLY_IDENTITY
+    )
+    if changed:
         raise HarnessError(
             f"{store.run_dir} was started with a different model or prompt ({', '.join(changed)} "
             "changed); use another --out to compare them"

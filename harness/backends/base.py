@@ -208,6 +208,7 @@ class Backend(ABC):
     # Reranker calls the runner may make at once (threads); >1 only for backends that wait on
     # a remote server and are safe to call from several threads.
     parallel_calls: int = 1
+    prefix_sharing: bool = False  # causal rows of a call run each distinct prefix once
     remote: ClassVar[bool] = False  # sends requests to a server (dry runs count them)
     # The prompt goes to a server as chat messages and the server applies its chat template:
     # a method cannot open (prime) the answer, and its answer tokens are read at the start
@@ -249,6 +250,49 @@ class Backend(ABC):
     def masked_logprobs(self, prefix: Any, request: MaskedRequest) -> np.ndarray:
         """fp32 log-probabilities (as float64) of the requested target tokens."""
         raise self.lacks(Capability.MASKED_FORWARD)
+
+    def causal_logprobs(
+        self,
+        prefix: Any,
+        start: int,
+        tokens: np.ndarray,
+        target_rows: np.ndarray,
+        target_columns: np.ndarray,
+        rows_per_pass: int | None = None,
+    ) -> np.ndarray:
+        """log-probabilities of the target tokens of rows ``tokens`` [P, T] read causally at
+        positions ``start..`` after the computed ``prefix`` (of ``start`` tokens): masked
+        passes of ``rows_per_pass`` rows (all: None) under the causal pattern. A backend may
+        compute shared row prefixes once."""
+        p, length = tokens.shape
+        step = rows_per_pass or p
+        if step < p:  # targets come row-major (np.nonzero), so the chunks' concatenate
+            return np.concatenate(
+                [
+                    self.causal_logprobs(
+                        prefix,
+                        start,
+                        tokens[at : at + step],
+                        target_rows[chosen] - at,
+                        target_columns[chosen],
+                    )
+                    for at in range(0, p, step)
+                    for chosen in [(target_rows >= at) & (target_rows < at + step)]
+                ]
+            )
+        allowed = np.concatenate(
+            [np.ones((length, start), dtype=bool), np.tri(length, dtype=bool)], axis=1
+        )
+        request = MaskedRequest(
+            tokens=tokens,
+            positions=np.ascontiguousarray(
+                np.broadcast_to(start + np.arange(length, dtype=np.int64), (p, length))
+            ),
+            allowed=np.ascontiguousarray(np.broadcast_to(allowed, (p, *allowed.shape))),
+            target_rows=target_rows,
+            target_columns=target_columns,
+        )
+        return self.masked_logprobs(prefix, request)
 
     def add_special_tokens(self, tokens: Sequence[str]) -> tuple[int, ...]:
         """Add ``tokens`` as single special tokens (idempotent); returns their ids."""

@@ -39,9 +39,13 @@ class ModelParams:
 @dataclass(frozen=True)
 class TransformersParams:
     """transformers-only settings: ``adapter_path`` (a PEFT LoRA adapter merged into the
-    weights; needs the ``peft`` extra)."""
+    weights; needs the ``peft`` extra); ``prefix_sharing``: causal prompts of one call (lft's
+    orders, FIRST's windows) run each distinct token prefix once, on a prefix tree with KV
+    caches reused from a node to its children (:mod:`harness.backends.prefix_tree`); exact up
+    to float rounding, never used for InvariRank."""
 
     adapter_path: str | None = None
+    prefix_sharing: bool = True
 
 
 @dataclass(frozen=True)

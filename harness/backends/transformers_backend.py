@@ -20,6 +20,12 @@ cache has room reserved for the answer (:mod:`reserved_cache`), so a step writes
 instead of copying the cache, and the vocabulary projection runs on one position per row.
 A call's rows decode together unless their cache would not fit in memory (:meth:`decode_rows`).
 
+**Prefix sharing** (lft's orders, FIRST's windows; ``prefix_sharing``, on by default): rows
+of one call that agree beyond the shared prefix run on a radix tree
+(:mod:`harness.backends.prefix_tree`), each distinct prefix once, children on their parents'
+gathered KV caches under an explicit mask; taken only where it computes at most half the
+tokens (``SHARING_GAIN``). Never for InvariRank, whose invariance is measured, not built in.
+
 **Masked forward** (InvariRank, lft): one pass over rows of equal length on a computed
 prefix with an explicit additive 4-D float mask (0 allowed, ``finfo(dtype).min`` blocked — a
 boolean mask would be added as 0/1 by the eager path) and explicit positions.
@@ -62,8 +68,12 @@ from harness.rerankers.base import RunContext
 if TYPE_CHECKING:
     import torch
 
+    from harness.backends.prefix_tree import PrefixTree
+
 LOGIT_CHUNK = 256  # rows of the vocabulary projection computed at once (~50 MB for 49k vocab)
 DECODE_MEMORY_SHARE = 0.25  # of free memory a decoding pass's KV cache may take
+TREE_TOKENS = 8192  # rows x (cached + new) positions of one prefix-tree pass (bounds memory)
+SHARING_GAIN = 2.0  # the prefix tree runs only when it computes this many times fewer tokens
 DEFAULT_DTYPE = "float32"  # what the invariance checks need (bf16 moves logits by ~0.4)
 
 
@@ -74,7 +84,9 @@ class TransformersBackend(Backend):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     engine_params: ClassVar[type] = TransformersParams
 
-    def __init__(self, loaded: LoadedModel, adapter_path: str | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedModel, adapter_path: str | None = None, prefix_sharing: bool = True
+    ) -> None:
         self.adapter: dict[str, str] | None = None
         if adapter_path is not None:
             merged, self.adapter = merge_lora_adapter(loaded.model, adapter_path)
@@ -87,6 +99,8 @@ class TransformersBackend(Backend):
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_cache: Any = None
         self.prefix_passes = 0  # how many times a shared prefix was computed
+        self.forward_tokens = 0  # token positions run through the model (padding excluded)
+        self.prefix_sharing = prefix_sharing
 
     @classmethod
     def open(
@@ -100,7 +114,7 @@ class TransformersBackend(Backend):
             revision=model.revision,
             purpose=purpose,
         )
-        return cls(loaded, engine.adapter_path)
+        return cls(loaded, engine.adapter_path, engine.prefix_sharing)
 
     def identity(self) -> dict[str, Any]:
         identity = self.loaded.identity.to_dict()
@@ -124,6 +138,13 @@ class TransformersBackend(Backend):
     def next_token_logprobs(self, batch: TokenBatch, token_ids: Sequence[int]) -> NextTokenScores:
         import torch
 
+        if self.prefix_sharing and batch.prefix_len > 0 and len(batch.rows) > 1:
+            from harness.backends.prefix_tree import build_prefix_tree
+
+            tree = build_prefix_tree([row[batch.prefix_len :] for row in batch.rows])
+            unshared = sum(len(row) for row in batch.rows) - batch.prefix_len * len(batch.rows)
+            if tree.tokens * SHARING_GAIN <= unshared:
+                return self._tree_next_token(batch, token_ids, tree)
         parts = _unshared_rows(batch)
         if parts is not None:
             return _joined([self.next_token_logprobs(part, token_ids) for part in parts])
@@ -146,6 +167,29 @@ class TransformersBackend(Backend):
             logprobs=logprobs.cpu().numpy(),
             mass=tuple(float(m) for m in mass.tolist()),
             top_is_chosen=tuple(bool(t) for t in top.tolist()),
+            generated_tokens=(1,) * p,
+            missing=(0,) * p,
+            prefix_computed=self.prefix_passes > passes,
+        )
+
+    def _tree_next_token(
+        self, batch: TokenBatch, token_ids: Sequence[int], tree: PrefixTree
+    ) -> NextTokenScores:
+        """:meth:`next_token_logprobs` with the rows after the shared prefix on a prefix tree:
+        windows that agree on their first candidates (a pinned head, exhaustive orders) run
+        those tokens once; duplicate windows are read once."""
+        passes = self.prefix_passes
+        start = batch.prefix_len
+        rows = [np.asarray(row[start:], dtype=np.int64) for row in batch.rows]
+        columns = [np.array([len(row) - 1]) for row in rows]
+        cache = self._prefix_cache_of(batch.prefix)
+        values, index = self._tree_values(cache, start, tree, rows, columns, None, token_ids)
+        picked = values[np.concatenate(index)]
+        k, p = len(token_ids), len(rows)
+        return NextTokenScores(
+            logprobs=picked[:, :k].astype(np.float32),
+            mass=tuple(float(m) for m in picked[:, k].tolist()),
+            top_is_chosen=tuple(bool(t) for t in picked[:, k + 1].tolist()),
             generated_tokens=(1,) * p,
             missing=(0,) * p,
             prefix_computed=self.prefix_passes > passes,
@@ -201,6 +245,7 @@ class TransformersBackend(Backend):
                     break
                 mask = torch.cat([mask, torch.ones(p, 1, dtype=mask.dtype, device=device)], dim=1)
                 positions = positions[:, -1:] + 1
+                self.forward_tokens += p
                 output = self._decoder(
                     input_ids=chosen[:, None],
                     attention_mask=mask,
@@ -282,6 +327,7 @@ class TransformersBackend(Backend):
             if right_aligned:
                 positions[i, start:] = torch.arange(length, length + len(row))
         ends = torch.tensor([width - 1 if right_aligned else len(r) - 1 for r in rest])
+        self.forward_tokens += sum(len(r) for r in rest)
         with torch.inference_mode():
             if length:
                 cache = self._shared_prefix(batch, width + reserve if reserve else 0)
@@ -301,12 +347,15 @@ class TransformersBackend(Backend):
     def _shared_prefix(self, batch: TokenBatch, room: int = 0) -> Any:
         """The prefix's KV cache broadcast to the batch (with ``room`` free positions per row
         when above 0); the prefix runs once per new key."""
-        key = batch.prefix
+        return self._broadcast(self._prefix_cache_of(batch.prefix), len(batch.rows), room)
+
+    def _prefix_cache_of(self, key: tuple[int, ...]) -> Any:
+        """The batch-1 KV cache of prefix ``key``, computed once per new key."""
         if key != self._prefix_key:
             self._prefix_cache = self.prefix(key)
             self._prefix_key = key
             self.prefix_passes += 1
-        return self._broadcast(self._prefix_cache, len(batch.rows), room)
+        return self._prefix_cache
 
     # -- masked forward ----------------------------------------------------------------------
 
@@ -315,6 +364,7 @@ class TransformersBackend(Backend):
 
         ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.loaded.device)
         positions = torch.arange(ids.shape[1], device=ids.device)[None]
+        self.forward_tokens += ids.shape[1]
         with torch.inference_mode():
             return self._decoder(input_ids=ids, position_ids=positions, use_cache=True).cache
 
@@ -328,6 +378,7 @@ class TransformersBackend(Backend):
         positions = torch.tensor(request.positions, device=device)
         allowed = torch.tensor(request.allowed, device=device)
         p = input_ids.shape[0]
+        self.forward_tokens += int(input_ids.numel())
         with torch.inference_mode():
             hidden = self._decoder(
                 input_ids=input_ids,
@@ -363,6 +414,161 @@ class TransformersBackend(Backend):
         if room:
             return reserved_cache(config, room, expanded)
         return DynamicCache(ddp_cache_data=expanded, config=config)
+
+    # -- prefix sharing ----------------------------------------------------------------------
+
+    def causal_logprobs(
+        self,
+        prefix: Any,
+        start: int,
+        tokens: np.ndarray,
+        target_rows: np.ndarray,
+        target_columns: np.ndarray,
+        rows_per_pass: int | None = None,
+    ) -> np.ndarray:
+        """log p(token at each target) of rows ``tokens`` [P, T] run causally on the batch-1
+        ``prefix`` cache, at positions following it. With ``prefix_sharing``, each distinct
+        prefix of the rows runs once (:meth:`_tree_values`); else one masked pass."""
+        from harness.backends.prefix_tree import build_prefix_tree
+
+        p = tokens.shape[0]
+        rows = [tokens[r] for r in range(p)]
+        tree = None
+        if self.prefix_sharing and p > 1 and (target_columns > 0).all():
+            tree = build_prefix_tree(rows)
+        if tree is None or tree.tokens * SHARING_GAIN > tokens.size:
+            return super().causal_logprobs(
+                prefix, start, tokens, target_rows, target_columns, rows_per_pass
+            )
+        order = np.lexsort((target_columns, target_rows))
+        split = np.cumsum(np.bincount(target_rows, minlength=p))[:-1]
+        columns = np.split(target_columns[order] - 1, split)
+        wanted = np.split(tokens[target_rows[order], target_columns[order]], split)
+        values, index = self._tree_values(prefix, start, tree, rows, columns, wanted, None)
+        out = np.empty(len(target_rows))
+        out[order] = np.concatenate([values[i, 0] for i in index])
+        return out
+
+    def _tree_values(
+        self,
+        prefix: Any,
+        start: int,
+        tree: PrefixTree,
+        rows: Sequence[np.ndarray],
+        columns: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray] | None,
+        token_ids: Sequence[int] | None,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Per distinct read, what the caller asked of the hidden state at (row, column), each
+        distinct prefix computed once; and per row the index of each of its reads.
+
+        ``targets``: per row, the token each read predicts (its log-prob is the value); or,
+        with ``token_ids``, the values are the log-probs of those ids, the
+        probability mass on them and whether the top token is one of them (FIRST's read).
+
+        The tree is walked depth-first a level at a time: the children of a batch of nodes
+        run in one pass on their parents' caches, gathered per row (holes where a parent was
+        shorter than its batch's longest are masked), at the positions their columns have."""
+        import torch
+        from transformers import DynamicCache
+
+        from harness.backends.prefix_tree import tree_reads
+
+        read_node, read_col, target, index = tree_reads(tree, columns, targets)
+        first = np.searchsorted(read_node, np.arange(len(tree.start)))
+        last = np.searchsorted(read_node, np.arange(len(tree.start)), side="right")
+        width = 1 if token_ids is None else len(token_ids) + 2
+        values = np.zeros((len(read_node), width))
+        device, dtype = self.loaded.device, self._head.weight.dtype
+        config = self.loaded.model.config
+        ids = None if token_ids is None else torch.tensor(list(token_ids), device=device)
+        lengths = tree.end - tree.start
+
+        def project(hidden: torch.Tensor, reads: np.ndarray) -> None:
+            if ids is None:
+                chosen = torch.from_numpy(target[reads]).to(device)
+                values[reads, 0] = token_logprobs(hidden, chosen, self._head).double().cpu().numpy()
+                return
+            logits = self._head(hidden).float()
+            values[reads, :-2] = logits.log_softmax(dim=-1)[:, ids].cpu().numpy()
+            values[reads, -2] = torch.softmax(logits, dim=-1)[:, ids].sum(dim=-1).cpu().numpy()
+            values[reads, -1] = torch.isin(logits.argmax(dim=-1), ids).cpu().numpy()
+
+        def descend(
+            layers: list[Any], valid: torch.Tensor, nodes: list[int], up: list[int]
+        ) -> None:
+            past = valid.shape[1]
+            edge = int(lengths[nodes].max())
+            step = max(1, TREE_TOKENS // (past + edge))
+            for at in range(0, len(nodes), step):
+                chunk = np.array(nodes[at : at + step], dtype=np.int64)
+                parents = torch.tensor(up[at : at + step], device=device)
+                n, e = len(chunk), int(lengths[chunk].max())
+                real = (
+                    torch.arange(e, device=device)[None]
+                    < torch.from_numpy(lengths[chunk]).to(device)[:, None]
+                )
+                input_ids = torch.full((n, e), self._pad, dtype=torch.long, device=device)
+                for i, node in enumerate(chunk.tolist()):
+                    s, t = int(tree.start[node]), int(tree.end[node])
+                    input_ids[i, : t - s] = torch.from_numpy(
+                        np.asarray(rows[tree.rep[node]][s:t])
+                    ).to(device)
+                starts = torch.from_numpy(tree.start[chunk]).to(device)
+                positions = start + starts[:, None] + torch.arange(e, device=device)[None]
+                seen = valid[parents] if valid.shape[0] > 1 else valid.expand(n, -1)
+                causal = torch.tril(torch.ones(e, e, dtype=torch.bool, device=device))
+                allowed = torch.cat(
+                    [seen[:, None, :] & real[:, :, None], causal[None] & real[:, None, :]], dim=2
+                ) | torch.cat(
+                    [
+                        torch.zeros(1, e, past, dtype=torch.bool, device=device),
+                        torch.eye(e, dtype=torch.bool, device=device)[None],
+                    ],
+                    dim=2,
+                )
+                if valid.shape[0] > 1:
+                    cache_data = [(k[parents], v[parents]) for k, v in layers]
+                else:
+                    cache_data = [
+                        (k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers
+                    ]
+                with torch.inference_mode():
+                    output = self._decoder(
+                        input_ids=input_ids,
+                        attention_mask=additive_mask(allowed, dtype),
+                        position_ids=positions,
+                        cache=DynamicCache(ddp_cache_data=cache_data, config=config),
+                        use_cache=True,
+                    )
+                    self.forward_tokens += int(lengths[chunk].sum())
+                    hidden = output.last_hidden_state
+                    picks = [
+                        (i, np.arange(first[node], last[node]))
+                        for i, node in enumerate(chunk.tolist())
+                        if last[node] > first[node]
+                    ]
+                    if picks:
+                        reads = np.concatenate([r for _, r in picks])
+                        row_of = np.concatenate([np.full(len(r), i) for i, r in picks])
+                        col_of = read_col[reads] - tree.start[chunk[row_of]]
+                        project(hidden[torch.from_numpy(row_of), torch.from_numpy(col_of)], reads)
+                    grown = [(layer.keys, layer.values) for layer in output.cache.layers]
+                below = [
+                    (c, i) for i, node in enumerate(chunk.tolist()) for c in tree.children[node]
+                ]
+                if below:
+                    descend(
+                        grown,
+                        torch.cat([seen, real], dim=1),
+                        [c for c, _ in below],
+                        [i for _, i in below],
+                    )
+
+        layers = [(layer.keys, layer.values) for layer in prefix.layers]
+        valid = torch.ones(1, start, dtype=torch.bool, device=device)
+        descend(layers, valid, list(tree.roots), [0] * len(tree.roots))
+        return values, index
 
     # -- vocabulary and attention ------------------------------------------------------------
 

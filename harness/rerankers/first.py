@@ -139,6 +139,7 @@ class FirstReranker(ListwiseReranker):
         return {
             **super().identity(),
             "identifier_token_ids": list(self.identifier_ids),
+            "prefix_sharing": self.backend.prefix_sharing,  # windows' shared prefixes run once
             "score": (
                 f"next-token log-prob of each identifier after the primed {self.prime!r}"
                 if self.answer_prime

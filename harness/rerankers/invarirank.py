@@ -237,8 +237,11 @@ class MarkerListwiseReranker(BackendReranker):
 
     def identity(self) -> dict[str, Any]:
         model = self.backend.identity()
+        # lft's orders may share computed prefixes (exact to rounding); InvariRank's never do
+        sharing = {} if self.shared_framing else {"prefix_sharing": self.backend.prefix_sharing}
         return {
             **super().identity(),
+            **sharing,
             "prompt_sha256": self.templates.hashes(),
             "mask": "invariant" if self.shared_framing else "causal",
             "positions": "shared" if self.shared_framing else "sequential",
@@ -255,6 +258,8 @@ class MarkerListwiseReranker(BackendReranker):
         set_tokens, truncated = self.encode_set(candidate_set)
         span = self.backend.prefix(set_tokens.span.tolist())
         step = max(self.context.batch_size, 1)
+        if self.backend.prefix_sharing and not self.shared_framing:
+            step = len(orders)  # one prefix tree over all the call's orders (lft only)
         chunks = [orders[i : i + step] for i in range(0, len(orders), step)]
         scored = [self._score(set_tokens, c, span) for c in chunks]
         scores = np.concatenate([s for s, _ in scored])
@@ -400,26 +405,29 @@ class MarkerListwiseReranker(BackendReranker):
     def _score_dense(
         self, set_tokens: SetTokens, orders: np.ndarray, span_cache: Any
     ) -> np.ndarray:
-        """One forward pass over the candidate tokens of all P orders under the 4-D mask."""
+        """One forward pass over the candidate tokens of all P orders under the 4-D mask
+        (InvariRank's); lft's causal rows go through the backend's ``causal_logprobs``, which
+        may run the orders' shared prefixes once (never InvariRank's: its invariance is
+        measured, not built in)."""
         rows = gather_orders(set_tokens, orders)
-        (p, length), span = rows.tokens.shape, len(set_tokens.span)
-        if self.shared_framing:
-            positions = rows.shared_positions
-            allowed = invariant_allowed(rows.group, span)
-        else:
-            positions = np.broadcast_to(span + np.arange(length, dtype=np.int64), (p, length))
-            allowed = causal_allowed(p, span, length)
+        p, span = len(rows.tokens), len(set_tokens.span)
         row_index, column = np.nonzero(rows.content)
         owner = rows.group[row_index, column]
+        sums = np.zeros((p, len(set_tokens.block_len)))
+        if not self.shared_framing:  # causal: the backend may run shared prefixes once
+            logprobs = self.backend.causal_logprobs(
+                span_cache, span, rows.tokens, row_index, column, self.context.batch_size
+            )
+            np.add.at(sums, (row_index, owner), logprobs)
+            return tie_twins(sums / set_tokens.content_count[None, :], set_tokens.twin)
         request = MaskedRequest(
             tokens=rows.tokens,
-            positions=np.ascontiguousarray(positions),
-            allowed=np.ascontiguousarray(allowed),
+            positions=rows.shared_positions,
+            allowed=invariant_allowed(rows.group, span),
             target_rows=row_index,
             target_columns=column,
         )
         logprobs = self.backend.masked_logprobs(span_cache, request)
-        sums = np.zeros((p, len(set_tokens.block_len)))
         np.add.at(sums, (row_index, owner), logprobs)
         return tie_twins(sums / set_tokens.content_count[None, :], set_tokens.twin)
 
