@@ -590,11 +590,12 @@ def _local_dry_run(
     probe_s = time.perf_counter() - started
     for backend in stand_ins:
         backend.probing = False
-    samples += [s for job in jobs[probe:] for s in rerank_unit(reranker, *job)]
+    if stand_ins:  # a reranker without a model (a function, a control) is only timed
+        samples += [s for job in jobs[probe:] for s in rerank_unit(reranker, *job)]
     lengths = [b.answer_length for b in stand_ins if b.answer_length is not None]
     probe_orders = sum(len(rows) for _, _, rows in jobs[:probe])
     estimate = TimeEstimate(
-        seconds=load_s + probe_s / max(probe_orders, 1) * len(samples),
+        seconds=load_s + probe_s / max(probe_orders, 1) * jobs.orders,
         load_s=load_s,
         probe_s=probe_s,
         probe_orders=probe_orders,
@@ -612,7 +613,7 @@ def _counted(
 ) -> DryRun:
     facts = [sample.facts for sample in samples]
     return DryRun(
-        orders=len(samples),
+        orders=jobs.orders,
         usage=usage,
         queries=len(list(jobs.sets())),
         calls=len(jobs),

@@ -1,0 +1,108 @@
+"""How close ``harness run --dry-run``'s time estimate comes to the real run's wall time.
+
+For each reranker, in separate processes (so each pays its own imports and model load, as a
+user's command does): ``harness run ... --dry-run`` (its estimate, and how long the dry run
+itself took), then the same ``harness run`` for real into a fresh folder (its wall time, and
+the reranking time ``results.json`` records). Printed per reranker: estimate, real wall time,
+their ratio, and whether the dry run's prompt tokens equal the real run's recorded ones.
+
+The machine's load average is printed before and after: on a shared machine the real run
+and the probe may see different loads, which the ratio then carries.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_dry_run.py --dataset msmarco-dl19 --queries 3 \\
+        --depth 20 --perms 3 --rerankers invarirank first rankgpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DRY = """
+import json, sys, time
+import harness
+started = time.perf_counter()
+counted = harness.dry_run(sys.argv[1], **json.loads(sys.argv[2]))
+print(json.dumps({
+    "estimate_s": counted.estimate.seconds, "basis": counted.estimate.basis,
+    "orders": counted.orders, "passes": counted.forward_passes,
+    "prompt_tokens": counted.prompt_tokens, "generated_tokens": counted.generated_tokens,
+    "dry_s": time.perf_counter() - started,
+}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="msmarco-dl19")
+    parser.add_argument("--queries", default="3")
+    parser.add_argument("--depth", type=int, default=20)
+    parser.add_argument("--perms", type=int, default=3)
+    parser.add_argument("--rerankers", nargs="+", default=["invarirank", "first", "rankgpt"])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    settings = {
+        "dataset": args.dataset,
+        "queries": args.queries,
+        "depth": args.depth,
+        "perms": args.perms,
+        "device": args.device,
+    }
+    print(f"load average before: {os.getloadavg()} on {os.cpu_count()} CPUs", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for reranker in args.rerankers:
+            out = Path(scratch) / reranker
+            dry = subprocess.run(
+                [sys.executable, "-c", DRY, reranker, json.dumps({**settings, "out": str(out)})],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            counted = json.loads(dry.stdout.strip().splitlines()[-1])
+            assert not out.exists(), "a dry run wrote a run folder"
+            command = [sys.executable, "-m", "harness", "run", "--reranker", reranker]
+            for key, value in settings.items():
+                command += [f"--{key.replace('_', '-')}", str(value)]
+            started = time.perf_counter()
+            subprocess.run([*command, "--out", str(out)], capture_output=True, check=True)
+            real_s = time.perf_counter() - started
+            results = json.loads((out / "results.json").read_text())
+            samples = [
+                json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()
+            ]
+            recorded = sum(s["facts"]["prompt_tokens"] for s in samples)
+            rows.append(
+                (reranker, counted, real_s, results.get("wall_time_s"), recorded)
+            )
+            print(
+                f"{reranker}: estimate {counted['estimate_s']:.1f} s, real {real_s:.1f} s "
+                f"({counted['basis']})",
+                flush=True,
+            )
+    print(f"load average after: {os.getloadavg()}")
+    print()
+    print(
+        "| reranker | orders | passes | prompt tokens (dry / real) | generated (dry) "
+        "| dry run took s | estimate s | real wall s | real reranking s | estimate / real |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for reranker, counted, real_s, reranking_s, recorded in rows:
+        print(
+            f"| {reranker} | {counted['orders']} | {counted['passes']} | "
+            f"{counted['prompt_tokens']} / {recorded} | {counted['generated_tokens']} | "
+            f"{counted['dry_s']:.1f} | {counted['estimate_s']:.1f} | {real_s:.1f} | "
+            f"{reranking_s} | {counted['estimate_s'] / real_s:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
