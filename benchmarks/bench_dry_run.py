@@ -80,9 +80,7 @@ def main() -> None:
                 json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()
             ]
             recorded = sum(s["facts"]["prompt_tokens"] for s in samples)
-            rows.append(
-                (reranker, counted, real_s, results.get("wall_time_s"), recorded)
-            )
+            rows.append((reranker, counted, real_s, results.get("wall_time_s"), recorded))
             print(
                 f"{reranker}: estimate {counted['estimate_s']:.1f} s, real {real_s:.1f} s "
                 f"({counted['basis']})",
