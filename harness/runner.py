@@ -519,7 +519,8 @@ class TimeEstimate:
         return (
             f"estimate, measured here: model load {self.load_s:.1f} s + {rate:.3g} s per order "
             f"({self.probe_orders} real orders in {self.probe_calls} calls took "
-            f"{self.probe_s:.1f} s) x every pending order"
+            f"{self.probe_s:.1f} s) x every pending order; data loading and metrics not "
+            "included"
         )
 
 
