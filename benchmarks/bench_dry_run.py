@@ -6,8 +6,9 @@ itself took), then the same ``harness run`` for real into a fresh folder (its wa
 the reranking time ``results.json`` records). Printed per reranker: estimate, real wall time,
 their ratio, and whether the dry run's prompt tokens equal the real run's recorded ones.
 
-The machine's load average is printed before and after: on a shared machine the real run
-and the probe may see different loads, which the ratio then carries.
+The machine's 1-minute load average is printed as each phase starts: on a shared machine
+the probe and the real run may see different loads, and the ratio carries the difference
+(the estimate assumes the load of its probe).
 
 Usage::
 
@@ -61,6 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for reranker in args.rerankers:
             out = Path(scratch) / reranker
+            load_dry = os.getloadavg()[0]
             dry = subprocess.run(
                 [sys.executable, "-c", DRY, reranker, json.dumps({**settings, "out": str(out)})],
                 capture_output=True,
@@ -72,6 +74,7 @@ def main() -> None:
             command = [sys.executable, "-m", "harness", "run", "--reranker", reranker]
             for key, value in settings.items():
                 command += [f"--{key.replace('_', '-')}", str(value)]
+            load_real = os.getloadavg()[0]
             started = time.perf_counter()
             subprocess.run([*command, "--out", str(out)], capture_output=True, check=True)
             real_s = time.perf_counter() - started
@@ -80,7 +83,8 @@ def main() -> None:
                 json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()
             ]
             recorded = sum(s["facts"]["prompt_tokens"] for s in samples)
-            rows.append((reranker, counted, real_s, results.get("wall_time_s"), recorded))
+            reranking_s = results.get("wall_time_s")
+            rows.append((reranker, counted, real_s, reranking_s, recorded, load_dry, load_real))
             print(
                 f"{reranker}: estimate {counted['estimate_s']:.1f} s, real {real_s:.1f} s "
                 f"({counted['basis']})",
@@ -90,15 +94,17 @@ def main() -> None:
     print()
     print(
         "| reranker | orders | passes | prompt tokens (dry / real) | generated (dry) "
-        "| dry run took s | estimate s | real wall s | real reranking s | estimate / real |"
+        "| dry run took s | estimate s | real wall s | real reranking s | estimate / real "
+        "| load at dry / real start |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for reranker, counted, real_s, reranking_s, recorded in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for reranker, counted, real_s, reranking_s, recorded, load_dry, load_real in rows:
         print(
             f"| {reranker} | {counted['orders']} | {counted['passes']} | "
             f"{counted['prompt_tokens']} / {recorded} | {counted['generated_tokens']} | "
             f"{counted['dry_s']:.1f} | {counted['estimate_s']:.1f} | {real_s:.1f} | "
-            f"{reranking_s} | {counted['estimate_s'] / real_s:.2f} |"
+            f"{reranking_s} | {counted['estimate_s'] / real_s:.2f} | {load_dry:.1f} / "
+            f"{load_real:.1f} |"
         )
 
 
