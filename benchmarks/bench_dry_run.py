@@ -1,9 +1,10 @@
 """How close ``harness run --dry-run``'s time estimate comes to the real run's wall time.
 
-For each reranker, in separate processes (so each pays its own imports and model load, as a
-user's command does): ``harness run ... --dry-run`` (its estimate, and how long the dry run
-itself took), then the same ``harness run`` for real into a fresh folder (its wall time, and
-the reranking time ``results.json`` records). Printed per reranker: estimate, real wall time,
+For each reranker, in separate processes (so each pays its own imports and model load and
+sets its own OpenMP wait policy, as a user's command does): ``harness run ... --dry-run``
+(its printed estimate, and how long the dry run itself took), then the same ``harness run``
+for real into a fresh folder (its wall time, and the reranking time ``results.json``
+records). Printed per reranker: estimate, real wall time,
 their ratio, and whether the dry run's prompt tokens equal the real run's recorded ones.
 
 The machine's 1-minute load average is printed as each phase starts: on a shared machine
@@ -21,24 +22,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-DRY = """
-import json, sys, time
-import harness
-started = time.perf_counter()
-counted = harness.dry_run(sys.argv[1], **json.loads(sys.argv[2]))
-print(json.dumps({
-    "estimate_s": counted.estimate.seconds, "basis": counted.estimate.basis,
-    "orders": counted.orders, "passes": counted.forward_passes,
-    "prompt_tokens": counted.prompt_tokens, "generated_tokens": counted.generated_tokens,
-    "dry_s": time.perf_counter() - started,
-}))
-"""
+
+def parse_dry_run(text: str) -> dict[str, float]:
+    """The numbers ``harness run --dry-run`` printed (its estimate read back from its text)."""
+    numbers: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("dry run: "):
+            numbers["orders"] = int(line.split()[2])
+        for key in ("forward passes", "prompt tokens", "generated tokens"):
+            if line.startswith(f"{key}: "):
+                numbers[key.replace(" ", "_")] = int(line.split()[len(key.split())])
+        if line.startswith("time: ~"):
+            amount = re.match(r"time: ~((?:\d+ (?:h|min|s) ?)+)", line)
+            units = {"h": 3600, "min": 60, "s": 1}
+            pairs = re.findall(r"(\d+) (h|min|s)", amount[1])
+            numbers["estimate_s"] = sum(int(n) * units[u] for n, u in pairs)
+            numbers["basis"] = line.split("(", 1)[1].rstrip(")")
+    return numbers
 
 
 def main() -> None:
@@ -63,20 +71,18 @@ def main() -> None:
         for reranker in args.rerankers:
             out = Path(scratch) / reranker
             load_dry = os.getloadavg()[0]
-            dry = subprocess.run(
-                [sys.executable, "-c", DRY, reranker, json.dumps({**settings, "out": str(out)})],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            counted = json.loads(dry.stdout.strip().splitlines()[-1])
-            assert not out.exists(), "a dry run wrote a run folder"
             command = [sys.executable, "-m", "harness", "run", "--reranker", reranker]
             for key, value in settings.items():
                 command += [f"--{key.replace('_', '-')}", str(value)]
+            command += ["--out", str(out)]
+            started = time.perf_counter()  # as a user runs it: the CLI, its own process
+            dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True)
+            assert dry.returncode == 0, dry.stderr
+            counted = {**parse_dry_run(dry.stdout), "dry_s": time.perf_counter() - started}
+            assert not out.exists(), "a dry run wrote a run folder"
             load_real = os.getloadavg()[0]
             started = time.perf_counter()
-            subprocess.run([*command, "--out", str(out)], capture_output=True, check=True)
+            subprocess.run(command, capture_output=True, check=True)
             real_s = time.perf_counter() - started
             results = json.loads((out / "results.json").read_text())
             samples = [
@@ -100,7 +106,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for reranker, counted, real_s, reranking_s, recorded, load_dry, load_real in rows:
         print(
-            f"| {reranker} | {counted['orders']} | {counted['passes']} | "
+            f"| {reranker} | {counted['orders']} | {counted['forward_passes']} | "
             f"{counted['prompt_tokens']} / {recorded} | {counted['generated_tokens']} | "
             f"{counted['dry_s']:.1f} | {counted['estimate_s']:.1f} | {real_s:.1f} | "
             f"{reranking_s} | {counted['estimate_s'] / real_s:.2f} | {load_dry:.1f} / "
