@@ -200,6 +200,9 @@ def dry_run(
 def _prepare(reranker: Any, flags: dict[str, Any]) -> tuple[PreparedRun, FunctionReranker | None]:
     """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s keywords, and the function
     reranker when ``reranker`` is one."""
+    from harness.backends.threads import apply_wait_policy
+
+    apply_wait_policy()  # as the CLI does; it takes effect where torch is not loaded yet
     from harness.config import merge_config
     from harness.errors import HarnessError
     from harness.rerankers.callable import FunctionReranker, from_scores
