@@ -1,7 +1,7 @@
 """harness: measure how much an LLM reranker's output depends on candidate order.
 
-The Python API (``evaluate``, ``load``, ``from_scores``, ``from_order``) is imported on first
-use, so ``import harness`` and ``harness --help`` stay instant.
+The Python API (``evaluate``, ``dry_run``, ``load``, ``from_scores``, ``from_order``) is
+imported on first use, so ``import harness`` and ``harness --help`` stay instant.
 """
 
 from __future__ import annotations
@@ -9,18 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Evaluation", "evaluate", "from_order", "from_scores", "load"]
+__all__ = ["Evaluation", "dry_run", "evaluate", "from_order", "from_scores", "load"]
 
 _LAZY = {
     "Evaluation": "harness.api",
     "evaluate": "harness.api",
+    "dry_run": "harness.api",
     "load": "harness.api",
     "from_scores": "harness.rerankers.callable",
     "from_order": "harness.rerankers.callable",
 }
 
 if TYPE_CHECKING:
-    from harness.api import Evaluation, evaluate, load
+    from harness.api import Evaluation, dry_run, evaluate, load
     from harness.rerankers.callable import from_order, from_scores
 
 

@@ -1,8 +1,9 @@
 """The Python API: run a configuration from a notebook and get its results as DataFrames.
 
 ``harness.evaluate`` runs what ``harness run`` runs (same folder, same resume, same
-``results.json``) and returns an :class:`Evaluation`; ``harness.load`` reads a finished run
-folder into one. A reranker is a preset name or YAML path, or your own function wrapped by
+``results.json``) and returns an :class:`Evaluation`; ``harness.dry_run`` counts what it would
+cost, as ``harness run --dry-run`` does; ``harness.load`` reads a finished run folder into one.
+A reranker is a preset name or YAML path, or your own function wrapped by
 :func:`harness.from_scores` / :func:`harness.from_order` (a bare function is taken as a
 scoring function), which the run then records as the reranker.
 """
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
     from harness.rerankers.callable import FunctionReranker
     from harness.results.schema import RunResults
+    from harness.runner import DryRun, PreparedRun, ProgressFn
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def evaluate(
     executor: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | bool | None = None,
 ) -> Evaluation:
     """Run one configuration (resuming ``out`` if it holds part of it) and return it.
 
@@ -147,61 +149,119 @@ def evaluate(
     preset on Ray actors (a function runs here, in this process).
     ``reranker`` is a preset name or YAML path, a
     :class:`~harness.rerankers.callable.FunctionReranker`, or a bare scoring function
-    ``fn(query, docs) -> scores``.
+    ``fn(query, docs) -> scores``. ``progress``: ``fn(done, total)`` called after each batch,
+    or True for the CLI's progress lines on stderr (for notebooks and logs).
     """
-    from harness.config import merge_config
     from harness.errors import HarnessError
     from harness.executors import ExecutorOptions
-    from harness.rerankers.callable import FunctionReranker, from_scores
-    from harness.runner import execute_run, prepare_run
+    from harness.runner import execute_run
 
     options = ExecutorOptions(kind=executor, workers=workers, address=ray_address)
+    prepared, function = _prepare(reranker, locals())
+    report = _progress_fn(progress, prepared)
+    if function is None:
+        results = execute_run(prepared, progress=report, log_prompts=log_prompts, executor=options)
+    else:
+        if options.kind != "local":
+            raise HarnessError(f"executor={executor!r} runs presets; a function runs locally")
+        results = execute_run(
+            prepared, progress=report, reranker_factory=function.build, log_prompts=log_prompts
+        )
+    return Evaluation(prepared.run_dir, results)
+
+
+def dry_run(
+    reranker: str | FunctionReranker | Callable[[str, list[str]], Any],
+    *,
+    dataset: str | None = None,
+    strategy: str | None = None,
+    perms: int | None = None,
+    queries: int | str | list[str] | None = None,
+    depth: int | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    count: int | None = None,
+    pin: str | None = None,
+    repeats: int | None = None,
+    relevance_level: int | None = None,
+    max_invalid_share: float | None = None,
+    target: str | None = None,
+    min_perms: int | None = None,
+) -> DryRun:
+    """What :func:`evaluate` with the same keywords would cost, as ``harness run --dry-run``
+    prints it (:class:`~harness.runner.DryRun`): pending orders, forward passes, prompt and
+    generated tokens, and a remote backend's requests or a local model's time estimate from a
+    short measured probe. Writes nothing."""
+    from harness.runner import dry_run as count_run
+
+    prepared, function = _prepare(reranker, locals())
+    if function is None:
+        return count_run(prepared)
+    return count_run(prepared, reranker_factory=function.build)
+
+
+def _prepare(reranker: Any, flags: dict[str, Any]) -> tuple[PreparedRun, FunctionReranker | None]:
+    """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s keywords, and the function
+    reranker when ``reranker`` is one."""
+    from harness.backends.threads import apply_wait_policy
+
+    apply_wait_policy()  # as the CLI does; it takes effect where torch is not loaded yet
+    from harness.config import merge_config
+    from harness.errors import HarnessError
+    from harness.rerankers.callable import FunctionReranker, from_scores
+    from harness.runner import prepare_run
 
     function: FunctionReranker | None = None
     if isinstance(reranker, FunctionReranker):
         function = reranker
     elif callable(reranker):
         function = from_scores(reranker)
+    queries = flags["queries"]
     if isinstance(queries, list | tuple):
         queries = ",".join(str(q) for q in queries)
+    out = flags["out"]
     settings = merge_config(
         None,
         {
+            **{key: flags[key] for key in SETTINGS},
             "reranker": function.name if function is not None else str(reranker),
-            "dataset": dataset,
-            "strategy": strategy,
-            "perms": perms,
             "queries": queries,
-            "depth": depth,
-            "seed": seed,
-            "model": model,
             "out": None if out is None else str(out),
-            "device": device,
-            "batch_size": batch_size,
-            "count": count,
-            "pin": pin,
-            "repeats": repeats,
-            "relevance_level": relevance_level,
-            "max_invalid_share": max_invalid_share,
-            "target": target,
-            "min_perms": min_perms,
         },
     )
     if function is None:
-        prepared = prepare_run(settings)
-        results = execute_run(
-            prepared, progress=progress, log_prompts=log_prompts, executor=options
-        )
-    else:
-        if model is not None:
-            raise HarnessError("model= applies to presets; a function loads its own model")
-        if options.kind != "local":
-            raise HarnessError(f"executor={executor!r} runs presets; a function runs locally")
-        prepared = prepare_run(settings, preset=function.preset())
-        results = execute_run(
-            prepared, progress=progress, reranker_factory=function.build, log_prompts=log_prompts
-        )
-    return Evaluation(prepared.run_dir, results)
+        return prepare_run(settings), None
+    if flags["model"] is not None:
+        raise HarnessError("model= applies to presets; a function loads its own model")
+    return prepare_run(settings, preset=function.preset()), function
+
+
+# evaluate's keywords that are run settings as they are
+SETTINGS = (
+    "dataset", "strategy", "perms", "depth", "seed", "model", "device", "batch_size", "count",
+    "pin", "repeats", "relevance_level", "max_invalid_share", "target", "min_perms",
+)  # fmt: skip
+
+
+def _progress_fn(
+    progress: Callable[[int, int], None] | bool | None, prepared: PreparedRun
+) -> ProgressFn | None:
+    """The runner's progress callback for :func:`evaluate`'s ``progress``."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        from harness.progress import ProgressLines
+
+        return ProgressLines(f"{prepared.preset.name} on {prepared.card.name}")
+    user = progress
+
+    def report(done: int, total: int, queries: tuple[int, int] | None = None) -> None:
+        user(done, total)
+
+    return report
 
 
 def load(run_dir: str | Path) -> Evaluation:

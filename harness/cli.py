@@ -142,8 +142,9 @@ def run(
         bool,
         typer.Option(
             "--dry-run",
-            help="HTTP backends: print how many requests and prompt tokens the run would send, "
-            "send nothing.",
+            help="Print the pending orders and their cost, run nothing, write nothing: an HTTP "
+            "backend's requests and prompt tokens; a local model's forward passes, prompt and "
+            "generated tokens and a time estimate from a short measured probe.",
         ),
     ] = False,
     log_prompts: Annotated[
@@ -275,15 +276,44 @@ def run(
 def _print_dry_run(prepared) -> None:
     from harness.runner import dry_run
 
-    counted = dry_run(prepared)
-    usage = counted.usage
-    typer.echo(
-        f"dry run: {counted.orders} pending orders of {prepared.preset.name} on "
-        f"{prepared.card.name} would send {usage['requests_would_send']} requests "
-        f"({usage['requests_cached']} more are answered by the cache), "
-        f"{usage['local_prompt_tokens']} prompt tokens in all requests (local tokenizer; "
-        "windows after an unanswered one are estimated); nothing was sent"
+    typer.echo(dry_run_text(dry_run(prepared), prepared.preset.name, prepared.card.name))
+
+
+def dry_run_text(counted, reranker: str, dataset: str) -> str:
+    """What ``--dry-run`` prints: the pending work and its cost (a remote backend's requests,
+    a local model's passes, tokens and time estimate)."""
+    head = (
+        f"dry run: {counted.orders} pending orders ({counted.queries} queries, "
+        f"{counted.calls} reranker calls) of {reranker} on {dataset}"
     )
+    usage = counted.usage
+    if counted.estimate is None and usage:
+        return (
+            f"{head} would send {usage['requests_would_send']} requests "
+            f"({usage['requests_cached']} more are answered by the cache), "
+            f"{usage['local_prompt_tokens']} prompt tokens in all requests (local tokenizer; "
+            "windows after an unanswered one are estimated); nothing was sent"
+        )
+    per_order = counted.forward_passes / max(counted.orders, 1)
+    lines = [
+        head,
+        f"  forward passes: {counted.forward_passes} ({per_order:.3g} per order, as the "
+        "forward_passes cost column counts them)",
+        f"  prompt tokens: {counted.prompt_tokens} (rendered prompts, the model's tokenizer)",
+        f"  generated tokens: {counted.generated_tokens}",
+    ]
+    estimate = counted.estimate
+    if estimate is not None:
+        if estimate.answer_tokens is not None:
+            lines[-1] += (
+                f" (estimate: the probe's mean answer, {estimate.answer_tokens} tokens, for "
+                "every answer after it; later windows' prompts follow a stand-in answer)"
+            )
+        from harness.progress import duration
+
+        lines.append(f"  time: ~{duration(estimate.seconds)} ({estimate.basis})")
+    lines.append("nothing was written")
+    return "\n".join(lines)
 
 
 @app.command("list")
@@ -705,19 +735,30 @@ def _user_errors() -> Iterator[None]:
 
 class _RunDisplay:
     """A rich progress bar with ETA for the reranking, then a status line for each later
-    stage (one live display at a time, so the bar stops when a stage starts)."""
+    stage (one live display at a time, so the bar stops when a stage starts); where no bar
+    can be drawn, plain progress lines (:class:`~harness.progress.ProgressLines`)."""
 
-    def __init__(self, console, bar, task) -> None:
-        self._console, self._bar, self._task = console, bar, task
+    def __init__(self, console, bar, task, lines) -> None:
+        self._console, self._bar, self._task, self._lines = console, bar, task, lines
 
-    def update(self, done: int, total: int, description: str | None = None) -> None:
+    def update(
+        self,
+        done: int,
+        total: int,
+        queries: tuple[int, int] | None = None,
+        description: str | None = None,
+    ) -> None:
         self._bar.update(self._task, completed=done, total=total, description=description)
+        if self._lines is not None:
+            self._lines(done, total, queries)
 
     def stage(self, text: str):
         self._bar.stop()
         if self._bar.disable:
             from contextlib import nullcontext
 
+            if self._lines is not None:
+                self._console.print(f"{text} ...")
             return nullcontext()
         return self._console.status(text)
 
@@ -726,7 +767,9 @@ class _RunDisplay:
 def _progress(console, description: str) -> Iterator[_RunDisplay]:
     """The run's display, driven by the runner's progress and stage callbacks.
 
-    Hidden when stderr is not a terminal (CI logs), unless HARNESS_PROGRESS=1.
+    A bar on a terminal; elsewhere (CI logs, notebooks, nohup) a progress line every 30 s or
+    10% of the orders (``HARNESS_PROGRESS_EVERY``: seconds). ``HARNESS_PROGRESS=1`` forces
+    the bar, ``HARNESS_PROGRESS=0`` shows neither.
     """
     from rich.progress import (
         BarColumn,
@@ -737,6 +780,11 @@ def _progress(console, description: str) -> Iterator[_RunDisplay]:
         TimeRemainingColumn,
     )
 
+    from harness.progress import ProgressLines
+
+    wanted = os.environ.get("HARNESS_PROGRESS", "")
+    bar_shown = wanted == "1" or (console.is_terminal and wanted != "0")
+    lines = None if bar_shown or wanted == "0" else ProgressLines(description, console.file)
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -746,10 +794,10 @@ def _progress(console, description: str) -> Iterator[_RunDisplay]:
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=console,
-        disable=not console.is_terminal and os.environ.get("HARNESS_PROGRESS") != "1",
+        disable=not bar_shown,
     )
     with bar:
-        yield _RunDisplay(console, bar, bar.add_task(description, total=None))
+        yield _RunDisplay(console, bar, bar.add_task(description, total=None), lines)
 
 
 def _mount_suite() -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 from harness.adaptive_run import ADAPTIVE_FILE, adaptive_rounds, in_round, limits_of
 from harness.backends.registry import backend_class
@@ -42,8 +42,8 @@ from harness.permutations import (
     plan_permutations,
     read_templates,
 )
-from harness.rerankers.base import RunContext, auto_batch_size
-from harness.rerankers.meta import model_reranker
+from harness.rerankers.base import Reranker, RunContext, auto_batch_size
+from harness.rerankers.meta import model_reranker, wrap_backends
 from harness.rerankers.model_override import with_model
 from harness.rerankers.preset import RerankerPreset
 from harness.rerankers.registry import (
@@ -81,8 +81,14 @@ NOT_IDENTITY = ("templates", "max_invalid_share")
 """Resolved settings that are not part of the configuration's hash: where the templates were
 read from (their content counts), and the bound on invalid answers (it computes nothing)."""
 
-# progress(done, total) is called after every batch; the CLI draws a progress bar with it.
-ProgressFn = Callable[[int, int], None]
+
+class ProgressFn(Protocol):
+    """Called after every batch with the orders done and in all (and the queries with every
+    order done, of all queries); the CLI draws a bar or prints progress lines with it."""
+
+    def __call__(self, done: int, total: int, queries: tuple[int, int] | None = None) -> None: ...
+
+
 # stage("computing metrics") wraps a step that shows no progress; the CLI shows a spinner.
 StageFn = Callable[[str], AbstractContextManager[Any]]
 
@@ -366,8 +372,10 @@ def rerank_pending(
     log: PromptLog | None = None
     started = time.perf_counter()
     completed = total - units.orders
+    pending = units.orders_per_query()
+    queries = [len(prepared.dataset.sets) - len(pending), len(prepared.dataset.sets)]
     if progress:
-        progress(completed, total)
+        progress(completed, total, queries=(queries[0], queries[1]))
     try:
         if units:
             context = RunContext(
@@ -377,6 +385,8 @@ def rerank_pending(
             identity = _same_reranker(store, pool.identity())
             # bad data stops the run at its start, not midway
             pool.check_data(units.sets())
+            if progress:  # the model is loaded: the reranking's rate starts now
+                progress(completed, total, queries=(queries[0], queries[1]))
         if store.needs_header:  # only once the run may go on: a refusal leaves no trace
             store.write_header(prepared.header, prepared.query_records())
         if pool is not None:
@@ -391,8 +401,11 @@ def rerank_pending(
             nonlocal completed
             store.append(new)  # the index learns where they are
             completed += len(new)
+            for sample in new:
+                pending[sample.query_id] -= 1
+                queries[0] += pending[sample.query_id] == 0
             if progress:
-                progress(completed, total)
+                progress(completed, total, queries=(queries[0], queries[1]))
             bound.add(new)  # after saving: a refused run keeps every order it finished
 
         if pool is not None:
@@ -401,6 +414,9 @@ def rerank_pending(
                 units = PendingUnits(prepared, done, rounds.limits())
                 if not units:
                     break
+                pending.clear()  # the queries this round gives more orders are pending again
+                pending.update(units.orders_per_query())
+                queries[0] = queries[1] - len(pending)
                 failed = pool.run(units, save).failed
             _record_failures(store, failed, len(units))
         if rounds is not None:
@@ -494,6 +510,16 @@ class PendingUnits(Sequence[Unit]):
         _, cset, plan = self._last
         return cset, plan, list(self._rows[begin:end])
 
+    def orders_per_query(self) -> dict[str, int]:
+        """Pending orders of each query with any."""
+        sets = self._prepared.dataset.sets
+        counts: dict[str, int] = {}
+        for k in range(0, len(self._units), 3):
+            position, begin, end = self._units[k : k + 3]
+            query_id = sets[position].query_id
+            counts[query_id] = counts.get(query_id, 0) + end - begin
+        return counts
+
     def sets(self) -> Iterator[CandidateSet]:
         """The candidate sets with pending work, in the dataset's order."""
         sets = self._prepared.dataset.sets
@@ -519,55 +545,156 @@ def _record_failures(store: RunStore, failed: Sequence[FailedUnit], units: int) 
 
 @dataclass(frozen=True)
 class DryRun:
-    """What a run would send to a remote backend, counted without sending anything."""
+    """What the pending orders of a run would cost, counted without running them.
+
+    ``queries``/``orders``: pending work; ``calls``: reranker calls (units of a batch of
+    orders). ``forward_passes``, ``prompt_tokens``, ``generated_tokens``: sums over orders of
+    what each order's ``CallFacts`` records, as the cost columns count them (a batched pass
+    counts for every order it serves). ``usage``: a remote backend's request tally (requests
+    it would send, cached ones, prompt tokens by the local tokenizer); empty for a local
+    model. ``estimate``: a local model's time estimate and its basis (None for a remote one).
+    """
 
     orders: int
     usage: dict[str, int]
+    queries: int = 0
+    calls: int = 0
+    forward_passes: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    estimate: TimeEstimate | None = None
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """A local dry run's wall-time estimate: the measured start (imports and model load) plus
+    the reranking time of ``probe_orders`` real orders (``probe_calls`` calls), scaled to every
+    pending order. ``answer_tokens``: the probe's mean generated tokens per answer, which the
+    counted generative calls assume (None where the method generates nothing)."""
+
+    seconds: float
+    load_s: float
+    probe_s: float
+    probe_orders: int
+    probe_calls: int
+    answer_tokens: int | None = None
+
+    @property
+    def basis(self) -> str:
+        rate = self.probe_s / max(self.probe_orders, 1)
+        return (
+            f"estimate, measured here: model load {self.load_s:.1f} s + {rate:.3g} s per order "
+            f"({self.probe_orders} real orders in {self.probe_calls} calls took "
+            f"{self.probe_s:.1f} s) x every pending order; data loading and metrics not "
+            "included"
+        )
+
+
+PROBE_CALLS = 2  # reranker calls a local dry run runs for real to time them
 
 
 def dry_run(
     prepared: PreparedRun,
     reranker_factory: RerankerFactory = build_reranker,
+    probe_calls: int = PROBE_CALLS,
 ) -> DryRun:
-    """Count the requests and prompt tokens the pending orders would send; nothing is sent and
-    no run folder is written. Requests the on-disk cache already answers are counted apart
-    (and their answers used, so the windows after them are counted with the real prompts;
-    after a request that would be sent, later windows of that order are counted on a stand-in
-    answer, so their prompt tokens are an estimate)."""
+    """Count what the pending orders would cost; no run folder is written.
+
+    A remote backend: the requests and prompt tokens the run would send; nothing is sent.
+    Requests the on-disk cache already answers are counted apart (and their answers used, so
+    the windows after them are counted with the real prompts; after a request that would be
+    sent, later windows of that order are counted on a stand-in answer, so their prompt
+    tokens are an estimate).
+
+    A local model: it is loaded and the first ``probe_calls`` reranker calls run for real and
+    are timed; every other call runs on stand-in answers
+    (:class:`~harness.backends.stand_in.StandInBackend`), so prompts are rendered and
+    tokenized with the real tokenizer and passes counted by the method itself, and the time
+    is extrapolated from the probe (:class:`TimeEstimate`).
+    """
     config = prepared.config
     backend = backend_of(model_preset(prepared.preset))
     toolkit = getattr(adapter_class(model_preset(prepared.preset)), "toolkit", None)
     if toolkit is not None:
         raise HarnessError(
-            f"--dry-run counts the requests a run would send to a server; reranker "
-            f"{prepared.preset.name!r} calls the {toolkit} toolkit, which cannot count "
-            "them without sending"
+            f"--dry-run cannot count what reranker {prepared.preset.name!r} would cost: it "
+            f"calls the {toolkit} toolkit, whose model calls the harness cannot stand in for"
         )
-    if backend is None or not backend_class(backend).remote:
-        where = f"on backend {backend!r}" if backend else "no model"
-        raise HarnessError(
-            f"--dry-run counts the requests a run would send to a server; reranker "
-            f"{prepared.preset.name!r} runs {where} in this process and sends none"
-        )
+    remote = backend is not None and backend_class(backend).remote
     done: SampleIndex | None = None
     if (prepared.run_dir / "run.json").is_file():
         store = RunStore.open(prepared.run_dir, prepared.header.config_hash, prepared.header)
         done = store.scan_samples(check=_sample_checker(prepared), truncate=False)
     jobs = PendingUnits(prepared, done, limits_of(adaptive_rounds(prepared, done)))
     context = RunContext(
-        device=config.device, seed=config.seed, batch_size=prepared.batch_size, dry_run=True
+        device=config.device, seed=config.seed, batch_size=prepared.batch_size, dry_run=remote
     )
+    started = time.perf_counter()
     reranker = reranker_factory(prepared.preset, context)
+    load_s = time.perf_counter() - started
     try:
         for cset in jobs.sets():
             reranker.check_data(cset)
-        orders = 0
-        for job in jobs:
-            orders += len(rerank_unit(reranker, *job))
-        usage = model_reranker(reranker).backend.usage()  # type: ignore[attr-defined]
-        return DryRun(orders=orders, usage=usage)
+        if remote:
+            samples = [s for job in jobs for s in rerank_unit(reranker, *job)]
+            usage = model_reranker(reranker).backend.usage()  # type: ignore[attr-defined]
+            return _counted(jobs, samples, usage)
+        return _local_dry_run(jobs, reranker, load_s, probe_calls)
     finally:
         reranker.close()
+
+
+def _local_dry_run(
+    jobs: PendingUnits, reranker: Reranker, load_s: float, probe_calls: int
+) -> DryRun:
+    """Time the first calls on the real model, count the rest on stand-in answers."""
+    from harness.backends.stand_in import StandInBackend
+
+    stand_ins: list[StandInBackend] = []
+
+    def stand_in(backend: Any) -> StandInBackend:
+        stand_ins.append(StandInBackend(backend))
+        return stand_ins[-1]
+
+    wrap_backends(reranker, stand_in)
+    probe = min(probe_calls, len(jobs))
+    started = time.perf_counter()
+    samples = [s for job in jobs[:probe] for s in rerank_unit(reranker, *job)]
+    probe_s = time.perf_counter() - started
+    for backend in stand_ins:
+        backend.probing = False
+    if stand_ins:  # a reranker without a model (a function, a control) is only timed
+        samples += [s for job in jobs[probe:] for s in rerank_unit(reranker, *job)]
+    lengths = [b.answer_length for b in stand_ins if b.answer_length is not None]
+    probe_orders = sum(len(rows) for _, _, rows in jobs[:probe])
+    estimate = TimeEstimate(
+        seconds=load_s + probe_s / max(probe_orders, 1) * jobs.orders,
+        load_s=load_s,
+        probe_s=probe_s,
+        probe_orders=probe_orders,
+        probe_calls=probe,
+        answer_tokens=lengths[0] if lengths else None,
+    )
+    return _counted(jobs, samples, {}, estimate)
+
+
+def _counted(
+    jobs: PendingUnits,
+    samples: Sequence[Sample],
+    usage: dict[str, int],
+    estimate: TimeEstimate | None = None,
+) -> DryRun:
+    facts = [sample.facts for sample in samples]
+    return DryRun(
+        orders=jobs.orders,
+        usage=usage,
+        queries=len(list(jobs.sets())),
+        calls=len(jobs),
+        forward_passes=sum(int(f.get("forward_passes", 0)) for f in facts),
+        prompt_tokens=sum(int(f.get("prompt_tokens", 0)) for f in facts),
+        generated_tokens=sum(int(f.get("generated_tokens", 0)) for f in facts),
+        estimate=estimate,
+    )
 
 
 def write_results(

@@ -772,12 +772,6 @@ def test_dry_run_without_a_server_says_why_it_asks(tmp_path, rankgpt_folder):
         dry_run(prepare_run(config))
 
 
-def test_dry_run_is_refused_for_in_process_backends(rankgpt_folder, tmp_path):
-    config = RunConfig(reranker="first", dataset=str(rankgpt_folder), perms=2).validate()
-    with pytest.raises(HarnessError, match=r"dry-run .*in this process"):
-        dry_run(prepare_run(config))
-
-
 def test_cli_dry_run_prints_requests_and_tokens_and_sends_nothing(tmp_path, rankgpt_folder):
     from typer.testing import CliRunner
 

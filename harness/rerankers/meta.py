@@ -350,6 +350,23 @@ def model_reranker(reranker: Reranker) -> Reranker:
     return reranker
 
 
+def wrap_backends(reranker: Reranker, wrap: Callable[[Any], Any]) -> None:
+    """Replace the backend of ``reranker`` and of every reranker it holds (a debiaser's inner
+    ones) with ``wrap(backend)``, once per reranker; a backend already of ``wrap``'s type,
+    when ``wrap`` is a class, is left as it is (the prompt log, the dry run's stand-ins)."""
+    seen: set[int] = set()
+    stack = [reranker]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        backend = getattr(current, "backend", None)
+        if backend is not None and not (isinstance(wrap, type) and isinstance(backend, wrap)):
+            current.backend = wrap(backend)  # type: ignore[attr-defined]
+        stack += [v for v in vars(current).values() if isinstance(v, Reranker)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Building a meta-reranker from its preset (used by the registry).
 

@@ -59,17 +59,9 @@ class PromptLog:
 
     def attach(self, reranker: Any) -> None:
         """Log every backend call of ``reranker`` (and of the rerankers it wraps)."""
-        seen: set[int] = set()
-        stack = [reranker]
-        while stack:
-            current = stack.pop()
-            if id(current) in seen:
-                continue
-            seen.add(id(current))
-            backend = getattr(current, "backend", None)
-            if backend is not None and not isinstance(backend, LoggingBackend):
-                current.backend = LoggingBackend(backend)
-            stack += [v for v in vars(current).values() if _is_reranker(v)]
+        from harness.rerankers.meta import wrap_backends
+
+        wrap_backends(reranker, LoggingBackend)
 
     @contextmanager
     def call(self, query_id: str, rows: list[int]) -> Iterator[None]:
@@ -91,12 +83,6 @@ class PromptLog:
 
     def close(self) -> None:
         self._file.close()
-
-
-def _is_reranker(value: Any) -> bool:
-    from harness.rerankers.base import Reranker
-
-    return isinstance(value, Reranker)
 
 
 def _lines(path: Path) -> list[str]:

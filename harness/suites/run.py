@@ -101,9 +101,16 @@ def run_suite(
         else:
             offset = done
 
-            def step(completed: int, _total: int, offset: int = offset, what: str = what) -> None:
+            def step(
+                done: int,
+                total: int,  # the run's; the suite's progress counts over every run
+                queries: tuple[int, int] | None = None,
+                offset: int = offset,
+                suite_total: int = total,
+                what: str = what,
+            ) -> None:
                 if progress:
-                    progress(offset + completed, total, what)
+                    progress(offset + done, suite_total, what)
 
             results = execute_run(run, progress=step, executor=executor)
         done += run.total_orders
