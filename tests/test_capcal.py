@@ -26,9 +26,9 @@ from harness.rerankers.listwise_prompts import (
 from harness.rerankers.params import CapCalParams
 from harness.rerankers.registry import check_preset, load_preset, resolve_preset
 from harness.rerankers.templates import choose_templates
-from tests.test_first import make_first, one_torch_thread, passages, random_orders, tiny
+from tests.test_first import make_first, passages, random_orders, tiny
 
-__all__ = ["one_torch_thread"]  # the module fixture: one torch thread
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def label_probabilities(loaded: LoadedModel, cset, texts: Sequence[str]) -> np.ndarray:

@@ -5,7 +5,6 @@ random Llama and once on SmolLM2; InvariRank never shares across orders."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 pytest.importorskip("torch", reason="the llm extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the llm extra (transformers) is not installed")
 
-import torch
 from conftest import SCORE_TOLERANCE, assert_same_up_to_rounding
 
 from harness.backends import transformers_backend
@@ -27,6 +25,8 @@ from harness.rerankers.first import FirstReranker
 from harness.rerankers.invarirank import CausalListwiseReranker, InvariRankReranker
 from harness.rerankers.params import FirstParams, MarkerParams
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY_CHAT = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -38,14 +38,6 @@ TEXTS = (
     "Cats sleep a lot.",
     "Lyon is known for silk.",
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
