@@ -190,7 +190,7 @@ def test_a_unit_that_keeps_failing_is_recorded_and_reported(cluster, rankgpt_fol
 def test_ctrl_c_keeps_what_finished_and_the_rerun_completes(cluster, rankgpt_folder, tmp_path):
     config = _config(rankgpt_folder, tmp_path / "ray", "identity", perms=7)
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, queries: tuple[int, int] | None = None) -> None:
         if done >= 4:
             raise KeyboardInterrupt
 

@@ -639,7 +639,7 @@ def test_killed_run_resends_only_unanswered_requests(tmp_path, rankgpt_folder):
         total = counted.usage["requests_would_send"]
         assert total == 48 and len(server.bodies) == 0  # a dry run sends nothing
 
-        def stop_after_some(done, _total):
+        def stop_after_some(done, _total, queries=None):
             if done >= 6:
                 raise KeyboardInterrupt
 
