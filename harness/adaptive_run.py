@@ -59,7 +59,8 @@ class AdaptiveRounds:
             return self._cache[(query_id, n)]
         if self._done is None:
             return None
-        finished = self._done.done(query_id)
+        # an invalid answer's order is not a result: decisions wait for it to be asked again
+        finished = self._done.done(query_id) - self._done.invalid_orders(query_id)
         if not all(row in finished for row in range(1, n + 1)):
             return None
         chosen = [

@@ -411,7 +411,8 @@ def rerank_pending(
         if pool is not None:
             failed = pool.run(units, save).failed
             while rounds is not None and not failed:  # adaptive: the next round, if any
-                units = PendingUnits(prepared, done, rounds.limits())
+                # orders that came back invalid in this invocation wait for a rerun
+                units = PendingUnits(prepared, done, rounds.limits(), retry_invalid=False)
                 if not units:
                     break
                 pending.clear()  # the queries this round gives more orders are pending again
@@ -472,6 +473,7 @@ class PendingUnits(Sequence[Unit]):
         prepared: PreparedRun,
         done: SampleIndex | None,
         limits: Mapping[str, int] | None = None,
+        retry_invalid: bool = True,
     ) -> None:
         self._prepared = prepared
         self._rows = array("q")  # every unit's order indices, unit after unit
@@ -479,7 +481,7 @@ class PendingUnits(Sequence[Unit]):
         batch = prepared.batch_size
         for position, plan in enumerate(prepared.plans()):
             limit = limits.get(plan.query_id) if limits is not None else None
-            scheduled = _schedule(plan, _pending_rows(plan, done, limit))
+            scheduled = _schedule(plan, _pending_rows(plan, done, limit, retry_invalid))
             for start in range(0, len(scheduled), batch):
                 rows = scheduled[start : start + batch]
                 self._units.extend((position, len(self._rows), len(self._rows) + len(rows)))
@@ -820,14 +822,20 @@ def save_results(run_dir: Path, results: RunResults) -> None:
 
 
 def _pending_rows(
-    plan: PermutationPlan, done: SampleIndex | None, limit: int | None = None
+    plan: PermutationPlan,
+    done: SampleIndex | None,
+    limit: int | None = None,
+    retry_invalid: bool = True,
 ) -> list[int]:
     """The order indices of ``plan`` with no sample on disk yet (of an adaptive run, those of
-    its current round: at most ``limit`` design orders)."""
+    its current round: at most ``limit`` design orders). An order whose answer was invalid is
+    asked again when ``retry_invalid`` (a rerun: a fixed server fills it in), never twice in
+    one invocation."""
     finished: set[int] = set()
     if done is not None:
-        # an order whose answer was invalid is asked again (a fixed server fills it in)
-        finished = done.done(plan.query_id) - done.invalid_orders(plan.query_id)
+        finished = done.done(plan.query_id)
+        if retry_invalid:
+            finished -= done.invalid_orders(plan.query_id)
     return [
         i for i in range(len(plan)) if i not in finished and in_round(plan.labels[i], limit)
     ]  # fmt: skip

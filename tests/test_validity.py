@@ -105,9 +105,8 @@ def data(tmp_path_factory) -> Path:
 
 
 def _config(data: Path, out: Path, **overrides) -> RunConfig:
-    return RunConfig(
-        reranker="first-stage", dataset=str(data), perms=4, out=str(out), **overrides
-    ).validate()
+    settings = {"perms": 4, **overrides}
+    return RunConfig(reranker="first-stage", dataset=str(data), out=str(out), **settings).validate()
 
 
 def test_invalid_orders_are_counted_exactly_and_left_out_of_every_other_metric(data, tmp_path):
@@ -232,3 +231,22 @@ def test_a_meta_reranker_sums_its_inner_orders_invalid_answers():
     extra = tally.facts(3.0, 1, {}).extra
     assert extra["invalid_answers"] == 4 and extra["invalid_answer"] == "first reason"
     assert "invalid_answers" not in InnerTally().facts(0.0, 1, {}).extra
+
+
+def test_an_adaptive_run_asks_an_invalid_order_once_per_invocation_and_decides_without_it(
+    data, tmp_path
+):
+    """Adaptive rounds decide from valid answers only: q1's invalid orders are not asked again
+    round after round (each order has one sample after the run); the rerun asks them again and
+    the rule then reaches its end."""
+    config = _config(
+        data, tmp_path / "run", perms=6, target="kendall_tau=0.02", max_invalid_share=0.5
+    )
+    execute_run(prepare_run(config), reranker_factory=_marks_invalid({"q1"}))
+    lines = (tmp_path / "run" / SAMPLES_FILE).read_text().splitlines()
+    keys = [(json.loads(line)["query_id"], json.loads(line)["order_index"]) for line in lines]
+    assert len(keys) == len(set(keys))  # nothing asked twice in one invocation
+    assert {q for q, _ in keys} == {"q0", "q1", "q2", "q3"}
+    results = execute_run(prepare_run(config))  # a fixed reranker: q1 asked again
+    assert results.summary_value(registry.INVALID_SHARE) == 0.0
+    assert results.summary_value(registry.KENDALL_TAU) == 1.0
