@@ -142,7 +142,7 @@ class RunHeader:
             "dataset": asdict(self.dataset),
             "permutations": asdict(self.permutations),
         }
-        return _plain(data)
+        return json_ready(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "run.json") -> RunHeader:
@@ -332,7 +332,7 @@ class RunResults:
 
     def _layout(self, rows: Callable[[Mapping[str, Any], Callable[[Any], Any]], Any]) -> dict:
         """The file's sections in order; ``rows(section, render)`` gives a per-query section."""
-        body = _plain(
+        body = json_ready(
             {
                 "environment": self.environment,
                 "wall_time_s": self.wall_time_s,
@@ -345,15 +345,15 @@ class RunResults:
                 "counts": self.counts,
             }
         )
-        body["per_query"] = rows(self.per_query, _plain)
-        body["per_order"] = rows(self.per_order, lambda orders: _plain(orders.to_dict()))
+        body["per_query"] = rows(self.per_query, json_ready)
+        body["per_order"] = rows(self.per_order, lambda orders: json_ready(orders.to_dict()))
         if self.noise_floor:
             floor = {k: v for k, v in self.noise_floor.items() if k != "per_query"}
-            body["noise_floor"] = _plain(floor) | {
-                "per_query": rows(self.noise_floor["per_query"], _plain)
+            body["noise_floor"] = json_ready(floor) | {
+                "per_query": rows(self.noise_floor["per_query"], json_ready)
             }
         if self.undefined:
-            body["undefined"] = _plain(self.undefined)
+            body["undefined"] = json_ready(self.undefined)
         return self.header.to_dict() | body
 
     @classmethod
@@ -444,12 +444,12 @@ def _floor_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """Strict-JSON-ready copy: tuples to lists, NaN/inf to null, mappings to dicts."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -28,7 +28,7 @@ from harness.files import (
 from harness.gates.baseline import Baseline, baseline_from_results
 from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_macro_mean_ci, bootstrap_mean_ci
-from harness.results.schema import RunResults, _plain
+from harness.results.schema import RunResults, json_ready
 from harness.suites.spec import Suite
 
 FORMAT = 1
@@ -155,7 +155,7 @@ def build_scorecard(
             mean = float(np.mean(defined)) if defined else math.nan
             overall[metric] = {"value": mean, "tasks": len(defined)}
     reranker = first.reranker
-    return _plain(
+    return json_ready(
         {
             "harness_scorecard": FORMAT,
             "suite": suite.record(),
