@@ -433,7 +433,14 @@ def _bm25s_version() -> str | None:
 
 FORMAT = DataFormat(
     name="beir",
-    load=lambda r: load_beir(**r.files, name=r.name, **r.options),
+    load=lambda r: load_beir(
+        r.files["corpus"],
+        r.files["queries"],
+        r.files["qrels"],
+        r.files.get("run"),
+        name=r.name,
+        **r.options,
+    ),
     options=("depth", "k1", "b", "cache_dir"),
     keys=("split", "run"),
     locate=lambda r: beir_files(r.data_folder(), r.loader),

@@ -258,7 +258,9 @@ def _seeded_position(seed: int, user: str, size: int) -> int:
 
 FORMAT = DataFormat(
     name="recbole-seq",
-    load=lambda r: load_recbole_seq(**r.files, name=r.name, **r.options),
+    load=lambda r: load_recbole_seq(
+        r.files["inter"], r.files["item"], r.files["candidates"], name=r.name, **r.options
+    ),
     options=("history_len", "num_candidates", "insert_target", "seed", "drop_missing_target"),
     files=("inter", "item", "candidates"),
 )
