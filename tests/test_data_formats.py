@@ -175,8 +175,10 @@ def test_built_in_layouts_keep_precedence_over_plugins(plugin: Path, tmp_path: P
     with pytest.raises(HarnessError) as caught:
         resolve_card(str(folder("notes.txt")))
     message = str(caught.value)
-    assert message.startswith(f"{tmp_path / 'notes.txt'}: cannot tell the layout; expected one of")
-    assert "\n" not in message and "tiny: one *.tiny file" in message
+    assert message.startswith(
+        f"{tmp_path / 'notes.txt'}: cannot tell the layout; expected one of: beir ("
+    )
+    assert "\n" not in message and "; tiny (one *.tiny file)" in message
 
 
 def test_broken_or_unknown_formats_are_one_line_errors(tmp_path: Path) -> None:

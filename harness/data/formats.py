@@ -86,7 +86,12 @@ class DataFormat:
     detect: Callable[[Path], Mapping[str, Any] | None] | None = None
     layout: str = ""  # the layout ``detect`` recognises, in words (for the no-match error)
     label: str = "data folder"  # a detected folder's card says "<label> <folder>"
-    prefix: str = ""  # ``--dataset <prefix><id>`` names data by id (the card's ``id`` key)
+    # ``--dataset <prefix><id>`` names data by id (the card's ``id`` key); ends with ":"
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.prefix and not self.prefix.endswith(":"):
+            raise ValueError(f"format {self.name!r}: prefix {self.prefix!r} must end with ':'")
 
     def allowed(self) -> list[str]:
         """The loader keys a card of this format may hold, besides ``format``, sorted."""
@@ -151,8 +156,8 @@ def detect_format(folder: Path) -> tuple[DataFormat, Mapping[str, Any]]:
         found = fmt.detect(folder)
         if found is not None:
             return fmt, found
-        layouts.append(f"{fmt.name}: {fmt.layout}")
-    raise HarnessError(f"{folder}: cannot tell the layout; expected one of {'; '.join(layouts)}")
+        layouts.append(f"{fmt.name} ({fmt.layout})")
+    raise HarnessError(f"{folder}: cannot tell the layout; expected one of: {'; '.join(layouts)}")
 
 
 def _entry_points() -> dict[str, str]:

@@ -104,7 +104,7 @@ def _relevance_level(value: Any, path: Path) -> int:
 def resolve_card(name_or_path: str) -> DatasetCard:
     """A bundled card by name, a card file, or a data folder or an id (``irds:<id>``)
     described on the fly."""
-    for fmt in all_formats():
+    for fmt in all_formats() if ":" in name_or_path else ():  # prefixes end with ':'
         if fmt.prefix and name_or_path.startswith(fmt.prefix) and name_or_path != fmt.prefix:
             data_id = name_or_path[len(fmt.prefix) :]
             return _card(

@@ -351,5 +351,5 @@ FORMAT = DataFormat(
     ),
     files=("run", "topics", "corpus", "qrels"),
     detect=_detect,
-    layout="a run (*.trec or run*) + topics.tsv + corpus.jsonl + one qrels* file",
+    layout="a *.trec or run* run file + topics.tsv + corpus.jsonl + one qrels* file",
 )
