@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +160,8 @@ def detect_format(folder: Path) -> tuple[DataFormat, Mapping[str, Any]]:
 
 
 def _entry_points() -> dict[str, str]:
+    from importlib import metadata  # scans installed distributions: only when asked
+
     return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
