@@ -213,6 +213,8 @@ def test_a_run_file_in_the_folder_is_used(beir_folder: Path) -> None:
     assert [(s.query_id, s.doc_ids) for s in dataset.sets] == [("q1", ("d03", "d07"))]
     assert dataset.notes["first_stage"] == "TREC run my.trec"
     assert dataset.notes["dropped_unjudged_queries"] == 1  # q9 has no qrels
+    # pinned (run folders)
+    assert dataset.fingerprint == "be3498a9936639b9"
 
 
 @pytest.mark.parametrize(

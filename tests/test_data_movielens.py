@@ -95,6 +95,7 @@ def test_fixture_matches_reference_protocol(tmp_path: Path) -> None:
     assert ds.notes["users_dropped_no_positive_candidate"] == 4 - len(kept)
     assert ds.notes["users_kept"] == len(ds.sets) == len(kept)
     assert ds.notes["history_len"] == 2 and ds.notes["num_candidates"] == 3
+    assert ds.fingerprint == "1728f05d63c7f18a"  # pinned (run folders)
 
 
 def test_fixture_hand_checked_details(tmp_path: Path) -> None:
@@ -226,4 +227,5 @@ def test_ml100k_protocol(ml100k: Dataset) -> None:
 
 @needs_recbole
 def test_ml100k_is_deterministic(ml100k: Dataset) -> None:
-    assert load_movielens_100k().fingerprint == ml100k.fingerprint
+    # pinned (run folders)
+    assert load_movielens_100k().fingerprint == ml100k.fingerprint == "32764475f6e8803e"

@@ -58,6 +58,7 @@ def test_load_keeps_file_order_and_counts_skips(tmp_path: Path, qrels: Path) -> 
     assert ds.qrels == {"1": {"d1": 2, "d9": 0}, "2": {"5": 1}}
     assert str(run) in ds.source and str(qrels) in ds.source
     assert ds.fingerprint == load_rankgpt_json(run, qrels, name="other").fingerprint
+    assert ds.fingerprint == "0c6b4ba9706a2518"  # pinned (run folders)
 
 
 def test_json_syntax_error_reports_line(tmp_path: Path, qrels: Path) -> None:

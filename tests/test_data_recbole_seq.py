@@ -62,6 +62,8 @@ def test_builds_profiles_candidates_and_target_judgments(folder: Path) -> None:
     assert notes["users_with_target_in_candidates"] == 1
     assert notes["target_in_candidates_rate"] == 0.5
     assert notes["insert_target"] is False and notes["users_with_target_inserted"] == 0
+    # pinned (run folders)
+    assert dataset.fingerprint == "ca9c452f7af2e4d2"
 
 
 def test_history_len_and_num_candidates_cut(folder: Path) -> None:

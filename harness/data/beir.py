@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.compact import RankedRun
+from harness.data.formats import DataFormat
 from harness.data.model import Dataset
 from harness.data.trec import (
     PathLike,
@@ -182,6 +183,10 @@ def beir_files(folder: Path, loader: Mapping[str, Any]) -> dict[str, Path]:
         if not path.is_file():
             raise HarnessError(f"BEIR file not found: {path}")
     return files
+
+
+def _detect(folder: Path) -> dict[str, Any] | None:
+    return {"run": folder_run(folder)} if is_beir_folder(folder) else None
 
 
 def _default_split(folder: Path) -> str:
@@ -424,3 +429,22 @@ def _bm25s_version() -> str | None:
         return metadata.version("bm25s")
     except metadata.PackageNotFoundError:
         return None
+
+
+FORMAT = DataFormat(
+    name="beir",
+    load=lambda r: load_beir(
+        r.files["corpus"],
+        r.files["queries"],
+        r.files["qrels"],
+        r.files.get("run"),
+        name=r.name,
+        **r.options,
+    ),
+    options=("depth", "k1", "b", "cache_dir"),
+    keys=("split", "run"),
+    locate=lambda r: beir_files(r.data_folder(), r.loader),
+    detect=_detect,
+    layout="corpus.jsonl + queries.jsonl + a qrels/ folder",
+    label="BEIR folder",
+)

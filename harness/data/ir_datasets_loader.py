@@ -32,6 +32,7 @@ from typing import Any
 
 from harness.data.beir import BM25Config, bm25_run, build_text_dataset
 from harness.data.compact import RankedRun, RunBuilder
+from harness.data.formats import DataFormat
 from harness.data.model import Dataset
 from harness.data.trec import PathLike, passage_text
 from harness.errors import HarnessError, MissingExtraError, shorten
@@ -338,3 +339,16 @@ def _doc_text(doc: Any) -> str:
 def with_prefix(name: str) -> str | None:
     """The ir_datasets id in ``irds:<id>``, or None when ``name`` has no such prefix."""
     return name[len(PREFIX) :] if name.startswith(PREFIX) and len(name) > len(PREFIX) else None
+
+
+FORMAT = DataFormat(
+    name="ir-datasets",
+    load=lambda r: load_ir_dataset(str(r.loader.get("id", "")), name=r.name, **r.options),
+    options=("first_stage", "depth", "k1", "b", "cache_dir", "probe_timeout"),
+    keys=("id",),
+    folder=False,
+    # before a load nothing is checked: the loader downloads what is missing, if it can
+    check=lambda r: check_ir_dataset(str(r.loader.get("id")), r.loader.get("first_stage", "auto")),
+    label="ir_datasets",
+    prefix=PREFIX,
+)

@@ -37,7 +37,7 @@ import numpy as np
 from scipy import sparse
 
 from harness.data.atomic import read_header, split_row
-from harness.data.fingerprint import dataset_fingerprint
+from harness.data.formats import DataFormat
 from harness.data.model import Candidate, CandidateSet, Dataset, HistoryItem, UserProfile
 from harness.data.trec import PathLike, iter_lines
 from harness.errors import DataFormatError, HarnessError, shorten
@@ -165,12 +165,11 @@ def load_movielens_100k(
         )
 
     kept = tuple(sets)
-    return Dataset(
+    return Dataset.build(
         name=name,
         task="recommendation",
         sets=kept,
         qrels=qrels,
-        fingerprint=dataset_fingerprint(kept, qrels),
         source=f"inter={inter_path}; item={item_path}",
         notes={
             "users_total": len(user_ids),
@@ -316,3 +315,18 @@ def _float(path: Path, text: str, label: str, lineno: int) -> float:
     if not math.isfinite(value):
         raise DataFormatError(path, f"{label} {shorten(text, quote=True)} is not finite", lineno)
     return value
+
+
+def _located(data_dir: PathLike | None) -> dict[str, Path]:
+    """Check the files exist; the loader finds them again from its ``data_dir`` option."""
+    movielens_files(data_dir)
+    return {}
+
+
+FORMAT = DataFormat(
+    name="movielens-100k",
+    load=lambda r: load_movielens_100k(name=r.name, **r.options),
+    options=("history_len", "test_size", "num_candidates", "data_dir"),
+    folder=False,
+    locate=lambda r: _located(r.options.get("data_dir")),
+)

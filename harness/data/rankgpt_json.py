@@ -24,9 +24,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.data.fingerprint import dataset_fingerprint
+from harness.data.formats import DataFormat
 from harness.data.model import Candidate, CandidateSet, Dataset, TextQuery
-from harness.data.trec import PathLike, has_relevant, read_qrels
+from harness.data.trec import PathLike, has_relevant, one_qrels, read_qrels
 from harness.errors import DataFormatError, HarnessError, shorten
 
 HIT_KEYS = ("content", "qid", "docid", "rank", "score")
@@ -59,14 +59,11 @@ def load_rankgpt_json(run_path: PathLike, qrels_path: PathLike, *, name: str) ->
             continue
         sets.append(cset)
 
-    kept = tuple(sets)
-    kept_qrels = {s.query_id: qrels[s.query_id] for s in kept}
-    return Dataset(
+    return Dataset.build(
         name=name,
         task="text-ranking",
-        sets=kept,
-        qrels=kept_qrels,
-        fingerprint=dataset_fingerprint(kept, kept_qrels),
+        sets=sets,
+        qrels={s.query_id: qrels[s.query_id] for s in sets},
         source=f"run={run_path}; qrels={qrels_path}",
         notes={
             "queries_in_file": len(entries),
@@ -160,3 +157,20 @@ def _as_id(path: PathLike, where: str, key: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
         raise DataFormatError(path, f"{where}: '{key}' must be a non-empty string or integer")
     return str(value)
+
+
+def _detect(folder: Path) -> dict[str, Any] | None:
+    """A folder with one ``*.json`` file is this format's; it then needs one ``qrels*``."""
+    jsons = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(".json"))
+    if len(jsons) != 1:
+        return None
+    return {"run": jsons[0], "qrels": one_qrels(folder)}
+
+
+FORMAT = DataFormat(
+    name="rankgpt-json",
+    load=lambda r: load_rankgpt_json(r.files["run"], r.files["qrels"], name=r.name),
+    files=("run", "qrels"),
+    detect=_detect,
+    layout="one *.json candidate file + one qrels* file",
+)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.atomic import column_names, read_header, split_row
-from harness.data.fingerprint import dataset_fingerprint
+from harness.data.formats import DataFormat
 from harness.data.model import Candidate, CandidateSet, Dataset, HistoryItem, UserProfile
 from harness.data.trec import PathLike, iter_lines
 from harness.errors import DataFormatError, HarnessError, shorten
@@ -117,13 +117,11 @@ def load_recbole_seq(
         )
         qrels[user] = {row.target: 1}
 
-    kept = tuple(sets)
-    return Dataset(
+    return Dataset.build(
         name=name,
         task="recommendation",
-        sets=kept,
+        sets=sets,
         qrels=qrels,
-        fingerprint=dataset_fingerprint(kept, qrels),
         source=f"inter={inter}; item={item}; candidates={candidates}",
         notes={
             "first_stage": f"candidate file {Path(candidates).name} (file order)",
@@ -256,3 +254,13 @@ def _check_items(
 def _seeded_position(seed: int, user: str, size: int) -> int:
     digest = hashlib.sha256(f"{seed}\x1f{user}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % size
+
+
+FORMAT = DataFormat(
+    name="recbole-seq",
+    load=lambda r: load_recbole_seq(
+        r.files["inter"], r.files["item"], r.files["candidates"], name=r.name, **r.options
+    ),
+    options=("history_len", "num_candidates", "insert_target", "seed", "drop_missing_target"),
+    files=("inter", "item", "candidates"),
+)

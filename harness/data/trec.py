@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.compact import CompactSets, RankedRun, RunBuilder
-from harness.data.fingerprint import dataset_fingerprint
+from harness.data.formats import DataFormat
 from harness.data.model import Dataset
 from harness.errors import DataFormatError, HarnessError, shorten
 
@@ -292,13 +292,11 @@ def build_text_dataset(
     kept = [qid for qid, size in sizes.items() if size and has_relevant(qrels.get(qid))]
     # compact: no object per candidate for the run's length (built as each set is read)
     sets = CompactSets.build(kept, queries, ranked, docs, passage_text)
-    kept_qrels = {qid: dict(qrels[qid]) for qid in kept}
-    return Dataset(
+    return Dataset.build(
         name=name,
         task="text-ranking",
         sets=sets,
-        qrels=kept_qrels,
-        fingerprint=dataset_fingerprint(sets, kept_qrels),
+        qrels={qid: dict(qrels[qid]) for qid in kept},
         source=source,
         notes={
             **notes,
@@ -320,3 +318,38 @@ def _first_line(path: PathLike, match: Callable[[list[str]], bool]) -> int | Non
         if parts and match(parts):
             return lineno
     return None
+
+
+# --- the format ----------------------------------------------------------------------------
+
+
+def one_qrels(folder: Path) -> str:
+    """The name of a folder's one ``qrels*`` file (the layouts that take TREC qrels)."""
+    qrels = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.startswith("qrels"))
+    if len(qrels) != 1:
+        raise HarnessError(f"{folder}: expected exactly one qrels* file, found {qrels or 'none'}")
+    return qrels[0]
+
+
+def _detect(folder: Path) -> dict[str, Any] | None:
+    names = {p.name for p in folder.iterdir() if p.is_file()}
+    runs = sorted(n for n in names if n.endswith((".trec", ".run")) or n.startswith("run"))
+    if len(runs) != 1 or not {"topics.tsv", "corpus.jsonl"} <= names:
+        return None
+    return {
+        "run": runs[0],
+        "topics": "topics.tsv",
+        "corpus": "corpus.jsonl",
+        "qrels": one_qrels(folder),
+    }
+
+
+FORMAT = DataFormat(
+    name="trec",
+    load=lambda r: load_trec_dataset(
+        r.files["run"], r.files["topics"], r.files["corpus"], r.files["qrels"], name=r.name
+    ),
+    files=("run", "topics", "corpus", "qrels"),
+    detect=_detect,
+    layout="a *.trec or run* run file + topics.tsv + corpus.jsonl + one qrels* file",
+)
