@@ -191,7 +191,7 @@ def _prepare(
 ) -> tuple[PreparedRun, FunctionReranker | None, _Execution]:
     """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s options, the function
     reranker when ``reranker`` is one, and how to execute it."""
-    from harness.options import CONFIG_OPTIONS, check_keywords
+    from harness.options import CONFIG_OPTIONS, check_keywords, executor_options
 
     flags = check_keywords(function_name, given)  # before any work, as the CLI's parser
     from harness.backends.threads import apply_wait_policy
@@ -199,20 +199,10 @@ def _prepare(
     apply_wait_policy()  # as the CLI does; it takes effect where torch is not loaded yet
     from harness.config import merge_config
     from harness.errors import HarnessError
-    from harness.executors import ExecutorOptions
     from harness.rerankers.callable import FunctionReranker, from_scores
     from harness.runner import prepare_run
 
-    execution = _Execution(
-        ExecutorOptions(
-            kind=flags["executor"],
-            workers=flags["workers"],
-            address=flags["ray_address"],
-            gpus_per_worker=flags["worker_gpus"],
-            cpus_per_worker=flags["worker_cpus"],
-        ),
-        log_prompts=flags["log_prompts"],
-    )
+    execution = _Execution(executor_options(flags), log_prompts=flags["log_prompts"])
     function: FunctionReranker | None = None
     if isinstance(reranker, FunctionReranker):
         function = reranker

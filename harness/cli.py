@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from harness.options import cli_signature, config_flags
+from harness.options import cli_signature, config_flags, executor_options
 
 app = typer.Typer(
     help="Measure how much a reranker's output depends on the order of its candidates.",
@@ -37,20 +37,13 @@ def run(**flags: Any) -> None:
     apply_wait_policy()  # before torch loads OpenMP: spin only on an idle machine
     from harness.config import merge_config
     from harness.errors import HarnessError
-    from harness.executors import ExecutorOptions
     from harness.results.lock import RunFolderBusy
     from harness.results.markdown import render_summary
     from harness.results.store import holds_samples
     from harness.runner import execute_run, prepare_run
 
     with _user_errors():
-        options = ExecutorOptions(
-            kind=flags["executor"],
-            workers=flags["workers"],
-            address=flags["ray_address"],
-            gpus_per_worker=flags["worker_gpus"],
-            cpus_per_worker=flags["worker_cpus"],
-        )
+        options = executor_options(flags)
         if options.kind == "ray":
             from harness.executors.ray_cluster import import_ray
 

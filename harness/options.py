@@ -17,10 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from harness.errors import HarnessError
 from harness.validity import DEFAULT_MAX_INVALID_SHARE
+
+if TYPE_CHECKING:
+    from harness.executors import ExecutorOptions
 
 DEFAULT_DATASET = "movielens-100k"
 
@@ -317,6 +320,19 @@ def check_keywords(function: str, given: Mapping[str, Any]) -> dict[str, Any]:
 def config_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
     """The run settings among ``harness run``'s parsed flags, as ``merge_config`` takes them."""
     return {option.name: option.plain(flags[option.name]) for option in CONFIG_OPTIONS}
+
+
+def executor_options(flags: Mapping[str, Any]) -> ExecutorOptions:
+    """How to execute the run, from the execution options among ``flags`` (CLI or API)."""
+    from harness.executors import ExecutorOptions
+
+    return ExecutorOptions(
+        kind=flags["executor"],
+        workers=flags["workers"],
+        address=flags["ray_address"],
+        gpus_per_worker=flags["worker_gpus"],
+        cpus_per_worker=flags["worker_cpus"],
+    )
 
 
 def takes_options(function: F) -> F:
