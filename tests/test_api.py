@@ -244,7 +244,7 @@ def test_dry_run_takes_evaluates_keywords_and_unknown_ones_fail_before_any_work(
     assert harness.dry_run("identity", **keywords, **execution).orders == 4 * 3
     with pytest.raises(TypeError, match="unknown option 'perm'; did you mean 'perms'"):
         harness.evaluate("identity", perm=3, out=tmp_path / "r")
-    with pytest.raises(HarnessError, match="'dry_run'; --dry-run is harness.dry_run()"):
+    with pytest.raises(HarnessError, match=r"'dry_run'; --dry-run is harness.dry_run\(\)"):
         harness.evaluate("identity", dry_run=True, out=tmp_path / "r")
     with pytest.raises(HarnessError, match=r"evaluate\(\): 'depth' must be an integer"):
         harness.evaluate("identity", depth="5", out=tmp_path / "r")
