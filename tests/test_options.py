@@ -130,3 +130,11 @@ def test_a_null_in_the_yaml_file_is_the_default(tmp_path):
     config.write_text("reranker: identity\nperms: null\nbatch-size: ~\n", encoding="utf-8")
     resolved = merge_config(config, {})
     assert (resolved.perms, resolved.batch_size) == (OPTIONS["perms"].default, None)
+
+
+def test_every_flag_of_the_run_command_is_documented():
+    text = "\n".join(
+        path.read_text(encoding="utf-8") for path in [REPO / "README.md", *REPO.glob("docs/*.md")]
+    )
+    missing = [o.cli_flag for o in RUN_OPTIONS if not re.search(rf"`{o.cli_flag}\b", text)]
+    assert not missing
