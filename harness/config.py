@@ -39,6 +39,8 @@ class RunConfig:
     relevant; ``None`` means the dataset card's (TREC DL cards: 2; others 1).
     ``target`` (``METRIC=HALF_WIDTH``) makes a random run adaptive: between ``min_perms`` and
     ``perms`` orders per query, as :mod:`harness.adaptive` decides.
+    The fields are the ``run`` options of :data:`harness.options.RUN_OPTIONS`, with their
+    types and defaults (``tests/test_options.py`` checks).
     """
 
     reranker: str | None = None

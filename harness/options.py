@@ -35,7 +35,7 @@ the command is invoked (``--config``, ``--dry-run``)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 RECORDED = object()
-"""``RunOption.omitted_at`` of a setting the resolved configuration always records."""
+"""The ``omitted_at`` of a setting that the resolved configuration records whatever its value."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ class RunOption:
     default: Any = None
     """The value when nobody gives one. A ``run`` flag and keyword default to ``None`` (not
     given: the YAML file's value, else this one); the others to this value."""
-    flag: str | None = None  # the flag's spelling when not --name-with-dashes
     metavar: str | None = None
     identity: bool = True
     """Whether the resolved value enters the configuration hash (``run`` options only; the
@@ -65,7 +64,7 @@ class RunOption:
 
     @property
     def cli_flag(self) -> str:
-        return self.flag or "--" + self.name.replace("_", "-")
+        return "--" + self.name.replace("_", "-")
 
     @property
     def in_config(self) -> bool:
@@ -82,8 +81,7 @@ class RunOption:
 
     def describe_types(self) -> str:
         """``an integer``, ``a number``, ...: what a wrong value is told it must be."""
-        words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-        words[Path] = "a path"
+        words = {int: "an integer", str: "a string", bool: "true or false", Path: "a path"}
         if float in self.types:
             return "a number"
         return " or ".join(dict.fromkeys(words[t] for t in self.types))
@@ -231,7 +229,6 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "generated tokens and a time estimate from a short measured probe.",
         scope="command",
         default=False,
-        flag="--dry-run",
         api=False,  # harness.dry_run()
     ),
     RunOption(
@@ -241,7 +238,6 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "folder (opt-in; changes no number).",
         scope="execution",
         default=False,
-        flag="--log-prompts",
     ),
     RunOption(
         "executor",
@@ -298,14 +294,10 @@ def check_keywords(function: str, given: Mapping[str, Any]) -> dict[str, Any]:
     for name in given:
         if name not in names:
             near = get_close_matches(name, names, n=1)
-            hint = (
-                f"; did you mean {near[0]!r}?"
-                if near
-                else "; --dry-run is harness.dry_run()"
-                if name == "dry_run"
-                else f"; it takes {', '.join(names)}"
-            )
-            raise UnknownOption(f"{function}() got an unknown option {name!r}{hint}")
+            hint = f"did you mean {near[0]!r}?" if near else f"it takes {', '.join(names)}"
+            if name == "dry_run":
+                hint = "--dry-run is harness.dry_run()"
+            raise UnknownOption(f"{function}() got an unknown option {name!r}; {hint}")
     values = {}
     for option in API_OPTIONS:
         value = given.get(option.name, option.cli_default)
@@ -362,8 +354,8 @@ def cli_signature() -> inspect.Signature:
 
     parameters = []
     for option in RUN_OPTIONS:
-        flag = (option.flag,) if option.flag else ()
-        info = typer.Option(*flag, help=option.help, metavar=option.metavar)
+        switch = (option.cli_flag,) if bool in option.types else ()  # an on-switch: no --no-...
+        info = typer.Option(*switch, help=option.help, metavar=option.metavar)
         parameters.append(
             inspect.Parameter(
                 option.name,
