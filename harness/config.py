@@ -138,6 +138,7 @@ def merge_config(config_path: Path | None, overrides: Mapping[str, Any]) -> RunC
         unknown = sorted(set(data) - {option.name for option in CONFIG_OPTIONS})
         if unknown:
             raise HarnessError(f"{config_path}: unknown run settings {unknown}")
+        data = {key: OPTIONS[key].joined(value) for key, value in data.items()}
         for key, value in data.items():
             if value is not None:
                 OPTIONS[key].check(value, f"{config_path}: ")

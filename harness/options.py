@@ -60,7 +60,8 @@ class RunOption:
     """A setting added after format 2 is left out of the resolved configuration (and so of
     the hash) while it has this value, so that earlier runs keep their hash and resume."""
     api: bool = True  # an evaluate()/dry_run() keyword (``--dry-run`` is harness.dry_run())
-    takes_list: bool = False  # the API also takes a list, joined with commas
+    takes_list: bool = False  # a YAML file and the API also take a list, joined with commas
+    repeatable: bool = False  # the flag may be given more than once, the values joined so too
 
     @property
     def cli_flag(self) -> str:
@@ -78,6 +79,13 @@ class RunOption:
     def plain(self, value: Any) -> Any:
         """A path as the string the resolved configuration records; other values as given."""
         return os.fspath(value) if Path in self.types and value is not None else value
+
+    def joined(self, value: Any) -> Any:
+        """A list given for an option that takes one, as the comma-separated text it means
+        (an empty one: not given); other values as given."""
+        if not (self.takes_list or self.repeatable) or not isinstance(value, list | tuple):
+            return value
+        return ",".join(str(item) for item in value) or None
 
     def describe_types(self) -> str:
         """``an integer``, ``a number``, ...: what a wrong value is told it must be."""
@@ -300,18 +308,18 @@ def check_keywords(function: str, given: Mapping[str, Any]) -> dict[str, Any]:
             raise UnknownOption(f"{function}() got an unknown option {name!r}; {hint}")
     values = {}
     for option in API_OPTIONS:
-        value = given.get(option.name, option.cli_default)
-        if option.takes_list and isinstance(value, list | tuple):
-            value = ",".join(str(q) for q in value)  # a list of ids is a selection
+        value = option.joined(given.get(option.name, option.cli_default))
         if value is not None:
             option.check(value, f"{function}(): ")
         values[option.name] = option.plain(value)
     return values
 
 
-def config_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+def config_flags(
+    flags: Mapping[str, Any], options: tuple[RunOption, ...] = CONFIG_OPTIONS
+) -> dict[str, Any]:
     """The run settings among ``harness run``'s parsed flags, as ``merge_config`` takes them."""
-    return {option.name: option.plain(flags[option.name]) for option in CONFIG_OPTIONS}
+    return {o.name: o.plain(o.joined(flags[o.name])) for o in options if o.in_config}
 
 
 def executor_options(flags: Mapping[str, Any]) -> ExecutorOptions:
@@ -346,14 +354,14 @@ def takes_options(function: F) -> F:
     return function
 
 
-def cli_signature() -> inspect.Signature:
+def cli_signature(options: tuple[RunOption, ...] = RUN_OPTIONS) -> inspect.Signature:
     """The parameters typer reads for ``harness run``: one ``typer.Option`` per option."""
     from typing import Annotated
 
     import typer
 
     parameters = []
-    for option in RUN_OPTIONS:
+    for option in options:
         switch = (option.cli_flag,) if bool in option.types else ()  # an on-switch: no --no-...
         info = typer.Option(*switch, help=option.help, metavar=option.metavar)
         parameters.append(
@@ -368,11 +376,13 @@ def cli_signature() -> inspect.Signature:
 
 
 def _annotation(option: RunOption, *, api: bool) -> Any:
-    """The flag's type (its first), or every type the API takes, ``| None`` unless the
-    option defaults to a value."""
+    """The flag's type (its first; a list of it for a repeatable flag), or every type the
+    API takes, ``| None`` unless the option defaults to a value."""
     kinds: tuple[type, ...] = option.types if api else option.types[:1]
     if api and Path in kinds:
         kinds = (str, Path)
+    if option.repeatable and not api:
+        return list[kinds[0]] | None  # type: ignore[valid-type]
     annotation: Any = kinds[0]
     for kind in (*kinds[1:], *([list[str]] if api and option.takes_list else [])):
         annotation = annotation | kind

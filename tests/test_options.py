@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import typer
 import typer.main
 
 import harness
@@ -23,8 +24,11 @@ from harness.options import (
     CONFIG_OPTIONS,
     OPTIONS,
     RUN_OPTIONS,
+    RunOption,
     UnknownOption,
     check_keywords,
+    cli_signature,
+    config_flags,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,3 +142,29 @@ def test_every_flag_of_the_run_command_is_documented():
     )
     missing = [o.cli_flag for o in RUN_OPTIONS if not re.search(rf"`{o.cli_flag}\b", text)]
     assert not missing
+
+
+def test_a_repeatable_flag_is_one_comma_separated_setting():
+    """What an option like --metrics-module needs: given twice on the command line, or as a
+    YAML or Python list, it is one comma-separated setting (as a list of query ids is)."""
+    from typer.testing import CliRunner
+
+    option = RunOption("modules", (str,), "Repeatable.", repeatable=True, takes_list=True)
+    seen = []
+
+    def command(**flags):
+        seen.append(config_flags(flags, (option,)))
+
+    command.__signature__ = cli_signature((option,))  # type: ignore[attr-defined]
+    one = typer.Typer()
+    one.command()(command)
+    assert CliRunner().invoke(one, ["--modules", "a.b", "--modules", "c"]).exit_code == 0
+    assert CliRunner().invoke(one, []).exit_code == 0
+    assert seen == [{"modules": "a.b,c"}, {"modules": None}]
+    assert option.joined(["a.b", "c"]) == "a.b,c" and option.joined("a.b") == "a.b"
+
+
+def test_a_list_of_query_ids_in_the_yaml_file_is_a_selection(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("reranker: identity\nqueries: [q1, q2]\n", encoding="utf-8")
+    assert merge_config(config, {}).queries == "q1,q2"
