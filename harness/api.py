@@ -191,7 +191,7 @@ def _prepare(
 ) -> tuple[PreparedRun, FunctionReranker | None, _Execution]:
     """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s options, the function
     reranker when ``reranker`` is one, and how to execute it."""
-    from harness.options import CONFIG_OPTIONS, check_keywords, executor_options
+    from harness.options import check_keywords, config_flags, executor_options
 
     flags = check_keywords(function_name, given)  # before any work, as the CLI's parser
     from harness.backends.threads import apply_wait_policy
@@ -208,10 +208,8 @@ def _prepare(
         function = reranker
     elif callable(reranker):
         function = from_scores(reranker)
-    settings = {option.name: flags.get(option.name) for option in CONFIG_OPTIONS}
-    settings["reranker"] = function.name if function is not None else reranker
-    if settings["reranker"] is not None:
-        settings["reranker"] = str(settings["reranker"])
+    name = function.name if function is not None else reranker
+    settings = config_flags(flags | {"reranker": None if name is None else str(name)})
     config = flags["config"]
     resolved = merge_config(None if config is None else Path(config), settings)
     if function is None:
