@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.options import takes_options
+
 if TYPE_CHECKING:
     import pandas as pd
 
+    from harness.executors import ExecutorOptions
     from harness.rerankers.callable import FunctionReranker
     from harness.results.schema import RunResults
     from harness.runner import DryRun, PreparedRun, ProgressFn
@@ -113,99 +116,84 @@ class Evaluation:
         return frame.reset_index(drop=True)
 
 
+@takes_options
 def evaluate(
-    reranker: str | FunctionReranker | Callable[[str, list[str]], Any],
+    reranker: str | FunctionReranker | Callable[[str, list[str]], Any] | None = None,
     *,
-    dataset: str | None = None,
-    strategy: str | None = None,
-    perms: int | None = None,
-    queries: int | str | list[str] | None = None,
-    depth: int | None = None,
-    seed: int | None = None,
-    model: str | None = None,
-    out: str | Path | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    count: int | None = None,
-    pin: str | None = None,
-    repeats: int | None = None,
-    relevance_level: int | None = None,
-    max_invalid_share: float | None = None,
-    target: str | None = None,
-    min_perms: int | None = None,
-    log_prompts: bool = False,
-    executor: str = "local",
-    workers: int | None = None,
-    ray_address: str | None = None,
     progress: Callable[[int, int], None] | bool | None = None,
+    **options: Any,
 ) -> Evaluation:
     """Run one configuration (resuming ``out`` if it holds part of it) and return it.
 
-    Every keyword is the ``harness run`` flag of the same name and defaults as it does
-    (``relevance_level``: the grade from which MRR counts a candidate as relevant, by default
-    the dataset card's; ``target``/``min_perms``: adaptive sampling, docs/adaptive.md);
-    ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``
-    (empty for a function, which calls no model the harness sees); ``executor="ray"`` runs a
-    preset on Ray actors (a function runs here, in this process).
+    ``options`` are the ``harness run`` flags, same names (``batch_size`` for
+    ``--batch-size``), same defaults, same meaning, declared once in
+    :data:`harness.options.RUN_OPTIONS` (``help(harness.evaluate)`` lists them); an unknown
+    one raises :class:`~harness.options.UnknownOption` (a TypeError) naming it.
+    ``config`` is a ``run.yaml`` the other options override; ``queries`` also takes a list
+    of query ids; ``log_prompts`` writes ``prompts.jsonl`` (empty for a function, which calls
+    no model the harness sees); ``executor="ray"`` runs a preset on Ray actors (a function
+    runs here, in this process).
     ``reranker`` is a preset name or YAML path, a
     :class:`~harness.rerankers.callable.FunctionReranker`, or a bare scoring function
-    ``fn(query, docs) -> scores``. ``progress``: ``fn(done, total)`` called after each batch,
-    or True for the CLI's progress lines on stderr (for notebooks and logs).
+    ``fn(query, docs) -> scores`` (None: the ``config`` file's). ``progress``:
+    ``fn(done, total)`` called after each batch, or True for the CLI's progress lines on
+    stderr (for notebooks and logs).
     """
     from harness.errors import HarnessError
-    from harness.executors import ExecutorOptions
     from harness.runner import execute_run
 
-    options = ExecutorOptions(kind=executor, workers=workers, address=ray_address)
-    prepared, function = _prepare(reranker, locals())
+    prepared, function, executor = _prepare(reranker, "evaluate", options)
     report = _progress_fn(progress, prepared)
+    log_prompts = executor.log_prompts
     if function is None:
-        results = execute_run(prepared, progress=report, log_prompts=log_prompts, executor=options)
+        results = execute_run(
+            prepared, progress=report, log_prompts=log_prompts, executor=executor.options
+        )
     else:
-        if options.kind != "local":
-            raise HarnessError(f"executor={executor!r} runs presets; a function runs locally")
+        if executor.options.kind != "local":
+            raise HarnessError(
+                f"executor={executor.options.kind!r} runs presets; a function runs locally"
+            )
         results = execute_run(
             prepared, progress=report, reranker_factory=function.build, log_prompts=log_prompts
         )
     return Evaluation(prepared.run_dir, results)
 
 
+@takes_options
 def dry_run(
-    reranker: str | FunctionReranker | Callable[[str, list[str]], Any],
-    *,
-    dataset: str | None = None,
-    strategy: str | None = None,
-    perms: int | None = None,
-    queries: int | str | list[str] | None = None,
-    depth: int | None = None,
-    seed: int | None = None,
-    model: str | None = None,
-    out: str | Path | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    count: int | None = None,
-    pin: str | None = None,
-    repeats: int | None = None,
-    relevance_level: int | None = None,
-    max_invalid_share: float | None = None,
-    target: str | None = None,
-    min_perms: int | None = None,
+    reranker: str | FunctionReranker | Callable[[str, list[str]], Any] | None = None,
+    **options: Any,
 ) -> DryRun:
     """What :func:`evaluate` with the same keywords would cost, as ``harness run --dry-run``
     prints it (:class:`~harness.runner.DryRun`): pending orders, forward passes, prompt and
     generated tokens, and a remote backend's requests or a local model's time estimate from a
-    short measured probe. Writes nothing."""
+    short measured probe. Writes nothing; the execution options (``executor``, ``workers``,
+    ``log_prompts``, ...) are taken and change nothing, as with ``--dry-run``."""
     from harness.runner import dry_run as count_run
 
-    prepared, function = _prepare(reranker, locals())
+    prepared, function, _ = _prepare(reranker, "dry_run", options)
     if function is None:
         return count_run(prepared)
     return count_run(prepared, reranker_factory=function.build)
 
 
-def _prepare(reranker: Any, flags: dict[str, Any]) -> tuple[PreparedRun, FunctionReranker | None]:
-    """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s keywords, and the function
-    reranker when ``reranker`` is one."""
+@dataclass(frozen=True)
+class _Execution:
+    """The execution options of a call: how it runs, never what it computes."""
+
+    options: ExecutorOptions
+    log_prompts: bool
+
+
+def _prepare(
+    reranker: Any, function_name: str, given: dict[str, Any]
+) -> tuple[PreparedRun, FunctionReranker | None, _Execution]:
+    """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s options, the function
+    reranker when ``reranker`` is one, and how to execute it."""
+    from harness.options import check_keywords, config_flags, executor_options
+
+    flags = check_keywords(function_name, given)  # before any work, as the CLI's parser
     from harness.backends.threads import apply_wait_policy
 
     apply_wait_policy()  # as the CLI does; it takes effect where torch is not loaded yet
@@ -214,36 +202,21 @@ def _prepare(reranker: Any, flags: dict[str, Any]) -> tuple[PreparedRun, Functio
     from harness.rerankers.callable import FunctionReranker, from_scores
     from harness.runner import prepare_run
 
+    execution = _Execution(executor_options(flags), log_prompts=flags["log_prompts"])
     function: FunctionReranker | None = None
     if isinstance(reranker, FunctionReranker):
         function = reranker
     elif callable(reranker):
         function = from_scores(reranker)
-    queries = flags["queries"]
-    if isinstance(queries, list | tuple):
-        queries = ",".join(str(q) for q in queries)
-    out = flags["out"]
-    settings = merge_config(
-        None,
-        {
-            **{key: flags[key] for key in SETTINGS},
-            "reranker": function.name if function is not None else str(reranker),
-            "queries": queries,
-            "out": None if out is None else str(out),
-        },
-    )
+    name = function.name if function is not None else reranker
+    settings = config_flags(flags | {"reranker": None if name is None else str(name)})
+    config = flags["config"]
+    resolved = merge_config(None if config is None else Path(config), settings)
     if function is None:
-        return prepare_run(settings), None
-    if flags["model"] is not None:
+        return prepare_run(resolved), None, execution
+    if resolved.model is not None:
         raise HarnessError("model= applies to presets; a function loads its own model")
-    return prepare_run(settings, preset=function.preset()), function
-
-
-# evaluate's keywords that are run settings as they are
-SETTINGS = (
-    "dataset", "strategy", "perms", "depth", "seed", "model", "device", "batch_size", "count",
-    "pin", "repeats", "relevance_level", "max_invalid_share", "target", "min_perms",
-)  # fmt: skip
+    return prepare_run(resolved, preset=function.preset()), function, execution
 
 
 def _progress_fn(

@@ -6,9 +6,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from harness.options import cli_signature, config_flags, executor_options
 
 app = typer.Typer(
     help="Measure how much a reranker's output depends on the order of its candidates.",
@@ -28,209 +30,27 @@ def _default_gates() -> str:
     return ", ".join(f"{spec.name}={spec.gate_margin:g}" for spec in default_gates())
 
 
-@app.command()
-def run(
-    reranker: Annotated[
-        str | None, typer.Option(help="Reranker preset name or path to a preset YAML.")
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option(help="Dataset card name or data folder [default: movielens-100k]."),
-    ] = None,
-    perms: Annotated[
-        int | None, typer.Option(help="Random orders per query (strategy random) [default: 20].")
-    ] = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option(
-            help="random | identity | reversed | cyclic | sweep | exhaustive | fixed | templates "
-            "[default: random]."
-        ),
-    ] = None,
-    count: Annotated[
-        int | None,
-        typer.Option(
-            help="Seeded completions: per pin (fixed) [20], per position (sweep) [1 = the others "
-            "in first-stage order], per partial template (templates) [1]."
-        ),
-    ] = None,
-    pin: Annotated[
-        str | None,
-        typer.Option(
-            help="fixed: ITEM@POSITION to pin, ITEM a first-stage index or 'relevant' (the first "
-            "judged-relevant candidate), POSITION 0-based, -1 = last [relevant@0]."
-        ),
-    ] = None,
-    templates: Annotated[
-        Path | None,
-        typer.Option(
-            help="templates: a file with one JSON array per line of first-stage indices or "
-            "null (null = filled by a seeded shuffle)."
-        ),
-    ] = None,
-    repeats: Annotated[
-        int | None,
-        typer.Option(
-            help="Rerun the identity order R more times (in other batches): the noise floor "
-            "each stability metric is shown beside and tested against [0]."
-        ),
-    ] = None,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            help="Adaptive sampling (random): METRIC=HALF_WIDTH, e.g. kendall_tau=0.02; each "
-            "query gets --min-perms..--perms orders until the run-level 95% interval is that "
-            "narrow (docs/adaptive.md)."
-        ),
-    ] = None,
-    min_perms: Annotated[
-        int | None, typer.Option(help="Adaptive sampling: orders every query gets [3].")
-    ] = None,
-    queries: Annotated[
-        str | None,
-        typer.Option(
-            help="N (the first N queries), id1,id2,... , @FILE (one id per line) or random:K "
-            "(K drawn with --seed) [default: the dataset's].",
-            metavar="N|IDS|@FILE|random:K",
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="Replace the preset's model: ORG/NAME[@REVISION], a .gguf file or a model "
-            "folder [default: the preset's].",
-            metavar="MODEL",
-        ),
-    ] = None,
-    depth: Annotated[
-        int | None, typer.Option(help="Keep the top K first-stage candidates [default: all].")
-    ] = None,
-    relevance_level: Annotated[
-        int | None,
-        typer.Option(
-            help="Grade from which binary metrics (MRR@10) count a candidate as relevant "
-            "(trec_eval -l) [default: the dataset card's: 2 for TREC DL, else 1].",
-            metavar="N",
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Permutation and bootstrap seed [0].")] = None,
-    max_invalid_share: Annotated[
-        float | None,
-        typer.Option(
-            help="The share of orders that may get invalid answers (a server's without "
-            "log-probs or text after every retry, NaN log-probs); past it the run stops, "
-            "keeping what it finished [0.05].",
-            metavar="SHARE",
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Run folder; rerun with the same folder to resume [runs/<name>]."),
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda[:N] [default: cpu].")] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Orders per reranker call [default: chosen per reranker: 4; rankgpt up to 16 "
-            "orders of a query in equal calls, as memory allows]."
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="run.yaml with any of these settings; flags override it.")
-    ] = None,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Print the pending orders and their cost, run nothing, write nothing: an HTTP "
-            "backend's requests and prompt tokens; a local model's forward passes, prompt and "
-            "generated tokens and a time estimate from a short measured probe.",
-        ),
-    ] = False,
-    log_prompts: Annotated[
-        bool,
-        typer.Option(
-            "--log-prompts",
-            help="Write every model call's exact prompt and raw output to prompts.jsonl in "
-            "the run folder (opt-in; changes no number).",
-        ),
-    ] = False,
-    executor: Annotated[
-        str,
-        typer.Option(
-            help="local (this process) or ray (a pool of Ray actors, one reranker each; "
-            "needs harness-rerank[ray]); the results are the same."
-        ),
-    ] = "local",
-    workers: Annotated[
-        int | None,
-        typer.Option(help="ray: actors [default: as many as the cluster's GPUs or CPUs fit]."),
-    ] = None,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(help="ray: cluster to join (e.g. auto) [default: start a local one]."),
-    ] = None,
-    worker_gpus: Annotated[
-        float | None,
-        typer.Option(
-            help="ray: GPUs per actor [default: the preset's resources, else 1 with --device cuda]."
-        ),
-    ] = None,
-    worker_cpus: Annotated[
-        float | None,
-        typer.Option(help="ray: CPUs per actor [default: the preset's resources, else 1]."),
-    ] = None,
-) -> None:
+def run(**flags: Any) -> None:
     """Rerank every query in many seeded orders and write samples, results and a summary."""
     from harness.backends.threads import apply_wait_policy
 
     apply_wait_policy()  # before torch loads OpenMP: spin only on an idle machine
     from harness.config import merge_config
     from harness.errors import HarnessError
-    from harness.executors import ExecutorOptions
     from harness.results.lock import RunFolderBusy
     from harness.results.markdown import render_summary
     from harness.results.store import holds_samples
     from harness.runner import execute_run, prepare_run
 
     with _user_errors():
-        options = ExecutorOptions(
-            kind=executor,
-            workers=workers,
-            address=ray_address,
-            gpus_per_worker=worker_gpus,
-            cpus_per_worker=worker_cpus,
-        )
+        options = executor_options(flags)
         if options.kind == "ray":
             from harness.executors.ray_cluster import import_ray
 
             import_ray()  # a missing extra is said before any data is loaded
-        settings = merge_config(
-            config,
-            {
-                "reranker": reranker,
-                "dataset": dataset,
-                "perms": perms,
-                "strategy": strategy,
-                "queries": queries,
-                "depth": depth,
-                "seed": seed,
-                "out": None if out is None else str(out),
-                "device": device,
-                "batch_size": batch_size,
-                "count": count,
-                "pin": pin,
-                "templates": None if templates is None else str(templates),
-                "repeats": repeats,
-                "model": model,
-                "relevance_level": relevance_level,
-                "max_invalid_share": max_invalid_share,
-                "target": target,
-                "min_perms": min_perms,
-            },
-        )
+        settings = merge_config(flags["config"], config_flags(flags))
         prepared = prepare_run(settings)
-        if dry_run:
+        if flags["dry_run"]:
             _print_dry_run(prepared)
             return
         console = _stderr_console()
@@ -246,7 +66,7 @@ def run(
                     prepared,
                     progress=display.update,
                     stage=display.stage,
-                    log_prompts=log_prompts,
+                    log_prompts=flags["log_prompts"],
                     executor=options,
                 )
             except KeyboardInterrupt:
@@ -271,6 +91,11 @@ def run(
                 raise
     typer.echo(render_summary(results))
     typer.echo(f"results: {prepared.run_dir / 'results.json'}")
+
+
+# harness.options declares every flag of `run` (and evaluate()'s keywords, and the YAML keys)
+run.__signature__ = cli_signature()  # type: ignore[attr-defined]
+app.command()(run)
 
 
 def _print_dry_run(prepared) -> None:

@@ -6,41 +6,26 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.options import CONFIG_OPTIONS, DEFAULT_DATASET, OMITTED_AT, OPTIONS
 from harness.permutations import STRATEGIES
 from harness.presets import read_yaml
 from harness.validity import DEFAULT_MAX_INVALID_SHARE, check_max_invalid_share
 
-DEFAULT_DATASET = "movielens-100k"
 MAX_ORDERS_PER_QUERY = 10_000
 """More random orders per query than any stability estimate needs; a typo such as ``--perms
 1000000000`` would otherwise allocate until memory runs out."""
 MAX_SEED = 2**63 - 1
 """Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
-_INT_FIELDS = {
-    "perms", "queries", "depth", "seed", "batch_size", "count", "repeats", "relevance_level",
-    "min_perms",
-}  # fmt: skip
 _COUNTED = ("fixed", "sweep", "templates")
-OPTIONAL_DEFAULTS = {
-    "count": None,
-    "pin": None,
-    "templates": None,
-    "repeats": 0,
-    "model": None,
-    # resolved (the flag, else the dataset card's): 1 is what every earlier run meant
-    "relevance_level": 1,
-    "max_invalid_share": DEFAULT_MAX_INVALID_SHARE,
-    # adaptive sampling (harness.adaptive): off unless a target is given
-    "target": None,
-    "min_perms": 3,
-}
+OPTIONAL_DEFAULTS = OMITTED_AT
 """Settings added after format 2 was fixed: left out of the resolved configuration (and so of
-the config hash) while at their default, so earlier runs keep their hash and still resume."""
+the config hash) while at these values, so earlier runs keep their hash and still resume
+(declared by each option's ``omitted_at``, :mod:`harness.options`)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +39,8 @@ class RunConfig:
     relevant; ``None`` means the dataset card's (TREC DL cards: 2; others 1).
     ``target`` (``METRIC=HALF_WIDTH``) makes a random run adaptive: between ``min_perms`` and
     ``perms`` orders per query, as :mod:`harness.adaptive` decides.
+    The fields are the ``run`` options of :data:`harness.options.RUN_OPTIONS`, with their
+    types and defaults (``tests/test_options.py`` checks).
     """
 
     reranker: str | None = None
@@ -146,23 +133,17 @@ def check_seed(seed: int) -> None:
 def merge_config(config_path: Path | None, overrides: Mapping[str, Any]) -> RunConfig:
     """Defaults, then the YAML file (if any), then every flag the user actually gave."""
     config = RunConfig()
-    known = {f.name for f in fields(RunConfig)}
     if config_path is not None:
         data = {str(k).replace("-", "_"): v for k, v in read_yaml(config_path).items()}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - {option.name for option in CONFIG_OPTIONS})
         if unknown:
             raise HarnessError(f"{config_path}: unknown run settings {unknown}")
+        data = {key: OPTIONS[key].joined(value) for key, value in data.items()}
         for key, value in data.items():
-            expected: type | tuple[type, ...] = int if key in _INT_FIELDS else str
-            if key == "queries":
-                expected = (int, str)
-            if key == "max_invalid_share":
-                expected = (int, float)
-            if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
-                kind = "an integer" if expected is int else "a string"
-                kind = "a number" if key == "max_invalid_share" else kind
-                raise HarnessError(f"{config_path}: '{key}' must be {kind}, got {value!r}")
-        config = replace(config, **data)
+            if value is not None:
+                OPTIONS[key].check(value, f"{config_path}: ")
+        # null is "not given", as an absent flag is: the default, not None
+        config = replace(config, **{k: v for k, v in data.items() if v is not None})
     given = {k: v for k, v in overrides.items() if v is not None}
     config = replace(config, **given)
     if isinstance(config.queries, str) and config.queries.strip().isdigit():

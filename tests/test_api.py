@@ -184,3 +184,68 @@ def test_a_function_nothing_can_import_later_is_recorded_and_warned_about():
     with pytest.warns(UserWarning, match=r"__main__:in_main cannot be imported.*\(__main__\)"):
         from_scores(in_main).preset()
     assert rebuild_note(by_number) is None  # importable: tests.test_api:by_number
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"strategy": "templates", "templates": "tpl.txt", "count": 2, "depth": 6},
+        {"perms": 3, "repeats": 1, "relevance_level": 2, "max_invalid_share": 0.1, "seed": 4},
+        {"strategy": "fixed", "pin": "relevant@0", "count": 3, "queries": ["q0", "q2"]},
+        {"perms": 6, "target": "kendall_tau=0.2", "min_perms": 4, "batch_size": 2},
+    ],
+)
+def test_a_run_from_python_is_the_run_of_the_same_flags(
+    rankgpt_folder, tmp_path, monkeypatch, settings
+):
+    """Every run setting means the same as a keyword as it does as a flag: the same folder
+    name, resolved configuration and hash (harness.evaluate(templates=...) used to raise)."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    for side in ("cli", "api"):
+        (tmp_path / side).mkdir()
+        monkeypatch.chdir(tmp_path / side)
+        Path("tpl.txt").write_text("[0, null, 2]\n[null, 1, null]\n", encoding="utf-8")
+        if side == "api":
+            harness.evaluate("identity", dataset=str(rankgpt_folder), **settings)
+            continue
+        flags = ["run", "--reranker", "identity", "--dataset", str(rankgpt_folder)]
+        for name, value in settings.items():
+            value = ",".join(value) if isinstance(value, list) else value
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+        done = CliRunner().invoke(app, flags)
+        assert done.exit_code == 0, done.output
+    results = {}
+    for side in ("cli", "api"):
+        [folder] = (tmp_path / side / "runs").iterdir()  # the default folder of the settings
+        header = json.loads((folder / "run.json").read_text())
+        summary = json.loads((folder / "results.json").read_text())["summary"]
+        results[side] = folder.name, header["config_hash"], header["config"], summary["ndcg@10"]
+    assert results["api"] == results["cli"]
+
+
+def test_a_config_file_from_python_with_keywords_over_it(rankgpt_folder, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"reranker: identity\ndataset: {rankgpt_folder}\nperms: 3\nseed: 2\n")
+    run = harness.evaluate(config=config, perms=2, out=tmp_path / "r")
+    resolved = run.results.config
+    assert (resolved["perms"], resolved["seed"], run.reranker) == (2, 2, "identity")
+    counted = harness.dry_run(config=str(config), out=tmp_path / "other")
+    assert counted.orders == 4 * (3 + 1) and not (tmp_path / "other").exists()
+
+
+def test_dry_run_takes_evaluates_keywords_and_unknown_ones_fail_before_any_work(
+    rankgpt_folder, tmp_path
+):
+    keywords = {"dataset": str(rankgpt_folder), "perms": 2, "out": tmp_path / "r"}
+    execution = {"executor": "local", "workers": None, "log_prompts": True, "worker_cpus": 1}
+    assert harness.dry_run("identity", **keywords, **execution).orders == 4 * 3
+    with pytest.raises(TypeError, match="unknown option 'perm'; did you mean 'perms'"):
+        harness.evaluate("identity", perm=3, out=tmp_path / "r")
+    with pytest.raises(HarnessError, match=r"'dry_run'; --dry-run is harness.dry_run\(\)"):
+        harness.evaluate("identity", dry_run=True, out=tmp_path / "r")
+    with pytest.raises(HarnessError, match=r"evaluate\(\): 'depth' must be an integer"):
+        harness.evaluate("identity", depth="5", out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
