@@ -50,11 +50,6 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Edges that break the rule today, each with why it is allowed. Keep this empty.
 ALLOWED: dict[tuple[str, str], str] = {
     # upward
-    ("harness.backends.base", "harness.rerankers.base"): "RunContext lives with the methods",
-    ("harness.backends.openai_backend", "harness.rerankers.base"): "RunContext",
-    ("harness.backends.registry", "harness.rerankers.base"): "RunContext",
-    ("harness.backends.transformers_backend", "harness.rerankers.base"): "RunContext",
-    ("harness.backends.vllm_backend", "harness.rerankers.base"): "RunContext",
     ("harness.results.upgrade", "harness.runner"): "upgrade re-prepares the run",
     # one edge of each circle
     ("harness.executors", "harness.executors.local"): "start_executor in the package root",
