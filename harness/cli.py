@@ -577,7 +577,7 @@ def stella_calibrate(
     from harness.errors import HarnessError
     from harness.files import ensure_writable_folder
     from harness.rerankers.base import RunContext
-    from harness.rerankers.stella import run_calibration
+    from harness.tools.stella_calibrate import run_calibration
 
     with _user_errors():
         # the run's own checks for the settings they share, then STELLA's, before any work
@@ -630,7 +630,7 @@ def select_heads(
     from harness.errors import HarnessError
     from harness.files import ensure_writable_folder
     from harness.rerankers.base import RunContext
-    from harness.rerankers.heads import select_heads as run_selection
+    from harness.tools.select_heads import select_heads as run_selection
 
     with _user_errors():
         RunConfig(reranker=reranker, device=device).validate()
@@ -667,7 +667,7 @@ def upgrade(
 ) -> None:
     """Bring a run folder written by an older harness to the current format (needs its data)."""
     from harness.results.schema import FORMAT_VERSION
-    from harness.results.upgrade import upgrade_run
+    from harness.tools.upgrade import upgrade_run
 
     with _user_errors():
         results = upgrade_run(run_dir, dataset)
