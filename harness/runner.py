@@ -26,9 +26,9 @@ from harness.executors import (
     FailedUnit,
     RerankerFactory,
     Unit,
-    start_executor,
 )
 from harness.executors.local import rerank_unit
+from harness.executors.start import start_executor
 from harness.permutations import (
     PermutationPlan,
 )

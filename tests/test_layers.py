@@ -50,8 +50,6 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Edges that break the rule today, each with why it is allowed. Keep this empty.
 ALLOWED: dict[tuple[str, str], str] = {
     # one edge of each circle
-    ("harness.executors", "harness.executors.local"): "start_executor in the package root",
-    ("harness.executors", "harness.executors.ray_cluster"): "start_executor in the package root",
     ("harness.suites.cli", "harness.cli"): "the CLI's shared helpers live in cli.py",
 }
 
