@@ -1,5 +1,5 @@
 """``harness stella-calibrate``: calibrate STELLA's position-transition matrix on a held-out
-probe split and write the artifact a ``stella`` preset reads (:mod:`harness.rerankers.stella`)."""
+probe split and write the artifact a ``stella`` preset reads (see STELLA's module)."""
 
 from __future__ import annotations
 
