@@ -24,8 +24,8 @@ from harness.data.compact import set_query_ids
 
 if TYPE_CHECKING:
     from harness.permutations import OrderLabel
+    from harness.prepare import PreparedRun
     from harness.results.store import SampleIndex
-    from harness.runner import PreparedRun
 
 ADAPTIVE_FILE = "adaptive.json"
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+# The run display and error handling the suite commands share (harness.suites.cli)
+from harness.cli_support import progress as _progress
+from harness.cli_support import stderr_console as _stderr_console
+from harness.cli_support import terminate_as_interrupt as _terminate_as_interrupt
+from harness.cli_support import user_errors as _user_errors
 from harness.options import cli_signature, config_flags, executor_options
 
 app = typer.Typer(
@@ -193,12 +196,6 @@ def _with_reproduces(reproduces: str, text: str):
     if not reproduces:
         return Text(text)
     return Text.assemble(("reproduces: ", "bold"), reproduces, "\n", text)
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True, soft_wrap=True)  # long lines stay whole in CI logs
 
 
 @app.command("datasets")
@@ -402,7 +399,7 @@ def stella_calibrate(
     from harness.errors import HarnessError
     from harness.files import ensure_writable_folder
     from harness.rerankers.base import RunContext
-    from harness.rerankers.stella import run_calibration
+    from harness.tools.stella_calibrate import run_calibration
 
     with _user_errors():
         # the run's own checks for the settings they share, then STELLA's, before any work
@@ -455,7 +452,7 @@ def select_heads(
     from harness.errors import HarnessError
     from harness.files import ensure_writable_folder
     from harness.rerankers.base import RunContext
-    from harness.rerankers.heads import select_heads as run_selection
+    from harness.tools.select_heads import select_heads as run_selection
 
     with _user_errors():
         RunConfig(reranker=reranker, device=device).validate()
@@ -492,7 +489,7 @@ def upgrade(
 ) -> None:
     """Bring a run folder written by an older harness to the current format (needs its data)."""
     from harness.results.schema import FORMAT_VERSION
-    from harness.results.upgrade import upgrade_run
+    from harness.tools.upgrade import upgrade_run
 
     with _user_errors():
         results = upgrade_run(run_dir, dataset)
@@ -510,119 +507,6 @@ def _work_line(prepared) -> str:
         f"{prepared.total_orders:,} reranked orders ({prepared.preset.name}, batches of "
         f"{prepared.config.batch_size}); folder {prepared.run_dir}"
     )
-
-
-class _Signal:
-    """Which signal stopped the run: Ctrl-C (SIGINT, exit 130) or SIGTERM (exit 143)."""
-
-    def __init__(self) -> None:
-        self.name, self.exit_code = "Ctrl-C", 130
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[_Signal]:
-    """SIGTERM (what CI runners and `timeout` send) stops a run as Ctrl-C does: finished
-    orders are kept and the user is told how to resume."""
-    import signal
-
-    received = _Signal()
-
-    def on_terminate(signum, frame) -> None:
-        received.name, received.exit_code = "SIGTERM", 128 + signal.SIGTERM
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_terminate)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn HarnessError and filesystem errors into one red line and exit code 2, with no
-    traceback."""
-    from harness.errors import HarnessError
-    from harness.files import os_error_line
-
-    try:
-        yield
-    except HarnessError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except OSError as exc:  # a folder that cannot be written or read, a full disk, ...
-        typer.secho(f"error: {os_error_line(exc)}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        typer.secho("interrupted (Ctrl-C); nothing more was written", fg="yellow", err=True)
-        raise typer.Exit(130) from None
-
-
-class _RunDisplay:
-    """A rich progress bar with ETA for the reranking, then a status line for each later
-    stage (one live display at a time, so the bar stops when a stage starts); where no bar
-    can be drawn, plain progress lines (:class:`~harness.progress.ProgressLines`)."""
-
-    def __init__(self, console, bar, task, lines) -> None:
-        self._console, self._bar, self._task, self._lines = console, bar, task, lines
-
-    def update(
-        self,
-        done: int,
-        total: int,
-        queries: tuple[int, int] | None = None,
-        description: str | None = None,
-    ) -> None:
-        self._bar.update(self._task, completed=done, total=total, description=description)
-        if self._lines is not None:
-            self._lines(done, total, queries)
-
-    def stage(self, text: str):
-        self._bar.stop()
-        if self._bar.disable:
-            from contextlib import nullcontext
-
-            if self._lines is not None:
-                self._console.print(f"{text} ...")
-            return nullcontext()
-        return self._console.status(text)
-
-
-@contextmanager
-def _progress(console, description: str) -> Iterator[_RunDisplay]:
-    """The run's display, driven by the runner's progress and stage callbacks.
-
-    A bar on a terminal; elsewhere (CI logs, notebooks, nohup) a progress line every 30 s or
-    10% of the orders (``HARNESS_PROGRESS_EVERY``: seconds). ``HARNESS_PROGRESS=1`` forces
-    the bar, ``HARNESS_PROGRESS=0`` shows neither.
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from harness.progress import ProgressLines
-
-    wanted = os.environ.get("HARNESS_PROGRESS", "")
-    bar_shown = wanted == "1" or (console.is_terminal and wanted != "0")
-    lines = None if bar_shown or wanted == "0" else ProgressLines(description, console.file)
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("orders"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not bar_shown,
-    )
-    with bar:
-        yield _RunDisplay(console, bar, bar.add_task(description, total=None), lines)
 
 
 def _mount_suite() -> None:

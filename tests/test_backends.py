@@ -72,7 +72,8 @@ def test_asking_a_backend_for_what_it_lacks_names_both() -> None:
 def test_backend_modules_import_no_model_library() -> None:
     code = (
         "import sys, harness.rerankers.registry, harness.backends.transformers_backend, "
-        "harness.backends.vllm_backend, harness.rerankers.first, harness.rerankers.invarirank\n"
+        "harness.backends.vllm_backend, harness.rerankers.first, "
+        "harness.rerankers.invarirank\n"
         "heavy = [m for m in ('torch', 'transformers', 'vllm') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )

@@ -142,6 +142,7 @@ def _same_units(lazy, eager) -> bool:
 def test_pending_units_build_each_plan_when_asked_and_equal_the_eager_units(
     rankgpt_folder, tmp_path, monkeypatch
 ):
+    import harness.prepare as prepare_module
     import harness.runner as runner_module
     from harness.permutations import PermutationPlan
 
@@ -149,9 +150,9 @@ def test_pending_units_build_each_plan_when_asked_and_equal_the_eager_units(
     held = [v for v in vars(prepared).values() for v in (v if isinstance(v, tuple) else (v,))]
     assert not any(isinstance(v, PermutationPlan) for v in held)  # no plan is kept
     built = []
-    real = runner_module.plan_permutations
+    real = prepare_module.plan_permutations
     monkeypatch.setattr(
-        runner_module, "plan_permutations", lambda *a, **k: built.append(a[1]) or real(*a, **k)
+        prepare_module, "plan_permutations", lambda *a, **k: built.append(a[1]) or real(*a, **k)
     )
     units = runner_module.PendingUnits(prepared, None)
     queries = [cset.query_id for cset in prepared.dataset.sets]

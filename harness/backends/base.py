@@ -30,7 +30,7 @@ from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.backends.params import ModelParams
-    from harness.rerankers.base import RunContext
+    from harness.context import RunContext
 
 
 class Capability(StrEnum):

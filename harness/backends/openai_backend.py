@@ -68,9 +68,9 @@ from harness.backends.base import (
     eos_token_ids,
 )
 from harness.backends.params import ModelParams, OpenAIParams
+from harness.context import RunContext
 from harness.errors import HarnessError, MissingExtraError
 from harness.files import user_cache_dir
-from harness.rerankers.base import RunContext
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 OPEN_TIMEOUT = 10.0  # seconds for the start-up GET /models

@@ -12,8 +12,8 @@ from typing import Any
 
 from harness.backends.base import Backend, Capability, check_capabilities
 from harness.backends.params import ModelParams
+from harness.context import RunContext
 from harness.errors import HarnessError
-from harness.rerankers.base import RunContext
 
 BACKENDS: Mapping[str, str] = {
     "transformers": "harness.backends.transformers_backend:TransformersBackend",

@@ -61,9 +61,9 @@ from harness.backends.base import (
     length_groups,
 )
 from harness.backends.params import ModelParams, TransformersParams
+from harness.context import RunContext
 from harness.errors import HarnessError, MissingExtraError
 from harness.models.loading import LoadedModel, load_model
-from harness.rerankers.base import RunContext
 
 if TYPE_CHECKING:
     import torch

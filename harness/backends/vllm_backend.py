@@ -35,8 +35,8 @@ from harness.backends.base import (
     eos_token_ids,
 )
 from harness.backends.params import ModelParams, VllmParams
+from harness.context import RunContext
 from harness.errors import HarnessError, MissingExtraError
-from harness.rerankers.base import RunContext
 
 DEFAULT_TOP_LOGPROBS = 20  # the engine's max_logprobs floor
 DEFAULT_DTYPE = "auto"

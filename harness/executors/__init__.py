@@ -120,19 +120,3 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def start_executor(
-    options: ExecutorOptions,
-    preset: RerankerPreset,
-    context: RunContext,
-    factory: RerankerFactory,
-) -> Executor:
-    """Load the reranker(s) where ``options`` says."""
-    if options.kind == "ray":
-        from harness.executors.ray_cluster import RayExecutor
-
-        return RayExecutor.start(options, preset, context, factory)
-    from harness.executors.local import LocalExecutor
-
-    return LocalExecutor(factory(preset, context))

@@ -16,20 +16,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from harness.context import RunContext as RunContext  # the methods' callers find it here
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 
 ParseStatus = Literal["ok", "wrong_format", "repetition", "missing", "not_applicable"]
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Run-wide settings an adapter may need; adapters ignore what does not apply to them."""
-
-    device: str = "cpu"
-    seed: int = 0
-    batch_size: int = 4
-    dry_run: bool = False  # remote backends count the requests they would send, sending none
 
 
 @dataclass(frozen=True)

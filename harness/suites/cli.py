@@ -37,24 +37,24 @@ def run_command(
     from harness.backends.threads import apply_wait_policy
 
     apply_wait_policy()
-    from harness.cli import _progress, _stderr_console, _terminate_as_interrupt, _user_errors
+    from harness.cli_support import progress, stderr_console, terminate_as_interrupt, user_errors
     from harness.executors import ExecutorOptions
     from harness.suites.leaderboard import write_leaderboard
     from harness.suites.run import run_suite
     from harness.suites.spec import resolve_suite
 
-    with _user_errors():
+    with user_errors():
         options = ExecutorOptions(kind=executor, workers=workers, address=ray_address)
         if options.kind == "ray":
             from harness.executors.ray_cluster import import_ray
 
             import_ray()
         spec = resolve_suite(suite)
-        console = _stderr_console()
+        console = stderr_console()
         console.print(f"suite {spec.label()}: {len(spec.tasks)} tasks x {len(reranker)} rerankers")
         with (
-            _progress(console, f"suite {spec.name}") as display,
-            _terminate_as_interrupt() as received,
+            progress(console, f"suite {spec.name}") as display,
+            terminate_as_interrupt() as received,
         ):
 
             def progress(done: int, total: int, what: str) -> None:
@@ -90,10 +90,10 @@ def leaderboard_command(
     out: Annotated[Path, typer.Option(help="Folder for leaderboard.html, .md and .tex.")],
 ) -> None:
     """Merge scorecards of one suite (same suite hash) into a sortable leaderboard."""
-    from harness.cli import _user_errors
+    from harness.cli_support import user_errors
     from harness.suites.leaderboard import write_leaderboard
 
-    with _user_errors():
+    with user_errors():
         board = write_leaderboard(cards, out)
     typer.echo(f"leaderboard of {len(board.board.rows)} rerankers: {board.html}")
     typer.echo(f"markdown: {board.markdown}; latex: {board.latex}")
@@ -114,12 +114,12 @@ def gate_command(
     seed: Annotated[int, typer.Option(help="Seed of the permutation tests.")] = 0,
 ) -> None:
     """Exit 1 when any task of NEW is less accurate or less stable than in the baseline."""
-    from harness.cli import _user_errors
+    from harness.cli_support import user_errors
     from harness.gates.gate import parse_specs
     from harness.suites.gate import gate_scorecards, render_suite_verdict
     from harness.suites.scorecard import read_scorecard
 
-    with _user_errors():
+    with user_errors():
         specs = parse_specs(max_drop or [], floor or [])
         new_card, old_card = read_scorecard(new), read_scorecard(baseline)
         verdict = gate_scorecards(new_card, old_card, specs, alpha=alpha, seed=seed)
