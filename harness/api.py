@@ -191,7 +191,7 @@ def _prepare(
 ) -> tuple[PreparedRun, FunctionReranker | None, _Execution]:
     """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s options, the function
     reranker when ``reranker`` is one, and how to execute it."""
-    from harness.options import check_keywords, config_flags, executor_options
+    from harness.options import check_keywords, config_flags
 
     flags = check_keywords(function_name, given)  # before any work, as the CLI's parser
     from harness.backends.threads import apply_wait_policy
@@ -199,6 +199,7 @@ def _prepare(
     apply_wait_policy()  # as the CLI does; it takes effect where torch is not loaded yet
     from harness.config import merge_config
     from harness.errors import HarnessError
+    from harness.executors import executor_options
     from harness.rerankers.callable import FunctionReranker, from_scores
     from harness.runner import prepare_run
 

@@ -13,7 +13,7 @@ from harness.cli_support import progress as _progress
 from harness.cli_support import stderr_console as _stderr_console
 from harness.cli_support import terminate_as_interrupt as _terminate_as_interrupt
 from harness.cli_support import user_errors as _user_errors
-from harness.options import cli_signature, config_flags, executor_options
+from harness.options import cli_signature, config_flags
 
 app = typer.Typer(
     help="Measure how much a reranker's output depends on the order of its candidates.",
@@ -40,6 +40,7 @@ def run(**flags: Any) -> None:
     apply_wait_policy()  # before torch loads OpenMP: spin only on an idle machine
     from harness.config import merge_config
     from harness.errors import HarnessError
+    from harness.executors import executor_options
     from harness.results.lock import RunFolderBusy
     from harness.results.markdown import render_summary
     from harness.results.store import holds_samples

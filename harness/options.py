@@ -17,13 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from difflib import get_close_matches
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from harness.errors import HarnessError
 from harness.validity import DEFAULT_MAX_INVALID_SHARE
-
-if TYPE_CHECKING:
-    from harness.executors import ExecutorOptions
 
 DEFAULT_DATASET = "movielens-100k"
 
@@ -55,7 +52,7 @@ class RunOption:
     metavar: str | None = None
     identity: bool = True
     """Whether the resolved value enters the configuration hash (``run`` options only; the
-    runner's ``NOT_IDENTITY`` and ``out`` are the ones that do not)."""
+    ``harness.prepare.NOT_IDENTITY`` and ``out`` are the ones that do not)."""
     omitted_at: Any = RECORDED
     """A setting added after format 2 is left out of the resolved configuration (and so of
     the hash) while it has this value, so that earlier runs keep their hash and resume."""
@@ -320,19 +317,6 @@ def config_flags(
 ) -> dict[str, Any]:
     """The run settings among ``harness run``'s parsed flags, as ``merge_config`` takes them."""
     return {o.name: o.plain(o.joined(flags[o.name])) for o in options if o.in_config}
-
-
-def executor_options(flags: Mapping[str, Any]) -> ExecutorOptions:
-    """How to execute the run, from the execution options among ``flags`` (CLI or API)."""
-    from harness.executors import ExecutorOptions
-
-    return ExecutorOptions(
-        kind=flags["executor"],
-        workers=flags["workers"],
-        address=flags["ray_address"],
-        gpus_per_worker=flags["worker_gpus"],
-        cpus_per_worker=flags["worker_cpus"],
-    )
 
 
 def takes_options(function: F) -> F:

@@ -24,7 +24,8 @@ from harness.runner import prepare_run
 # ``query id <TAB> query <TAB> doc id <TAB> doc text <TAB> grade``.
 PLUGIN = """
 from harness.data.formats import DataFormat
-from harness.data.model import Candidate, CandidateSet, Dataset, TextQuery
+from harness.data.fingerprint import build_dataset
+from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import DataFormatError
 
 
@@ -45,7 +46,7 @@ def load_tiny(path, *, name, max_docs=None):
         ))
         for qid, docs in lists.items()
     ]
-    return Dataset.build(name=name, task="text-ranking", sets=sets, qrels=qrels,
+    return build_dataset(name=name, task="text-ranking", sets=sets, qrels=qrels,
                          source=f"tiny={path}", notes={"max_docs": max_docs})
 
 

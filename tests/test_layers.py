@@ -36,7 +36,13 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data and measures", ("harness.data", "harness.models", "harness.metrics")),
     (
         "run design",
-        ("harness.permutations", "harness.adaptive", "harness.config", "harness.context"),
+        (
+            "harness.permutations",
+            "harness.adaptive",
+            "harness.options",
+            "harness.config",
+            "harness.context",
+        ),
     ),
     ("backends", ("harness.backends",)),
     ("methods", ("harness.rerankers",)),

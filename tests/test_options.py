@@ -51,7 +51,7 @@ def test_run_config_holds_exactly_the_declared_run_settings_with_their_defaults_
 
 
 def test_what_the_hash_leaves_out_is_what_the_declaration_says():
-    from harness.runner import NOT_IDENTITY
+    from harness.prepare import NOT_IDENTITY
 
     left_out = {option.name for option in CONFIG_OPTIONS if not option.identity}
     assert left_out == {*NOT_IDENTITY, "out"}  # out: prepare_run drops it from the record

@@ -10,12 +10,43 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.data.model import Candidate, CandidateSet, Qrels, QueryContext, TextQuery
+from harness.data.model import (
+    Candidate,
+    CandidateSet,
+    Dataset,
+    Qrels,
+    QueryContext,
+    Task,
+    TextQuery,
+)
 
 FINGERPRINT_CHARS = 16
+
+
+def build_dataset(
+    *,
+    name: str,
+    task: Task,
+    sets: Sequence[CandidateSet],
+    qrels: Qrels,
+    source: str,
+    notes: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """The one way a loader makes its dataset: the fingerprint is computed here, from
+    exactly the sets (a list is kept as a tuple) and qrels the dataset holds."""
+    kept = tuple(sets) if isinstance(sets, list) else sets
+    return Dataset(
+        name=name,
+        task=task,
+        sets=kept,
+        qrels=qrels,
+        fingerprint=dataset_fingerprint(kept, qrels),
+        source=source,
+        notes=dict(notes or {}),
+    )
 
 
 def dataset_fingerprint(sets: Iterable[CandidateSet], qrels: Qrels) -> str:

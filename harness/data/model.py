@@ -89,32 +89,6 @@ class Dataset:
     source: str
     notes: Mapping[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def build(
-        cls,
-        *,
-        name: str,
-        task: Task,
-        sets: Sequence[CandidateSet],
-        qrels: Qrels,
-        source: str,
-        notes: Mapping[str, Any] | None = None,
-    ) -> Dataset:
-        """The one way a loader makes its dataset: the fingerprint is computed here, from
-        exactly the sets (a list is kept as a tuple) and qrels the dataset holds."""
-        from harness.data.fingerprint import dataset_fingerprint  # it imports this module
-
-        kept = tuple(sets) if isinstance(sets, list) else sets
-        return cls(
-            name=name,
-            task=task,
-            sets=kept,
-            qrels=qrels,
-            fingerprint=dataset_fingerprint(kept, qrels),
-            source=source,
-            notes=dict(notes or {}),
-        )
-
 
 def dropped_queries(notes: Mapping[str, Any]) -> dict[str, int]:
     """The loader's counts of queries or users left out (note keys naming ``dropped`` or

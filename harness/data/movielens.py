@@ -37,6 +37,7 @@ import numpy as np
 from scipy import sparse
 
 from harness.data.atomic import read_header, split_row
+from harness.data.fingerprint import build_dataset
 from harness.data.formats import DataFormat
 from harness.data.model import Candidate, CandidateSet, Dataset, HistoryItem, UserProfile
 from harness.data.trec import PathLike, iter_lines
@@ -165,7 +166,7 @@ def load_movielens_100k(
         )
 
     kept = tuple(sets)
-    return Dataset.build(
+    return build_dataset(
         name=name,
         task="recommendation",
         sets=kept,

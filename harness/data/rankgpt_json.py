@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from harness.data.fingerprint import build_dataset
 from harness.data.formats import DataFormat
 from harness.data.model import Candidate, CandidateSet, Dataset, TextQuery
 from harness.data.trec import PathLike, has_relevant, one_qrels, read_qrels
@@ -59,7 +60,7 @@ def load_rankgpt_json(run_path: PathLike, qrels_path: PathLike, *, name: str) ->
             continue
         sets.append(cset)
 
-    return Dataset.build(
+    return build_dataset(
         name=name,
         task="text-ranking",
         sets=sets,

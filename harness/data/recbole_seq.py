@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.atomic import column_names, read_header, split_row
+from harness.data.fingerprint import build_dataset
 from harness.data.formats import DataFormat
 from harness.data.model import Candidate, CandidateSet, Dataset, HistoryItem, UserProfile
 from harness.data.trec import PathLike, iter_lines
@@ -117,7 +118,7 @@ def load_recbole_seq(
         )
         qrels[user] = {row.target: 1}
 
-    return Dataset.build(
+    return build_dataset(
         name=name,
         task="recommendation",
         sets=sets,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.compact import CompactSets, RankedRun, RunBuilder
+from harness.data.fingerprint import build_dataset
 from harness.data.formats import DataFormat
 from harness.data.model import Dataset
 from harness.errors import DataFormatError, HarnessError, shorten
@@ -292,7 +293,7 @@ def build_text_dataset(
     kept = [qid for qid, size in sizes.items() if size and has_relevant(qrels.get(qid))]
     # compact: no object per candidate for the run's length (built as each set is read)
     sets = CompactSets.build(kept, queries, ranked, docs, passage_text)
-    return Dataset.build(
+    return build_dataset(
         name=name,
         task="text-ranking",
         sets=sets,

@@ -5,7 +5,7 @@ executor decides where each unit runs, never what it computes, so both give the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,3 +120,14 @@ class Executor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def executor_options(flags: Mapping[str, Any]) -> ExecutorOptions:
+    """How to execute the run, from the execution options among ``flags`` (CLI or API)."""
+    return ExecutorOptions(
+        kind=flags["executor"],
+        workers=flags["workers"],
+        address=flags["ray_address"],
+        gpus_per_worker=flags["worker_gpus"],
+        cpus_per_worker=flags["worker_cpus"],
+    )
