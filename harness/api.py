@@ -10,14 +10,15 @@ scoring function), which the run then records as the reranker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from harness.metrics.registry import MetricSpec
     from harness.rerankers.callable import FunctionReranker
     from harness.results.schema import RunResults
     from harness.runner import DryRun, PreparedRun, ProgressFn
@@ -46,9 +47,7 @@ class Evaluation:
         leaves it undefined, why (``undefined``, else None)."""
         import pandas as pd
 
-        from harness.metrics.registry import METRICS
-
-        specs = {spec.name: spec for spec in METRICS}
+        specs = {spec.name: spec for spec in self.results.metrics.specs}
         rows = []
         for name, entry in self.results.summary.items():
             spec = specs.get(name)
@@ -133,6 +132,7 @@ def evaluate(
     max_invalid_share: float | None = None,
     target: str | None = None,
     min_perms: int | None = None,
+    metrics: str | Sequence[MetricSpec] | None = None,
     log_prompts: bool = False,
     executor: str = "local",
     workers: int | None = None,
@@ -144,6 +144,8 @@ def evaluate(
     Every keyword is the ``harness run`` flag of the same name and defaults as it does
     (``relevance_level``: the grade from which MRR counts a candidate as relevant, by default
     the dataset card's; ``target``/``min_perms``: adaptive sampling, docs/adaptive.md);
+    ``metrics``: metrics to compute beside the built-ins, as :class:`MetricSpec` entries
+    with kernels or a module path (``--metrics-module``; docs/metrics.md);
     ``queries`` also takes a list of query ids; ``log_prompts`` writes ``prompts.jsonl``
     (empty for a function, which calls no model the harness sees); ``executor="ray"`` runs a
     preset on Ray actors (a function runs here, in this process).
@@ -190,6 +192,7 @@ def dry_run(
     max_invalid_share: float | None = None,
     target: str | None = None,
     min_perms: int | None = None,
+    metrics: str | Sequence[MetricSpec] | None = None,
 ) -> DryRun:
     """What :func:`evaluate` with the same keywords would cost, as ``harness run --dry-run``
     prints it (:class:`~harness.runner.DryRun`): pending orders, forward passes, prompt and
@@ -223,6 +226,7 @@ def _prepare(reranker: Any, flags: dict[str, Any]) -> tuple[PreparedRun, Functio
     if isinstance(queries, list | tuple):
         queries = ",".join(str(q) for q in queries)
     out = flags["out"]
+    metrics = flags["metrics"]
     settings = merge_config(
         None,
         {
@@ -230,13 +234,18 @@ def _prepare(reranker: Any, flags: dict[str, Any]) -> tuple[PreparedRun, Functio
             "reranker": function.name if function is not None else str(reranker),
             "queries": queries,
             "out": None if out is None else str(out),
+            "metrics_module": metrics if isinstance(metrics, str) else None,
         },
     )
     if function is None:
-        return prepare_run(settings), None
-    if flags["model"] is not None:
+        prepared = prepare_run(settings)
+    elif flags["model"] is not None:
         raise HarnessError("model= applies to presets; a function loads its own model")
-    return prepare_run(settings, preset=function.preset()), function
+    else:
+        prepared = prepare_run(settings, preset=function.preset())
+    if metrics is not None and not isinstance(metrics, str):  # specs: added as they are
+        prepared = replace(prepared, metrics=prepared.metrics.with_metrics(*metrics))
+    return prepared, function
 
 
 # evaluate's keywords that are run settings as they are

@@ -123,6 +123,14 @@ def run(
             metavar="SHARE",
         ),
     ] = None,
+    metrics_module: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Repeatable: an importable module whose METRICS (MetricSpecs with kernels) "
+            "the run computes beside the built-ins (docs/metrics.md).",
+            metavar="MODULE",
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Run folder; rerun with the same folder to resume [runs/<name>]."),
@@ -227,6 +235,7 @@ def run(
                 "max_invalid_share": max_invalid_share,
                 "target": target,
                 "min_perms": min_perms,
+                "metrics_module": None if not metrics_module else ",".join(metrics_module),
             },
         )
         prepared = prepare_run(settings)
@@ -499,9 +508,11 @@ def gate(
     from harness.results.store import read_results
 
     with _user_errors():
-        specs = parse_specs(max_drop or [], floor or [])
+        results = read_results(run_dir)
+        # the run's metrics, its own included (its results record them)
+        specs = parse_specs(max_drop or [], floor or [], results.metrics)
         reference = read_baseline(baseline)
-        new = baseline_from_results(read_results(run_dir), run_dir)
+        new = baseline_from_results(results, run_dir)
         verdict = evaluate_gate(reference, new, specs, alpha=alpha, seed=seed)
         _write_verdicts(verdict, str(run_dir), str(baseline), json_out, junit, markdown)
     typer.echo(render_verdict(verdict, run_label=str(run_dir), baseline_label=str(baseline)))

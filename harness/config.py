@@ -38,6 +38,8 @@ OPTIONAL_DEFAULTS = {
     # adaptive sampling (harness.adaptive): off unless a target is given
     "target": None,
     "min_perms": 3,
+    # the run's own metrics (harness.metrics.registry.load_modules): none unless given
+    "metrics_module": None,
 }
 """Settings added after format 2 was fixed: left out of the resolved configuration (and so of
 the config hash) while at their default, so earlier runs keep their hash and still resume."""
@@ -77,6 +79,9 @@ class RunConfig:
     max_invalid_share: float = DEFAULT_MAX_INVALID_SHARE
     target: str | None = None
     min_perms: int = 3
+    # modules whose METRICS the run adds (comma-separated): computed from the samples, so
+    # like max_invalid_share not part of the configuration's identity (hash)
+    metrics_module: str | None = None
 
     def validate(self) -> RunConfig:
         if not self.reranker:
@@ -149,6 +154,8 @@ def merge_config(config_path: Path | None, overrides: Mapping[str, Any]) -> RunC
     known = {f.name for f in fields(RunConfig)}
     if config_path is not None:
         data = {str(k).replace("-", "_"): v for k, v in read_yaml(config_path).items()}
+        if isinstance(data.get("metrics_module"), list):  # a YAML list of modules
+            data["metrics_module"] = ",".join(str(m) for m in data["metrics_module"])
         unknown = sorted(set(data) - known)
         if unknown:
             raise HarnessError(f"{config_path}: unknown run settings {unknown}")

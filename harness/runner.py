@@ -35,6 +35,7 @@ from harness.executors import (
     start_executor,
 )
 from harness.executors.local import rerank_unit
+from harness.metrics.registry import BUILTIN, MetricRegistry, load_modules
 from harness.permutations import (
     PermutationPlan,
     Pin,
@@ -77,9 +78,10 @@ from harness.results.store import (
 from harness.validity import INVALID_ANSWER, refusal, too_many_invalid
 
 LOCAL = ExecutorOptions()
-NOT_IDENTITY = ("templates", "max_invalid_share")
+NOT_IDENTITY = ("templates", "max_invalid_share", "metrics_module")
 """Resolved settings that are not part of the configuration's hash: where the templates were
-read from (their content counts), and the bound on invalid answers (it computes nothing)."""
+read from (their content counts), the bound on invalid answers (it computes nothing), and the
+metrics added to the built-ins (computed from the samples, which they do not change)."""
 
 
 class ProgressFn(Protocol):
@@ -111,6 +113,8 @@ class PreparedRun:
     notes: tuple[str, ...]
     pin: Pin | None = None
     templates: tuple[Template, ...] = ()
+    # the built-in metrics and the run's own (``--metrics-module``, or the Python API's)
+    metrics: MetricRegistry = BUILTIN
 
     @property
     def total_orders(self) -> int:
@@ -159,6 +163,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     upgrade, which reranks nothing, passes the recorded one; a Python function, its own).
     """
     named = preset is None  # a preset by name or file, whose device is the run's to say
+    metrics = load_modules(config.metrics_module)  # a bad module stops the run before any work
     if preset is None:
         preset = resolve_preset(config.reranker or "")
         if config.model:
@@ -266,8 +271,9 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
         run_notes=tuple(notes),
     )
     return PreparedRun(
-        config, card, dataset, preset, run_dir, header, tuple(notes), pin=pin, templates=templates
-    )
+        config, card, dataset, preset, run_dir, header, tuple(notes), pin=pin, templates=templates,
+        metrics=metrics,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -802,6 +808,7 @@ def compute_results(
         seed=prepared.config.seed,
         # the recorded header's: an upgraded run written before levels keeps level 1
         relevance_level=prepared.header.relevance_level,
+        metrics=prepared.metrics,
     )
     return RunResults.assemble(
         replace(prepared.header, reranker=reranker),

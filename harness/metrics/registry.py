@@ -431,6 +431,15 @@ class MetricRegistry:
             taken.add(spec.name)
         return MetricRegistry(self.added + tuple(specs))
 
+    def merged(self, *others: MetricRegistry) -> MetricRegistry:
+        """This registry with the metrics ``others`` added that it lacks (by name, the first
+        spec of a name kept): the metrics of several runs read together (a report)."""
+        added = {spec.name: spec for spec in self.added}
+        for other in others:
+            for spec in other.added:
+                added.setdefault(spec.name, spec)
+        return MetricRegistry(tuple(added.values()))
+
     def get(self, name: str) -> MetricSpec:
         """The metric called ``name``; a one-line HarnessError listing the known names."""
         for spec in self.specs:

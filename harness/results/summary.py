@@ -217,6 +217,8 @@ def summarize(
     }
     if floors:
         sections["noise_floor"] = floor_section(floors, pooled.repeats, seed, metrics)
+    if metrics.added:  # what the run added, so readers need not import it again
+        sections["metrics"] = [spec.to_dict() for spec in metrics.added]
     if undefined:
         sections["undefined"] = {
             spec.name: dict(undefined[spec.name])
