@@ -191,3 +191,13 @@ def test_a_kernel_that_returns_no_number_is_named(rankgpt_folder, tmp_path):
     with pytest.raises(HarnessError, match="'bad': its kernel returned 'high'"):
         harness.evaluate("identity", dataset=str(rankgpt_folder), perms=2, out=tmp_path / "r",
                          metrics=[bad])  # fmt: skip
+
+
+def test_a_run_yaml_names_modules_as_a_list_outside_the_config_hash(tmp_path):
+    from harness.config import merge_config
+    from harness.runner import NOT_IDENTITY
+
+    config = tmp_path / "run.yaml"
+    config.write_text("reranker: identity\nmetrics_module: [pkg.one, pkg.two]\n")
+    assert merge_config(config, {}).metrics_module == "pkg.one,pkg.two"
+    assert "metrics_module" in NOT_IDENTITY  # adding a metric reranks nothing
