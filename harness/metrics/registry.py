@@ -390,8 +390,6 @@ def _check_added(spec: MetricSpec) -> MetricSpec:
     """A run's own metric: a per-query kernel summarised as a mean over queries (or not at
     all); per-order values and pooled summaries are the built-ins' (computed batched)."""
     check_spec(spec)
-    if not isinstance(spec, MetricSpec):
-        raise HarnessError(f"not a MetricSpec: {spec!r}")
     if not spec.per_query or spec.per_order:
         raise HarnessError(
             f"metric {spec.name!r}: an added metric is computed per query by its kernel "

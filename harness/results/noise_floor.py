@@ -3,7 +3,9 @@ order, over as many same-order outputs as the design compares, and a paired test
 the instability measured across orders exceeds it.
 
 The floor group of a query is order 0 (the identity order) and its R reruns: the same order
-shown R + 1 times. Like with like:
+shown R + 1 times. Each metric's floor is its own kernel (``MetricSpec.kernel``) on views of
+the query's outputs, as its spec's ``floor`` kind says (``registry.FloorKind``). Like with
+like:
 
 * Means over pairs of outputs (``kendall_tau``, ``rbo@10``, ``top1_agreement``,
   ``top10_jaccard``, ``spearman``, ``top10_set_agreement``) estimate the same quantity from

@@ -56,8 +56,9 @@ there, never 1). Such queries are left out of the pooled position bias, which is
 when no query is longer than 10.
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
-Which metrics exist, their order and how each is summarised are declared in
-``harness.metrics.registry`` (k = ``TOP_K``).
+Which metrics exist, their order, how each is summarised, when each is undefined and its
+per-query kernel (over the query's :class:`~harness.metrics.orders.QueryOrders`) are declared
+in ``harness.metrics.registry`` (k = ``TOP_K``); a run may add its own (``metrics``).
 """
 
 from __future__ import annotations
@@ -161,8 +162,8 @@ def summarize(
                 "invalid_share": invalid_shares[position],
             }
             if not query_samples:  # every order invalid: nothing to measure
-                empty = QueryOrders.build(cset.doc_ids, [], {}, grades, relevance_level, **facts)
-                values, reasons = _all_invalid_values(empty, metrics)
+                none = QueryOrders.build(cset.doc_ids, [], {}, grades, relevance_level, **facts)
+                values, reasons = _all_invalid_values(none, metrics)
                 per_query.append(cset.query_id, values)
                 for metric, reason in reasons.items():
                     undefined[metric][reason] += 1
