@@ -10,8 +10,8 @@ scoring function), which the run then records as the reranker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from harness.executors import ExecutorOptions
+    from harness.metrics.registry import MetricSpec
     from harness.rerankers.callable import FunctionReranker
     from harness.results.schema import RunResults
     from harness.runner import DryRun, PreparedRun, ProgressFn
@@ -49,9 +50,7 @@ class Evaluation:
         leaves it undefined, why (``undefined``, else None)."""
         import pandas as pd
 
-        from harness.metrics.registry import METRICS
-
-        specs = {spec.name: spec for spec in METRICS}
+        specs = {spec.name: spec for spec in self.results.metrics.specs}
         rows = []
         for name, entry in self.results.summary.items():
             spec = specs.get(name)
@@ -120,6 +119,7 @@ class Evaluation:
 def evaluate(
     reranker: str | FunctionReranker | Callable[[str, list[str]], Any] | None = None,
     *,
+    metrics: str | Sequence[MetricSpec] | None = None,
     progress: Callable[[int, int], None] | bool | None = None,
     **options: Any,
 ) -> Evaluation:
@@ -129,6 +129,8 @@ def evaluate(
     ``--batch-size``), same defaults, same meaning, declared once in
     :data:`harness.options.RUN_OPTIONS` (``help(harness.evaluate)`` lists them); an unknown
     one raises :class:`~harness.options.UnknownOption` (a TypeError) naming it.
+    ``metrics``: metrics to compute beside the built-ins, :class:`MetricSpec` entries with
+    kernels or a module path (``--metrics-module``; docs/metrics.md).
     ``config`` is a ``run.yaml`` the other options override; ``queries`` also takes a list
     of query ids; ``log_prompts`` writes ``prompts.jsonl`` (empty for a function, which calls
     no model the harness sees); ``executor="ray"`` runs a preset on Ray actors (a function
@@ -142,7 +144,7 @@ def evaluate(
     from harness.errors import HarnessError
     from harness.runner import execute_run
 
-    prepared, function, executor = _prepare(reranker, "evaluate", options)
+    prepared, function, executor = _prepare(reranker, "evaluate", options, metrics)
     report = _progress_fn(progress, prepared)
     log_prompts = executor.log_prompts
     if function is None:
@@ -163,6 +165,8 @@ def evaluate(
 @takes_options
 def dry_run(
     reranker: str | FunctionReranker | Callable[[str, list[str]], Any] | None = None,
+    *,
+    metrics: str | Sequence[MetricSpec] | None = None,
     **options: Any,
 ) -> DryRun:
     """What :func:`evaluate` with the same keywords would cost, as ``harness run --dry-run``
@@ -172,7 +176,7 @@ def dry_run(
     ``log_prompts``, ...) are taken and change nothing, as with ``--dry-run``."""
     from harness.runner import dry_run as count_run
 
-    prepared, function, _ = _prepare(reranker, "dry_run", options)
+    prepared, function, _ = _prepare(reranker, "dry_run", options, metrics)
     if function is None:
         return count_run(prepared)
     return count_run(prepared, reranker_factory=function.build)
@@ -187,10 +191,14 @@ class _Execution:
 
 
 def _prepare(
-    reranker: Any, function_name: str, given: dict[str, Any]
+    reranker: Any,
+    function_name: str,
+    given: dict[str, Any],
+    metrics: str | Sequence[MetricSpec] | None = None,
 ) -> tuple[PreparedRun, FunctionReranker | None, _Execution]:
     """The prepared run of :func:`evaluate`'s or :func:`dry_run`'s options, the function
-    reranker when ``reranker`` is one, and how to execute it."""
+    reranker when ``reranker`` is one, and how to execute it. ``metrics``: a module path
+    (as ``metrics_module``) or :class:`MetricSpec` entries, added to the built-ins."""
     from harness.options import check_keywords, config_flags
 
     flags = check_keywords(function_name, given)  # before any work, as the CLI's parser
@@ -210,14 +218,20 @@ def _prepare(
     elif callable(reranker):
         function = from_scores(reranker)
     name = function.name if function is not None else reranker
+    if isinstance(metrics, str):  # a module path: what --metrics-module names
+        flags = flags | {"metrics_module": metrics}
     settings = config_flags(flags | {"reranker": None if name is None else str(name)})
     config = flags["config"]
     resolved = merge_config(None if config is None else Path(config), settings)
     if function is None:
-        return prepare_run(resolved), None, execution
-    if resolved.model is not None:
+        prepared = prepare_run(resolved)
+    elif resolved.model is not None:
         raise HarnessError("model= applies to presets; a function loads its own model")
-    return prepare_run(resolved, preset=function.preset()), function, execution
+    else:
+        prepared = prepare_run(resolved, preset=function.preset())
+    if metrics is not None and not isinstance(metrics, str):  # specs: added as they are
+        prepared = replace(prepared, metrics=prepared.metrics.with_metrics(*metrics))
+    return prepared, function, execution
 
 
 def _progress_fn(

@@ -322,9 +322,11 @@ def gate(
     from harness.results.store import read_results
 
     with _user_errors():
-        specs = parse_specs(max_drop or [], floor or [])
+        results = read_results(run_dir)
+        # the run's metrics, its own included (its results record them)
+        specs = parse_specs(max_drop or [], floor or [], results.metrics)
         reference = read_baseline(baseline)
-        new = baseline_from_results(read_results(run_dir), run_dir)
+        new = baseline_from_results(results, run_dir)
         verdict = evaluate_gate(reference, new, specs, alpha=alpha, seed=seed)
         _write_verdicts(verdict, str(run_dir), str(baseline), json_out, junit, markdown)
     typer.echo(render_verdict(verdict, run_label=str(run_dir), baseline_label=str(baseline)))

@@ -64,6 +64,9 @@ class RunConfig:
     max_invalid_share: float = DEFAULT_MAX_INVALID_SHARE
     target: str | None = None
     min_perms: int = 3
+    # modules whose METRICS the run adds (comma-separated): computed from the samples, so
+    # like max_invalid_share not part of the configuration's identity (hash)
+    metrics_module: str | None = None
 
     def validate(self) -> RunConfig:
         if not self.reranker:

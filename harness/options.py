@@ -207,6 +207,17 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         omitted_at=DEFAULT_MAX_INVALID_SHARE,
     ),
     RunOption(
+        "metrics_module",
+        (str,),
+        "Repeatable: an importable module whose METRICS (MetricSpecs with kernels) the run "
+        "computes beside the built-ins (docs/metrics.md).",
+        metavar="MODULE",
+        identity=False,  # computed from the samples, which it does not change
+        omitted_at=None,
+        takes_list=True,
+        repeatable=True,
+    ),
+    RunOption(
         "out",
         (Path,),
         "Run folder; rerun with the same folder to resume [runs/<name>].",

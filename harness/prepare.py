@@ -22,6 +22,7 @@ from harness.data.query_selection import QuerySelection
 from harness.data.registry import DatasetCard, load_dataset, resolve_card, select
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError, shorten
+from harness.metrics.registry import BUILTIN, MetricRegistry, load_modules
 from harness.permutations import PermutationPlan, Pin, Template, plan_permutations, read_templates
 from harness.rerankers.base import auto_batch_size
 from harness.rerankers.model_override import with_model
@@ -37,9 +38,10 @@ from harness.rerankers.registry import (
 from harness.results.provenance import utc_now
 from harness.results.schema import DatasetRecord, PermutationRecord, QueryRecord, RunHeader
 
-NOT_IDENTITY = ("templates", "max_invalid_share")
+NOT_IDENTITY = ("templates", "max_invalid_share", "metrics_module")
 """Resolved settings that are not part of the configuration's hash: where the templates were
-read from (their content counts), and the bound on invalid answers (it computes nothing)."""
+read from (their content counts), the bound on invalid answers (it computes nothing), and the
+metrics added to the built-ins (computed from the samples, which they do not change)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class PreparedRun:
     notes: tuple[str, ...]
     pin: Pin | None = None
     templates: tuple[Template, ...] = ()
+    # the built-in metrics and the run's own (``--metrics-module``, or the Python API's)
+    metrics: MetricRegistry = BUILTIN
 
     @property
     def total_orders(self) -> int:
@@ -108,6 +112,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     upgrade, which reranks nothing, passes the recorded one; a Python function, its own).
     """
     named = preset is None  # a preset by name or file, whose device is the run's to say
+    metrics = load_modules(config.metrics_module)  # a bad module stops the run before any work
     if preset is None:
         preset = named_preset(config)
     card = resolve_card(config.dataset)
@@ -136,7 +141,7 @@ def prepare_run(config: RunConfig, preset: RerankerPreset | None = None) -> Prep
     )
     return PreparedRun(
         config, card, chosen.dataset, preset, run_dir, header, tuple(notes), pin=pin,
-        templates=templates,
+        templates=templates, metrics=metrics,
     )  # fmt: skip
 
 

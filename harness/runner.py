@@ -553,6 +553,7 @@ def compute_results(
         seed=prepared.config.seed,
         # the recorded header's: an upgraded run written before levels keeps level 1
         relevance_level=prepared.header.relevance_level,
+        metrics=prepared.metrics,
     )
     return RunResults.assemble(
         replace(prepared.header, reranker=reranker),

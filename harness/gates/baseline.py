@@ -137,7 +137,8 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
     """Reduce a run's results to a :class:`Baseline`."""
     rows = results.per_query
     query_ids = results.query_ids
-    metrics = sorted({m for row in rows.values() for m in row} - _descriptive())
+    descriptive = {spec.name for spec in results.metrics.descriptive()}
+    metrics = sorted({m for row in rows.values() for m in row} - descriptive)
     per_query = {m: tuple(float(rows[q].get(m, math.nan)) for q in query_ids) for m in metrics}
     reranker = results.reranker
     permutations = results.permutations
@@ -190,11 +191,6 @@ def _share(value: Any) -> float | None:
 
 def _plain_undefined(data: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     return {str(m): {str(why): int(n) for why, n in reasons.items()} for m, reasons in data.items()}
-
-
-def _descriptive() -> set[str]:
-    """Per-query facts (no direction), left out of baselines: nothing to gate on them."""
-    return {spec.name for spec in registry.descriptive()}
 
 
 def write_baseline(results: RunResults, run_dir: Path, to: Path) -> Baseline:

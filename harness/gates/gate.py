@@ -62,28 +62,30 @@ deviation over the design orders), so the order-noise test can weigh their diffe
 
 @dataclass(frozen=True)
 class GateSpec:
-    """One gated metric: the drop tolerated (margin) and the mean drop never tolerated (floor)."""
+    """One gated metric: the drop tolerated (margin) and the mean drop never tolerated (floor).
+    ``metrics``: the registry that knows it (the run's: the built-ins and what it added)."""
 
     metric: str
     margin: float
     floor: float
+    metrics: registry.MetricRegistry = field(default=registry.BUILTIN, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _gateable(self.metric)
+        _gateable(self.metric, self.metrics)
 
     @property
     def higher_is_better(self) -> bool:
         """The registry's direction (never "neither": such metrics are refused)."""
-        return registry.get(self.metric).higher_is_better
+        return self.metrics.get(self.metric).higher_is_better
 
 
-def _gateable(metric: str) -> None:
+def _gateable(metric: str, metrics: registry.MetricRegistry = registry.BUILTIN) -> None:
     """HarnessError unless ``metric`` can be gated: registered, recorded per query (so it can
     be paired) and with a direction (a descriptive quantity has no "worse")."""
-    gateable = [s.name for s in registry.per_query() if s.has_direction]
-    if metric not in {s.name for s in registry.METRICS}:
+    gateable = [s.name for s in metrics.per_query() if s.has_direction]
+    if metric not in {s.name for s in metrics.specs}:
         raise HarnessError(f"unknown metric {metric!r}; gateable metrics: {', '.join(gateable)}")
-    spec = registry.get(metric)
+    spec = metrics.get(metric)
     if not spec.per_query:
         raise HarnessError(f"metric {metric!r} is not recorded per query, so it cannot be gated")
     if not spec.has_direction:
@@ -249,8 +251,13 @@ class GateVerdict:
         return invariant_ok and self.validity.passed and all(m.passed for m in self.metrics)
 
 
-def parse_specs(max_drops: Sequence[str], floors: Sequence[str] = ()) -> tuple[GateSpec, ...]:
-    """``["ndcg@10=0.01", ...]`` to specs; with none given, the defaults (floors may override).
+def parse_specs(
+    max_drops: Sequence[str],
+    floors: Sequence[str] = (),
+    metrics: registry.MetricRegistry = registry.BUILTIN,
+) -> tuple[GateSpec, ...]:
+    """``["ndcg@10=0.01", ...]`` to specs; with none given, the defaults (floors may override):
+    every metric of ``metrics`` (the run's) with a ``gate_margin``.
 
     Given ``--max-drop`` options replace the default set: exactly the listed metrics are
     gated. A metric without ``--floor`` gets floor = 3 x margin.
@@ -259,12 +266,19 @@ def parse_specs(max_drops: Sequence[str], floors: Sequence[str] = ()) -> tuple[G
     floor_values = _parse_pairs(floors, "--floor")
     if margins:
         specs = [
-            GateSpec(m, v, floor_values.get(m, registry.FLOOR_FACTOR * v))
+            GateSpec(m, v, floor_values.get(m, registry.FLOOR_FACTOR * v), metrics)
             for m, v in margins.items()
         ]
     else:
         specs = [
-            GateSpec(s.metric, s.margin, floor_values.get(s.metric, s.floor)) for s in DEFAULT_GATES
+            GateSpec(
+                s.name,
+                s.gate_margin,
+                floor_values.get(s.name, registry.FLOOR_FACTOR * s.gate_margin),
+                metrics,
+            )
+            for s in metrics.default_gates()
+            if s.gate_margin is not None
         ]
     unknown = set(floor_values) - {s.metric for s in specs}
     if unknown:
@@ -574,7 +588,7 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         arrow = "↑" if m.spec.higher_is_better else "↓"
         interval = f"[{_f(m.ci95[0], signed=True)}, {_f(m.ci95[1], signed=True)}]"
         counted = f"{m.n}" if m.n == m.n_total else f"{m.n} of {m.n_total} defined"
-        name = registry.label(m.spec.metric, new.relevance_level)
+        name = m.spec.metrics.label(m.spec.metric, new.relevance_level)
         lines.append(
             _row(f"{name} {arrow}", counted, _f(m.baseline_mean), _f(m.new_mean),
                  f"{_f(m.diff, signed=True)} {interval}", f"{_p(m.p_value)} ({_p(m.p_holm)})",

@@ -161,7 +161,7 @@ def verdict_markdown(verdict: GateVerdict, *, run_label: str, baseline_label: st
     ]
     level = verdict.new.relevance_level
     rows = [
-        (registry.label(m.spec.metric, level), _f(m.baseline_mean), _f(m.new_mean), m.reason)
+        (m.spec.metrics.label(m.spec.metric, level), _f(m.baseline_mean), _f(m.new_mean), m.reason)
         for m in verdict.metrics
     ]
     if verdict.invariance is not None:

@@ -152,6 +152,11 @@ def _depth(run: RunData) -> object:
     return run.results.header.depth
 
 
+def run_metrics(runs: Sequence[RunData]) -> registry.MetricRegistry:
+    """The built-in metrics and every metric the runs added (as their results record them)."""
+    return registry.BUILTIN.merged(*(r.results.metrics for r in runs))
+
+
 def compare_runs(
     runs: Sequence[RunData],
     metrics: Sequence[str] | None = None,
@@ -164,8 +169,9 @@ def compare_runs(
     ``a``) for up to three runs, else each run against the group's first, so the table and the
     Holm family (every row of every group) stay small enough to read and to reach
     significance."""
-    names = [s.name for s in registry.compared()] if metrics is None else list(metrics)
-    specs = [registry.get(name) for name in names]
+    known = run_metrics(runs)
+    names = [s.name for s in known.compared()] if metrics is None else list(metrics)
+    specs = [known.get(name) for name in names]
     pairs = []
     for group in [runs] if groups is None else groups:
         if len(group) <= ALL_PAIRS_UP_TO:
@@ -204,7 +210,7 @@ def compare_runs(
                     wins,
                     ties,
                     losses,
-                    registry.label(spec.name, level),
+                    known.label(spec.name, level),
                 )
             )
     adjusted = holm([r.p_value for r in rows])
@@ -221,7 +227,7 @@ def levels_note(runs: Sequence[RunData]) -> str | None:
     if len(set(levels.values())) < 2:
         return None
     named = ", ".join(f"{label}: grade ≥ {level}" for label, level in levels.items())
-    metrics = ", ".join(spec.name for spec in registry.compared() if spec.binary)
+    metrics = ", ".join(spec.name for spec in run_metrics(runs).compared() if spec.binary)
     return (
         f"{metrics} compared only between runs at the same relevance level ({named}); "
         "rerun with the same --relevance-level to compare them."

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from harness.metrics import registry
+from harness.report.compare import run_metrics
 from harness.report.document import Section, Table
 from harness.report.load import RunData
 
@@ -27,7 +27,7 @@ def per_query_csv(runs: Sequence[RunData]) -> str:
     registry order (empty where a run lacks a metric or a query's value is undefined), then
     the run's ``relevance_level`` (the grade from which its binary metrics, such as
     ``mrr@10``, count a candidate as relevant)."""
-    names = [spec.name for spec in registry.per_query()]
+    names = [spec.name for spec in run_metrics(runs).per_query()]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["run", "query_id", *names, "relevance_level"])

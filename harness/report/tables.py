@@ -9,7 +9,13 @@ from typing import Any
 
 from harness.metrics import registry
 from harness.metrics.registry import TOP_K
-from harness.report.compare import ALL_PAIRS_UP_TO, Comparability, PairedResult, moved_most
+from harness.report.compare import (
+    ALL_PAIRS_UP_TO,
+    Comparability,
+    PairedResult,
+    moved_most,
+    run_metrics,
+)
 from harness.report.document import Section, Table, fmt, fmt_p, fmt_signed, with_interval
 from harness.report.load import RunData
 from harness.results.markdown import (
@@ -142,7 +148,8 @@ def headline_table(
     rows: list[tuple[str, ...]] = []
     strong: set[tuple[int, int]] = set()
     levels = {r.results.relevance_level for r in runs}
-    for spec in registry.headline():
+    metrics = run_metrics(runs)
+    for spec in metrics.headline():
         if not any(spec.name in r.results.summary for r in runs):
             continue
         # a binary metric at different relevance levels is not one quantity: no best one
@@ -172,7 +179,7 @@ def headline_table(
             if (spec.name, r.label) in significant:
                 cell += " *"
             cells.append(cell)
-        name = registry.label(spec.name, None if mixed else next(iter(levels)))
+        name = metrics.label(spec.name, None if mixed else next(iter(levels)))
         rows.append((name, spec.shows, *cells))
     caption = (
         f"Bold: the best value per metric; *: differs from {runs[0].label} (paired sign-flip "
@@ -326,7 +333,7 @@ def floor_section(runs: Sequence[RunData]) -> Section | None:
     if not floored:
         return None
     rows = []
-    for spec in registry.with_floor():
+    for spec in run_metrics(floored).with_floor():
         cells = [_floor_cell(r.results, spec.name) for r in floored]
         rows.append((spec.name, spec.shows, *cells))
     rows.append(

@@ -45,7 +45,7 @@ def render_summary(results: RunResults) -> str:
         + " what it shows |",
         "|---|---:|---:|" + ("---|" if has_floor else "") + "---|",
     ]
-    for spec in registry.headline():
+    for spec in results.metrics.headline():
         entry = results.summary.get(spec.name)
         if entry is None:
             continue
@@ -186,7 +186,7 @@ def floor_note(results: RunResults) -> str:
         )
     within = [
         spec.name
-        for spec in registry.with_floor()
+        for spec in results.metrics.with_floor()
         if (results.floor(spec.name) or {}).get("within_floor")
     ]
     if within:
@@ -207,7 +207,7 @@ def _floor_lines(results: RunResults) -> list[str]:
         ]
     else:
         lines += ["| metric | measured | noise floor [95% CI] |", "|---|---:|---:|"]
-    for spec in registry.with_floor():
+    for spec in results.metrics.with_floor():
         floor = results.floor(spec.name) or {}
         measured = floor.get("design") if tested else results.summary_value(spec.name)
         row = (

@@ -3,7 +3,9 @@ order, over as many same-order outputs as the design compares, and a paired test
 the instability measured across orders exceeds it.
 
 The floor group of a query is order 0 (the identity order) and its R reruns: the same order
-shown R + 1 times. Like with like:
+shown R + 1 times. Each metric's floor is its own kernel (``MetricSpec.kernel``) on views of
+the query's outputs, as its spec's ``floor`` kind says (``registry.FloorKind``). Like with
+like:
 
 * Means over pairs of outputs (``kendall_tau``, ``rbo@10``, ``top1_agreement``,
   ``top10_jaccard``, ``spearman``, ``top10_set_agreement``) estimate the same quantity from
@@ -29,31 +31,23 @@ p = 1 (the order-noise test of the gate does the same with no spread).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_mean_ci
+from harness.metrics.orders import Sample
 from harness.metrics.paired import EXACT_TOLERANCE, holm, paired_difference_ci, sign_flip_pvalue
-from harness.metrics.preference import (
-    global_preference_inconsistency,
-    pairwise_preference_instability,
-)
-from harness.metrics.registry import (
-    BEST_RELEVANT_RANK_VAR,
-    DISTINCT_RANKINGS,
-    GPI,
-    NDCG_RANGE,
-    NDCG_STD,
-    PPI,
-    TOP_K,
-)
-from harness.metrics.stability import best_relevant_ranks, nan_stat, pairwise_stability
+from harness.metrics.registry import MetricRegistry, MetricSpec
+from harness.metrics.stability import nan_stat
 from harness.results.schema import FLOOR_METHOD
-from harness.results.store import Sample
 from harness.results.tables import PerQueryTable
+
+if TYPE_CHECKING:
+    from harness.metrics.orders import QueryOrders
 
 FLOOR_ALPHA = 0.05
 """Family-wise level of the floor's verdicts (Holm across its metrics)."""
@@ -74,65 +68,55 @@ MAX_BLOCKS = 4
 """Blocks a side's matched value averages at most: more only lower its variance, and each
 costs a GPI (an exact Kemeny solve, ~0.3 s at 20 candidates)."""
 
-_BLOCKED_OVER_SHOWN = (PPI, GPI, DISTINCT_RANKINGS)  # over the outputs the pairwise metrics use
-_BLOCKED_OVER_DESIGN = (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR)  # over the design orders
+_OVER_COMPARED = ("blocks in design cells", "blocks")  # blocks of what pairwise metrics read
 
 
 def query_floor(
-    samples: Sequence[Sample],
-    shown: np.ndarray,
-    output: np.ndarray,
-    ndcg: np.ndarray,
-    relevant: set[str],
+    orders: QueryOrders,
     design_values: Mapping[str, float],
+    metrics: MetricRegistry = registry.BUILTIN,
 ) -> dict[str, float] | None:
-    """One query's floor and matched design values (columns: each floor metric, ``design:``
-    each, ``score_spread``, ``matched_orders``, ``identical_reruns``); None without repeats.
+    """One query's floor and matched design values (columns: each floor metric of
+    ``metrics``, ``design:`` each, ``score_spread``, ``matched_orders``,
+    ``identical_reruns``); None without repeats.
 
-    ``samples`` are the query's outputs by order index, ``shown``/``output`` their [S, n]
-    candidate-index arrays, ``ndcg`` their nDCG@10, ``design_values`` the summary's per-query
-    values (which already leave undefined ones NaN)."""
+    ``orders``: the query's outputs by order index; ``design_values`` the summary's per-query
+    values (which already leave undefined ones NaN). Each metric's floor is its kernel on
+    views of ``orders`` (the reruns, matched blocks), as its spec's ``floor`` says."""
+    samples = orders.samples
     floor = [i for i, s in enumerate(samples) if s.order_index == 0 or s.label.is_repeat]
     if len(floor) < 2 or samples[floor[0]].order_index != 0:
         return None
-    design = [i for i, s in enumerate(samples) if s.label.in_design]
-    # what the pairwise metrics compare: the design, or a lone design order and the reference
-    compared = (
-        design if len(design) >= 2 else [i for i, s in enumerate(samples) if not s.label.is_repeat]
-    )
-    rankings = [s.ranking for s in samples]
-    values = pairwise_stability([rankings[i] for i in floor], k=TOP_K)
-    values = {name: value for name, value in values.items() if name in design_values}
-    for name in list(values):
-        values[DESIGN + name] = design_values[name]
-        if np.isnan(design_values[name]):  # undefined by design: undefined in the floor too
-            values[name] = float("nan")
-
-    blocks, floor_blocks = _matched(compared, floor)
-    best = best_relevant_ranks(rankings, relevant)
-    per_block = {
-        PPI: (
-            lambda d: pairwise_preference_instability(shown[d], output[d]),
-            # the design's cells, the reruns' preferences
-            lambda d, f: pairwise_preference_instability(shown[d], output[f]),
-        ),
-        GPI: (lambda d: global_preference_inconsistency(output[d]), None),
-        DISTINCT_RANKINGS: (lambda d: len({rankings[i] for i in d}), None),
+    specs = metrics.with_floor()
+    pairs = [spec for spec in specs if spec.floor == "pairs"]
+    reruns = orders.view(floor)
+    values = {spec.name: _kernel(spec)(reruns) for spec in pairs}
+    for spec in pairs:
+        values[DESIGN + spec.name] = design_values[spec.name]
+        if np.isnan(design_values[spec.name]):  # undefined by design: undefined in the floor too
+            values[spec.name] = float("nan")
+    # the outputs the pairwise metrics compare, or the design's orders, against the reruns
+    sides = {
+        _OVER_COMPARED: _matched(list(orders.compared), floor),
+        ("design blocks",): _matched(list(orders.design), floor),
     }
-    for name, (stat, cross) in per_block.items():
-        values.update(_blocked(name, blocks, floor_blocks, stat, cross, design_values))
-    design_blocks, floor_design_blocks = _matched(design, floor)
-    spreads = {
-        NDCG_STD: lambda d: float(np.std(ndcg[d])),
-        NDCG_RANGE: lambda d: float(np.ptp(ndcg[d])),
-        BEST_RELEVANT_RANK_VAR: lambda d: nan_stat(np.var, best[d]),
-    }
-    for name, stat in spreads.items():
-        values.update(_blocked(name, design_blocks, floor_design_blocks, stat, None, design_values))
+    for kinds, (blocks, floor_blocks) in sides.items():
+        for spec in specs:
+            if spec.floor in kinds:
+                values.update(_blocked(spec, orders, blocks, floor_blocks, design_values))
+    blocks = sides[_OVER_COMPARED][0]
     values[SCORE_SPREAD] = _score_spread([samples[i] for i in floor])
     values[MATCHED_ORDERS] = len(blocks[0]) if blocks else 0
-    values[IDENTICAL] = float(len({rankings[i] for i in floor}) == 1)
+    values[IDENTICAL] = float(len({samples[i].ranking for i in floor}) == 1)
     return values
+
+
+def _kernel(spec: MetricSpec):
+    if spec.kernel is None:
+        raise HarnessError(
+            f"metric {spec.name!r} has no kernel: its noise floor cannot be measured"
+        )
+    return spec.kernel
 
 
 def _matched(design: list[int], floor: list[int]) -> tuple[list[list[int]], list[list[int]]]:
@@ -148,17 +132,25 @@ def _split(rows: list[int], m: int) -> list[list[int]]:
     return [rows[k : k + m] for k in range(0, len(rows) - m + 1, m)][:MAX_BLOCKS]
 
 
-def _blocked(name, blocks, floor_blocks, stat, cross, design_values) -> dict[str, float]:
-    """``name`` and ``design:name``: ``stat`` averaged over each side's blocks (``cross``
-    pairs a design block with a floor block, for a statistic that needs both); NaN both when
-    the design leaves the metric undefined or a side has fewer than two outputs."""
+def _blocked(
+    spec: MetricSpec,
+    orders: QueryOrders,
+    blocks: list[list[int]],
+    floor_blocks: list[list[int]],
+    design_values: Mapping[str, float],
+) -> dict[str, float]:
+    """``name`` and ``design:name``: the kernel averaged over each side's blocks (for
+    ``blocks in design cells``, each rerun block read in each design block's cells); NaN
+    both when the design leaves the metric undefined or a side has fewer than two outputs."""
+    name = spec.name
     if not blocks or np.isnan(design_values.get(name, np.nan)):
         return {name: float("nan"), DESIGN + name: float("nan")}
-    design = [stat(d) for d in blocks]
-    if cross is None:
-        floor = [stat(f) for f in floor_blocks]
+    kernel = _kernel(spec)
+    design = [kernel(orders.view(d)) for d in blocks]
+    if spec.floor == "blocks in design cells":
+        floor = [kernel(orders.view(f, cells=d)) for d in blocks for f in floor_blocks]
     else:
-        floor = [cross(d, f) for d in blocks for f in floor_blocks]
+        floor = [kernel(orders.view(f)) for f in floor_blocks]
     return {
         name: nan_stat(np.mean, np.array(floor, dtype=float)),
         DESIGN + name: nan_stat(np.mean, np.array(design, dtype=float)),
@@ -174,7 +166,9 @@ def _score_spread(group: list[Sample]) -> float:
     return float((matrix.max(axis=0) - matrix.min(axis=0)).max()) if ids else float("nan")
 
 
-def floor_section(floors: PerQueryTable, repeats: int, seed: int) -> dict[str, Any]:
+def floor_section(
+    floors: PerQueryTable, repeats: int, seed: int, metrics: MetricRegistry = registry.BUILTIN
+) -> dict[str, Any]:
     """The run's ``noise_floor``: per metric the floor's mean over queries with its bootstrap
     95% interval, the design's matched mean, the mean excess with its interval, the one-sided
     sign-flip p (``p``) and Holm-adjusted across the metrics (``p_holm``), and ``within_floor``
@@ -182,7 +176,7 @@ def floor_section(floors: PerQueryTable, repeats: int, seed: int) -> dict[str, A
     identical = floors.column(IDENTICAL)
     exact = bool(np.all(identical == 1))
     entries: dict[str, Any] = {}
-    for spec in registry.with_floor():
+    for spec in metrics.with_floor():
         entries[spec.name] = _entry(floors, spec, exact, seed)
     mean, low, high = bootstrap_mean_ci(floors.column(SCORE_SPREAD), seed=seed)
     spread = floors.column(SCORE_SPREAD)
@@ -206,9 +200,7 @@ def floor_section(floors: PerQueryTable, repeats: int, seed: int) -> dict[str, A
     }
 
 
-def _entry(
-    floors: PerQueryTable, spec: registry.MetricSpec, exact: bool, seed: int
-) -> dict[str, Any]:
+def _entry(floors: PerQueryTable, spec: MetricSpec, exact: bool, seed: int) -> dict[str, Any]:
     floor = floors.column(spec.name)
     design = floors.column(DESIGN + spec.name)
     mean, low, high = bootstrap_mean_ci(floor, seed=seed)

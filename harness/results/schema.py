@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.metrics.registry import DEFAULT_RELEVANCE_LEVEL
+from harness.metrics.registry import BUILTIN, DEFAULT_RELEVANCE_LEVEL, MetricRegistry, recorded
 from harness.rerankers.preset import RerankerPreset
 from harness.results.tables import (
     PerOrder,
@@ -245,6 +245,10 @@ class RunResults:
     # {metric: {reason: queries}}: values the design cannot measure (NaN), and why; empty when
     # every metric is defined (and for every run written before undefined values were named).
     undefined: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # The built-in metrics and those the run added (``--metrics-module``): results record the
+    # added ones' specs (section ``metrics``, no kernels), so reports and gates show and gate
+    # them without the module; runs written before (or adding none) have the built-ins.
+    metrics: MetricRegistry = BUILTIN
 
     # Shorthands for the header parts every reader needs.
     @property
@@ -273,9 +277,7 @@ class RunResults:
 
     def label(self, metric: str) -> str:
         """The metric's name as outputs show it: ``mrr@10 (rel ≥ 2)`` for a binary one."""
-        from harness.metrics.registry import label
-
-        return label(metric, self.relevance_level)
+        return self.metrics.label(metric, self.relevance_level)
 
     def undefined_text(self, metric: str) -> str | None:
         """Why ``metric`` is undefined: ``undefined (reason)`` when it is for every query,
@@ -354,6 +356,8 @@ class RunResults:
             }
         if self.undefined:
             body["undefined"] = json_ready(self.undefined)
+        if self.metrics.added:
+            body["metrics"] = json_ready([spec.to_dict() for spec in self.metrics.added])
         return self.header.to_dict() | body
 
     @classmethod
@@ -401,6 +405,7 @@ class RunResults:
                     str(metric): {str(why): int(n) for why, n in reasons.items()}
                     for metric, reasons in (metrics.get("undefined") or {}).items()
                 },
+                metrics=recorded(metrics.get("metrics"), f"{where}: metrics"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise HarnessError(f"{where}: malformed results ({type(exc).__name__}: {exc})") from exc

@@ -56,8 +56,9 @@ there, never 1). Such queries are left out of the pooled position bias, which is
 when no query is longer than 10.
 
 Summary means carry a percentile bootstrap 95% interval over queries, seeded by the run seed.
-Which metrics exist, their order and how each is summarised are declared in
-``harness.metrics.registry`` (k = ``TOP_K``).
+Which metrics exist, their order, how each is summarised, when each is undefined and its
+per-query kernel (over the query's :class:`~harness.metrics.orders.QueryOrders`) are declared
+in ``harness.metrics.registry`` (k = ``TOP_K``); a run may add its own (``metrics``).
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ import numpy as np
 
 from harness.data.compact import set_query_ids, set_ranked_ids, take_sets
 from harness.data.model import CandidateSet, Qrels
+from harness.errors import HarnessError
 from harness.metrics import registry
 from harness.metrics.bootstrap import bootstrap_mean_ci
 from harness.metrics.effectiveness import effectiveness
+from harness.metrics.orders import QueryOrders
 from harness.metrics.position_bias import (
     ExposurePool,
     exposure_counts,
@@ -81,49 +84,15 @@ from harness.metrics.position_bias import (
     position_bias_mad,
     rank_given_position_counts,
 )
-from harness.metrics.preference import (
-    global_preference_inconsistency,
-    pairwise_preference_instability,
-)
 from harness.metrics.registry import (
-    BEST_RELEVANT_RANK_MEAN,
-    BEST_RELEVANT_RANK_VAR,
-    COPY_TAU,
-    DISTINCT_RANKINGS,
-    FORWARD_PASSES,
-    GPI,
     INVALID_SHARE,
-    KENDALL_TAU,
-    LATENCY_MS,
-    LATENCY_PER_SET_MS,
     LATENCY_PERCENTILES,
-    N_CANDIDATES,
-    N_ORDERS,
     NDCG,
-    NDCG_FIRST_STAGE,
-    NDCG_RANGE,
-    NDCG_REFERENCE,
-    NDCG_STD,
-    PARSE_REPAIR_RATE,
     POSITION_BIAS_MAD,
-    PPI,
-    RBO,
-    SPEARMAN,
-    TIE_RATE,
-    TOP1_AGREEMENT,
     TOP_K,
-    TOPK_JACCARD,
-    TOPK_SET_AGREEMENT,
+    UNDEFINED_REASONS,
+    MetricRegistry,
     latency_percentile,
-)
-from harness.metrics.stability import (
-    best_relevant_ranks,
-    pairwise_stability,
-    shown_order_taus,
-    tie_rate,
-)
-from harness.metrics.stability import (
-    nan_stat as _nan_stat,
 )
 from harness.rerankers.base import http_calls
 from harness.results.noise_floor import floor_section, query_floor
@@ -145,13 +114,15 @@ def summarize(
     *,
     seed: int,
     relevance_level: int = registry.DEFAULT_RELEVANCE_LEVEL,
+    metrics: MetricRegistry = registry.BUILTIN,
 ) -> dict[str, Any]:
     """Compute ``summary``, ``per_query``, ``position_bias``, ``parse_status``, ``per_order``
     (every order's ``registry.per_order()`` values, the reference included, by order index)
     and ``counts``; metric names, order and aggregation come from ``harness.metrics.registry``.
     When the samples hold identity repeats (``--repeats``), also ``noise_floor``; when a
     metric is undefined by the design for some query, ``undefined`` (why, and for how many).
-    Binary metrics count a candidate as relevant from grade ``relevance_level``.
+    Binary metrics count a candidate as relevant from grade ``relevance_level``. ``metrics``:
+    the built-ins and the run's own (each per-query value is its spec's kernel).
 
     ``samples`` is read one chunk of queries at a time (a :class:`SampleIndex` reads them from
     disk), so memory holds one chunk's samples, not the run's; pooled values are accumulated
@@ -162,7 +133,8 @@ def summarize(
     sets = take_sets(sets, [k for k, q in enumerate(set_query_ids(sets)) if source.has_query(q)])
     if not sets:
         raise ValueError("no samples to summarise")
-    metric_names = [spec.name for spec in registry.per_order()]
+    _check_kernels(metrics)
+    metric_names = [spec.name for spec in metrics.per_order()]
 
     per_query = PerQueryTable()
     per_order = PerOrderTable()
@@ -184,12 +156,15 @@ def summarize(
         for position, (cset, query_samples) in enumerate(chunk):
             rows = slice(cursor, cursor + len(query_samples))
             cursor += len(query_samples)
+            grades = qrels.get(cset.query_id, {})
+            facts: dict[str, Any] = {
+                "first_stage_ndcg": float(first_stage[NDCG][position]),
+                "invalid_share": invalid_shares[position],
+            }
             if not query_samples:  # every order invalid: nothing to measure
-                values, reasons = _all_invalid_values(len(cset))
-                values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
-                per_query.append(
-                    cset.query_id, {spec.name: values[spec.name] for spec in registry.per_query()}
-                )
+                none = QueryOrders.build(cset.doc_ids, [], {}, grades, relevance_level, **facts)
+                values, reasons = _all_invalid_values(none, metrics)
+                per_query.append(cset.query_id, values)
                 for metric, reason in reasons.items():
                     undefined[metric][reason] += 1
                 continue
@@ -202,27 +177,15 @@ def summarize(
                 [s.order_index for s in query_samples],
                 {metric: row.tolist() for metric, row in query_scores.items()},
             )
-            relevant = {
-                doc for doc, grade in qrels.get(cset.query_id, {}).items()
-                if grade >= relevance_level
-            }  # fmt: skip
-            values, reasons = _query_values(
-                cset, query_samples, query_scores, design, exposure, relevant
-            )
-            values[NDCG_FIRST_STAGE] = float(first_stage[NDCG][position])
-            values[INVALID_SHARE] = invalid_shares[position]
-            per_query.append(
-                cset.query_id, {spec.name: values[spec.name] for spec in registry.per_query()}
-            )
+            orders = QueryOrders.build(
+                cset.doc_ids, query_samples, query_scores, grades, relevance_level,
+                exposure=exposure, **facts,
+            )  # fmt: skip
+            values, reasons = _query_values(orders, metrics)
+            per_query.append(cset.query_id, values)
             for metric, reason in reasons.items():
                 undefined[metric][reason] += 1
-            floor = query_floor(
-                query_samples,
-                *_index_arrays(cset, query_samples),
-                query_scores[NDCG],
-                relevant,
-                values,
-            )
+            floor = query_floor(orders, values, metrics)
             if floor is not None:
                 floors.append(cset.query_id, floor)
 
@@ -238,9 +201,9 @@ def summarize(
         INVALID_SHARE: {"value": pooled.invalid / len(pooled.latencies)},
     }
     summary = {
-        spec.name: _summary_entry(spec, per_query, computed, seed) for spec in registry.summarized()
+        spec.name: _summary_entry(spec, per_query, computed, seed) for spec in metrics.summarized()
     }
-    sections = {
+    sections: dict[str, Any] = {
         "summary": summary,
         "per_query": per_query,
         "position_bias": position_bias | pooled.rank_matrix(),
@@ -254,11 +217,13 @@ def summarize(
         },
     }
     if floors:
-        sections["noise_floor"] = floor_section(floors, pooled.repeats, seed)
+        sections["noise_floor"] = floor_section(floors, pooled.repeats, seed, metrics)
+    if metrics.added:  # what the run added, so readers need not import it again
+        sections["metrics"] = [spec.to_dict() for spec in metrics.added]
     if undefined:
         sections["undefined"] = {
             spec.name: dict(undefined[spec.name])
-            for spec in registry.per_query()
+            for spec in metrics.per_query()
             if spec.name in undefined
         }
     return sections
@@ -370,53 +335,42 @@ class CostCounter:
 
 
 def _query_values(
-    cset: CandidateSet,
-    samples: list[Sample],
-    scores: Mapping[str, np.ndarray],
-    design: np.ndarray,
-    exposure: tuple[np.ndarray, np.ndarray],
-    relevant: set[str],
+    orders: QueryOrders, metrics: MetricRegistry
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """One query's values of ``registry.per_query()`` but the first-stage nDCG (the same for
-    every order, computed for all queries at once by the caller), and why those the design
-    cannot measure are NaN (``{metric: reason}``). ``relevant``: the candidates at or above
-    the run's relevance level."""
-    values: dict[str, float] = {N_CANDIDATES: len(cset), N_ORDERS: int(design.sum())}
-    for metric, row in scores.items():
-        values[metric] = float(np.mean(row[design]))
-    ndcg = scores[NDCG][design]
-    values[NDCG_STD] = float(np.std(ndcg))
-    values[NDCG_RANGE] = float(np.max(ndcg) - np.min(ndcg))
-    is_identity = samples[0].order_index == 0  # order 0 is always the identity order
-    values[NDCG_REFERENCE] = float(scores[NDCG][0]) if is_identity else float("nan")
-    chosen = [s for s, d in zip(samples, design, strict=True) if d]
-    shown_orders = [s for s in samples if not s.label.is_repeat]  # design and reference
-    compared = chosen if len(chosen) >= 2 else shown_orders  # a lone design order vs reference
-    values.update(pairwise_stability([s.ranking for s in compared], k=TOP_K))
-    shown, output = _index_arrays(cset, compared)
-    values[PPI] = pairwise_preference_instability(shown, output)
-    values[GPI] = global_preference_inconsistency(output)
-    best = best_relevant_ranks([s.ranking for s in chosen], relevant)
-    values[BEST_RELEVANT_RANK_MEAN] = _nan_stat(np.mean, best)
-    values[BEST_RELEVANT_RANK_VAR] = _nan_stat(np.var, best)
-    # every shown order, the reference too; identity repeats are the noise floor's
-    values[DISTINCT_RANKINGS] = len({s.ranking for s in shown_orders})
-    copies = shown_order_taus(*_index_arrays(cset, chosen)) if chosen else np.array([])
-    values[COPY_TAU] = _nan_stat(np.mean, copies)
-    expected = min(TOP_K, len(cset)) / len(cset)
-    values[POSITION_BIAS_MAD] = float(position_bias_mad(*exposure, expected))  # NaN if n <= k
-    ties = [tie_rate(list(s.scores.values())) for s in chosen if s.scores]
-    values[TIE_RATE] = _nan_stat(np.mean, np.array(ties, dtype=float))
-    statuses = [s.facts.get("parse_status", "not_applicable") for s in chosen]
-    parsed = [status != "ok" for status in statuses if status != "not_applicable"]
-    values[PARSE_REPAIR_RATE] = float(np.mean(parsed)) if parsed else float("nan")
-    latencies = [s.facts.get("latency_ms", np.nan) for s in samples]
-    values[LATENCY_MS] = float(np.median(latencies))
-    values[LATENCY_PER_SET_MS] = float(np.sum(latencies))
-    values[FORWARD_PASSES] = float(np.mean([s.facts.get("forward_passes", 0) for s in samples]))
-    reasons = undefined_by_design(len(cset), int(design.sum()), len(compared))
-    values.update(dict.fromkeys(reasons, float("nan")))
+    """One query's values of ``metrics.per_query()``, in registry order, each its spec's
+    kernel on ``orders``, and why those the design cannot measure are NaN (``{metric:
+    reason}``; their kernels are not called)."""
+    reasons = undefined_by_design(
+        len(orders.doc_ids), len(orders.design), len(orders.compared), metrics
+    )
+    values = {
+        spec.name: float("nan") if spec.name in reasons else _value(spec, orders)
+        for spec in metrics.per_query()
+    }
     return values, reasons
+
+
+def _value(spec: registry.MetricSpec, orders: QueryOrders) -> float:
+    """The kernel's value, checked to be a number (a user's kernel may return anything)."""
+    value = spec.kernel(orders)  # type: ignore[misc]  # checked by _check_kernels
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HarnessError(
+            f"metric {spec.name!r}: its kernel returned {value!r}, not a number "
+            "(return NaN where the query has no value)"
+        )
+    return value
+
+
+def _check_kernels(metrics: MetricRegistry) -> None:
+    """Every per-query metric needs its kernel (a spec read back from results has none)."""
+    missing = [spec.name for spec in metrics.per_query() if spec.kernel is None]
+    if missing:
+        raise HarnessError(
+            f"metrics without a kernel cannot be computed: {', '.join(missing)} "
+            "(pass the module that defines them with --metrics-module)"
+        )
 
 
 def _split_invalid(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
@@ -426,42 +380,49 @@ def _split_invalid(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     return valid, [s for s in samples if s.invalid] if len(valid) < len(samples) else []
 
 
-def _all_invalid_values(candidates: int) -> tuple[dict[str, float], dict[str, str]]:
-    """The values of a query none of whose orders got a valid answer: its invalid share
-    (1) and size; every metric undefined, with why."""
-    values = {spec.name: float("nan") for spec in registry.per_query()}
-    values |= {N_CANDIDATES: candidates, N_ORDERS: 0, INVALID_SHARE: 1.0}
-    reasons = {
-        spec.name: registry.UNDEFINED_ALL_INVALID
-        for spec in registry.per_query()
-        if spec.has_direction and spec.name != INVALID_SHARE
-    }
+def _all_invalid_values(
+    orders: QueryOrders, metrics: MetricRegistry
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The values of a query none of whose orders got a valid answer (``orders`` has no
+    sample): those of the metrics defined ``without_valid_orders`` (its size, invalid share
+    1, first-stage nDCG); every other metric undefined, with why where it has a direction."""
+    values: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    for spec in metrics.per_query():
+        if spec.without_valid_orders:
+            values[spec.name] = _value(spec, orders)
+            continue
+        values[spec.name] = float("nan")
+        if spec.has_direction:
+            reasons[spec.name] = registry.UNDEFINED_ALL_INVALID
     return values, reasons
 
 
-def undefined_by_design(candidates: int, design_orders: int, compared: int) -> dict[str, str]:
+def undefined_by_design(
+    candidates: int,
+    design_orders: int,
+    compared: int,
+    metrics: MetricRegistry = registry.BUILTIN,
+) -> dict[str, str]:
     """``{metric: reason}`` for every per-query value a query's design cannot measure, where a
     kernel would otherwise return a number that reads as a finding (0 bias, perfect
     agreement, no spread): ``candidates`` in the set, ``design_orders`` in the design,
-    ``compared`` outputs the pairwise metrics compare."""
+    ``compared`` outputs the pairwise metrics compare. Each metric declares its conditions
+    (``MetricSpec.undefined_when``); of those that hold, the first in
+    ``registry.UNDEFINED_REASONS`` is the reason."""
+    holds = {
+        "one candidate": candidates < 2,  # every order shows the same one-item list
+        "one design order": design_orders < 2,  # the spread of one value is 0
+        "no pair": compared < 2,  # one ranking is 1 distinct one, agrees with itself
+        "short list": candidates <= TOP_K,  # every candidate is in the top k of every output
+    }
     reasons: dict[str, str] = {}
-    if compared < 2:  # the pairwise kernels are NaN already; one ranking is 1 distinct one
-        for name in (*_PAIRWISE, PPI, GPI, DISTINCT_RANKINGS):
-            reasons[name] = registry.UNDEFINED_NO_PAIR
-    if candidates <= TOP_K:  # every candidate is in the top k of every output
-        for name in (TOPK_JACCARD, TOPK_SET_AGREEMENT, POSITION_BIAS_MAD):
-            reasons.setdefault(name, registry.UNDEFINED_SHORT_LIST)
-    if design_orders < 2:  # the spread of one value is 0
-        for name in (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR):
-            reasons[name] = registry.UNDEFINED_ONE_ORDER
-    if candidates < 2:  # every order shows the same one-item list: tau 0/0, no spread
-        for name in (*_PAIRWISE, COPY_TAU, PPI, GPI, DISTINCT_RANKINGS, *_SPREADS):
-            reasons[name] = registry.UNDEFINED_ONE_CANDIDATE
+    for spec in metrics.per_query():
+        for condition, reason in UNDEFINED_REASONS.items():
+            if condition in spec.undefined_when and holds[condition]:
+                reasons[spec.name] = reason
+                break
     return reasons
-
-
-_PAIRWISE = (KENDALL_TAU, RBO, TOP1_AGREEMENT, TOPK_JACCARD, SPEARMAN, TOPK_SET_AGREEMENT)
-_SPREADS = (NDCG_STD, NDCG_RANGE, BEST_RELEVANT_RANK_VAR)
 
 
 def _index_arrays(cset: CandidateSet, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray]:
