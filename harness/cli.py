@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 # The run display and error handling the suite commands share (harness.suites.cli)
-from harness.cli_support import progress as _progress
+from harness.cli_support import run_display as _progress
 from harness.cli_support import stderr_console as _stderr_console
 from harness.cli_support import terminate_as_interrupt as _terminate_as_interrupt
 from harness.cli_support import user_errors as _user_errors

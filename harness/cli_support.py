@@ -94,7 +94,7 @@ class RunDisplay:
 
 
 @contextmanager
-def progress(console, description: str) -> Iterator[RunDisplay]:
+def run_display(console, description: str) -> Iterator[RunDisplay]:
     """The run's display, driven by the runner's progress and stage callbacks.
 
     A bar on a terminal; elsewhere (CI logs, notebooks, nohup) a progress line every 30 s or

@@ -78,12 +78,12 @@ def test_a_run_without_a_terminal_prints_parseable_progress_lines(
 def test_harness_progress_env_silences_or_forces_the_bar(monkeypatch, wanted, printed):
     from rich.console import Console
 
-    from harness.cli_support import progress
+    from harness.cli_support import run_display
 
     monkeypatch.setenv("HARNESS_PROGRESS", wanted)
     monkeypatch.setenv("HARNESS_PROGRESS_EVERY", "0")
     console = Console(file=io.StringIO(), force_terminal=False)
-    with progress(console, "m on d") as display:
+    with run_display(console, "m on d") as display:
         for done in range(3):
             display.update(done, 2)
     assert ("progress: m on d: 2/2 orders" in console.file.getvalue()) == printed

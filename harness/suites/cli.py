@@ -37,7 +37,7 @@ def run_command(
     from harness.backends.threads import apply_wait_policy
 
     apply_wait_policy()
-    from harness.cli_support import progress, stderr_console, terminate_as_interrupt, user_errors
+    from harness.cli_support import run_display, stderr_console, terminate_as_interrupt, user_errors
     from harness.executors import ExecutorOptions
     from harness.suites.leaderboard import write_leaderboard
     from harness.suites.run import run_suite
@@ -53,7 +53,7 @@ def run_command(
         console = stderr_console()
         console.print(f"suite {spec.label()}: {len(spec.tasks)} tasks x {len(reranker)} rerankers")
         with (
-            progress(console, f"suite {spec.name}") as display,
+            run_display(console, f"suite {spec.name}") as display,
             terminate_as_interrupt() as received,
         ):
 
