@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.metrics.orders import QueryOrders
-from harness.metrics.position_bias import position_bias_mad as _position_bias_mad
-from harness.metrics.preference import (
-    global_preference_inconsistency,
-    pairwise_preference_instability,
-)
-from harness.metrics.registry import (
+from harness.metrics.names import (
     KENDALL_TAU,
     MRR,
     NDCG,
@@ -26,6 +20,12 @@ from harness.metrics.registry import (
     TOP_K,
     TOPK_JACCARD,
     TOPK_SET_AGREEMENT,
+)
+from harness.metrics.orders import QueryOrders
+from harness.metrics.position_bias import position_bias_mad as _position_bias_mad
+from harness.metrics.preference import (
+    global_preference_inconsistency,
+    pairwise_preference_instability,
 )
 from harness.metrics.stability import nan_stat, shown_order_taus
 from harness.metrics.stability import tie_rate as _tie_rate

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from harness.metrics.registry import TOP_K
+from harness.metrics.names import TOP_K
 from harness.metrics.stability import best_relevant_ranks, pairwise_stability
 
 

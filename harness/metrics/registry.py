@@ -30,12 +30,44 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from harness.errors import HarnessError
+from harness.metrics.names import (  # noqa: F401 (re-exported: readers import them here)
+    BEST_RELEVANT_RANK_MEAN,
+    BEST_RELEVANT_RANK_VAR,
+    COPY_TAU,
+    DISTINCT_RANKINGS,
+    FORWARD_PASSES,
+    GPI,
+    INVALID_SHARE,
+    KENDALL_TAU,
+    LATENCY_MS,
+    LATENCY_PER_SET_MS,
+    LATENCY_PERCENTILES,
+    MRR,
+    N_CANDIDATES,
+    N_ORDERS,
+    NDCG,
+    NDCG_FIRST_STAGE,
+    NDCG_RANGE,
+    NDCG_REFERENCE,
+    NDCG_STD,
+    PARSE_REPAIR_RATE,
+    POSITION_BIAS_MAD,
+    PPI,
+    RBO,
+    SPEARMAN,
+    TIE_RATE,
+    TOP1_AGREEMENT,
+    TOPK_JACCARD,
+    TOPK_SET_AGREEMENT,
+    at_k,
+    latency_percentile,
+)
+from harness.metrics.names import (  # the names, here where every reader has found them
+    TOP_K as TOP_K,
+)
 
 if TYPE_CHECKING:
     from harness.metrics.orders import QueryOrders
-
-TOP_K = 10
-"""The cutoff of every @k metric, of top-k exposure and of RBO's depth."""
 
 FLOOR_FACTOR = 3.0
 """A gated metric's default floor (the mean drop never tolerated) is this times its margin."""
@@ -159,46 +191,6 @@ class MetricSpec:
     def has_direction(self) -> bool:
         """Whether "worse" means anything: only then can the metric be gated or won."""
         return self.direction != "neither"
-
-
-def at_k(base: str, k: int = TOP_K) -> str:
-    """``ndcg`` -> ``ndcg@10``: the name of a metric cut off at rank ``k``."""
-    return f"{base}@{k}"
-
-
-NDCG = at_k("ndcg")
-MRR = at_k("mrr")
-NDCG_STD = f"{NDCG}_std"
-NDCG_RANGE = f"{NDCG}_range"
-NDCG_REFERENCE = f"{NDCG}_reference"
-NDCG_FIRST_STAGE = f"{NDCG}_first_stage"
-COPY_TAU = "copy_tau"
-KENDALL_TAU = "kendall_tau"
-RBO = at_k("rbo")
-TOP1_AGREEMENT = "top1_agreement"
-TOPK_JACCARD = f"top{TOP_K}_jaccard"
-SPEARMAN = "spearman"
-TOPK_SET_AGREEMENT = f"top{TOP_K}_set_agreement"
-PPI = "ppi"
-GPI = "gpi"
-BEST_RELEVANT_RANK_MEAN = "best_relevant_rank_mean"
-BEST_RELEVANT_RANK_VAR = "best_relevant_rank_var"
-TIE_RATE = "tie_rate"
-PARSE_REPAIR_RATE = "parse_repair_rate"
-DISTINCT_RANKINGS = "distinct_rankings"
-POSITION_BIAS_MAD = "position_bias_mad"
-LATENCY_MS = "latency_ms"
-FORWARD_PASSES = "forward_passes"
-LATENCY_PER_SET_MS = "latency_per_set_ms"
-N_CANDIDATES = "n_candidates"
-N_ORDERS = "n_orders"
-INVALID_SHARE = "invalid_share"
-LATENCY_PERCENTILES = (50, 95)
-
-
-def latency_percentile(pct: int) -> str:
-    """Name of the summary's latency percentile over orders, e.g. ``latency_ms_p50``."""
-    return f"{LATENCY_MS}_p{pct}"
 
 
 UNDEFINED_ALL_INVALID = "every order's answer was invalid"
