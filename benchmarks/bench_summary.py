@@ -41,13 +41,14 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMED = r"""
 import json, resource, sys, time
 import harness.results.summary as summary
-real, spent = summary.summarize, []
+real, spent, cpu = summary.summarize, [], []
 def timed(*args, **kwargs):
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     try:
         return real(*args, **kwargs)
     finally:
         spent.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
 summary.summarize = timed  # the runner imports it from the module when the results are due
 from harness.cli import app
 try:
@@ -56,28 +57,34 @@ except SystemExit as exc:
     if exc.code:
         raise
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("TIMED " + json.dumps({"summary_s": sum(spent), "rss_mb": rss}), file=sys.stderr)
+timed = {"summary_s": sum(spent), "summary_cpu_s": sum(cpu), "rss_mb": rss}
+print("TIMED " + json.dumps(timed), file=sys.stderr)
 """
 
 
 def timed_run(tree: Path, args: list[str]) -> dict[str, float]:
-    """``harness run ARGS`` with ``tree``'s harness: wall seconds of the whole process, the
-    summary's seconds inside it, and its peak RSS (MB)."""
+    """``harness run ARGS`` with ``tree``'s harness: wall and CPU seconds of the whole process,
+    the summary's wall and CPU seconds inside it, and its peak RSS (MB)."""
     env = os.environ | {"PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-P", "-c", TIMED, *args],
-        cwd=tree,  # the dataset cards' relative paths resolve from the working directory
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wall = time.perf_counter() - started
-    lines = [line for line in done.stderr.splitlines() if line.startswith("TIMED ")]
-    if done.returncode or not lines:
-        raise SystemExit(f"harness run {' '.join(args)} failed in {tree}:\n{done.stderr}")
-    return {"wall_s": wall, **json.loads(lines[-1][len("TIMED ") :])}
+    with tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-c", TIMED, *args],
+            cwd=tree,  # the dataset cards' relative paths resolve from the working directory
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            text=True,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        errors.seek(0)
+        stderr = errors.read()
+    lines = [line for line in stderr.splitlines() if line.startswith("TIMED ")]
+    if os.waitstatus_to_exitcode(status) or not lines:
+        raise SystemExit(f"harness run {' '.join(args)} failed in {tree}:\n{stderr}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, **json.loads(lines[-1][len("TIMED ") :])}
 
 
 def dl19_share(trees: dict[str, Path], rounds: int, work: Path) -> None:
@@ -89,12 +96,17 @@ def dl19_share(trees: dict[str, Path], rounds: int, work: Path) -> None:
             seen[name].append(timed_run(tree, [*args, "--out", str(out)]))
     print(f"DL19 identity run, --perms {PERMS} (43 queries x {PERMS + 1} orders), fresh runs;")
     print(f"median of {rounds} rounds, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'tree':>8} {'run s':>7} {'summary s':>10} {'share':>6}")
+    print(f"{'':>8} {'wall clock':>28} {'CPU time (less load-dependent)':>32}")
+    columns = f"{'run s':>8} {'summary s':>10} {'share':>8}"
+    print(f"{'tree':>8} {columns}   {columns}")
     for name, runs in seen.items():
-        wall = statistics.median(r["wall_s"] for r in runs)
-        spent = statistics.median(r["summary_s"] for r in runs)
-        share = statistics.median(r["summary_s"] / r["wall_s"] for r in runs)
-        print(f"{name:>8} {wall:>7.2f} {spent:>10.2f} {share:>6.0%}")
+        cells = []
+        for run_key, summary_key in (("wall_s", "summary_s"), ("cpu_s", "summary_cpu_s")):
+            whole = statistics.median(r[run_key] for r in runs)
+            spent = statistics.median(r[summary_key] for r in runs)
+            share = statistics.median(r[summary_key] / r[run_key] for r in runs)
+            cells.append(f"{whole:>8.2f} {spent:>10.2f} {share:>8.0%}")
+        print(f"{name:>8} {cells[0]}   {cells[1]}")
 
 
 SUMMARIZE = r"""
@@ -107,12 +119,13 @@ folder = Path(sys.argv[1])
 files = [folder / name for name in ("run.trec", "topics.tsv", "corpus.jsonl", "qrels.txt")]
 dataset = load_trec_dataset(*files, name="synthetic")
 index = RunStore(folder).scan_samples(keys_only=True)
-started = time.perf_counter()
+started, started_cpu = time.perf_counter(), time.process_time()
 sections = summarize(dataset.sets, dataset.qrels, index, seed=0, relevance_level=1)
-spent = time.perf_counter() - started
+spent, cpu = time.perf_counter() - started, time.process_time() - started_cpu
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 value = sections["summary"]["kendall_tau"]["value"]
-print("TIMED " + json.dumps({"summary_s": spent, "rss_mb": rss, "kendall_tau": value}))
+timed = {"summary_s": spent, "cpu_s": cpu, "rss_mb": rss, "kendall_tau": value}
+print("TIMED " + json.dumps(timed))
 """
 
 
@@ -165,7 +178,7 @@ def scale(
 ) -> None:
     print("\nsummarize() over a samples file (read from disk a chunk of queries at a time),")
     print(f"synthetic data, {candidates} candidates x {PERMS + 1} orders per query")
-    print(f"{'queries':>8} " + " ".join(f"{name:>36}" for name in trees))
+    print(f"{'queries':>8} " + " ".join(f"{name:>46}" for name in trees))
     per_cell: dict[str, list[tuple[int, float]]] = {name: [] for name in trees}
     for size in sizes:
         data = make_data(work / f"data{size}", size, candidates=candidates)
@@ -176,21 +189,21 @@ def scale(
                 cells.append("(not run)")
                 continue
             result = summarize_in(tree, data)
-            micro = result["summary_s"] / (size * (PERMS + 1)) * 1e6
+            micro = result["cpu_s"] / (size * (PERMS + 1)) * 1e6
             per_cell[name].append((size, micro))
             values.add(result["kendall_tau"])
-            cells.append(
-                f"{result['summary_s']:7.1f} s {micro:6.0f} us/qo {result['rss_mb']:5.0f} MB"
-            )
+            wall, cpu, rss = result["summary_s"], result["cpu_s"], result["rss_mb"]
+            cells.append(f"{wall:7.1f} s {cpu:7.1f} s CPU {micro:5.0f} us/qo {rss:5.0f} MB")
         same = "same kendall_tau" if len(values) == 1 else f"DIFFER {sorted(values)}"
-        print(f"{size:>8} " + " ".join(f"{c:>36}" for c in cells) + f"  {same}")
+        print(f"{size:>8} " + " ".join(f"{c:>46}" for c in cells) + f"  {same}")
         (data / "samples.jsonl").unlink()
     for name, cells in per_cell.items():
         if len(cells) > 1:
             (small, first), (large, last) = cells[0], cells[-1]
             ratio = last / first
             print(f"{name}: cost per (query x order) at {large} / at {small} queries: {ratio:.2f}")
-    print(f"us/qo: microseconds per (query x order); load average {os.getloadavg()[0]:.1f}")
+    print("wall, CPU seconds; us/qo: CPU microseconds per (query x order); peak RSS")
+    print(f"load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
