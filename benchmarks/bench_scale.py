@@ -39,9 +39,9 @@ PERMS = 20  # + the identity reference = 21 orders per query
 CORPUS = 5000
 
 
-def make_data(folder: Path, queries: int, seed: int = 0) -> Path:
-    """``queries`` topics, each with 100 BM25-like candidates from a shared corpus and two
-    relevant documents among them."""
+def make_data(folder: Path, queries: int, seed: int = 0, candidates: int = CANDIDATES) -> Path:
+    """``queries`` topics, each with ``candidates`` (100) BM25-like candidates from a shared
+    corpus and two relevant documents among them."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "corpus.jsonl").open("w") as out:
@@ -54,9 +54,9 @@ def make_data(folder: Path, queries: int, seed: int = 0) -> Path:
     ):
         for q in range(queries):
             topics.write(f"q{q}\tquestion {q}\n")
-            docs = rng.choice(CORPUS, size=CANDIDATES, replace=False)
+            docs = rng.choice(CORPUS, size=candidates, replace=False)
             for rank, d in enumerate(docs, start=1):
-                run.write(f"q{q} Q0 d{d} {rank} {CANDIDATES - rank + 1} synth\n")
+                run.write(f"q{q} Q0 d{d} {rank} {candidates - rank + 1} synth\n")
             for d in rng.choice(docs, size=2, replace=False):
                 qrels.write(f"q{q} 0 d{d} 1\n")
     return folder

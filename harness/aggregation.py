@@ -93,26 +93,31 @@ def _local_search(start: list[int], weights: np.ndarray) -> list[int]:
     rows = np.arange(n)
     cols = np.arange(n)
     above = cols[None, :] < rows[:, None]  # b < a: an up move
+    below = ~above
     # Reading order of moves: for each a, up moves b = a-1 .. 0, then down moves b = a+1 .. n-1.
     reading = (
         np.where(above, rows[:, None] - 1 - cols[None, :], cols[None, :] - 1) + rows[:, None] * n
     )
+    # anti[i, j] = weights[j, i] - weights[i, j]: the change when item i jumps over item j
+    # upwards, the same subtraction per pair as taking it after gathering (same floats).
+    anti = weights.T - weights
+    prefix = np.zeros((n, n + 1))
+    delta = np.empty((n, n))
     while True:
-        shown = weights[np.ix_(order, order)]  # shown[a, b] = weights[order[a], order[b]]
-        gain = shown.T - shown  # gain[a, b]: change when order[a] jumps over order[b] upwards
-        prefix = np.zeros((n, n + 1))
+        gain = anti.take(order, axis=0).take(order, axis=1)  # gain[a, b]: order[a] over order[b]
         np.cumsum(gain, axis=1, out=prefix[:, 1:])
         diagonal = prefix[rows, rows][:, None]  # sum of gain[a, :a]
         after = prefix[rows, rows + 1][:, None]  # sum of gain[a, :a + 1]
-        delta = np.where(above, diagonal - prefix[:, :n], after - prefix[:, 1:])
+        np.subtract(diagonal, prefix[:, :n], out=delta, where=above)
+        np.subtract(after, prefix[:, 1:], out=delta, where=below)
         delta[rows, rows] = np.inf
         best = delta.min()
         if not best < -1e-12:
             return order.tolist()
-        a, b = np.unravel_index(
-            np.argmin(np.where(delta <= best + 1e-12, reading, n * n)), delta.shape
-        )
-        order = np.insert(np.delete(order, a), b, order[a])
+        near = np.flatnonzero(delta <= best + 1e-12)  # never the diagonal (inf)
+        a, b = divmod(int(near[np.argmin(reading.ravel()[near])]), n)
+        rest = np.delete(order, a)
+        order = np.concatenate((rest[:b], order[a : a + 1], rest[b:]))
 
 
 def _kemeny_milp(weights: np.ndarray) -> list[int]:

@@ -122,3 +122,41 @@ def assert_no_single_move_improves(order, weights, cost) -> None:
             moved = order.copy()
             moved.insert(b, moved.pop(a))
             assert ranking_cost(moved, weights) >= cost - 1e-9
+
+
+def _reference_local_search(start: list[int], weights: np.ndarray) -> list[int]:
+    """Best single-item move until none lowers the cost, written plainly: every move's cost
+    change from the gathered weights, the best (first in reading order among those within
+    1e-12) applied. ``kemeny``'s search must take exactly these moves."""
+    order = list(start)
+    n = len(order)
+    while True:
+        shown = weights[np.ix_(order, order)]
+        gain = shown.T - shown  # gain[a, b]: change when order[a] jumps over order[b] upwards
+        prefix = np.zeros((n, n + 1))
+        np.cumsum(gain, axis=1, out=prefix[:, 1:])
+        moves = []  # (reading position, a, b, change)
+        for a in range(n):
+            up = [(a - 1 - b, b, prefix[a, a] - prefix[a, b]) for b in range(a - 1, -1, -1)]
+            down = [(b - 1, b, prefix[a, a + 1] - prefix[a, b + 1]) for b in range(a + 1, n)]
+            moves += [(a * n + pos, a, b, change) for pos, b, change in up + down]
+        best = min(change for *_, change in moves)
+        if not best < -1e-12:
+            return order
+        _, a, b, _ = min(m for m in moves if m[3] <= best + 1e-12)
+        order.insert(b, order.pop(a))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_local_search_takes_the_reference_moves(seed):
+    """Above the exact limit, kemeny's vectorised search ends where the plain one does (the
+    same order, hence the same cost), on count and share weights, random and near-agreeing."""
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        n, m = int(rng.integers(31, 45)), int(rng.integers(2, 12))
+        base = rng.permutation(n)
+        share = rng.random()
+        rankings = [base if rng.random() < share else rng.permutation(n) for _ in range(m)]
+        weights = pairwise_wins(rankings) / (m if rng.random() < 0.5 else 1)
+        start = sorted(range(n), key=lambda i: (-(weights[i].sum() - weights[:, i].sum()), i))
+        assert kemeny(weights).order == tuple(_reference_local_search(start, weights))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.metrics.effectiveness import check_metric, compile_kernels, effectiveness
+from harness.metrics.effectiveness import ENGINES, check_metric, compile_kernels, effectiveness
 
 
 def oracle_ndcg(grades: dict[str, int], ranking: list[str], k: int) -> float:
@@ -162,10 +162,12 @@ def test_ranx_gets_float_arrays_whatever_the_dataset(monkeypatch: pytest.MonkeyP
         return real(qrels, run, *args, **kwargs)
 
     monkeypatch.setattr(ranx, "evaluate", evaluate)
-    short = effectiveness({"q": {"a": 2, "b": 1}}, [("q", ["b", "a", "c"])])
+    short = effectiveness({"q": {"a": 2, "b": 1}}, [("q", ["b", "a", "c"])], engine="ranx")
     long_ids = {"a": "MSMARCO-passage-0000001", "b": "b" * 40, "c": "doc-c"}
     renamed = effectiveness(
-        {"q": {long_ids["a"]: 2, long_ids["b"]: 1}}, [("q", [long_ids[d] for d in "bac"])]
+        {"q": {long_ids["a"]: 2, long_ids["b"]: 1}},
+        [("q", [long_ids[d] for d in "bac"])],
+        engine="ranx",
     )
     assert seen == {(np.ndarray, np.dtype(np.float64), 3, True)}
     for metric, values in short.items():
@@ -184,7 +186,7 @@ def test_no_dataset_compiles_a_kernel_after_set_up():
     before = [list(k.signatures) for k in kernels]
     qrels, rankings = random_case(np.random.default_rng(2), n_entries=50)
     qrels["long"] = {"MSMARCO-passage-" + "9" * 30: 3, "x": 1}
-    effectiveness(qrels, [*rankings, ("long", ["x", "y" * 50])])
+    effectiveness(qrels, [*rankings, ("long", ["x", "y" * 50])], engine="ranx")
     assert [list(k.signatures) for k in kernels] == before
     assert all(before)
 
@@ -196,8 +198,57 @@ def test_judgment_padding_changes_no_number():
     qrels = {"few": {"d0": 2, "n": 0}, "many": many}
     ranking = [f"d{i}" for i in range(12)]
     metrics = ["ndcg@10", "recall@10", "map", "precision@5"]
-    together = effectiveness(qrels, [("few", ranking), ("many", ranking)], metrics)
-    alone = [effectiveness(qrels, [(q, ranking)], metrics) for q in ("few", "many")]
+    for engine in ENGINES:
+        together = effectiveness(
+            qrels, [("few", ranking), ("many", ranking)], metrics, engine=engine
+        )
+        alone = [
+            effectiveness(qrels, [(q, ranking)], metrics, engine=engine) for q in ("few", "many")
+        ]
+        for metric in metrics:
+            np.testing.assert_allclose(together[metric], [a[metric][0] for a in alone])
+        assert together["recall@10"][0] == 1.0 and together["ndcg@10"][0] == 1.0
+
+
+# nDCG and MRR in every form the NumPy engine computes itself
+KERNEL_METRICS = ["ndcg@10", "mrr@10", "ndcg@5", "ndcg", "mrr", "mrr@3-l2", "mrr-l3", "ndcg@20"]
+
+
+def assert_engines_equal(qrels, rankings, metrics, relevance_level=1):
+    """The NumPy engine's floats are ranx's (the reference), bit for bit."""
+    ours = effectiveness(qrels, rankings, metrics, relevance_level=relevance_level)
+    ranx = effectiveness(qrels, rankings, metrics, relevance_level=relevance_level, engine="ranx")
+    assert ours.keys() == ranx.keys()
     for metric in metrics:
-        np.testing.assert_allclose(together[metric], [a[metric][0] for a in alone])
-    assert together["recall@10"][0] == 1.0 and together["ndcg@10"][0] == 1.0
+        np.testing.assert_array_equal(ours[metric], ranx[metric], err_msg=metric)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("level", [1, 2])
+def test_numpy_engine_is_ranx_bit_for_bit_on_random_data(seed, level):
+    qrels, rankings = random_case(np.random.default_rng(seed), n_entries=400)
+    rankings.append(("q0", []))  # an empty ranking scores 0
+    assert_engines_equal(qrels, rankings, [*KERNEL_METRICS, "recall@10"], level)
+
+
+def test_numpy_engine_is_ranx_bit_for_bit_on_dl19(dl19_dir):
+    """DL19's qrels (grades 0-3, up to hundreds judged per query) and its BM25 top 100, as
+    loaded and in seeded shuffles: the rankings a run scores."""
+    from harness.data.trec import read_qrels, read_run
+
+    qrels = read_qrels(dl19_dir / "qrels.txt")
+    run = read_run(dl19_dir / "bm25_top100.trec")
+    rng = np.random.default_rng(0)
+    rankings = []
+    for qid in run:
+        docs = [doc for doc, _ in run[qid]]
+        if qid in qrels and max(qrels[qid].values()) > 0:
+            rankings += [(qid, list(docs))] + [(qid, list(rng.permutation(docs))) for _ in range(5)]
+    assert len({q for q, _ in rankings}) == 43
+    for level in (1, 2):
+        assert_engines_equal(qrels, rankings, KERNEL_METRICS, level)
+
+
+def test_engine_is_checked():
+    with pytest.raises(ValueError, match="unknown engine"):
+        effectiveness(QRELS, [("q1", ["a"])], engine="numba")

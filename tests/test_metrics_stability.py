@@ -226,3 +226,29 @@ def test_shown_order_taus_equal_kendall_tau_bit_for_bit(n):
     assert np.array(expected).tobytes() == got.tobytes()
     if n > 1:
         assert got[0] == pytest.approx(1.0) and got[1] == pytest.approx(-1.0)
+
+
+def test_pairwise_counts_are_exact_integers(monkeypatch):
+    """Kendall tau from exact concordance counts and RBO / Jaccard from exact overlaps, bit
+    for bit as a per-pair count gives them, and the same in chunks of a few pairs."""
+    from harness.metrics import stability
+
+    rng = np.random.default_rng(11)
+    ids = [f"d{i}" for i in range(23)]
+    rankings = [[ids[c] for c in rng.permutation(23)] for _ in range(9)]
+    pairs = list(itertools.combinations(rankings, 2))
+    taus, overlaps = [], []
+    for a, b in pairs:
+        where = {doc: r for r, doc in enumerate(b)}
+        signs = [
+            1 if where[a[x]] < where[a[y]] else -1 for x in range(23) for y in range(x + 1, 23)
+        ]
+        taus.append(sum(signs) / len(signs))
+        overlaps.append([len(set(a[:d]) & set(b[:d])) for d in range(1, 11)])
+    overlap = np.array(overlaps)
+    got = pairwise_stability(rankings)
+    assert got["kendall_tau"] == np.mean(taus)
+    assert got["rbo@10"] == np.mean(stability._rbo_ext(overlap, 0.9))
+    assert got["top10_jaccard"] == np.mean(overlap[:, -1] / (20 - overlap[:, -1]))
+    monkeypatch.setattr(stability, "_PAIR_CHUNK_ELEMENTS", 40)  # a few pairs per chunk
+    assert pairwise_stability(rankings) == got

@@ -82,11 +82,6 @@ def top1_agreement(a: Sequence[str], b: Sequence[str]) -> float:
 _PAIR_CHUNK_ELEMENTS = 4_000_000
 
 
-def _count_dtype(pairs: int) -> type[np.signedinteger]:
-    """The narrowest integer type that holds a sum of ``pairs`` signs exactly."""
-    return np.int32 if pairs < 2**31 else np.int64
-
-
 def shown_order_taus(shown: np.ndarray, output: np.ndarray) -> np.ndarray:
     """Kendall tau-b between each shown order and its output, row by row: ``kendall_tau`` of
     (the ids in shown order, the ranking), with the same float operations as SciPy's
@@ -136,10 +131,20 @@ def pairwise_stability(
         tau = rho = np.full(len(i), np.nan)
     else:  # no ties, so tau-b = (concordant - discordant) / (n choose 2)
         u, v = np.triu_indices(n, 1)
-        # Exact integer concordance counts (what a float64 product of +-1 signs also gives),
-        # without BLAS: its threads spin on a busy machine and made this the summary's cost.
-        signs = np.sign(ranks[:, u] - ranks[:, v]).astype(_count_dtype(len(u)))
-        tau = (signs @ signs.T)[i, j] / len(u)
+        # Exact integer concordance counts, without BLAS (its threads spin on a busy
+        # machine) and without an integer matrix product (slower still): each ranking's
+        # candidate pairs as bits (no ties: a pair is either way round), and per pair of
+        # rankings, concordant - discordant = pairs - 2 * (bits that differ).
+        bits = np.packbits(ranks[:, u] < ranks[:, v], axis=1)  # [m, pairs / 8]
+        ones = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
+        step = max(1, _PAIR_CHUNK_ELEMENTS // bits.shape[1])  # bounded memory, as below
+        differ = np.concatenate(
+            [
+                ones[bits[i[s : s + step]] ^ bits[j[s : s + step]]].sum(axis=1, dtype=np.int64)
+                for s in range(0, len(i), step)
+            ]
+        )
+        tau = (len(u) - 2 * differ) / len(u)
         # no ties, so Spearman's rho = 1 - 6 sum d^2 / (n (n^2 - 1)); chunked like RBO below
         rho = np.concatenate(
             [
@@ -157,9 +162,12 @@ def pairwise_stability(
     rbo_parts, jaccard_parts, same_parts = [], [], []
     for start in range(0, len(i), chunk):
         a, b = i[start : start + chunk], j[start : start + chunk]
-        # X_d = number of candidates in the top d of both = those whose worse rank is < d.
+        # X_d = number of candidates in the top d of both = those whose worse rank is < d:
+        # per pair, a count of each worse rank below kk, summed up to d.
         worse = np.maximum(ranks[a], ranks[b])  # [pairs, n]
-        overlap = (worse[:, :, None] < np.arange(1, kk + 1)).sum(1)  # [pairs, kk]
+        pair, candidate = np.nonzero(worse < kk)
+        counts = np.bincount(pair * kk + worse[pair, candidate], minlength=len(a) * kk)
+        overlap = counts.reshape(len(a), kk).cumsum(axis=1)  # [pairs, kk]
         rbo_parts.append(_rbo_ext(overlap, p))
         x_k = overlap[:, -1]
         jaccard_parts.append(x_k / (2 * kk - x_k))
