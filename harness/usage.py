@@ -73,6 +73,10 @@ class HttpUsage(_Summable):
         }
 
 
+NO_REQUESTS = HttpUsage()
+"""What a local backend's output sent: nothing."""
+
+
 @dataclass(frozen=True)
 class Usage(_Summable):
     """The cost of one output (or of a run, summed): model forward passes, prompt and generated

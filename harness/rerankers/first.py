@@ -42,7 +42,7 @@ from harness.rerankers.listwise_prompts import (
     prompt_token_ids,
 )
 from harness.rerankers.params import CapCalParams, FirstParams
-from harness.usage import HttpUsage, Usage
+from harness.usage import NO_REQUESTS, HttpUsage, Usage
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 
 PRIME = "["
@@ -90,7 +90,7 @@ def first_result(
     identifier_mass: float,
     prompt_tokens: int,
     detail: dict[str, Any] | None = None,
-    http: HttpUsage | None = None,
+    http: HttpUsage = NO_REQUESTS,
 ) -> WindowResult:
     """One window's result from its identifier scores; refuses anything but one generated
     token, the property that makes this FIRST rather than generation."""
@@ -106,7 +106,7 @@ def first_result(
         generated_tokens=1,
         forward_passes=1,
         detail={"identifier_mass": round(identifier_mass, 6), **(detail or {})},
-        http=http or HttpUsage(),
+        http=http,
     )
 
 
@@ -188,7 +188,7 @@ class FirstReranker(ListwiseReranker):
                     identifier_mass=mass,
                     prompt_tokens=len(row),
                     detail=detail,
-                    http=HttpUsage.of_record(call) if call else None,
+                    http=HttpUsage.of_record(call) if call else HttpUsage(),
                 )
             )
         return results
