@@ -58,6 +58,7 @@ from harness.results.store import (
     Sample,
     SampleIndex,
 )
+from harness.usage import Usage, total
 from harness.validity import INVALID_ANSWER, refusal, too_many_invalid
 
 LOCAL = ExecutorOptions()
@@ -490,15 +491,15 @@ def _counted(
     usage: dict[str, int],
     estimate: TimeEstimate | None = None,
 ) -> DryRun:
-    facts = [sample.facts for sample in samples]
+    cost = total((sample.usage for sample in samples), Usage())
     return DryRun(
         orders=jobs.orders,
         usage=usage,
         queries=len(list(jobs.sets())),
         calls=len(jobs),
-        forward_passes=sum(int(f.get("forward_passes", 0)) for f in facts),
-        prompt_tokens=sum(int(f.get("prompt_tokens", 0)) for f in facts),
-        generated_tokens=sum(int(f.get("generated_tokens", 0)) for f in facts),
+        forward_passes=cost.forward_passes,
+        prompt_tokens=cost.prompt_tokens,
+        generated_tokens=cost.generated_tokens,
         estimate=estimate,
     )
 

@@ -128,11 +128,12 @@ def test_every_pass_is_counted_in_the_run_cost(tmp_path) -> None:
 
 
 def test_a_remote_calibration_request_is_counted_with_the_windows() -> None:
-    """http_calls (what the summary counts as requests) sees CapCal's content-free
-    request beside the windows' requests."""
+    """CapCal's content-free request is added to the windows' requests, in memory and in the
+    stored facts the run summary reads."""
     from harness.backends.base import NextTokenScores
-    from harness.rerankers.base import CallFacts, RerankOutput, http_calls
+    from harness.rerankers.base import CallFacts, RerankOutput
     from harness.rerankers.first import _CalibrationCost
+    from harness.usage import HttpUsage, stored_usage
 
     cost = _CalibrationCost()
     read = NextTokenScores(
@@ -151,11 +152,13 @@ def test_a_remote_calibration_request_is_counted_with_the_windows() -> None:
         generated_tokens=1,
         forward_passes=1,
         extra={"window_details": [{"http": {"requests": 1}}]},
+        http=HttpUsage(requests=1),
     )
     charged = cost.charged_to([RerankOutput(("a", "b"), facts), RerankOutput(("b", "a"), facts)])
     first = charged[0].facts
     assert (first.forward_passes, first.prompt_tokens, first.generated_tokens) == (2, 37, 2)
-    assert [c["requests"] for c in http_calls(first.extra)] == [1, 1]
+    assert first.http == HttpUsage(requests=2, prompt_tokens=7)
+    assert stored_usage(first.to_dict()) == first.usage
     assert charged[1].facts == facts
 
 

@@ -1124,3 +1124,43 @@ def test_a_chat_answer_from_another_model_is_invalid_and_not_cached(tmp_path):
     assert f"answered as model 'other-model', not '{FAKE_MODEL}'" in problem
     assert generation.texts == ("",)  # another model's text is not read
     assert len(server.bodies) == 3 and _cached_files(tmp_path) == []
+
+
+def test_the_usage_an_output_carries_is_what_its_stored_facts_read_back(tmp_path):
+    """The typed requests a method counts (``CallFacts.http``: per window for FIRST, plus the
+    content-free pass for CapCal, per set for pointwise, summed by a debiaser) are what the
+    run summary reads back from the stored facts (``stored_usage``), one cached answer too."""
+    from harness.data.model import Candidate, CandidateSet, TextQuery
+    from harness.rerankers.meta import InnerTally
+    from harness.rerankers.registry import build_reranker, resolve_preset
+    from harness.usage import HttpUsage, Usage, stored_usage, total
+
+    texts = [f"passage {i} on topic {i % 3}" for i in range(8)]
+    cset = CandidateSet(
+        "q1", TextQuery("topic 2"), tuple(Candidate(f"d{i}", t, 0.0) for i, t in enumerate(texts))
+    )
+    orders = np.array([np.arange(8), np.arange(8)[::-1]])
+    engine = {"retry_backoff": 0.0, "cache_dir": str(tmp_path / "cache")}
+    with FakeServer(answer=_identifier_answer) as server:
+        for adapter, params in [
+            ("first", {"window_size": 6, "stride": 2}),
+            ("first-capcal", {"window_size": 6, "stride": 2}),
+            ("pointwise", {}),
+        ]:
+            preset = _preset(tmp_path, adapter, base_url=server.base_url, **engine, **params)
+            reranker = build_reranker(resolve_preset(str(preset)), RunContext())
+            sent = len(server.bodies)
+            outputs = reranker.rerank(cset, orders)
+            outputs += reranker.rerank(cset, orders[:1])  # cached (FIRST) or reused (pointwise)
+            reranker.close()
+            facts = [o.facts for o in outputs]
+            assert [stored_usage(f.to_dict()) for f in facts] == [f.usage for f in facts]
+            run = total((f.http for f in facts), HttpUsage())
+            assert run.requests - run.cached == len(server.bodies) - sent > 0, adapter
+            tally = InnerTally()
+            for f in facts:
+                tally.add(f)
+            summed = tally.facts(1.0, 1, {})
+            assert summed.usage == total((f.usage for f in facts), Usage())
+            assert stored_usage(summed.to_dict()) == summed.usage
+    assert outputs[0].facts.http.requests == 8 and outputs[-1].facts.http == HttpUsage()

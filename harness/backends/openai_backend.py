@@ -340,7 +340,8 @@ def accepted_model(model: str, served_model: str | None, listed: Sequence[str], 
 
 def call_record(response: Mapping[str, Any], answer: Answer) -> dict[str, Any]:
     """Per-request provenance: the server's model name and fingerprint, token usage, whether
-    it came from the cache and how many attempts it took."""
+    it came from the cache and how many attempts it took. Methods store it in their outputs'
+    facts and count it with :meth:`harness.usage.HttpUsage.of_record`."""
     usage = response.get("usage") or {}
     record: dict[str, Any] = {
         "server_model": response.get("model"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from harness.context import RunContext as RunContext  # the methods' callers find it here
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
+from harness.usage import HttpUsage, Usage
 
 ParseStatus = Literal["ok", "wrong_format", "repetition", "missing", "not_applicable"]
 
@@ -29,7 +30,9 @@ class CallFacts:
 
     ``latency_ms`` is the wall time of the call that produced this order's output divided
     by the number of orders that call served (``batch_size``), so it is comparable across
-    batch sizes; ``call_latency_ms`` is the undivided wall time.
+    batch sizes; ``call_latency_ms`` is the undivided wall time. ``http``: the requests to a
+    server behind this output (none on a local backend); it is not stored as such, ``extra``
+    keeps each request's record, from which :func:`harness.usage.stored_usage` reads it back.
     """
 
     latency_ms: float
@@ -40,24 +43,30 @@ class CallFacts:
     forward_passes: int = 0
     parse_status: ParseStatus = "not_applicable"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    http: HttpUsage = field(default_factory=HttpUsage)
+
+    @property
+    def usage(self) -> Usage:
+        """This output's cost as one record, summed with ``+`` by whoever tallies it."""
+        return Usage(self.forward_passes, self.prompt_tokens, self.generated_tokens, self.http)
+
+    def plus(self, usage: Usage, **changes: Any) -> CallFacts:
+        """These facts with ``usage`` added to their cost (and ``changes`` made)."""
+        cost = self.usage + usage
+        return replace(
+            self,
+            forward_passes=cost.forward_passes,
+            prompt_tokens=cost.prompt_tokens,
+            generated_tokens=cost.generated_tokens,
+            http=cost.http,
+            **changes,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def http_calls(extra: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """What a remote backend reported about the requests behind one output: one entry per
-    window of a listwise method (and per content-free pass of CapCal), or a set's summary
-    (pointwise, or a nested debiaser)."""
-    calls = [
-        d["http"]
-        for key in ("window_details", "calibration_details")
-        for d in extra.get(key, ())
-        if "http" in d
-    ]
-    if "http" in extra:
-        calls.append(extra["http"])
-    return calls
+        """The stored ``facts`` (the requests' records are in ``extra``)."""
+        data = asdict(self)
+        del data["http"]
+        return data
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from harness.rerankers.listwise_prompts import (
     prompt_token_ids,
 )
 from harness.rerankers.params import CapCalParams, FirstParams
+from harness.usage import NO_REQUESTS, HttpUsage, Usage
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 
 PRIME = "["
@@ -89,6 +90,7 @@ def first_result(
     identifier_mass: float,
     prompt_tokens: int,
     detail: dict[str, Any] | None = None,
+    http: HttpUsage = NO_REQUESTS,
 ) -> WindowResult:
     """One window's result from its identifier scores; refuses anything but one generated
     token, the property that makes this FIRST rather than generation."""
@@ -104,6 +106,7 @@ def first_result(
         generated_tokens=1,
         forward_passes=1,
         detail={"identifier_mass": round(identifier_mass, 6), **(detail or {})},
+        http=http,
     )
 
 
@@ -185,6 +188,7 @@ class FirstReranker(ListwiseReranker):
                     identifier_mass=mass,
                     prompt_tokens=len(row),
                     detail=detail,
+                    http=HttpUsage.of_record(call) if call else HttpUsage(),
                 )
             )
         return results
@@ -300,22 +304,19 @@ class CapCalFirstReranker(FirstReranker):
 class _CalibrationCost:
     """The content-free passes one CapCal call made (none when its priors were cached)."""
 
-    passes: int = 0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     details: list[dict[str, Any]] = field(default_factory=list)
     unkept: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)  # invalid priors
 
     def add(self, read: NextTokenScores, *, prompt_tokens: int) -> None:
-        self.passes += 1
-        self.prompt_tokens += prompt_tokens
-        self.generated_tokens += int(sum(read.generated_tokens))
+        generated = int(sum(read.generated_tokens))
+        self.usage += Usage(1, prompt_tokens, generated, HttpUsage.of_calls(read.calls))
         self.details.extend({"http": dict(call)} for call in read.calls if call)
 
     def charged_to(self, outputs: list[RerankOutput]) -> list[RerankOutput]:
         """``outputs`` with these passes added to the first one's cost (every pass of the
         call is then counted once, as a listwise call's windows are)."""
-        if not self.passes:
+        if not self.usage.forward_passes:
             return outputs
         # an invalid content-free answer miscalibrates every window of the call: each order
         # of it is invalid (harness.validity), as a pointwise set's are
@@ -326,16 +327,10 @@ class _CalibrationCost:
                 for o in outputs
             ]
         facts = outputs[0].facts
-        extra = {**facts.extra, "calibration_forward_passes": self.passes}
+        extra = {**facts.extra, "calibration_forward_passes": self.usage.forward_passes}
         if self.details:
             extra["calibration_details"] = self.details
-        charged = replace(
-            facts,
-            forward_passes=facts.forward_passes + self.passes,
-            prompt_tokens=facts.prompt_tokens + self.prompt_tokens,
-            generated_tokens=facts.generated_tokens + self.generated_tokens,
-            extra=extra,
-        )
+        charged = facts.plus(self.usage, extra=extra)
         return [replace(outputs[0], facts=charged), *outputs[1:]]
 
 

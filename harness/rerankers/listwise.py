@@ -40,6 +40,7 @@ from harness.rerankers.params import ListwiseParams
 from harness.rerankers.permutation_parser import worst_status
 from harness.rerankers.templates import choose_templates
 from harness.rerankers.windows import window_plan
+from harness.usage import HttpUsage, Usage
 from harness.validity import invalid_facts
 
 
@@ -55,7 +56,9 @@ class WindowPrompt:
 
 @dataclass(frozen=True)
 class WindowResult:
-    """What a backend made of one window: a permutation of its positions, best first."""
+    """What a backend made of one window: a permutation of its positions, best first;
+    ``http``: the server request that answered it (none on a local backend), whose record
+    ``detail`` keeps under ``http``."""
 
     permutation: tuple[int, ...]
     status: ParseStatus
@@ -63,6 +66,11 @@ class WindowResult:
     generated_tokens: int
     forward_passes: int
     detail: Mapping[str, Any] = field(default_factory=dict)
+    http: HttpUsage = field(default_factory=HttpUsage)
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.forward_passes, self.prompt_tokens, self.generated_tokens, self.http)
 
 
 @dataclass
@@ -70,16 +78,12 @@ class _OrderTally:
     """Per-order running totals over the windows of one call."""
 
     statuses: list[ParseStatus] = field(default_factory=list)
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    forward_passes: int = 0
+    usage: Usage = field(default_factory=Usage)
     details: list[Mapping[str, Any]] = field(default_factory=list)
 
     def add(self, result: WindowResult) -> None:
         self.statuses.append(result.status)
-        self.prompt_tokens += result.prompt_tokens
-        self.generated_tokens += result.generated_tokens
-        self.forward_passes += result.forward_passes
+        self.usage += result.usage
         self.details.append(result.detail)
 
 
@@ -221,11 +225,12 @@ class ListwiseReranker(BackendReranker):
             latency_ms=call_ms / batch,
             call_latency_ms=call_ms,
             batch_size=batch,
-            prompt_tokens=tally.prompt_tokens,
-            generated_tokens=tally.generated_tokens,
-            forward_passes=tally.forward_passes,
+            prompt_tokens=tally.usage.prompt_tokens,
+            generated_tokens=tally.usage.generated_tokens,
+            forward_passes=tally.usage.forward_passes,
             parse_status=worst_status(tally.statuses),
             extra=extra,
+            http=tally.usage.http,
         )
 
 

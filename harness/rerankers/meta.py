@@ -16,9 +16,10 @@ orders give two independent sets of inner orders, as two runs of the method with
 randomness would. (Permuting the candidate set itself, ignoring the shown order, would make
 every debiaser order-invariant by construction and its measured stability meaningless.)
 
-Cost: each output's :class:`CallFacts` sums its inner calls' ``forward_passes``,
-``prompt_tokens``, ``generated_tokens`` and per-order ``latency_ms``; ``extra`` says how many
-inner orders it took and the inner parse statuses. Provenance: :meth:`identity` carries the
+Cost: each output's :class:`CallFacts` sums its inner calls' :class:`~harness.usage.Usage`
+(``forward_passes``, ``prompt_tokens``, ``generated_tokens``, a server's requests) and
+per-order ``latency_ms``; ``extra`` says how many inner orders it took and the inner parse
+statuses. Provenance: :meth:`identity` carries the
 inner preset and the inner reranker's identity (its model and prompt hashes surface at the
 top level, where reports look for them).
 
@@ -44,9 +45,10 @@ import numpy as np
 from harness import aggregation
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
-from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext, http_calls
+from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext
 from harness.rerankers.permutation_parser import worst_status
 from harness.rerankers.preset import RerankerPreset
+from harness.usage import Usage
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_answers
 
 AGGREGATIONS: Mapping[str, str] = {
@@ -118,45 +120,36 @@ class InnerTally:
 
     orders: int = 0
     latency_ms: float = 0.0
-    prompt_tokens: int = 0
-    generated_tokens: int = 0
-    forward_passes: int = 0
+    usage: Usage = dataclasses.field(default_factory=Usage)
     statuses: Counter[str] = dataclasses.field(default_factory=Counter)
-    http: Counter[str] = dataclasses.field(default_factory=Counter)
     invalid: int = 0  # inner answers that stayed invalid
     first_invalid: str | None = None
 
     def add(self, facts: CallFacts) -> None:
         self.orders += 1
         self.latency_ms += facts.latency_ms
-        self.prompt_tokens += facts.prompt_tokens
-        self.generated_tokens += facts.generated_tokens
-        self.forward_passes += facts.forward_passes
+        self.usage += facts.usage
         self.statuses[facts.parse_status] += 1
         self.invalid += invalid_answers({"extra": facts.extra})
         self.first_invalid = self.first_invalid or facts.extra.get(INVALID_ANSWER)
-        for call in http_calls(facts.extra):
-            self.http["requests"] += int(call.get("requests", 1))
-            self.http["cached"] += int(call.get("cached", 0))
-            for key in ("server_prompt_tokens", "server_completion_tokens"):
-                short = key.removeprefix("server_")
-                self.http[key] += int(call.get(key, call.get(short)) or 0)
 
     def facts(self, call_ms: float, batch: int, extra: Mapping[str, Any]) -> CallFacts:
+        usage = self.usage
         return CallFacts(
             latency_ms=self.latency_ms,
             call_latency_ms=call_ms,
             batch_size=batch,
-            prompt_tokens=self.prompt_tokens,
-            generated_tokens=self.generated_tokens,
-            forward_passes=self.forward_passes,
+            prompt_tokens=usage.prompt_tokens,
+            generated_tokens=usage.generated_tokens,
+            forward_passes=usage.forward_passes,
             parse_status=worst_status(list(self.statuses)),  # type: ignore[arg-type]
+            http=usage.http,
             extra={
                 "inner_orders": self.orders,
                 "inner_parse_status_counts": dict(sorted(self.statuses.items())),
-                # The inner calls' requests to a server, summed in the shape the run's cost
-                # counter reads (a pointwise call's summary), so a debiaser's requests count.
-                **({"http": dict(sorted(self.http.items()))} if self.http else {}),
+                # The inner calls' requests to a server, stored as a summary (the inner
+                # records stay with the inner outputs, which are not stored).
+                **({"http": usage.http.stored()} if usage.http.requests else {}),
                 **(
                     {INVALID_ANSWERS: self.invalid, INVALID_ANSWER: self.first_invalid}
                     if self.invalid

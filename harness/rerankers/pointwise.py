@@ -31,6 +31,7 @@ from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import PointwiseParams
 from harness.rerankers.prompts import PointwiseTemplate
 from harness.rerankers.templates import choose_templates
+from harness.usage import HttpUsage
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 
 
@@ -47,13 +48,16 @@ class SetPrompts:
 
 @dataclass(frozen=True)
 class SetScores:
-    """Scores of one set (by candidate index) and what computing them cost."""
+    """Scores of one set (by candidate index) and what computing them cost: on a remote
+    backend ``http`` are its requests and ``record`` their stored summary
+    (:func:`summarize_calls`)."""
 
     key: SetPrompts
     scores: np.ndarray
     forward_passes: int
     prompt_tokens: int
-    http: dict[str, Any] = field(default_factory=dict)  # remote backends: requests and usage
+    http: HttpUsage = field(default_factory=HttpUsage)
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 class PointwiseReranker(BackendReranker):
@@ -105,7 +109,8 @@ class PointwiseReranker(BackendReranker):
             self._last = last
         computed = last
         call_ms = (time.perf_counter() - started) * 1000.0
-        invalid = bool(computed.http.get(INVALID_ANSWERS))
+        record = computed.record
+        invalid = bool(record.get(INVALID_ANSWERS))
         facts = CallFacts(
             latency_ms=call_ms / len(orders),
             call_latency_ms=call_ms,
@@ -115,11 +120,12 @@ class PointwiseReranker(BackendReranker):
             forward_passes=0 if reused else computed.forward_passes,
             extra={
                 "scores_reused": reused,
-                **({"http": computed.http} if computed.http and not reused else {}),
+                **({"http": record} if record and not reused else {}),
                 # every order of the set is ranked by the same scores: all share their validity
-                **({INVALID_ANSWERS: computed.http[INVALID_ANSWERS]} if invalid else {}),
-                **({INVALID_ANSWER: computed.http[INVALID_ANSWER]} if invalid else {}),
+                **({INVALID_ANSWERS: record[INVALID_ANSWERS]} if invalid else {}),
+                **({INVALID_ANSWER: record[INVALID_ANSWER]} if invalid else {}),
             },
+            http=HttpUsage() if reused else computed.http,
         )
         ids = candidate_set.doc_ids
         values = computed.scores.tolist()
@@ -132,6 +138,7 @@ class PointwiseReranker(BackendReranker):
             prompt_tokens=0,
             forward_passes=0,
             extra={k: v for k, v in facts.extra.items() if k != "http"},
+            http=HttpUsage(),
         )
         return [
             RerankOutput(ranking=ranking, facts=facts if i == 0 else bare, scores=scores)
@@ -200,7 +207,8 @@ class PointwiseReranker(BackendReranker):
             passes += 1 + read.prefix_computed
             tokens += sum(len(s) for s in suffixes)
             calls.extend(read.calls)
-        return SetScores(prompts, scores, passes, tokens, summarize_calls(calls))
+        http = HttpUsage.of_calls(calls)
+        return SetScores(prompts, scores, passes, tokens, http, summarize_calls(calls))
 
     def _answer_ids(self, candidate_set: CandidateSet) -> tuple[int, int]:
         return self.answer_ids[self.templates.for_query(candidate_set.query).name]
@@ -234,15 +242,13 @@ def chat_set_prompts(tokenizer: Any, head: str, tails: Sequence[str]) -> SetProm
 
 
 def summarize_calls(calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Requests of a set on a remote backend: how many, how many came from the cache, the
-    server's token counts, and every model name and fingerprint it reported."""
+    """The stored record of a set's requests on a remote backend: how many, how many came from
+    the cache, the server's token counts (:meth:`HttpUsage.stored`), and every model name and
+    fingerprint it reported."""
     if not calls:
         return {}
     summary: dict[str, Any] = {
-        "requests": len(calls),
-        "cached": sum(bool(c.get("cached")) for c in calls),
-        "server_prompt_tokens": sum(int(c.get("prompt_tokens") or 0) for c in calls),
-        "server_completion_tokens": sum(int(c.get("completion_tokens") or 0) for c in calls),
+        **HttpUsage.of_calls(calls).stored(),
         "server_models": sorted({str(c["server_model"]) for c in calls if c.get("server_model")}),
     }
     fingerprints = sorted(

@@ -23,6 +23,7 @@ from harness.rerankers.base import ParseStatus, RunContext
 from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult
 from harness.rerankers.params import RankGPTParams
 from harness.rerankers.permutation_parser import parse_permutation
+from harness.usage import HttpUsage
 
 ANSWER_SLACK = 4  # tokens beyond a complete answer: a leading space/newline, the end of turn
 KEPT_OUTPUT_CHARS = 400  # raw answer text kept per window in the call facts
@@ -89,6 +90,7 @@ def generated_window_result(
         generated_tokens=generated_tokens,
         forward_passes=generated_tokens,
         detail=recorded,
+        http=HttpUsage.of_record(call) if call else HttpUsage(),
     )
 
 

@@ -31,6 +31,7 @@ from harness.results.schema import (
     check_format,
     format_of,
 )
+from harness.usage import Usage, stored_usage
 from harness.validity import invalid_answers
 
 RUN_FILE = "run.json"
@@ -63,6 +64,11 @@ class Sample:
         """Whether an answer behind this output stayed invalid (:mod:`harness.validity`): its
         ranking is a fallback, left out of the metrics and asked again by a rerun."""
         return invalid_answers(self.facts) > 0
+
+    @property
+    def usage(self) -> Usage:
+        """What the work behind this output cost, read from its stored facts."""
+        return stored_usage(self.facts)
 
     def to_json(self) -> str:
         return json.dumps(

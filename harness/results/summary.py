@@ -94,11 +94,11 @@ from harness.metrics.registry import (
     MetricRegistry,
     latency_percentile,
 )
-from harness.rerankers.base import http_calls
 from harness.results.noise_floor import floor_section, query_floor
 from harness.results.schema import RANK_COUNTS
 from harness.results.store import InMemorySamples, Sample, SampleIndex
 from harness.results.tables import PerOrderTable, PerQueryTable
+from harness.usage import Usage
 
 SampleSource = SampleIndex | InMemorySamples
 
@@ -298,39 +298,26 @@ class CostCounter:
     cache answered, and the server's own token counts; summed as samples are added."""
 
     def __init__(self) -> None:
-        self.prompt = self.generated = 0.0
-        self.calls = 0
-        self.http = Counter[str]()
+        self.usage = Usage()
 
     def add(self, samples: Sequence[Sample]) -> None:
+        # Every reranker counts a call's work once (a set scored once for all its orders,
+        # pointwise, reports it on the call's first order), so the sum is the run's cost.
         for sample in samples:
-            # Every reranker counts a call's work once (a set scored once for all its orders,
-            # pointwise, reports it on the call's first order), so the sum is the run's cost.
-            self.prompt += sample.facts.get("prompt_tokens", 0) or 0
-            self.generated += sample.facts.get("generated_tokens", 0) or 0
-            for c in http_calls(sample.facts.get("extra") or {}):
-                self.calls += 1
-                self.http["requests"] += int(c.get("requests", 1))
-                self.http["requests_cached"] += int(c.get("cached", 0))
-                self.http["server_prompt_tokens"] += int(
-                    c.get("server_prompt_tokens", c.get("prompt_tokens")) or 0
-                )
-                self.http["server_completion_tokens"] += int(
-                    c.get("server_completion_tokens", c.get("completion_tokens")) or 0
-                )
+            self.usage += sample.usage
 
     def counts(self) -> dict[str, int]:
-        counts = {"prompt_tokens": round(self.prompt), "generated_tokens": round(self.generated)}
-        if not self.calls and not self.prompt and not self.generated:
+        usage, http = self.usage, self.usage.http
+        if not http.requests and not usage.prompt_tokens and not usage.generated_tokens:
             return {}  # a control that runs no model: nothing to count
-        if self.calls:
-            keys = (
-                "requests",
-                "requests_cached",
-                "server_prompt_tokens",
-                "server_completion_tokens",
-            )
-            counts |= {key: self.http[key] for key in keys}
+        counts = {"prompt_tokens": usage.prompt_tokens, "generated_tokens": usage.generated_tokens}
+        if http.requests:
+            counts |= {
+                "requests": http.requests,
+                "requests_cached": http.cached,
+                "server_prompt_tokens": http.prompt_tokens,
+                "server_completion_tokens": http.completion_tokens,
+            }
         return counts
 
 
