@@ -31,6 +31,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "harness.presets",
             "harness.validity",
             "harness.aggregation",
+            "harness.usage",
         ),
     ),
     ("data and measures", ("harness.data", "harness.models", "harness.metrics")),

@@ -171,8 +171,9 @@ def _kernel_scores(
         kind, k, level = _KERNEL_RE.match(ranx_name).groups()  # type: ignore[union-attr]
         parsed[name] = (kind, int(k) if k else None, int(level) if level else 1)
     longest = max((len(docs) for _, docs in rankings), default=0)
-    cutoffs = [k for _, k, _ in parsed.values()]
-    depth = longest if None in cutoffs else min(longest, max(cutoffs))  # type: ignore[type-var]
+    cutoffs = [k for _, k, _ in parsed.values() if k is not None]
+    # one without a cutoff reads whole rankings
+    depth = min(longest, max(cutoffs)) if cutoffs and len(cutoffs) == len(parsed) else longest
     flat: list[int] = []
     for qid, docs in rankings:
         grades = judged[qid]
