@@ -154,21 +154,23 @@ def simulated_row(reranker: Simulated, args: argparse.Namespace) -> dict:
         truths.append(estimate(matrix).mean)
         parts.append(components(matrix))
     truth = float(np.mean(truths))
-    runs = []
+    drawn = 2 * FIXED if args.two_stage else FIXED  # the rejected two-stage design's maximum
+    full = []
     for seed in range(args.seeds):
-        runs.append(
+        full.append(
             {
                 q: _tau_matrix(
                     [
                         reranker.ranking(q, bases[q], order)
                         for order in plan_permutations(
-                            "random", q, args.n, perms=FIXED, seed=seed
+                            "random", q, args.n, perms=drawn, seed=seed
                         ).orders[1:]
                     ]
                 )
                 for q in queries
             }
         )
+    runs = [{q: m[:FIXED, :FIXED] for q, m in run.items()} for run in full]
     probe = Target("kendall_tau", 0.02, 3, FIXED)
     fixed = [decide({q: estimate(m) for q, m in run.items()}, probe) for run in runs]
     equal = float(np.median([f.half_width for f in fixed])) or 0.02
@@ -183,9 +185,72 @@ def simulated_row(reranker: Simulated, args: argparse.Namespace) -> dict:
         for lowest in (3, 2):
             target = Target("kendall_tau", width, lowest, FIXED)
             row[f"{label}{lowest}"] = _summary([_replay(run, target) for run in runs], truth)
+    if args.two_stage:
+        for most in (FIXED, 2 * FIXED):
+            source = runs if most == FIXED else full
+            for counted in (False, True):
+                key = f"two-stage max {most}" + (", pilot counted" if counted else "")
+                row.setdefault("two_stage", {})[key] = _summary(
+                    [two_stage(run, equal, most, counted) for run in source], truth
+                )
+                row["two_stage"][key]["orders"] /= len(queries)
     for key in [k for k in row if isinstance(row[k], dict) and "orders" in row[k]]:
         row[key]["orders"] /= len(queries)
     return row
+
+
+def _allocate(spreads: np.ndarray, width: float, queries: int, low: int, high: int) -> np.ndarray:
+    """Neyman counts ``n_q ∝ s_q`` in [low, high] whose normal interval is ``width`` wide."""
+    z = Target("kendall_tau", width, 3, FIXED).z
+    budget = (width * queries / z) ** 2  # sum_q s_q^2 / n_q may be at most this
+    counts = np.full(len(spreads), float(low))
+    fixed = spreads <= 0
+    for _ in range(len(spreads) + 1):
+        free = ~fixed
+        rest = budget - float(np.sum(spreads[fixed] ** 2 / counts[fixed]))
+        if not free.any():
+            break
+        if rest <= 0:
+            counts[free] = high
+            break
+        want = spreads[free] * spreads[free].sum() / rest
+        index = np.where(free)[0]
+        low_hit, high_hit = want < low, want > high
+        counts[index] = np.clip(want, low, high)
+        if not (low_hit.any() or high_hit.any()):
+            break
+        fixed[index[low_hit | high_hit]] = True
+    return np.ceil(counts - 1e-9).astype(int)
+
+
+def two_stage(
+    matrices: dict[str, np.ndarray], width: float, most: int, count_pilot: bool, pilot: int = 3
+) -> tuple[float, float, int]:
+    """A design evaluated and rejected (docs/adaptive.md): a pilot of ``pilot`` orders per
+    query (stop there if the run's interval is narrow enough), then ``n_q ∝ s_q`` more orders
+    from the pilot's jackknife, grown together until the target; the estimate on the second
+    stage only (valid given the allocation) or, ``count_pilot``, on all orders (biased)."""
+    target = Target("kendall_tau", width, pilot, most)
+    ids = list(matrices)
+    first = decide({q: estimate(matrices[q][:pilot, :pilot]) for q in ids}, target)
+    if first.stop:
+        return first.estimate, first.half_width, pilot * len(ids)
+    spreads = np.sqrt([pilot * max(estimate(matrices[q][:pilot, :pilot]).variance, 0) for q in ids])
+    high = most - pilot
+    counts = _allocate(spreads, width, len(ids), 3, high)
+    while True:
+        start = 0 if count_pilot else pilot
+        step = decide(
+            {
+                q: estimate(matrices[q][start : pilot + n, start : pilot + n])
+                for q, n in zip(ids, counts, strict=True)
+            },
+            target,
+        )
+        if step.half_width <= width or (counts >= high).all():
+            return step.estimate, step.half_width, int(pilot * len(ids) + counts.sum())
+        grow = min(2.0, (step.half_width / width) ** 2)
+        counts = np.minimum(high, np.maximum(counts + 1, np.ceil(counts * grow - 1e-9).astype(int)))
 
 
 def _summary(results: list[tuple[float, float, int]], truth: float) -> dict:
@@ -284,6 +349,8 @@ def main() -> None:
                         help="a finished --perms 20 run folder of a real reranker")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every row here")
     parser.add_argument("--e2e", action="store_true", help="also run harness.evaluate")
+    parser.add_argument("--two-stage", action="store_true",
+                        help="also the rejected two-stage designs, at equal width")  # fmt: skip
     args = parser.parse_args()
     rows = []
     started = time.perf_counter()
@@ -298,6 +365,16 @@ def main() -> None:
     )
     _print(rows + real, "equal", "At equal interval width (the fixed design's median ±):")
     _print(rows + real, "target", f"At a user's target ±{args.target}:")
+    if args.two_stage:
+        print("\nTwo-stage designs at equal width (rejected, docs/adaptive.md):\n")
+        print("| reranker | design | orders/q | ratio | ± | cover |\n|---|---|---|---|---|---|")
+        for r in rows:
+            for key, found in r["two_stage"].items():
+                print(
+                    f"| {r['reranker']} | {key} | {found['orders']:.2f} "
+                    f"| {FIXED / found['orders']:.2f}x | {found['half']:.4f} "
+                    f"| {found['coverage']:.1%} |"
+                )
     if args.json:
         args.json.write_text(json.dumps(rows + real, indent=1))
     if args.e2e:
