@@ -84,7 +84,7 @@ def run(
         ),
     ] = None,
     min_perms: Annotated[
-        int | None, typer.Option(help="Adaptive sampling: orders every query gets [3].")
+        int | None, typer.Option(help="Adaptive sampling: orders every query gets, 2 or more [3].")
     ] = None,
     queries: Annotated[
         str | None,
