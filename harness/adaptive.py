@@ -131,7 +131,8 @@ class Target:
             "confidence": self.confidence,
             "min_perms": self.min_perms,
             "max_perms": self.max_perms,
-            "rule": "rounds; jackknife per-query variances; normal run-level interval; "
+            "rule": "rounds; jackknife per-query variances; normal run-level interval "
+            "(Student-t between queries after a round of 2 orders); "
             f"the same count for every query, at most x{MAX_GROWTH} per round",
         }
 
