@@ -363,8 +363,9 @@ def main() -> None:
         f"\n{args.queries} queries x {args.n} candidates, {args.seeds} seeds, truth over "
         f"{args.truth_orders} orders per query; fixed: --perms {FIXED}; adaptive: --perms {FIXED}"
     )
-    _print(rows + real, "equal", "At equal interval width (the fixed design's median ±):")
-    _print(rows + real, "target", f"At a user's target ±{args.target}:")
+    if rows or real:
+        _print(rows + real, "equal", "At equal interval width (the fixed design's median ±):")
+        _print(rows + real, "target", f"At a user's target ±{args.target}:")
     if args.two_stage:
         print("\nTwo-stage designs at equal width (rejected, docs/adaptive.md):\n")
         print("| reranker | design | orders/q | ratio | ± | cover |\n|---|---|---|---|---|---|")
