@@ -505,10 +505,17 @@ def upgrade(
 def _work_line(prepared) -> str:
     """What the run will do, said before it starts (a typo in --perms shows here first)."""
     sets = len(prepared.dataset.sets)
+    config, total = prepared.config, prepared.total_orders
+    each = f"{total // max(sets, 1)} orders = {total:,}"
+    if config.target is not None:  # adaptive: the rounds decide between the two
+        low = total - sets * (config.perms - config.min_perms)
+        each = (
+            f"{low // max(sets, 1)} to {total // max(sets, 1)} orders (adaptive, target "
+            f"{config.target}) = {low:,} to {total:,}"
+        )
     return (
-        f"work: {sets} queries x {prepared.total_orders // max(sets, 1)} orders = "
-        f"{prepared.total_orders:,} reranked orders ({prepared.preset.name}, batches of "
-        f"{prepared.config.batch_size}); folder {prepared.run_dir}"
+        f"work: {sets} queries x {each} reranked orders ({prepared.preset.name}, batches of "
+        f"{config.batch_size}); folder {prepared.run_dir}"
     )
 
 

@@ -165,7 +165,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     RunOption(
         "min_perms",
         (int,),
-        "Adaptive sampling: orders every query gets [3].",
+        "Adaptive sampling: orders every query gets, 2 or more [3].",
         default=3,
         omitted_at=3,
     ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ from harness.adaptive import (
     estimate,
     query_values,
 )
+from harness.adaptive_run import ADAPTIVE_FILE as ADAPTIVE
 from harness.errors import HarnessError
-from harness.gates.baseline import baseline_from_results
-from harness.gates.gate import evaluate_gate, parse_specs
+from harness.gates.baseline import Baseline, baseline_from_results
+from harness.gates.gate import evaluate_gate, parse_specs, render_verdict
 from harness.metrics.paired import order_noise_test
 from harness.metrics.stability import kendall_tau
 from harness.report.load import load_run
@@ -54,8 +56,9 @@ def test_target_parses_and_refuses_bad_input():
     ]:
         with pytest.raises(HarnessError, match=why):
             Target.parse(text, min_perms=3, max_perms=20)
-    with pytest.raises(HarnessError, match="at least 3"):
-        Target.parse("rbo@10=0.05", min_perms=2, max_perms=20)
+    with pytest.raises(HarnessError, match="at least 2"):
+        Target.parse("rbo@10=0.05", min_perms=1, max_perms=20)
+    assert Target.parse("rbo@10=0.05", min_perms=2, max_perms=20).min_perms == 2
     assert Target.parse("copy_tau=0.05", min_perms=2, max_perms=20).min_perms == 2
     with pytest.raises(HarnessError, match="at least --min-perms"):
         Target.parse("kendall_tau=0.05", min_perms=5, max_perms=4)
@@ -111,6 +114,22 @@ def test_agreeing_queries_stop_at_once_and_varying_ones_grow_at_most_twofold():
     assert undefined.stop and undefined.reason == "undefined"
 
 
+def test_a_round_of_pairs_is_judged_by_the_t_interval_between_queries():
+    target = Target("kendall_tau", 0.02, 2, 20)
+    values = [1.0, 0.6, 0.8, 0.9]
+    pairs = {f"q{k}": QueryEstimate(2, v, math.nan) for k, v in enumerate(values)}
+    step = decide(pairs, target)  # one pair per query: no per-query variance
+    expected = student_t.ppf(0.975, 3) * np.std(values, ddof=1) / 2  # textbook t interval
+    assert step.estimate == pytest.approx(np.mean(values))
+    assert step.half_width == pytest.approx(expected)
+    assert not step.stop and set(step.counts.values()) == {4}  # x2 at most; 3 at least
+    agreeing = decide({q: QueryEstimate(2, 1.0, math.nan) for q in "abc"}, target)
+    assert agreeing.stop and agreeing.reason == "target" and agreeing.half_width == 0.0
+    lone = decide({"a": QueryEstimate(2, 0.5, math.nan)}, target)  # no spread with one query
+    assert not lone.stop and lone.counts == {"a": 3}
+    assert decide({"a": QueryEstimate(2, 0.5, math.nan)}, Target("kendall_tau", 0.02, 2, 2)).stop
+
+
 def _samples(run_dir: Path) -> dict[tuple[str, int], tuple]:
     rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     return {(r["query_id"], r["order_index"]): (r["shown"], r["ranking"]) for r in rows}
@@ -145,10 +164,23 @@ def test_an_adaptive_run_shows_a_prefix_of_the_fixed_orders_and_says_why_it_stop
     # the gate weighs each query's spread by its own number of orders
     base = baseline_from_results(fixed.results, tmp_path / "f")
     new = baseline_from_results(adaptive.results, tmp_path / "a")
+    # ...which the baseline carries (it was left out as descriptive: the test took --perms)
+    assert new.vector("n_orders") == orders
+    assert Baseline.from_dict(new.to_dict()).vector("n_orders") == orders
     verdict = evaluate_gate(base, new, parse_specs(["ndcg@10=0.01"]))
+    as_if_all = evaluate_gate(
+        base, replace(new, per_query={**new.per_query, "n_orders": (12.0,) * 6}),
+        parse_specs(["ndcg@10=0.01"]),
+    )  # fmt: skip
+    assert verdict.metrics[0].noise_se > as_if_all.metrics[0].noise_se  # fewer orders: noisier
     assert verdict.metrics[0].spec.metric == "ndcg@10"
     assert verdict.metrics[0].noise_note == "" and verdict.metrics[0].noise_se > 0
     assert evaluate_gate(new, new, parse_specs(["ndcg@10=0.01"])).passed
+    header = render_verdict(verdict, run_label="a", baseline_label="f")
+    assert f"{orders['q0']} random orders, seed 5" in header  # shown, not --perms 12
+    fixed_verdict = evaluate_gate(new, base, parse_specs(["ndcg@10=0.01"]))
+    assert "12 random orders, seed 5" in render_verdict(fixed_verdict, run_label="f",
+                                                        baseline_label="a")  # fmt: skip
     assert (
         "3 to 12 random (adaptive, target kendall_tau=0.05)"
         in (tmp_path / "a" / "summary.md").read_text()
@@ -213,6 +245,22 @@ def test_an_invariant_reranker_stops_at_the_minimum(tmp_path):
     assert record["rounds"][-1]["half_width"] == 0.0 and record["stopped_because"] == "target"
 
 
+def test_an_invariant_reranker_stops_at_two_orders_with_min_perms_2(tmp_path):
+    data = write_rankgpt_folder(tmp_path / "data", queries=3, candidates=6)
+    run = harness.evaluate(
+        harness.from_scores(by_number),
+        dataset=str(data),
+        perms=20,
+        min_perms=2,
+        target="kendall_tau=0.02",
+        out=tmp_path / "r",
+    )
+    record = json.loads((tmp_path / "r" / "adaptive.json").read_text())
+    assert {row["orders"] for row in record["queries"].values()} == {2}
+    assert record["stopped_because"] == "target" and record["rounds"][-1]["half_width"] == 0.0
+    assert run.summary.loc["kendall_tau", "value"] == 1.0
+
+
 def test_target_needs_the_random_strategy(tmp_path):
     with pytest.raises(HarnessError, match="only to --strategy random"):
         harness.evaluate(by_number, strategy="cyclic", target="kendall_tau=0.02", out=tmp_path)
@@ -232,3 +280,58 @@ def test_a_copy_tau_target_reads_the_shown_orders(tmp_path):
     assert {row["orders"] for row in record["queries"].values()} == {2}  # copies: tau 1 each
     assert record["rounds"][-1]["estimate"] == pytest.approx(1.0)
     assert run.summary.loc["copy_tau", "value"] == pytest.approx(1.0)
+
+
+ADAPTIVE_SUITE = """\
+suite: adaptive
+version: 1
+metrics: [ndcg@10, kendall_tau]
+primary: ndcg@10
+aggregate: {seed: 0, resamples: 200}
+tasks:
+  - name: random
+    dataset: ./data
+    design: {strategy: random, perms: 5, min_perms: 3, target: "kendall_tau=0.02"}
+"""
+
+
+def test_a_suite_task_with_a_target_runs_adaptive_and_is_reused_once_finished(tmp_path):
+    from harness.suites.run import run_suite
+    from harness.suites.spec import load_suite
+
+    write_rankgpt_folder(tmp_path / "data", queries=4, candidates=8)
+    path = tmp_path / "suite.yaml"
+    path.write_text(ADAPTIVE_SUITE)
+    suite = load_suite(path)
+    out = tmp_path / "out"
+    first = run_suite(suite, ["first-stage", "identity"], out)
+    assert (first.runs, first.reused) == (2, 0)
+    invariant = json.loads((out / "runs" / "first-stage" / "random" / ADAPTIVE).read_text())
+    assert {q["orders"] for q in invariant["queries"].values()} == {3}  # stops at the minimum
+    card = json.loads(first.scorecards["first-stage"].read_bytes())
+    assert card["tasks"]["random"]["orders"] == 4 * (1 + 3)  # shown, not the 4 x 6 at most
+    copier = json.loads((out / "runs" / "identity" / "random" / ADAPTIVE).read_text())
+    assert copier["finished"] and max(q["orders"] for q in copier["queries"].values()) > 3
+    again = run_suite(suite, ["first-stage", "identity"], out)
+    assert again.reused == 2  # a finished adaptive run is complete though it showed < --perms
+    bad = path.read_text().replace("kendall_tau=0.02", "ndcg@10=0.02")
+    path.write_text(bad)
+    with pytest.raises(HarnessError, match=r"suite\.yaml.*cannot steer"):
+        load_suite(path)
+
+
+def test_the_work_line_says_the_range_of_orders_an_adaptive_run_may_show(tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    data = write_rankgpt_folder(tmp_path / "data", queries=3, candidates=6)
+    args = ["run", "--reranker", "first-stage", "--dataset", str(data), "--perms", "6"]
+    result = CliRunner().invoke(
+        app, [*args, "--target", "kendall_tau=0.02", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "work: 3 queries x 4 to 7 orders (adaptive, target kendall_tau=0.02) = 12 to 21 "
+        "reranked orders" in result.output
+    )  # the reference row, then 3 to 6 random orders per query

@@ -137,8 +137,9 @@ def baseline_from_results(results: RunResults, run_dir: Path | str = "") -> Base
     """Reduce a run's results to a :class:`Baseline`."""
     rows = results.per_query
     query_ids = results.query_ids
-    descriptive = {spec.name for spec in results.metrics.descriptive()}
-    metrics = sorted({m for row in rows.values() for m in row} - descriptive)
+    # n_orders stays: the order-noise test weighs each query by its own count (adaptive runs)
+    left_out = {spec.name for spec in results.metrics.descriptive()} - {registry.N_ORDERS}
+    metrics = sorted({m for row in rows.values() for m in row} - left_out)
     per_query = {m: tuple(float(rows[q].get(m, math.nan)) for q in query_ids) for m in metrics}
     reranker = results.reranker
     permutations = results.permutations

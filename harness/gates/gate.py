@@ -559,6 +559,17 @@ def _invariance(new: Baseline) -> InvarianceVerdict:
     return InvarianceVerdict(violations=bad, min_tau=min(defined, default=math.nan))
 
 
+def _orders_shown(run: Baseline) -> str:
+    """The random orders each query was shown: ``20``, or ``3 to 20`` per query where they
+    differ (an adaptive run stops each query when its target is met, ``--perms`` the most)."""
+    counts = [n for n in run.per_query.get(registry.N_ORDERS, ()) if not math.isnan(n)]
+    if run.permutations.get("strategy") != "random" or not counts:
+        return f"{run.permutations.get('random_orders')}"
+    if min(counts) == max(counts):
+        return f"{int(counts[0])}"
+    return f"{int(min(counts))} to {int(max(counts))} (per query)"
+
+
 def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str) -> str:
     """The verdict as Markdown: a header, one row per gated metric, and the decision."""
     new, base = verdict.new, verdict.baseline
@@ -569,7 +580,7 @@ def render_verdict(verdict: GateVerdict, *, run_label: str, baseline_label: str)
         f"{new.reranker.get('name')} vs {base.reranker.get('name')} on "
         f"{new.dataset.get('name')} ({len(new.query_ids)} queries, depth "
         f"{new.dataset.get('depth') or 'all'}, strategy {perms.get('strategy')}, "
-        f"{perms.get('random_orders')} random orders, seed {perms.get('seed')}). "
+        f"{_orders_shown(new)} random orders, seed {perms.get('seed')}). "
         "Per metric, two one-sided tests of H0 'mean drop <= margin': a paired sign-flip test "
         "over queries and, where each query's spread across orders is recorded, an "
         "order-noise test on these queries (is the drop beyond the margin by more than the "

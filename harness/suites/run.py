@@ -13,6 +13,7 @@ command finishes a suite and writes the same scorecards.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -146,7 +147,21 @@ def _finished(prepared) -> RunResults | None:
         results = read_results(prepared.run_dir)
     except HarnessError:
         return None  # an older format or a damaged file: the run decides (resume or refuse)
-    complete = results.counts.get("samples") == prepared.total_orders
+    complete = _all_shown(results, prepared)
     if results.header.config_hash != prepared.header.config_hash or not complete:
         return None
     return results
+
+
+def _all_shown(results: RunResults, prepared) -> bool:
+    """Whether the run showed every order it will show: all of them, or, for an adaptive run
+    (which stops each query when its target is met), once its rounds have finished."""
+    if prepared.config.target is None:
+        return results.counts.get("samples") == prepared.total_orders
+    from harness.adaptive_run import ADAPTIVE_FILE
+
+    record = prepared.run_dir / ADAPTIVE_FILE
+    try:
+        return bool(json.loads(record.read_text()).get("finished"))
+    except (OSError, ValueError):
+        return False

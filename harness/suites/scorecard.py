@@ -127,7 +127,7 @@ def build_scorecard(
                 "fingerprint": run.dataset.fingerprint,
                 "queries": run.dataset.queries_used,
             },
-            "orders": run.permutations.total_orders,
+            "orders": run.counts.get("samples", run.permutations.total_orders),  # adaptive: shown
             "config_hash": run.header.config_hash,
             "metrics": metrics,
             "cost": {m: run.summary_value(m) for m in COSTS},

@@ -16,6 +16,7 @@ A suite is a YAML mapping (bundled ones live in the top-level ``suites/`` folder
         depth: 20
         seed: 0
         design: {strategy: random, perms: 6, repeats: 0}   # count / pin / templates as the run's
+                                # adaptive: target: kendall_tau=0.02, min_perms: 3, perms the most
         metrics: [...]          # optional: replaces the suite's list for this task
         bring_your_own: true    # optional: data a user must obtain; skipped (and said) without it
 
@@ -43,7 +44,9 @@ _SUITE_FIELDS = ("suite", "version", "description", "metrics", "primary", "aggre
 _TASK_FIELDS = (
     "name", "dataset", "queries", "depth", "seed", "design", "metrics", "bring_your_own",
 )  # fmt: skip
-_DESIGN_FIELDS = ("strategy", "perms", "count", "pin", "templates", "repeats")
+_DESIGN_FIELDS = (
+    "strategy", "perms", "count", "pin", "templates", "repeats", "target", "min_perms",
+)  # fmt: skip
 _AGGREGATE_FIELDS = ("confidence", "resamples", "seed")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -291,7 +294,7 @@ def _task(item: Any, metrics: tuple[str, ...], base: Path, where: str) -> SuiteT
         ):
             raise HarnessError(f"{where}: '{key}' must be an integer, got {value!r}")
     for key, value in design.items():
-        wanted = str if key in ("strategy", "pin", "templates") else int
+        wanted = str if key in ("strategy", "pin", "templates", "target") else int
         if isinstance(value, bool) or not isinstance(value, wanted):
             raise HarnessError(f"{where}: design '{key}' must be {wanted.__name__}, got {value!r}")
     bring = item.get("bring_your_own", False)
