@@ -387,7 +387,7 @@ def end_to_end(args: argparse.Namespace) -> None:
     import tempfile
 
     from harness import evaluate
-    from harness.rerankers.callable import from_scores
+    from harness.rerankers.methods.callable import from_scores
 
     print("\nend to end (harness.evaluate, embedded default data, 20 queries, depth 20):")
     print("| reranker | fixed orders | adaptive orders | rounds | fixed tau | adaptive tau ± |")

@@ -64,10 +64,10 @@ def main() -> None:
     from harness.data.registry import load_dataset, resolve_card, select
     from harness.models.loading import load_model
     from harness.rerankers.base import RunContext
-    from harness.rerankers.first import FirstReranker
-    from harness.rerankers.icr import IcrParams, IcrReranker
+    from harness.rerankers.methods.first import FirstReranker
+    from harness.rerankers.methods.icr import IcrParams, IcrReranker
+    from harness.rerankers.methods.rankgpt import RankGPTReranker
     from harness.rerankers.params import FirstParams, RankGPTParams
-    from harness.rerankers.rankgpt import RankGPTReranker
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -197,7 +197,7 @@ def run_batch(orders: int) -> int:
     if RunConfig().batch_size is not None:
         return int(RunConfig().batch_size)
     from harness.rerankers.base import auto_batch_size
-    from harness.rerankers.rankgpt import RankGPTReranker
+    from harness.rerankers.methods.rankgpt import RankGPTReranker
 
     return auto_batch_size(RankGPTReranker.batch_cap, orders)
 
@@ -206,8 +206,8 @@ def rerank(loaded: Any, cset: Any, shown: np.ndarray, batch: int) -> list[list[s
     """Rerank ``shown`` in calls of ``batch`` orders with a fresh reranker (nothing cached)."""
     from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
+    from harness.rerankers.methods.rankgpt import RankGPTReranker
     from harness.rerankers.params import RankGPTParams
-    from harness.rerankers.rankgpt import RankGPTReranker
 
     reranker = RankGPTReranker(
         "rankgpt",

@@ -284,11 +284,11 @@ def build(method: str, loaded: Any, batch: int) -> Any:
 
     from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
-    from harness.rerankers.first import FirstReranker
-    from harness.rerankers.invarirank import CausalListwiseReranker, InvariRankReranker
+    from harness.rerankers.methods.first import FirstReranker
+    from harness.rerankers.methods.invarirank import CausalListwiseReranker, InvariRankReranker
+    from harness.rerankers.methods.pointwise import PointwiseReranker
+    from harness.rerankers.methods.rankgpt import RankGPTReranker
     from harness.rerankers.params import FirstParams, MarkerParams, RankGPTParams
-    from harness.rerankers.pointwise import PointwiseReranker
-    from harness.rerankers.rankgpt import RankGPTReranker
 
     context = RunContext(batch_size=batch)
     backend = TransformersBackend(loaded)

@@ -116,7 +116,7 @@ def measure(
     from harness.backends.params import ModelParams, TransformersParams
     from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
-    from harness.rerankers.invarirank import CausalListwiseReranker, InvariRankReranker
+    from harness.rerankers.methods.invarirank import CausalListwiseReranker, InvariRankReranker
 
     if threads:
         torch.set_num_threads(threads)

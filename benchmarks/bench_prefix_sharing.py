@@ -146,8 +146,8 @@ def _orders(design: str, candidate_set, count: int) -> np.ndarray:
 def _run(loaded, method: str, candidate_set, orders: np.ndarray, share: bool):
     from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
-    from harness.rerankers.first import FirstReranker
-    from harness.rerankers.invarirank import CausalListwiseReranker
+    from harness.rerankers.methods.first import FirstReranker
+    from harness.rerankers.methods.invarirank import CausalListwiseReranker
     from harness.rerankers.params import FirstParams, MarkerParams
 
     backend = TransformersBackend(loaded, prefix_sharing=share)

@@ -401,11 +401,11 @@ def build_reranker(method: str, model: Any, device: str, batch: int) -> Any:
     from harness.backends.base import Backend
     from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
-    from harness.rerankers.first import FirstReranker
-    from harness.rerankers.icr import IcrReranker
-    from harness.rerankers.invarirank import CausalListwiseReranker, InvariRankReranker
-    from harness.rerankers.pointwise import PointwiseReranker
-    from harness.rerankers.rankgpt import RankGPTReranker
+    from harness.rerankers.methods.first import FirstReranker
+    from harness.rerankers.methods.icr import IcrReranker
+    from harness.rerankers.methods.invarirank import CausalListwiseReranker, InvariRankReranker
+    from harness.rerankers.methods.pointwise import PointwiseReranker
+    from harness.rerankers.methods.rankgpt import RankGPTReranker
 
     backend = model if isinstance(model, Backend) else TransformersBackend(model)
     made: dict[str, Callable[..., Any]] = {

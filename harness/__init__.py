@@ -20,8 +20,8 @@ _LAZY = {
     "evaluate": "harness.api",
     "dry_run": "harness.api",
     "load": "harness.api",
-    "from_scores": "harness.rerankers.callable",
-    "from_order": "harness.rerankers.callable",
+    "from_scores": "harness.rerankers.methods.callable",
+    "from_order": "harness.rerankers.methods.callable",
     "MetricSpec": "harness.metrics.registry",
     "QueryOrders": "harness.metrics.orders",
 }
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from harness.api import Evaluation, dry_run, evaluate, load
     from harness.metrics.orders import QueryOrders
     from harness.metrics.registry import MetricSpec
-    from harness.rerankers.callable import from_order, from_scores
+    from harness.rerankers.methods.callable import from_order, from_scores
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from harness.executors import ExecutorOptions
     from harness.metrics.registry import MetricSpec
-    from harness.rerankers.callable import FunctionReranker
+    from harness.rerankers.methods.callable import FunctionReranker
     from harness.results.schema import RunResults
     from harness.runner import DryRun, PreparedRun, ProgressFn
 
@@ -136,7 +136,7 @@ def evaluate(
     no model the harness sees); ``executor="ray"`` runs a preset on Ray actors (a function
     runs here, in this process).
     ``reranker`` is a preset name or YAML path, a
-    :class:`~harness.rerankers.callable.FunctionReranker`, or a bare scoring function
+    :class:`~harness.rerankers.methods.callable.FunctionReranker`, or a bare scoring function
     ``fn(query, docs) -> scores`` (None: the ``config`` file's). ``progress``:
     ``fn(done, total)`` called after each batch, or True for the CLI's progress lines on
     stderr (for notebooks and logs).
@@ -208,7 +208,7 @@ def _prepare(
     from harness.config import merge_config
     from harness.errors import HarnessError
     from harness.executors import executor_options
-    from harness.rerankers.callable import FunctionReranker, from_scores
+    from harness.rerankers.methods.callable import FunctionReranker, from_scores
     from harness.runner import prepare_run
 
     execution = _Execution(executor_options(flags), log_prompts=flags["log_prompts"])

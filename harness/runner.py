@@ -35,7 +35,7 @@ from harness.permutations import (
 from harness.prepare import PreparedRun
 from harness.prepare import prepare_run as prepare_run  # where callers have always found it
 from harness.rerankers.base import Reranker, RunContext
-from harness.rerankers.meta import model_reranker, wrap_backends
+from harness.rerankers.debiasers.meta import model_reranker, wrap_backends
 from harness.rerankers.registry import (
     adapter_class,
     backend_of,

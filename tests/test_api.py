@@ -13,7 +13,7 @@ import harness
 from harness.errors import HarnessError
 from harness.gates.baseline import baseline_from_results
 from harness.gates.gate import evaluate_gate, parse_specs
-from harness.rerankers.callable import from_order, from_scores, rebuild_note
+from harness.rerankers.methods.callable import from_order, from_scores, rebuild_note
 
 REPO = Path(__file__).resolve().parents[1]
 

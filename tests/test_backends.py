@@ -31,10 +31,10 @@ class NoCapabilities(Backend):
 @pytest.mark.parametrize(
     ("module", "cls"),
     [
-        ("harness.rerankers.first", "FirstReranker"),
-        ("harness.rerankers.rankgpt", "RankGPTReranker"),
-        ("harness.rerankers.pointwise", "PointwiseReranker"),
-        ("harness.rerankers.invarirank", "InvariRankReranker"),
+        ("harness.rerankers.methods.first", "FirstReranker"),
+        ("harness.rerankers.methods.rankgpt", "RankGPTReranker"),
+        ("harness.rerankers.methods.pointwise", "PointwiseReranker"),
+        ("harness.rerankers.methods.invarirank", "InvariRankReranker"),
     ],
 )
 def test_a_method_on_a_backend_lacking_a_capability_is_a_one_line_error(
@@ -72,8 +72,8 @@ def test_asking_a_backend_for_what_it_lacks_names_both() -> None:
 def test_backend_modules_import_no_model_library() -> None:
     code = (
         "import sys, harness.rerankers.registry, harness.backends.transformers_backend, "
-        "harness.backends.vllm_backend, harness.rerankers.first, "
-        "harness.rerankers.invarirank\n"
+        "harness.backends.vllm_backend, harness.rerankers.methods.first, "
+        "harness.rerankers.methods.invarirank\n"
         "heavy = [m for m in ('torch', 'transformers', 'vllm') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )

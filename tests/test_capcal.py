@@ -17,15 +17,15 @@ from harness.backends.transformers_backend import TransformersBackend
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel
 from harness.rerankers.base import RunContext
-from harness.rerankers.first import PRIME, CapCalFirstReranker
-from harness.rerankers.listwise_prompts import (
+from harness.rerankers.methods.first import PRIME, CapCalFirstReranker
+from harness.rerankers.params import CapCalParams
+from harness.rerankers.prompts.listwise import (
     candidate_line_text,
     identifiers,
     prompt_token_ids,
 )
-from harness.rerankers.params import CapCalParams
+from harness.rerankers.prompts.templates import choose_templates
 from harness.rerankers.registry import check_preset, load_preset, resolve_preset
-from harness.rerankers.templates import choose_templates
 from tests.test_first import make_first, passages, random_orders, tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -82,7 +82,7 @@ def test_every_pass_is_counted_in_the_run_cost(tmp_path) -> None:
     from harness.config import RunConfig
     from harness.data.model import TextQuery
     from harness.metrics.registry import FORWARD_PASSES
-    from harness.rerankers.first import FirstReranker
+    from harness.rerankers.methods.first import FirstReranker
     from harness.rerankers.params import FirstParams
     from harness.runner import execute_run, prepare_run
     from tests.conftest import write_rankgpt_folder
@@ -132,7 +132,7 @@ def test_a_remote_calibration_request_is_counted_with_the_windows() -> None:
     stored facts the run summary reads."""
     from harness.backends.base import NextTokenScores
     from harness.rerankers.base import CallFacts, RerankOutput
-    from harness.rerankers.first import _CalibrationCost
+    from harness.rerankers.methods.first import _CalibrationCost
     from harness.usage import HttpUsage, stored_usage
 
     cost = _CalibrationCost()

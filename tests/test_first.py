@@ -20,15 +20,15 @@ from harness.data.model import Candidate, CandidateSet, HistoryItem, TextQuery, 
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama, load_model
 from harness.rerankers.base import RunContext
-from harness.rerankers.first import PRIME, FirstReranker, first_result
-from harness.rerankers.listwise_prompts import (
+from harness.rerankers.methods.first import PRIME, FirstReranker, first_result
+from harness.rerankers.params import FirstParams
+from harness.rerankers.prompts.listwise import (
     candidate_line_text,
     identifiers,
     prompt_token_ids,
 )
-from harness.rerankers.params import FirstParams
+from harness.rerankers.prompts.templates import choose_templates
 from harness.rerankers.registry import build_reranker, resolve_preset
-from harness.rerankers.templates import choose_templates
 from harness.rerankers.windows import window_plan
 from tests.conftest import HAS_SMOLLM2
 

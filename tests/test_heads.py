@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.errors import HarnessError
-from harness.rerankers.heads import HeadSelection, parse_heads, per_head_ndcg, top_heads
+from harness.rerankers.methods.heads import HeadSelection, parse_heads, per_head_ndcg, top_heads
 
 cli = CliRunner()
 

@@ -21,7 +21,7 @@ from harness.data.model import Candidate, CandidateSet, HistoryItem, TextQuery, 
 from harness.errors import HarnessError
 from harness.models.loading import build_tiny_llama
 from harness.rerankers.base import RunContext
-from harness.rerankers.icr import (
+from harness.rerankers.methods.icr import (
     IcrParams,
     IcrReading,
     IcrReranker,

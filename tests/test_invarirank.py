@@ -26,7 +26,7 @@ from harness.data.model import (
 from harness.errors import HarnessError, MissingExtraError
 from harness.models.loading import LoadedModel, build_tiny_llama
 from harness.rerankers.base import RunContext
-from harness.rerankers.invarirank import (
+from harness.rerankers.methods.invarirank import (
     SEPARATOR_GROUP,
     CausalListwiseReranker,
     InvariRankReranker,
@@ -37,7 +37,7 @@ from harness.rerankers.invarirank import (
     pack_segments,
 )
 from harness.rerankers.params import MarkerParams
-from harness.rerankers.prompts import MARKERS
+from harness.rerankers.prompts.base import MARKERS
 from harness.rerankers.registry import build_reranker, resolve_preset
 from tests.conftest import HAS_SMOLLM2
 

@@ -25,10 +25,14 @@ from harness.data.registry import load_dataset, resolve_card
 from harness.errors import HarnessError
 from harness.presets import preset_dir
 from harness.rerankers.base import RunContext
-from harness.rerankers.llmrank import LLMRankReranker
+from harness.rerankers.methods.llmrank import LLMRankReranker
 from harness.rerankers.params import LLMRankParams, RankGPTParams
+from harness.rerankers.prompts.templates import (
+    choose_templates,
+    load_template_file,
+    resolve_template,
+)
 from harness.rerankers.registry import resolve_preset
-from harness.rerankers.templates import choose_templates, load_template_file, resolve_template
 from tests.conftest import HAS_SMOLLM2
 
 # Games-6k.item titles with what LLMRank's prompt does to them

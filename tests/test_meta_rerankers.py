@@ -16,7 +16,7 @@ from harness.config import RunConfig
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext
-from harness.rerankers.meta import Bootstrapping, PermutationSelfConsistency
+from harness.rerankers.debiasers.meta import Bootstrapping, PermutationSelfConsistency
 from harness.rerankers.registry import build_reranker, check_preset, load_preset
 from harness.runner import execute_run, prepare_run
 from tests.conftest import write_rankgpt_folder

@@ -146,7 +146,7 @@ class GaussianSampler:
 
 def _sampled(tmp_path: Path, sampler: GaussianSampler, repeats: int) -> RunResults:
     import harness
-    from harness.rerankers.callable import from_scores
+    from harness.rerankers.methods.callable import from_scores
 
     data = write_rankgpt_folder(tmp_path / "data", queries=12, candidates=12)
     run = harness.evaluate(

@@ -1131,7 +1131,7 @@ def test_the_usage_an_output_carries_is_what_its_stored_facts_read_back(tmp_path
     content-free pass for CapCal, per set for pointwise, summed by a debiaser) are what the
     run summary reads back from the stored facts (``stored_usage``), one cached answer too."""
     from harness.data.model import Candidate, CandidateSet, TextQuery
-    from harness.rerankers.meta import InnerTally
+    from harness.rerankers.debiasers.meta import InnerTally
     from harness.rerankers.registry import build_reranker, resolve_preset
     from harness.usage import HttpUsage, Usage, stored_usage, total
 

@@ -6,7 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.rerankers.permutation_parser import ascii_digits, parse_permutation, worst_status
+from harness.rerankers.prompts.permutation_parser import (
+    ascii_digits,
+    parse_permutation,
+    worst_status,
+)
 
 # (answer, window size, repaired 0-based permutation, status)
 CASES = [

@@ -25,8 +25,8 @@ from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama
 from harness.permutations import OrderLabel
 from harness.rerankers.base import RunContext
+from harness.rerankers.methods.pointwise import PointwiseReranker, SetPrompts
 from harness.rerankers.params import PointwiseParams
-from harness.rerankers.pointwise import PointwiseReranker, SetPrompts
 from harness.results.store import Sample
 from harness.results.summary import CostCounter
 

@@ -21,8 +21,8 @@ from harness.backends.transformers_backend import TransformersBackend
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.models.loading import LoadedModel, build_tiny_llama
 from harness.rerankers.base import RunContext
-from harness.rerankers.first import FirstReranker
-from harness.rerankers.invarirank import CausalListwiseReranker, InvariRankReranker
+from harness.rerankers.methods.first import FirstReranker
+from harness.rerankers.methods.invarirank import CausalListwiseReranker, InvariRankReranker
 from harness.rerankers.params import FirstParams, MarkerParams
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -135,8 +135,8 @@ def test_first_shares_prefixes_exactly(tiny: LoadedModel) -> None:
 def test_first_logprobs_match_unshared_reads(tiny: LoadedModel) -> None:
     """The backend's reads themselves (not only rankings) agree with the unshared path."""
     reranker = first(TransformersBackend(tiny, prefix_sharing=False), 5, 5)
-    from harness.rerankers.listwise import WindowPrompt
-    from harness.rerankers.listwise_prompts import identifiers
+    from harness.rerankers.methods.listwise import WindowPrompt
+    from harness.rerankers.prompts.listwise import identifiers
 
     labels = identifiers("alpha", 5)
     template = reranker.templates.for_query(passages().query)

@@ -22,10 +22,10 @@ import pytest
 
 from harness.data.model import Candidate, TextQuery
 from harness.errors import HarnessError
-from harness.rerankers.listwise_prompts import ChatPrompt, identifiers
-from harness.rerankers.normalize import Normalization, normalize_text
 from harness.rerankers.params import ListwiseParams
-from harness.rerankers.templates import load_template_file, resolve_template
+from harness.rerankers.prompts.listwise import ChatPrompt, identifiers
+from harness.rerankers.prompts.normalize import Normalization, normalize_text
+from harness.rerankers.prompts.templates import load_template_file, resolve_template
 from tests.conftest import HAS_SMOLLM2
 
 pytest.importorskip("ftfy", reason="ftfy (the llm extra) is not installed")
@@ -156,7 +156,7 @@ def digest(data: str | list[int]) -> str:
 def rendered_windows(reranker: Any, candidate_set: Any) -> list[tuple[list[int], str]]:
     """The token ids and text the reranker hands its backend for each window of the
     first-stage order, every window answered with its shown order (rank_llm's windows)."""
-    from harness.rerankers.listwise import WindowResult
+    from harness.rerankers.methods.listwise import WindowResult
 
     seen: list[tuple[list[int], str]] = []
 

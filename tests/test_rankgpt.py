@@ -31,10 +31,10 @@ from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import HarnessError
 from harness.models.loading import LoadedModel, build_tiny_llama, load_model
 from harness.rerankers.base import RunContext, auto_batch_size
-from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult
-from harness.rerankers.listwise_prompts import ChatPrompt, prompt_token_ids
+from harness.rerankers.methods.listwise import ListwiseReranker, WindowPrompt, WindowResult
+from harness.rerankers.methods.rankgpt import RankGPTReranker, answer_budget, rankgpt_result
 from harness.rerankers.params import ListwiseParams, RankGPTParams
-from harness.rerankers.rankgpt import RankGPTReranker, answer_budget, rankgpt_result
+from harness.rerankers.prompts.listwise import ChatPrompt, prompt_token_ids
 from harness.runner import execute_run, prepare_run
 from tests.conftest import HAS_SMOLLM2
 

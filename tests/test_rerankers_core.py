@@ -8,7 +8,7 @@ import pytest
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.errors import HarnessError
 from harness.rerankers.base import Reranker, RerankOutput, RunContext, ranking_from_scores
-from harness.rerankers.controls import FirstStageReranker, IdentityReranker
+from harness.rerankers.methods.controls import FirstStageReranker, IdentityReranker
 from harness.rerankers.registry import build_reranker, load_preset, resolve_preset
 
 CONTEXT = RunContext()

@@ -14,9 +14,9 @@ from harness.config import RunConfig
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext
+from harness.rerankers.debiasers.sgs import StochasticGreedySelection
+from harness.rerankers.debiasers.stella import Stella, StellaArtifact
 from harness.rerankers.registry import build_reranker, check_preset, load_preset
-from harness.rerankers.sgs import StochasticGreedySelection
-from harness.rerankers.stella import Stella, StellaArtifact
 from harness.runner import execute_run, prepare_run
 from tests.conftest import write_rankgpt_folder
 from tests.test_meta_rerankers import _cset, _fake_presets, _preset
@@ -86,8 +86,8 @@ def test_stella_posterior_follows_the_matrix(tmp_path):
     n = 5
     matrix = np.full((n, n), 0.1 / (n - 1)) + np.eye(n) * (0.9 - 0.1 / (n - 1))
     oracle = OracleReranker("oracle", CONTEXT)
+    from harness.rerankers.debiasers.stella import StellaParams, bound_provenance
     from harness.rerankers.preset import RerankerPreset
-    from harness.rerankers.stella import StellaParams, bound_provenance
 
     inner_preset = RerankerPreset(name="oracle", adapter="tests.test_stella_sgs:OracleReranker")
     artifact = StellaArtifact(

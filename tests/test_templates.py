@@ -15,16 +15,16 @@ import pytest
 
 from harness.data.model import Candidate, CandidateSet, HistoryItem, TextQuery, UserProfile
 from harness.errors import HarnessError
-from harness.rerankers.listwise_prompts import identifiers
 from harness.rerankers.params import ListwiseParams, MarkerParams, PointwiseParams
-from harness.rerankers.registry import available_presets, resolve_preset
-from harness.rerankers.templates import (
+from harness.rerankers.prompts.listwise import identifiers
+from harness.rerankers.prompts.templates import (
     DEFAULTS,
     available_templates,
     choose_templates,
     load_template_file,
     resolve_template,
 )
+from harness.rerankers.registry import available_presets, resolve_preset
 from tests.conftest import HAS_SMOLLM2
 
 # A user's history, oldest first (as loaders build it), and two candidates.
@@ -377,7 +377,7 @@ def test_invarirank_reference_preset_feeds_the_reference_tokens(
     """Token for token on SmolLM2's tokenizer: the reranker's span and segments, concatenated,
     are the reference's whole-prompt tokens (which end with one more newline)."""
     from harness.rerankers.base import RunContext
-    from harness.rerankers.invarirank import InvariRankReranker
+    from harness.rerankers.methods.invarirank import InvariRankReranker
     from harness.rerankers.registry import build_reranker
 
     reranker = build_reranker(resolve_preset("invarirank-reference"), RunContext(batch_size=2))
@@ -467,9 +467,9 @@ def test_reference_templates_drive_first_and_rankgpt_on_a_tiny_model() -> None:
 
     from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
-    from harness.rerankers.first import FirstReranker
+    from harness.rerankers.methods.first import FirstReranker
+    from harness.rerankers.methods.rankgpt import RankGPTReranker
     from harness.rerankers.params import FirstParams, RankGPTParams
-    from harness.rerankers.rankgpt import RankGPTReranker
     from tests.test_first import passages, tiny
 
     cset = passages(6)

@@ -7,7 +7,12 @@ import random
 
 import pytest
 
-from harness.rerankers.title_parser import answer_name, first_match, lcs_length, parse_titles
+from harness.rerankers.prompts.title_parser import (
+    answer_name,
+    first_match,
+    lcs_length,
+    parse_titles,
+)
 
 TITLES = (
     "Halo 3 - Xbox 360",

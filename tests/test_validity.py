@@ -222,7 +222,7 @@ def test_a_run_folder_recorded_before_the_metric_still_reads_reports_and_gates(d
 
 def test_a_meta_reranker_sums_its_inner_orders_invalid_answers():
     from harness.rerankers.base import CallFacts
-    from harness.rerankers.meta import InnerTally
+    from harness.rerankers.debiasers.meta import InnerTally
 
     tally = InnerTally()
     tally.add(CallFacts(1.0, 1.0))

@@ -149,7 +149,7 @@ def test_read_next_token_counts_chosen_tokens_missing_from_top_k() -> None:
 
 
 def test_a_first_output_of_several_tokens_is_refused() -> None:
-    from harness.rerankers.first import first_result
+    from harness.rerankers.methods.first import first_result
 
     read = read_next_token([fake_output([11, 12, 2], logprobs=[{11: lp(-1.0)}])], [11, 12])
     assert read.generated_tokens == (3,)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
-from harness.rerankers.listwise_prompts import identifiers
+from harness.rerankers.prompts.listwise import identifiers
 from harness.rerankers.windows import DEFAULT_STRIDE, DEFAULT_WINDOW, validate_window
 
 ATTENTION_ROUTES = (None, "segments", "dense")  # MarkerParams.attention; None: the method's own
@@ -37,7 +37,7 @@ def check_template(name_or_path: str | None, kind: str) -> None:
     normalisers are installed (checked before any model loads)."""
     if name_or_path is None:
         return
-    from harness.rerankers.templates import check_kind, resolve_template
+    from harness.rerankers.prompts.templates import check_kind, resolve_template
 
     loaded = resolve_template(name_or_path)
     check_kind(loaded, kind)

@@ -34,8 +34,8 @@ from harness.backends.registry import require as require_backend
 from harness.errors import HarnessError
 from harness.presets import preset_dir, read_yaml
 from harness.rerankers.base import Reranker, RunContext
+from harness.rerankers.debiasers.meta import MetaReranker, inner_preset, meta_params, preset_key
 from harness.rerankers.llm import BackendReranker
-from harness.rerankers.meta import MetaReranker, inner_preset, meta_params, preset_key
 from harness.rerankers.params import split_params
 from harness.rerankers.preset import RerankerPreset
 
@@ -43,23 +43,23 @@ from harness.rerankers.preset import RerankerPreset
 # core never pays for torch or transformers. The two "-vllm" kinds are the old names of
 # first/rankgpt on vLLM, kept so that edited copies of the old presets still run.
 ADAPTERS: Mapping[str, str] = {
-    "identity": "harness.rerankers.controls:IdentityReranker",
-    "first-stage": "harness.rerankers.controls:FirstStageReranker",
-    "invarirank": "harness.rerankers.invarirank:InvariRankReranker",
-    "lft": "harness.rerankers.invarirank:CausalListwiseReranker",
-    "pointwise": "harness.rerankers.pointwise:PointwiseReranker",
-    "first": "harness.rerankers.first:FirstReranker",
-    "first-capcal": "harness.rerankers.first:CapCalFirstReranker",
-    "rankgpt": "harness.rerankers.rankgpt:RankGPTReranker",
-    "first-vllm": "harness.rerankers.first:FirstReranker",
-    "rankgpt-vllm": "harness.rerankers.rankgpt:RankGPTReranker",
-    "psc": "harness.rerankers.meta:PermutationSelfConsistency",
-    "bootstrap": "harness.rerankers.meta:Bootstrapping",
-    "sgs": "harness.rerankers.sgs:StochasticGreedySelection",
-    "stella": "harness.rerankers.stella:Stella",
-    "callable": "harness.rerankers.callable:CallableReranker",
-    "icr": "harness.rerankers.icr:IcrReranker",
-    "llmrank": "harness.rerankers.llmrank:LLMRankReranker",
+    "identity": "harness.rerankers.methods.controls:IdentityReranker",
+    "first-stage": "harness.rerankers.methods.controls:FirstStageReranker",
+    "invarirank": "harness.rerankers.methods.invarirank:InvariRankReranker",
+    "lft": "harness.rerankers.methods.invarirank:CausalListwiseReranker",
+    "pointwise": "harness.rerankers.methods.pointwise:PointwiseReranker",
+    "first": "harness.rerankers.methods.first:FirstReranker",
+    "first-capcal": "harness.rerankers.methods.first:CapCalFirstReranker",
+    "rankgpt": "harness.rerankers.methods.rankgpt:RankGPTReranker",
+    "first-vllm": "harness.rerankers.methods.first:FirstReranker",
+    "rankgpt-vllm": "harness.rerankers.methods.rankgpt:RankGPTReranker",
+    "psc": "harness.rerankers.debiasers.meta:PermutationSelfConsistency",
+    "bootstrap": "harness.rerankers.debiasers.meta:Bootstrapping",
+    "sgs": "harness.rerankers.debiasers.sgs:StochasticGreedySelection",
+    "stella": "harness.rerankers.debiasers.stella:Stella",
+    "callable": "harness.rerankers.methods.callable:CallableReranker",
+    "icr": "harness.rerankers.methods.icr:IcrReranker",
+    "llmrank": "harness.rerankers.methods.llmrank:LLMRankReranker",
     # The toolkits people already use (docs/toolkits.md), each an optional extra.
     "rank-llm": "harness.rerankers.toolkits.rank_llm:RankLLMReranker",
     "rerankers": "harness.rerankers.toolkits.answerdotai:AnswerDotAIReranker",
@@ -150,7 +150,8 @@ def build_reranker(
 
     A method on a backend (:class:`BackendReranker`) gets its params split into typed
     dataclasses and its capabilities checked against the backend's class before the backend
-    loads the model; a meta-reranker (:class:`~harness.rerankers.meta.MetaReranker`) has its
+    loads the model; a meta-reranker (:class:`~harness.rerankers.debiasers.meta.MetaReranker`) has
+    its
     inner preset resolved, checked and built first; any other adapter is called as
     ``Class(name, context, **params)`` after its keys are checked against its signature.
     Errors raised inside a constructor are not caught: a ``TypeError`` there is a bug and

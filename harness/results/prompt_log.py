@@ -59,7 +59,7 @@ class PromptLog:
 
     def attach(self, reranker: Any) -> None:
         """Log every backend call of ``reranker`` (and of the rerankers it wraps)."""
-        from harness.rerankers.meta import wrap_backends
+        from harness.rerankers.debiasers.meta import wrap_backends
 
         wrap_backends(reranker, LoggingBackend)
 

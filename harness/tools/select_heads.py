@@ -1,5 +1,5 @@
 """``harness select-heads``: score every head of an ICR preset on a labelled held-out split and
-keep the best (the criterion and the artifact are in :mod:`harness.rerankers.heads`)."""
+keep the best (the criterion and the artifact are in :mod:`harness.rerankers.methods.heads`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from harness.data.model import Dataset
 from harness.data.registry import load_dataset, resolve_card
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError
-from harness.rerankers.heads import HeadSelection, per_head_ndcg, top_heads
-from harness.rerankers.icr import IcrReranker, head_scores
+from harness.rerankers.methods.heads import HeadSelection, per_head_ndcg, top_heads
+from harness.rerankers.methods.icr import IcrReranker, head_scores
 from harness.rerankers.registry import build_reranker, check_preset, resolve_preset
 from harness.tools.split import probe_split
 

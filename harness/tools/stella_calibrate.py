@@ -7,8 +7,8 @@ from pathlib import Path
 
 from harness.context import RunContext
 from harness.data.registry import load_dataset, resolve_card
+from harness.rerankers.debiasers.stella import StellaArtifact, calibrate
 from harness.rerankers.registry import build_reranker, check_preset, resolve_preset
-from harness.rerankers.stella import StellaArtifact, calibrate
 from harness.tools.split import probe_split
 
 

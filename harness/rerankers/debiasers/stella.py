@@ -39,7 +39,7 @@ from harness.data.model import CandidateSet, Dataset
 from harness.errors import HarnessError
 from harness.files import read_json_object
 from harness.rerankers.base import Reranker, RerankOutput, RunContext
-from harness.rerankers.meta import InnerTally, MetaParams, MetaReranker, content_rng
+from harness.rerankers.debiasers.meta import InnerTally, MetaParams, MetaReranker, content_rng
 from harness.rerankers.preset import RerankerPreset
 
 ARTIFACT_FORMAT = "harness-stella/1"

@@ -24,7 +24,8 @@ inner preset and the inner reranker's identity (its model and prompt hashes surf
 top level, where reports look for them).
 
 Methods here: permutation self-consistency (``psc``) and bootstrapping (``bootstrap``);
-:mod:`harness.rerankers.sgs` and :mod:`harness.rerankers.stella` add the other two.
+:mod:`harness.rerankers.debiasers.sgs` and :mod:`harness.rerankers.debiasers.stella` add the other
+two.
 Aggregation is :mod:`harness.aggregation`'s (exact Kemeny, Borda, reciprocal-rank fusion).
 """
 
@@ -46,8 +47,8 @@ from harness import aggregation
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, Reranker, RerankOutput, RunContext
-from harness.rerankers.permutation_parser import worst_status
 from harness.rerankers.preset import RerankerPreset
+from harness.rerankers.prompts.permutation_parser import worst_status
 from harness.usage import Usage
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_answers
 

@@ -27,7 +27,8 @@ Cost: the prefix runs once per order and its KV cache serves both the real and t
 calibration query, so an order costs one prefix pass plus one pass over the two short query
 suffixes. The backend reads only the query rows of the layers scored
 (:meth:`~harness.backends.base.Backend.query_attention`); with a head selection
-(``heads`` or ``heads_file``, see :mod:`harness.rerankers.heads`) only the selected heads are
+(``heads`` or ``heads_file``, see :mod:`harness.rerankers.methods.heads`) only the selected heads
+are
 summed and the pass stops after the deepest selected layer (``truncate_depth``).
 """
 
@@ -44,11 +45,11 @@ from harness.backends.base import Backend, Capability, QueryAttention
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
-from harness.rerankers.heads import HeadSelection, parse_heads
-from harness.rerankers.listwise_prompts import candidate_line_text, prompt_token_ids
 from harness.rerankers.llm import BackendReranker
+from harness.rerankers.methods.heads import HeadSelection, parse_heads
 from harness.rerankers.params import check_template
-from harness.rerankers.templates import choose_templates
+from harness.rerankers.prompts.listwise import candidate_line_text, prompt_token_ids
+from harness.rerankers.prompts.templates import choose_templates
 
 CALIBRATIONS = ("masked", "plain", "none")
 MASK_STDS = 2.0  # ICR drops calibrated token scores below mean - 2 std

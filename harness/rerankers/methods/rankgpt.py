@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from harness.backends.base import Backend, Capability, GenerationRequest
 from harness.rerankers.base import ParseStatus, RunContext
-from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult
+from harness.rerankers.methods.listwise import ListwiseReranker, WindowPrompt, WindowResult
 from harness.rerankers.params import RankGPTParams
-from harness.rerankers.permutation_parser import parse_permutation
+from harness.rerankers.prompts.permutation_parser import parse_permutation
 from harness.usage import HttpUsage
 
 ANSWER_SLACK = 4  # tokens beyond a complete answer: a leading space/newline, the end of turn

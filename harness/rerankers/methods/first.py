@@ -35,13 +35,18 @@ from harness.backends.base import Backend, Capability, NextTokenScores
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import RerankOutput, RunContext
-from harness.rerankers.listwise import ListwiseReranker, WindowPrompt, WindowResult, rank_by_scores
-from harness.rerankers.listwise_prompts import (
+from harness.rerankers.methods.listwise import (
+    ListwiseReranker,
+    WindowPrompt,
+    WindowResult,
+    rank_by_scores,
+)
+from harness.rerankers.params import CapCalParams, FirstParams
+from harness.rerankers.prompts.listwise import (
     generation_context,
     identifiers,
     prompt_token_ids,
 )
-from harness.rerankers.params import CapCalParams, FirstParams
 from harness.usage import NO_REQUESTS, HttpUsage, Usage
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 

@@ -2,7 +2,7 @@
 history and each candidate become text.
 
 The templates themselves are data: YAML files under ``templates/`` (loaded and validated by
-:mod:`harness.rerankers.templates`); the classes here render them.
+:mod:`harness.rerankers.prompts.templates`); the classes here render them.
 
 Listwise marker templates follow the InvariRank layout: a shared span holding the instruction
 and the query (or the user's history), then one segment per candidate::

@@ -4,7 +4,8 @@ what is left, and repeat until one candidate (or none) remains.
 
 The first inner call sees the shown order; every later one sees the remaining candidates in
 the order of the previous step's list permuted by a position permutation drawn from the
-content-seeded generator (:func:`harness.rerankers.meta.content_rng`). A lone last candidate
+content-seeded generator (:func:`harness.rerankers.debiasers.meta.content_rng`). A lone last
+candidate
 needs no call. Cost per order: about ``n / selection_size`` inner calls on shrinking lists, each
 on a candidate set of only the remaining candidates.
 """
@@ -18,7 +19,13 @@ import numpy as np
 
 from harness.data.model import CandidateSet
 from harness.rerankers.base import RerankOutput
-from harness.rerankers.meta import InnerTally, MetaParams, MetaReranker, content_rng, positive_int
+from harness.rerankers.debiasers.meta import (
+    InnerTally,
+    MetaParams,
+    MetaReranker,
+    content_rng,
+    positive_int,
+)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ InvariRank/lft, ``numbered`` for RankGPT/FIRST, ``pointwise``, ``attention`` for
 for LLMRank, recommendation only), its ``task``
 (``recommendation`` or ``text-ranking``) and the strings of that kind; an optional ``context``
 mapping says how a query, a history and a candidate become text
-(:class:`~harness.rerankers.prompts.ContextFormat`). ``reproduces`` and ``differs`` document
+(:class:`~harness.rerankers.prompts.base.ContextFormat`). ``reproduces`` and ``differs`` document
 what published prompt it follows and where it departs from it.
 
 A preset picks a template with the ``prompt_template`` param: a bundled name or a path to a
@@ -25,9 +25,7 @@ from typing import Any
 from harness.data.model import QueryContext, UserProfile
 from harness.errors import HarnessError
 from harness.presets import preset_dir
-from harness.rerankers.listwise_prompts import NumberedTemplate
-from harness.rerankers.normalize import NORMALIZERS, POINTS, Normalization
-from harness.rerankers.prompts import (
+from harness.rerankers.prompts.base import (
     FIELD_NAMES,
     HISTORY_ORDERS,
     MARKERS,
@@ -36,7 +34,9 @@ from harness.rerankers.prompts import (
     ListwiseTemplate,
     PointwiseTemplate,
 )
-from harness.rerankers.title_prompts import LIST_STYLES, TitlesTemplate
+from harness.rerankers.prompts.listwise import NumberedTemplate
+from harness.rerankers.prompts.normalize import NORMALIZERS, POINTS, Normalization
+from harness.rerankers.prompts.titles import LIST_STYLES, TitlesTemplate
 
 Template = (
     ListwiseTemplate | NumberedTemplate | PointwiseTemplate | AttentionTemplate | TitlesTemplate

@@ -29,16 +29,16 @@ from harness.backends.base import Backend, TokenBatch
 from harness.data.model import CandidateSet
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, ParseStatus, RerankOutput, RunContext
-from harness.rerankers.listwise_prompts import (
+from harness.rerankers.llm import BackendReranker
+from harness.rerankers.params import ListwiseParams
+from harness.rerankers.prompts.listwise import (
     ChatPrompt,
     NumberedTemplate,
     identifiers,
     prompt_token_ids,
 )
-from harness.rerankers.llm import BackendReranker
-from harness.rerankers.params import ListwiseParams
-from harness.rerankers.permutation_parser import worst_status
-from harness.rerankers.templates import choose_templates
+from harness.rerankers.prompts.permutation_parser import worst_status
+from harness.rerankers.prompts.templates import choose_templates
 from harness.rerankers.windows import window_plan
 from harness.usage import HttpUsage, Usage
 from harness.validity import invalid_facts

@@ -151,7 +151,7 @@ class CallableReranker(Reranker):
         }
 
     def _rerank_batch(self, candidate_set: CandidateSet, orders: np.ndarray) -> list[RerankOutput]:
-        from harness.rerankers.prompts import candidate_text, render_context
+        from harness.rerankers.prompts.base import candidate_text, render_context
 
         query = candidate_set.query
         text = query.text if isinstance(query, TextQuery) else render_context(query)

@@ -14,10 +14,10 @@ The chat template of the model is applied where it has one; a model without one 
 text. FIRST primes the assistant turn with ``[`` so that the very next token is an identifier.
 
 A template may normalise text where a published implementation does (``normalize``, see
-:mod:`harness.rerankers.normalize`): each candidate's text before it is cut to its word
+:mod:`harness.rerankers.prompts.normalize`): each candidate's text before it is cut to its word
 limit, and the whole rendered prompt before the answer is primed.
 
-The templates are data (``templates/*.yaml``, see :mod:`harness.rerankers.templates`); a
+The templates are data (``templates/*.yaml``, see :mod:`harness.rerankers.prompts.templates`); a
 template's :meth:`sha256` covers every string that shapes the prompt plus
 ``prompts.FORMAT_VERSION``; bump that when the rendering code changes.
 """
@@ -33,8 +33,8 @@ from typing import Any
 from harness.backends.base import Turns
 from harness.data.model import Candidate, QueryContext, TextQuery
 from harness.errors import HarnessError
-from harness.rerankers.normalize import Normalization, normalize_text
-from harness.rerankers.prompts import ContextFormat, candidate_text, template_hash
+from harness.rerankers.prompts.base import ContextFormat, candidate_text, template_hash
+from harness.rerankers.prompts.normalize import Normalization, normalize_text
 
 IDENTIFIER_STYLES: tuple[str, ...] = ("numeric", "alpha")
 PLAIN_ANSWER = "\n\nAnswer:\n"  # ends the prompt of a model without a chat template

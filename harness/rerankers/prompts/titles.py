@@ -11,7 +11,7 @@ each list is written in one of two ways (``lists``):
 
 ``system`` is optional: unset, the conversation has no system turn (LLMRank sends the user
 message alone; a model's chat template may add its own default). The model answers with
-titles, which :mod:`harness.rerankers.title_parser` matches back to the candidates.
+titles, which :mod:`harness.rerankers.prompts.title_parser` matches back to the candidates.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 from harness.data.model import QueryContext, UserProfile
 from harness.errors import HarnessError
-from harness.rerankers.listwise_prompts import ChatPrompt, chat_prompt
-from harness.rerankers.prompts import template_hash
+from harness.rerankers.prompts.base import template_hash
+from harness.rerankers.prompts.listwise import ChatPrompt, chat_prompt
 
 LIST_STYLES: tuple[str, ...] = ("python", "lines")
 

@@ -1,7 +1,8 @@
 """LLMRank (Hou et al., ECIR 2024, RUCAIBox/LLMRank): rank a user's candidates by asking for titles.
 
 The prompt lists the user's history and the candidates (template kind ``titles``, by default
-LLMRank's own Games prompt, :mod:`title_prompts`); the model generates a ranked list of
+LLMRank's own Games prompt, :mod:`harness.rerankers.prompts.titles`); the model generates a ranked
+list of
 titles, which :mod:`title_parser` matches back to the candidates as LLMRank does. Generation
 is RankGPT's (same backends, decoding, sliding windows and bookkeeping); only the prompt, the
 answer budget and the parser differ. LLMRank ranks a whole list (20) in one prompt: with the
@@ -18,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.data.model import CandidateSet
-from harness.rerankers.listwise import WindowPrompt, WindowResult
+from harness.rerankers.methods.listwise import WindowPrompt, WindowResult
+from harness.rerankers.methods.rankgpt import RankGPTReranker, generated_window_result
 from harness.rerankers.params import LLMRANK_MAX_TOKENS, LLMRankParams
-from harness.rerankers.rankgpt import RankGPTReranker, generated_window_result
-from harness.rerankers.title_parser import parse_titles
+from harness.rerankers.prompts.title_parser import parse_titles
 
 
 def llmrank_result(

@@ -26,11 +26,11 @@ from harness.backends.base import Backend, Capability, TokenBatch, Turns, common
 from harness.data.model import CandidateSet, UserProfile
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
-from harness.rerankers.listwise_prompts import chat_prompt, prompt_token_ids
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import PointwiseParams
-from harness.rerankers.prompts import PointwiseTemplate
-from harness.rerankers.templates import choose_templates
+from harness.rerankers.prompts.base import PointwiseTemplate
+from harness.rerankers.prompts.listwise import chat_prompt, prompt_token_ids
+from harness.rerankers.prompts.templates import choose_templates
 from harness.usage import HttpUsage
 from harness.validity import INVALID_ANSWER, INVALID_ANSWERS, invalid_facts
 

@@ -54,8 +54,8 @@ from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput, RunContext, ranking_from_scores
 from harness.rerankers.llm import BackendReranker
 from harness.rerankers.params import MarkerParams
-from harness.rerankers.prompts import MARKERS
-from harness.rerankers.templates import choose_templates
+from harness.rerankers.prompts.base import MARKERS
+from harness.rerankers.prompts.templates import choose_templates
 
 SEPARATOR_GROUP = -1  # group id of tokens that see only themselves (separators)
 
