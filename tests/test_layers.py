@@ -46,7 +46,14 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("backends", ("harness.backends",)),
-    ("methods", ("harness.rerankers",)),
+    # rerankers/: the interface, presets, params and prompts, then the methods and debiasers
+    # built on them, then the registry that knows them all
+    ("method parts", ("harness.rerankers",)),
+    (
+        "methods",
+        ("harness.rerankers.methods", "harness.rerankers.debiasers", "harness.rerankers.toolkits"),
+    ),
+    ("method registry", ("harness.rerankers.registry", "harness.rerankers.model_override")),
     ("results", ("harness.results",)),
     ("running", ("harness.executors", "harness.prepare", "harness.runner", "harness.adaptive_run")),
     ("reading", ("harness.report", "harness.gates", "harness.suites")),
@@ -195,6 +202,7 @@ def test_the_checks_can_fail():
     """The graph is read, and a planted upward edge and circle are caught."""
     assert ("harness.runner", "harness.results.store") in EDGES
     assert floor_of("harness.backends.base") < floor_of("harness.rerankers.base")
+    assert floor_of("harness.rerankers.prompts.templates") < floor_of("harness.rerankers.methods")
     assert floor_of("harness.suites.cli") > floor_of("harness.suites.run")
     planted = {("harness.errors", "harness.files"), ("harness.files", "harness.errors")}
     assert _cycles(planted) == [["harness.errors", "harness.files"]]
