@@ -2,6 +2,7 @@
 
 efficiency = the FLOPs the call needs ÷ (its time x the rate this machine reaches on the same
 matmul shapes, with the same threads) = the time those matmuls alone take ÷ the call's time.
+Above 1 is possible and reported as such (a backend may share work across orders).
 
 * FLOPs needed: from the method's definition and the model's config (``flops_needed.py``),
   read off the requests the method makes on one untimed call: projections, MLP and attention
@@ -14,11 +15,15 @@ matmul shapes, with the same threads) = the time those matmuls alone take ÷ the
   model's real weights (several layers' worth, so weights stream as in the model), the
   vocabulary projection's rows, attention's ``[q, d] @ [d, keys]`` batches — each timed (min
   of a few repetitions) in this process, with the same torch threads. Its time is Σ FLOPs of
-  a shape ÷ its rate. Row counts are timed up to ``MAX_ROWS`` (the rate is flat beyond).
-* Samples alternate, reference then call, round-robin over all cells, ``--samples`` times;
-  each cell reports the MINIMUM call time (ms/order) and the MINIMUM reference time, the
-  efficiency as their ratio, and the spread (min/median/max) of the per-sample ratio. Other
-  processes only ever slow a sample down, so minima agree across runs where medians do not.
+  a shape ÷ its rate. Row counts are timed as they are, up to ``MAX_ROWS``.
+* Samples alternate, reference then call, round-robin over all cells, ``--samples`` times.
+  Both are timed in this process's CPU time (all its threads) as well as by the wall clock:
+  on a shared machine the wall clock mostly measures the share of the cores the process got,
+  CPU time the work it did. Each cell reports the MINIMUM call time (wall ms/order and CPU
+  ms/order) and the efficiency = the minimum reference CPU time ÷ the minimum call CPU time,
+  with the spread (min/median/max) of the per-sample ratio and the same ratio on wall-clock
+  minima beside it. Other processes only ever slow a sample down, so minima agree across runs
+  where means do not.
 * Printed: load averages at start and end, torch threads, OMP/MKL environment and wait
   policy, CPU model and SIMD flags.
 
@@ -65,7 +70,7 @@ METHODS = ("invarirank-dense", "invarirank", "lft", "pointwise", "first", "rankg
 DATASETS = ("movielens-100k", "msmarco-dl19")
 ROOT = Path(__file__).resolve().parents[1]
 REPLY = "@@bench "  # marks a worker's answer line; anything else it prints is passed through
-MAX_ROWS = 512  # rows of a timed reference matmul (more rows: the same rate, longer timings)
+MAX_ROWS = 4096  # rows of a timed reference matmul (the rate drops ~12% from 512 to 2,048 rows)
 TIMED_FLOPS = 2e8  # per repetition of a reference shape: enough layers to reach it
 REPETITIONS = 3  # of each reference shape per sample; the fastest counts
 SIMD = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
@@ -75,14 +80,34 @@ SIMD = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile
 class Row:
     dataset: str
     method: str
-    ms_per_order: float  # the minimum over samples
+    ms_per_order: float  # wall clock, the minimum over samples
     ms_spread: tuple[float, float, float]  # min, median, max
+    cpu_ms_per_order: float  # CPU time of this process, the minimum over samples
     gflop_needed: float  # per order
     gflop_run: float  # per order, as torch ran it
-    reference_gflops: float  # needed FLOPs ÷ the minimum reference time
-    efficiency: float  # minimum reference time ÷ minimum call time
+    reference_gflops: float  # needed FLOPs ÷ the minimum reference CPU time
+    efficiency: float  # minimum reference CPU time ÷ minimum call CPU time
     efficiency_spread: tuple[float, float, float]  # of the per-sample ratios
+    wall_efficiency: float  # the same on wall-clock minima
     samples: int
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Seconds of wall clock and of this process's CPU time (all its threads)."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> Clock:
+        return cls(time.perf_counter(), time.process_time())
+
+    def __sub__(self, other: Clock) -> Clock:
+        return Clock(self.wall - other.wall, self.cpu - other.cpu)
+
+    def __add__(self, other: Clock) -> Clock:
+        return Clock(self.wall + other.wall, self.cpu + other.cpu)
 
 
 @dataclass
@@ -92,8 +117,8 @@ class Cell:
     needed: float = 0.0  # FLOPs per call (all sets)
     run: float = 0.0
     shapes: dict[tuple[str, int, int], float] = field(default_factory=dict)  # shape -> FLOPs
-    calls: list[float] = field(default_factory=list)  # seconds per call (all sets)
-    references: list[float] = field(default_factory=list)  # seconds
+    calls: list[Clock] = field(default_factory=list)  # per call (all sets)
+    references: list[Clock] = field(default_factory=list)
 
 
 def main() -> None:
@@ -131,10 +156,14 @@ def main() -> None:
     print(started["line"], flush=True)
     cells = [(d, m) for d in datasets for m in methods]
     for cell in cells:
-        bench.prepare(*cell)
-    for _ in range(args.samples):  # round-robin: a load change hits every cell alike
+        needed = bench.prepare(*cell).needed / 1e9
+        print(f"  {' '.join(cell)}: {needed:.1f} GFLOP needed per call", flush=True)
+    for index in range(args.samples):  # round-robin: a load change hits every cell alike
         for cell in cells:
             bench.sample(*cell)
+        print(
+            f"  sample {index + 1}/{args.samples} done, load {os.getloadavg()[0]:.1f}", flush=True
+        )
     rows = [bench.row(*cell) for cell in cells]
     ended = describe_machine()
     report(rows, methods)
@@ -233,29 +262,33 @@ class Bench:
         assert self.timer is not None
         cell.references.append(self.timer.seconds(cell.shapes))
         sets, shown = self._sets(dataset)
-        total = 0.0
+        total = Clock(0.0, 0.0)
         for cset, orders in zip(sets, shown, strict=True):
             reranker = build(method, self.loaded, self.orders)  # nothing cached from before
-            started = time.perf_counter()
+            started = Clock.now()
             reranker.rerank(cset, orders)
-            total += time.perf_counter() - started
+            total += Clock.now() - started
         cell.calls.append(total)
 
     def row(self, dataset: str, method: str) -> Row:
         cell = self.cells[dataset, method]
         orders = self.orders * len(self._sets(dataset)[0])
-        ms = [1000.0 * t / orders for t in cell.calls]
-        ratios = [r / t for r, t in zip(cell.references, cell.calls, strict=True)]
+        ms = [1000.0 * t.wall / orders for t in cell.calls]
+        cpu = [t.cpu for t in cell.calls]
+        ratios = [r.cpu / t.cpu for r, t in zip(cell.references, cell.calls, strict=True)]
+        reference = min(r.cpu for r in cell.references)
         return Row(
             dataset=dataset,
             method=method,
             ms_per_order=min(ms),
             ms_spread=spread(ms),
+            cpu_ms_per_order=1000.0 * min(cpu) / orders,
             gflop_needed=cell.needed / orders / 1e9,
             gflop_run=cell.run / orders / 1e9,
-            reference_gflops=cell.needed / min(cell.references) / 1e9,
-            efficiency=min(cell.references) / min(cell.calls),
+            reference_gflops=cell.needed / reference / 1e9,
+            efficiency=reference / min(cpu),
             efficiency_spread=spread(ratios),
+            wall_efficiency=min(r.wall for r in cell.references) / min(ms) * 1000.0 / orders,
             samples=len(cell.calls),
         )
 
@@ -305,12 +338,19 @@ class Reference:
         ]
         self.head = model.get_output_embeddings().weight
         self.shape = ModelShape.of(model)
+        self.warm: set[tuple[str, int, int]] = set()
 
-    def seconds(self, shapes: dict[tuple[str, int, int], float]) -> float:
-        """Σ FLOPs of each shape ÷ the rate measured for it now (fastest of a few runs)."""
-        return sum(flops / self.rate(*key) for key, flops in shapes.items())
+    def seconds(self, shapes: dict[tuple[str, int, int], float]) -> Clock:
+        """Σ FLOPs of each shape ÷ the rate measured for it now (fastest of a few runs), in
+        wall clock and in CPU time."""
+        total = Clock(0.0, 0.0)
+        for key, flops in shapes.items():
+            done, best = self.rate(*key)
+            total += Clock(flops / done * best.wall, flops / done * best.cpu)
+        return total
 
-    def rate(self, kind: str, a: int, b: int) -> float:
+    def rate(self, kind: str, a: int, b: int) -> tuple[float, Clock]:
+        """(FLOPs of one run, its fastest wall and CPU time) of this shape."""
         import torch
         import torch.nn.functional as F
 
@@ -343,13 +383,16 @@ class Reference:
                 torch.bmm(torch.bmm(q, k), v)
 
         with torch.inference_mode():
-            run()  # warm
-            best = float("inf")
-            for _ in range(REPETITIONS):
-                started = time.perf_counter()
+            if (kind, a, b) not in self.warm:
                 run()
-                best = min(best, time.perf_counter() - started)
-        return flops / best
+                self.warm.add((kind, a, b))
+            wall = cpu = float("inf")
+            for _ in range(REPETITIONS):
+                started = Clock.now()
+                run()
+                took = Clock.now() - started
+                wall, cpu = min(wall, took.wall), min(cpu, took.cpu)
+        return flops, Clock(wall, cpu)
 
 
 def decoder_layers(model: Any) -> list[Any]:
@@ -560,20 +603,23 @@ def counted_flops() -> Iterator[FlopTally]:
 
 
 def report(rows: list[Row], methods: list[str]) -> None:
-    """Per cell: ms/order (min; min/median/max), GFLOP/order needed and as run, the
-    reference rate, efficiency (min ÷ min; per-sample min/median/max)."""
+    """Per cell: ms/order (wall: min; min/median/max), CPU ms/order (min), GFLOP/order needed
+    and as run, the reference rate, efficiency (CPU min ÷ min; per-sample min/median/max) and
+    the wall-clock efficiency beside it."""
     print()
     print(
-        "| dataset | reranker | ms/order (min) | min / median / max | GFLOP/order needed | "
-        "as run | reference GFLOP/s | efficiency | per-sample min / median / max |"
+        "| dataset | reranker | ms/order | wall min / median / max | CPU ms/order | "
+        "GFLOP/order needed | as run | reference GFLOP/s | efficiency | "
+        "per-sample min / median / max | wall efficiency |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r.dataset} | {r.method} | {r.ms_per_order:.0f} | "
-            f"{' / '.join(f'{v:.0f}' for v in r.ms_spread)} | {r.gflop_needed:.1f} | "
-            f"{r.gflop_run:.1f} | {r.reference_gflops:.1f} | {r.efficiency:.2f} | "
-            f"{' / '.join(f'{v:.2f}' for v in r.efficiency_spread)} |"
+            f"{' / '.join(f'{v:.0f}' for v in r.ms_spread)} | {r.cpu_ms_per_order:.0f} | "
+            f"{r.gflop_needed:.1f} | {r.gflop_run:.1f} | {r.reference_gflops:.1f} | "
+            f"{r.efficiency:.2f} | {' / '.join(f'{v:.2f}' for v in r.efficiency_spread)} | "
+            f"{r.wall_efficiency:.2f} |"
         )
     by = {(r.dataset, r.method): r for r in rows}
     print_segments_ratio(by, list(dict.fromkeys(r.dataset for r in rows)), methods, "")
