@@ -145,3 +145,28 @@ def test_first_needs_its_prompts_and_one_read_per_window(flops, tiny) -> None:
     rest = sum(len(r) - b.prefix_len for b in seen for r in b.rows)
     assert sum(p.tokens for p in work.passes) == prefix + rest
     assert sum(p.head_rows for p in work.passes) == sum(len(b.rows) for b in seen) == 2
+
+
+def test_reference_shapes_and_their_timing_on_the_tiny_model(flops, tiny, monkeypatch) -> None:
+    """The benchmark's reference: the needed work split by matmul shape (FLOPs kept exactly),
+    each shape timed on the model's own weights; its time is Σ FLOPs ÷ rate."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_efficiency", SCRIPT.parent / "bench_efficiency.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts its folder first
+    sys.modules["bench_efficiency"] = bench
+    try:
+        spec.loader.exec_module(bench)
+        shape = flops.ModelShape.of(tiny.model)
+        work = flops.Work([flops.Pass(300, 12, 4, 9000), *flops.decode_passes([50, 60], [3, 2])])
+        shapes = bench.reference_shapes(work, shape)
+        assert sum(shapes.values()) == pytest.approx(work.flops(shape)["total"])
+        assert ("linear", 300, 0) in shapes and ("attention", 75, 30) in shapes
+        assert ("linear", 2, 0) in shapes and ("linear", 1, 0) in shapes  # decoding steps
+        assert [bench.bucket(v) for v in (0.4, 37.4, 1234, 98765)] == [1, 37, 1200, 99000]
+        reference = bench.Reference(tiny.model)
+        took = reference.seconds(shapes)
+        assert np.isfinite([took.cpu, took.wall]).all() and min(took.cpu, took.wall) > 0
+    finally:
+        del sys.modules["bench_efficiency"]
