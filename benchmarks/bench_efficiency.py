@@ -36,11 +36,13 @@ per checkout (``PYTHONPATH`` = the checkout, so each imports its own ``harness``
 drives both), every cell measured old, new, old, new … so that the machine's load hits both
 sides alike.
 
-Usage::
+Usage (``PYTHONPATH=.``: the checkout's ``harness``, not an installed one; the CPU-time
+efficiency repeats within ±5% at a given load and drops up to ~15% under heavy load, see
+docs/listwise.md)::
 
-    .venv/bin/python benchmarks/bench_efficiency.py --threads 1
-    .venv/bin/python benchmarks/bench_efficiency.py --datasets msmarco-dl19 --orders 2 \\
-        --methods invarirank-dense,invarirank --samples 5 --json eff.json
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_efficiency.py --threads 1
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_efficiency.py --datasets msmarco-dl19 \\
+        --orders 2 --methods invarirank-dense,invarirank --samples 5 --json eff.json
     git worktree add /tmp/old d15e31e
     .venv/bin/python benchmarks/bench_efficiency.py --compare-with /tmp/old --threads 1
 """
