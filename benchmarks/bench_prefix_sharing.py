@@ -17,11 +17,21 @@ method), and prints
 * whether every ranking is identical and the largest score difference (lft's candidate
   scores, FIRST's identifier masses).
 
+``--count-only`` (FIRST): no forward pass; the prompts come from the reranker's own path (a
+backend that records each batch and answers with zeros), the ``on`` tokens from the prefix tree
+the backend would walk (``build_prefix_tree`` of the rows after the common prefix), so
+``alone``, ``off`` and ``on`` are the exact counts of a real run. It also prints the bound the
+prompt puts on ``off ÷ on``: every distinct window computes at least its suffix after the
+passages (which follows different tokens in every order), so
+``on ≥ P + distinct windows x S``.
+
 Usage (defaults: DL19's first query, the tiny random Llama so that exhaustive at depth 8,
 40,320 orders, runs in minutes on a CPU; ``--model smollm2-135m`` for the embedded model)::
 
     .venv/bin/python benchmarks/bench_prefix_sharing.py
     .venv/bin/python benchmarks/bench_prefix_sharing.py --exhaustive-depth 6 --model smollm2-135m
+    .venv/bin/python benchmarks/bench_prefix_sharing.py --designs exhaustive --methods first \
+        --words 6 --count-only
 """
 
 from __future__ import annotations
@@ -47,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--designs", default="random,fixed,sweep,templates,exhaustive")
     parser.add_argument("--methods", default="lft,first")
+    parser.add_argument("--count-only", action="store_true", help="FIRST's token counts only")
     args = parser.parse_args()
 
     import torch
@@ -73,11 +84,20 @@ def main() -> None:
         f"{'tokens on':>11}{'fewer':>7}{'vs alone':>9}{'time off':>10}{'time on':>9}"
         f"{'speed-up':>9}  default  same rankings (max diff)"
     )
+    if args.count_only:
+        header = (
+            f"{'design':<12}{'method':<7}{'orders':>7}{'distinct':>9}{'alone':>12}"
+            f"{'tokens off':>12}{'tokens on':>11}{'fewer':>7}{'vs alone':>9}"
+            f"{'P':>5}{'S':>5}  bound off/on (P + distinct x S)"
+        )
     print(header)
     for design in args.designs.split(","):
         depth = args.exhaustive_depth if design == "exhaustive" else args.depth
         candidate_set = _trimmed(full, depth, args.words)
         orders = _orders(design, candidate_set, args.count)
+        if args.count_only:
+            _print_counts(design, _first_counts(loaded, candidate_set, orders))
+            continue
         for method in args.methods.split(","):
             runs: dict[bool, list] = {False: [], True: []}
             for _ in range(args.repeats):
@@ -170,6 +190,62 @@ def _run(loaded, method: str, candidate_set, orders: np.ndarray, share: bool):
     elapsed = time.perf_counter() - started
     alone = sum(o.facts.prompt_tokens for o in outputs)
     return backend.forward_tokens, elapsed, outputs, alone
+
+
+def _first_counts(loaded, candidate_set, orders: np.ndarray) -> dict[str, int]:
+    """FIRST's exact token counts for ``orders`` (one window each), without a forward pass:
+    alone (every window computed alone), off (the common prefix once), on (the prefix tree),
+    the common prefix P, the common suffix S after the passages, and the distinct windows."""
+    from harness.backends.base import NextTokenScores
+    from harness.backends.prefix_tree import build_prefix_tree
+    from harness.backends.transformers_backend import TransformersBackend
+    from harness.rerankers.base import RunContext
+    from harness.rerankers.first import FirstReranker
+    from harness.rerankers.params import FirstParams
+
+    batches = []
+
+    class Recording(TransformersBackend):
+        """Records each batch; answers zeros (only the prompts are wanted)."""
+
+        def next_token_logprobs(self, batch, token_ids):
+            batches.append(batch)
+            p = len(batch.rows)
+            return NextTokenScores(
+                np.zeros((p, len(token_ids))), (1.0,) * p, (True,) * p, (1,) * p, (0,) * p
+            )
+
+    n = len(candidate_set)
+    params = FirstParams(window_size=n, stride=n, identifiers="alpha")
+    reranker = FirstReranker("first", RunContext(), Recording(loaded), params)
+    reranker.rerank(candidate_set, orders)
+    (batch,) = batches
+    start = batch.prefix_len
+    rows = [row[start:] for row in batch.rows]
+    last = batch.rows[0]
+    suffix = min(
+        next((k for k in range(min(len(last), len(r))) if last[-1 - k] != r[-1 - k]), len(r))
+        for r in batch.rows
+    )
+    return {
+        "orders": len(rows),
+        "distinct": len(set(rows)),
+        "alone": sum(len(r) for r in batch.rows),
+        "off": start + sum(len(r) for r in rows),
+        "on": start + build_prefix_tree(rows).tokens,
+        "P": start,
+        "S": suffix,
+    }
+
+
+def _print_counts(design: str, c: dict[str, int]) -> None:
+    bound = c["off"] / (c["P"] + c["distinct"] * c["S"])
+    print(
+        f"{design:<12}{'first':<7}{c['orders']:>7}{c['distinct']:>9}{c['alone']:>12,}"
+        f"{c['off']:>12,}{c['on']:>11,}{c['off'] / c['on']:>6.2f}x{c['alone'] / c['on']:>8.2f}x"
+        f"{c['P']:>5}{c['S']:>5}  {bound:.2f}x",
+        flush=True,
+    )
 
 
 def _max_diff(a, b) -> float:

@@ -287,12 +287,15 @@ def sample_lengths(deciles: Sequence[int], count: int, rng: np.random.Generator)
 
 def corpus_words() -> list[str]:
     """Words of the repository's own prose (README and docs): real text that travels with
-    the working tree. Tables, code and headings are left out."""
+    the working tree. Tables, code and headings are left out, and so are words holding a
+    marker token (``[ITEM]`` …), which a candidate's text may not contain."""
+    from harness.rerankers.prompts import MARKERS
+
     words: list[str] = []
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip() and not line.startswith(("|", "#", " ", "```", "<")):
-                words.extend(line.split())
+                words.extend(w for w in line.split() if not any(m in w for m in MARKERS))
     return words
 
 
