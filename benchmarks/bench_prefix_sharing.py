@@ -200,7 +200,7 @@ def _first_counts(loaded, candidate_set, orders: np.ndarray) -> dict[str, int]:
     from harness.backends.prefix_tree import build_prefix_tree
     from harness.backends.transformers_backend import TransformersBackend
     from harness.rerankers.base import RunContext
-    from harness.rerankers.first import FirstReranker
+    from harness.rerankers.methods.first import FirstReranker
     from harness.rerankers.params import FirstParams
 
     batches = []

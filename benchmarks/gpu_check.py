@@ -289,7 +289,7 @@ def corpus_words() -> list[str]:
     """Words of the repository's own prose (README and docs): real text that travels with
     the working tree. Tables, code and headings are left out, and so are words holding a
     marker token (``[ITEM]`` …), which a candidate's text may not contain."""
-    from harness.rerankers.prompts import MARKERS
+    from harness.rerankers.prompts.base import MARKERS
 
     words: list[str] = []
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:

@@ -17,8 +17,8 @@ from harness.backends.transformers_backend import TransformersBackend
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.models.loading import LoadedModel, build_tiny_llama
 from harness.rerankers.base import RunContext
-from harness.rerankers.first import FirstReranker
-from harness.rerankers.invarirank import (
+from harness.rerankers.methods.first import FirstReranker
+from harness.rerankers.methods.invarirank import (
     SEPARATOR_GROUP,
     CausalListwiseReranker,
     InvariRankReranker,
