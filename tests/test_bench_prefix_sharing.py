@@ -3,13 +3,11 @@ pass equal those of real runs with prefix sharing off and on (tiny random Llama)
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import benchmark_script
 
 pytest.importorskip("torch", reason="the llm extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the llm extra (transformers) is not installed")
@@ -17,18 +15,13 @@ pytest.importorskip("transformers", reason="the llm extra (transformers) is not 
 from harness.backends import transformers_backend
 from harness.data.model import Candidate, CandidateSet, TextQuery
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_prefix_sharing.py"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_prefix_sharing", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_prefix_sharing"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench_prefix_sharing"]
+    with benchmark_script("bench_prefix_sharing") as module:
+        yield module
 
 
 def test_count_only_equals_the_tokens_of_real_runs(bench, monkeypatch) -> None:

@@ -3,12 +3,9 @@ a tiny config and against the real InvariRank / lft / FIRST paths on a tiny rand
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import benchmark_script
 
 pytest.importorskip("torch", reason="the llm extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the llm extra (transformers) is not installed")
@@ -26,18 +23,13 @@ from harness.rerankers.methods.invarirank import (
 )
 from harness.rerankers.params import FirstParams, MarkerParams
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "flops_needed.py"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def flops():
-    spec = importlib.util.spec_from_file_location("flops_needed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["flops_needed"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["flops_needed"]
+    with benchmark_script("flops_needed") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +139,10 @@ def test_first_needs_its_prompts_and_one_read_per_window(flops, tiny) -> None:
     assert sum(p.head_rows for p in work.passes) == sum(len(b.rows) for b in seen) == 2
 
 
-def test_reference_shapes_and_their_timing_on_the_tiny_model(flops, tiny, monkeypatch) -> None:
+def test_reference_shapes_and_their_timing_on_the_tiny_model(flops, tiny) -> None:
     """The benchmark's reference: the needed work split by matmul shape (FLOPs kept exactly),
     each shape timed on the model's own weights; its time is Σ FLOPs ÷ rate."""
-    spec = importlib.util.spec_from_file_location(
-        "bench_efficiency", SCRIPT.parent / "bench_efficiency.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts its folder first
-    sys.modules["bench_efficiency"] = bench
-    try:
-        spec.loader.exec_module(bench)
+    with benchmark_script("bench_efficiency") as bench:
         shape = flops.ModelShape.of(tiny.model)
         work = flops.Work([flops.Pass(300, 12, 4, 9000), *flops.decode_passes([50, 60], [3, 2])])
         shapes = bench.reference_shapes(work, shape)
@@ -168,5 +153,3 @@ def test_reference_shapes_and_their_timing_on_the_tiny_model(flops, tiny, monkey
         reference = bench.Reference(tiny.model)
         took = reference.seconds(shapes)
         assert np.isfinite([took.cpu, took.wall]).all() and min(took.cpu, took.wall) > 0
-    finally:
-        del sys.modules["bench_efficiency"]

@@ -3,7 +3,6 @@ before a GPU runs it, and its pieces against hand-made cases."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import benchmark_script
 
 from harness.errors import HarnessError
 from harness.rerankers.base import CallFacts, RerankOutput
@@ -23,12 +23,8 @@ SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["gpu_check"]
+    with benchmark_script("gpu_check") as module:
+        yield module
 
 
 def test_cpu_mode_runs_every_part(tmp_path: Path) -> None:
