@@ -16,7 +16,7 @@ pytest.importorskip("transformers", reason="the llm extra (transformers) is not 
 from conftest import SCORE_TOLERANCE, assert_same_up_to_rounding
 
 from harness.backends import transformers_backend
-from harness.backends.prefix_tree import build_prefix_tree, tree_reads
+from harness.backends.prefix_tree import build_prefix_tree, level_edges, tree_reads
 from harness.backends.transformers_backend import TransformersBackend
 from harness.data.model import Candidate, CandidateSet, TextQuery
 from harness.models.loading import LoadedModel, build_tiny_llama
@@ -237,3 +237,51 @@ def test_a_run_resumes_across_prefix_sharing_but_not_across_a_prompt(tmp_path: P
     assert kept["prefix_sharing"] is True
     with pytest.raises(HarnessError, match=r"different model or prompt \(prompt_sha256 changed"):
         _same_reranker(store, {"prompt_sha256": "b", "model": "m", "prefix_sharing": False})
+
+
+def test_tree_walk_fits_free_memory_in_chunks(
+    tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With little free memory the tree's levels run in several chunks and read the same
+    values as one pass per level and as sharing off; with too little, one clear error."""
+    from harness.errors import HarnessError
+
+    blocks = [[11, 12], [13, 14, 15], [16], [17, 18]]
+    tokens = np.array([[t for i in o for t in blocks[i]] for o in exhaustive(4)], dtype=np.int64)
+    levels = len(level_edges(build_prefix_tree(tokens)))  # 3: the last block is forced
+    rows, columns = np.nonzero(np.ones_like(tokens, dtype=bool))
+    keep = columns > 0
+    rows, columns = rows[keep], columns[keep]
+
+    def scores(share: bool) -> tuple[np.ndarray, int]:
+        backend = TransformersBackend(tiny, prefix_sharing=share)
+        decoder, passes = backend._decoder, []
+
+        def counted(**kwargs):
+            n, edge = kwargs["input_ids"].shape
+            cache = kwargs.get("cache")
+            past = cache.layers[0].keys.shape[2] if cache is not None else 0
+            passes.append(n * (past + edge))  # the positions the pass's cache grows to
+            return decoder(**kwargs)
+
+        backend._decoder = counted
+        prefix = backend.prefix([7, 8, 9])
+        return backend.causal_logprobs(prefix, 3, tokens, rows, columns), passes
+
+    plain, _ = scores(False)
+    whole, whole_passes = scores(True)
+    per_position = transformers_backend.kv_bytes_per_token(tiny.model)
+    # room for about three of the tree's longest rows: every level holds more nodes than that
+    budget = 3 * (3 + 2 * tokens.shape[1])
+    tight = (budget + 1) * per_position / transformers_backend.DECODE_MEMORY_SHARE
+    monkeypatch.setattr(transformers_backend, "free_memory", lambda device: int(tight))
+    chunked, chunked_passes = scores(True)
+    assert len(whole_passes) == 1 + levels  # the prefix, then one pass per level
+    assert len(chunked_passes) > len(whole_passes) + levels, (chunked_passes, whole_passes)
+    assert max(chunked_passes) <= budget < max(whole_passes)
+    np.testing.assert_allclose(chunked, whole, atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(chunked, plain, atol=SCORE_TOLERANCE)
+    monkeypatch.setattr(transformers_backend, "free_memory", lambda device: 4 * per_position)
+    with pytest.raises(HarnessError, match=r"prefix sharing: .* lower the batch size") as error:
+        scores(True)
+    assert "\n" not in str(error.value)

@@ -108,6 +108,17 @@ def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
     return int(differ[0]) if differ.size else length
 
 
+def level_edges(tree: PrefixTree) -> np.ndarray:
+    """The longest node (``end`` - ``start``) at each depth of the tree (the roots' children
+    at depth 0)."""
+    edges: list[int] = []
+    level = list(tree.roots)
+    while level:
+        edges.append(int((tree.end[level] - tree.start[level]).max()))
+        level = [c for node in level for c in tree.children[node]]
+    return np.array(edges, dtype=np.int64)
+
+
 def tree_reads(
     tree: PrefixTree, columns: Sequence[np.ndarray], targets: Sequence[np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:

@@ -24,7 +24,9 @@ A call's rows decode together unless their cache would not fit in memory (:meth:
 of one call that agree beyond the shared prefix run on a radix tree
 (:mod:`harness.backends.prefix_tree`), each distinct prefix once, children on their parents'
 gathered KV caches under an explicit mask; taken only where it computes at most half the
-tokens (``SHARING_GAIN``). Never for InvariRank, whose invariance is measured, not built in.
+tokens (``SHARING_GAIN``). Never for InvariRank, whose invariance is measured, not built
+in. A level's nodes run in chunks whose caches, with those held for their children, fit the
+share of free memory decoding takes (:meth:`_tree_values`).
 
 **Masked forward** (InvariRank, lft): one pass over rows of equal length on a computed
 prefix with an explicit additive 4-D float mask (0 allowed, ``finfo(dtype).min`` blocked — a
@@ -71,8 +73,8 @@ if TYPE_CHECKING:
     from harness.backends.prefix_tree import PrefixTree
 
 LOGIT_CHUNK = 256  # rows of the vocabulary projection computed at once (~50 MB for 49k vocab)
-DECODE_MEMORY_SHARE = 0.25  # of free memory a decoding pass's KV cache may take
-TREE_TOKENS = 8192  # rows x (cached + new) positions of one prefix-tree pass (bounds memory)
+DECODE_MEMORY_SHARE = 0.25  # of free memory the KV caches of a decoding pass or tree walk may take
+TREE_TOKENS = 8192  # rows x (cached + new) positions of one prefix-tree pass (bounds activations)
 SHARING_GAIN = 2.0  # the prefix tree runs only when it computes this many times fewer tokens
 DEFAULT_DTYPE = "float32"  # what the invariance checks need (bf16 moves logits by ~0.4)
 
@@ -269,10 +271,14 @@ class TransformersBackend(Backend):
         """How many rows of ``batch`` one decoding pass takes: all of them unless their KV
         cache (prompt + ``new_tokens`` positions per row) would take more than
         ``DECODE_MEMORY_SHARE`` of the memory free on the model's device now."""
-        per_row = kv_bytes_per_token(self.loaded.model) * (
-            max(len(r) for r in batch.rows) + new_tokens
-        )
-        return max(1, int(DECODE_MEMORY_SHARE * free_memory(self.loaded.device) // per_row))
+        per_row = max(len(r) for r in batch.rows) + new_tokens
+        return max(1, self._cache_positions() // per_row)
+
+    def _cache_positions(self) -> int:
+        """Row positions of KV cache that fit in ``DECODE_MEMORY_SHARE`` of the memory free on
+        the model's device now."""
+        budget = int(DECODE_MEMORY_SHARE * free_memory(self.loaded.device))
+        return budget // kv_bytes_per_token(self.loaded.model)
 
     def _read_last(self, batch: TokenBatch) -> torch.Tensor:
         """fp32 logits after each row's last token, rows left-aligned (pads at the end, where
@@ -468,11 +474,18 @@ class TransformersBackend(Backend):
 
         The tree is walked depth-first a level at a time: the children of a batch of nodes
         run in one pass on their parents' caches, gathered per row (holes where a parent was
-        shorter than its batch's longest are masked), at the positions their columns have."""
+        shorter than its batch's longest are masked), at the positions their columns have.
+
+        Memory: a chunk of n nodes with ``past`` cached columns (their parents' caches
+        gathered: n x ``past`` positions, none at the roots, which broadcast the prefix) grows
+        n x (``past`` + edge) positions, held while its children run. A chunk takes what fits
+        in the share of free memory measured once per walk (:meth:`_cache_positions`) after
+        the caches its ancestors hold and the room one node per deeper level needs; where even
+        one node per level does not fit, the walk stops before any pass."""
         import torch
         from transformers import DynamicCache
 
-        from harness.backends.prefix_tree import tree_reads
+        from harness.backends.prefix_tree import level_edges, tree_reads
 
         read_node, read_col, target, index = tree_reads(tree, columns, targets)
         first = np.searchsorted(read_node, np.arange(len(tree.start)))
@@ -483,6 +496,25 @@ class TransformersBackend(Backend):
         config = self.loaded.model.config
         ids = None if token_ids is None else torch.tensor(list(token_ids), device=device)
         lengths = tree.end - tree.start
+        # reserve[d]: positions a walk of one node per level from depth d down holds at most
+        # (bounds: the longest edge of each level, past columns widened by each level above).
+        edges = level_edges(tree)
+        pasts = start + np.concatenate([[0], np.cumsum(edges)[:-1]])
+        reserve = np.zeros(len(edges) + 1, dtype=np.int64)
+        for d in range(len(edges) - 1, -1, -1):
+            copied = pasts[d] if d else 0
+            grown = pasts[d] + edges[d]
+            reserve[d] = max(copied + grown, grown + reserve[d + 1])
+        budget = self._cache_positions()
+        if reserve[0] > budget:
+            kv = kv_bytes_per_token(self.loaded.model)
+            raise HarnessError(
+                f"prefix sharing: one row of this call's prefix tree ({len(edges)} levels, "
+                f"{int(pasts[-1] + edges[-1])} positions) needs {_size(int(reserve[0]) * kv)} "
+                f"of KV cache, more than {DECODE_MEMORY_SHARE:.0%} of the memory free on "
+                f"{self.loaded.device} ({_size(budget * kv)}); lower the batch size or the "
+                "design's depth, or set prefix_sharing: false in the preset's params"
+            )
 
         def project(hidden: torch.Tensor, reads: np.ndarray) -> None:
             if ids is None:
@@ -495,11 +527,18 @@ class TransformersBackend(Backend):
             values[reads, -1] = torch.isin(logits.argmax(dim=-1), ids).cpu().numpy()
 
         def descend(
-            layers: list[Any], valid: torch.Tensor, nodes: list[int], up: list[int]
+            layers: list[Any],
+            valid: torch.Tensor,
+            nodes: list[int],
+            up: list[int],
+            depth: int,
+            room: int,
         ) -> None:
             past = valid.shape[1]
             edge = int(lengths[nodes].max())
-            step = max(1, TREE_TOKENS // (past + edge))
+            copied = past if depth else 0
+            fits = min(room // (copied + past + edge), (room - reserve[depth + 1]) // (past + edge))
+            step = max(1, min(TREE_TOKENS // (past + edge), int(fits)))
             for at in range(0, len(nodes), step):
                 chunk = np.array(nodes[at : at + step], dtype=np.int64)
                 parents = torch.tensor(up[at : at + step], device=device)
@@ -554,6 +593,7 @@ class TransformersBackend(Backend):
                         col_of = read_col[reads] - tree.start[chunk[row_of]]
                         project(hidden[torch.from_numpy(row_of), torch.from_numpy(col_of)], reads)
                     grown = [(layer.keys, layer.values) for layer in output.cache.layers]
+                    del output, hidden, cache_data  # the children hold only the grown caches
                 below = [
                     (c, i) for i, node in enumerate(chunk.tolist()) for c in tree.children[node]
                 ]
@@ -563,11 +603,13 @@ class TransformersBackend(Backend):
                         torch.cat([seen, real], dim=1),
                         [c for c, _ in below],
                         [i for _, i in below],
+                        depth + 1,
+                        room - n * (past + e),
                     )
 
         layers = [(layer.keys, layer.values) for layer in prefix.layers]
         valid = torch.ones(1, start, dtype=torch.bool, device=device)
-        descend(layers, valid, list(tree.roots), [0] * len(tree.roots))
+        descend(layers, valid, list(tree.roots), [0] * len(tree.roots), 0, budget)
         return values, index
 
     # -- vocabulary and attention ------------------------------------------------------------
@@ -671,6 +713,10 @@ def free_memory(device: Any) -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # no such query here: no limit
         return 1 << 62
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:,.0f} MiB" if count >= 2**20 else f"{count:,} bytes"
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
