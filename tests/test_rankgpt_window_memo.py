@@ -116,3 +116,43 @@ def test_sampling_keeps_every_window_and_the_switch_resumes_old_runs(
     assert "reused_windows" not in sampled_outputs[0].facts.extra
     assert sampled.identity()["window_memo"] is False
     assert "window_memo" in ROUNDING_ONLY_IDENTITY  # a folder from before the switch resumes
+
+
+@pytest.mark.parametrize("memo", [False, True])
+def test_over_http_a_reused_window_sends_no_request_and_counts_none(
+    tmp_path: Any, memo: bool
+) -> None:
+    """The fake server (NOT a model) answers ``[1] > [2]``: identical orders show identical
+    windows, so with the memo only the first order's are sent; every count read back from
+    the stored facts is the requests that were sent."""
+    from fake_openai_server import FAKE_MODEL, FakeServer
+
+    from harness.rerankers.registry import build_reranker, resolve_preset
+    from harness.usage import HttpUsage, stored_usage, total
+
+    orders = np.array([np.arange(6), np.arange(6), np.arange(6)[::-1]])
+    with FakeServer() as server:
+        preset = tmp_path / "rankgpt-http.yaml"
+        params = {
+            "model": FAKE_MODEL,
+            "base_url": server.base_url,
+            "tokenizer": "tiny-random-llama",
+            "window_size": 4,
+            "stride": 2,
+            "window_memo": memo,
+            "retry_backoff": 0.0,
+            "cache_dir": str(tmp_path / "cache"),
+        }
+        lines = ["name: rankgpt-http", "adapter: rankgpt", "backend: openai", "params:"]
+        preset.write_text("\n".join([*lines, *(f"  {k}: {v!r}" for k, v in params.items())]))
+        reranker = build_reranker(resolve_preset(str(preset)), RunContext())
+        outputs = reranker.rerank(passages(6), orders)
+        reranker.close()
+    facts = [o.facts for o in outputs]
+    assert [stored_usage(f.to_dict()) for f in facts] == [f.usage for f in facts]
+    sent = total((f.http for f in facts), HttpUsage())
+    assert sent.requests == len(server.bodies) == (4 if memo else 6)
+    assert len({o.ranking for o in outputs[:2]}) == 1
+    if memo:
+        assert [f.extra["reused_windows"] for f in facts] == [0, 2, 0]
+        assert facts[1].http == HttpUsage() and facts[1].prompt_tokens == 0

@@ -98,11 +98,12 @@ class _OrderTally:
 
     def add_reused(self, result: WindowResult) -> None:
         """A window another order of the call computed: its answer, none of its cost (its
-        request record stays with the order that sent it)."""
+        request record stays with the order that sent it; an invalid answer still marks this
+        order invalid)."""
         self.statuses.append(result.status)
-        self.details.append(
-            {**{k: v for k, v in result.detail.items() if k != "http"}, "reused": True}
-        )
+        detail = {k: v for k, v in result.detail.items() if k != "http"}
+        invalid = dict(result.detail.get("http") or {}).get("invalid")
+        self.details.append({**detail, **({"invalid": invalid} if invalid else {}), "reused": True})
         self.reused += 1
 
 
