@@ -17,6 +17,13 @@ method), and prints
 * whether every ranking is identical and the largest score difference (lft's candidate
   scores, FIRST's identifier masses).
 
+``--methods rankgpt``: RankGPT's window memo instead (``window_memo`` off and on,
+interleaved the same way; RankGPT's own sliding windows, ``--window``/``--stride``, greedy):
+the windows each run generated (exact: every window of every order off, each distinct window
+prompt of a call once on), the tokens it generated, the wall time and whether every ranking is
+identical. Calls take ``--rankgpt-batch`` orders (16: what a run takes without
+``--batch-size``; 0: every order of the query in one call); the memo lives for one call.
+
 ``--count-only`` (FIRST): no forward pass; the prompts come from the reranker's own path (a
 backend that records each batch and answers with zeros), the ``on`` tokens from the prefix tree
 the backend would walk (``build_prefix_tree`` of the rows after the common prefix), so
@@ -32,6 +39,7 @@ Usage (defaults: DL19's first query, the tiny random Llama so that exhaustive at
     .venv/bin/python benchmarks/bench_prefix_sharing.py --exhaustive-depth 6 --model smollm2-135m
     .venv/bin/python benchmarks/bench_prefix_sharing.py --designs exhaustive --methods first \
         --words 6 --count-only
+    .venv/bin/python benchmarks/bench_prefix_sharing.py --methods rankgpt --exhaustive-depth 6
 """
 
 from __future__ import annotations
@@ -58,6 +66,9 @@ def main() -> None:
     parser.add_argument("--designs", default="random,fixed,sweep,templates,exhaustive")
     parser.add_argument("--methods", default="lft,first")
     parser.add_argument("--count-only", action="store_true", help="FIRST's token counts only")
+    parser.add_argument("--window", type=int, default=4, help="RankGPT's window")
+    parser.add_argument("--stride", type=int, default=2, help="RankGPT's stride")
+    parser.add_argument("--rankgpt-batch", type=int, default=16, help="orders per call; 0: all")
     args = parser.parse_args()
 
     import torch
@@ -84,6 +95,8 @@ def main() -> None:
         f"{'tokens on':>11}{'fewer':>7}{'vs alone':>9}{'time off':>10}{'time on':>9}"
         f"{'speed-up':>9}  default  same rankings (max diff)"
     )
+    if args.methods == "rankgpt":
+        header = MEMO_HEADER
     if args.count_only:
         header = (
             f"{'design':<12}{'method':<7}{'orders':>7}{'distinct':>9}{'alone':>12}"
@@ -99,6 +112,9 @@ def main() -> None:
             _print_counts(design, _first_counts(loaded, candidate_set, orders))
             continue
         for method in args.methods.split(","):
+            if method == "rankgpt":
+                _print_memo(design, loaded, candidate_set, orders, args)
+                continue
             runs: dict[bool, list] = {False: [], True: []}
             for _ in range(args.repeats):
                 for share in (False, True):
@@ -115,6 +131,57 @@ def main() -> None:
                 f"{'tree' if on[0] * gain <= off[0] else 'plain':<9}{same} ({diff:.1e})",
                 flush=True,
             )
+
+
+MEMO_HEADER = (
+    f"{'design':<12}{'method':<8}{'orders':>7}{'windows off':>12}{'windows on':>11}{'fewer':>7}"
+    f"{'gen tok off':>12}{'gen tok on':>11}{'time off':>10}{'time on':>9}{'speed-up':>9}"
+    "  same rankings"
+)
+
+
+def _print_memo(design: str, loaded, candidate_set, orders: np.ndarray, args) -> None:
+    """RankGPT with the window memo off and on (interleaved, ``--repeats`` pairs)."""
+    runs: dict[bool, list] = {False: [], True: []}
+    for _ in range(args.repeats):
+        for memo in (False, True):
+            runs[memo].append(_run_rankgpt(loaded, candidate_set, orders, memo, args))
+    (w_off, g_off, _, off), (w_on, g_on, _, on) = runs[False][0], runs[True][0]
+    same = all(a.ranking == b.ranking for a, b in zip(off, on, strict=True))
+    t_off = statistics.median(r[2] for r in runs[False])
+    t_on = statistics.median(r[2] for r in runs[True])
+    print(
+        f"{design:<12}{'rankgpt':<8}{len(orders):>7}{w_off:>12,}{w_on:>11,}{w_off / w_on:>6.2f}x"
+        f"{g_off:>12,}{g_on:>11,}{t_off:>9.1f}s{t_on:>8.1f}s{t_off / t_on:>8.2f}x  {same}",
+        flush=True,
+    )
+
+
+def _run_rankgpt(loaded, candidate_set, orders: np.ndarray, memo: bool, args):
+    """Windows generated (every order's windows less those it reused), generated tokens,
+    wall time and outputs of one RankGPT pass over ``orders`` in calls of the run's size."""
+    from harness.backends.transformers_backend import TransformersBackend
+    from harness.rerankers.base import RunContext
+    from harness.rerankers.methods.rankgpt import RankGPTReranker
+    from harness.rerankers.params import RankGPTParams
+
+    params = RankGPTParams(window_size=args.window, stride=args.stride, window_memo=memo)
+    step = args.rankgpt_batch or len(orders)
+    reranker = RankGPTReranker(
+        "rankgpt", RunContext(batch_size=step), TransformersBackend(loaded), params
+    )
+    started = time.perf_counter()
+    outputs = [
+        out
+        for at in range(0, len(orders), step)
+        for out in reranker.rerank(candidate_set, orders[at : at + step])
+    ]
+    elapsed = time.perf_counter() - started
+    windows = sum(
+        o.facts.extra["windows"] - o.facts.extra.get("reused_windows", 0) for o in outputs
+    )
+    generated = sum(o.facts.generated_tokens for o in outputs)
+    return windows, generated, elapsed, outputs
 
 
 def _model(name: str):

@@ -612,7 +612,7 @@ def _schedule(plan: PermutationPlan, rows: list[int]) -> list[int]:
     return spaced + others[start:]
 
 
-ROUNDING_ONLY_IDENTITY = frozenset({"prefix_sharing"})
+ROUNDING_ONLY_IDENTITY = frozenset({"prefix_sharing", "window_memo"})
 """Identity keys that change how a result is computed, not what: like the batch shape, they
 move fp32 scores by rounding only (docs/scale.md), so a run started with one value may be
 resumed with the other (and a folder from before the key existed still resumes)."""

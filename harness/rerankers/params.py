@@ -84,11 +84,14 @@ class FirstParams(ListwiseParams):
 class RankGPTParams(ListwiseParams):
     """RankGPT-style generation: ``temperature`` (0 = greedy, the default), ``max_new_tokens``
     (unset: a complete answer for the window plus slack), ``ignore_eos`` (always generate the
-    full budget, for benchmarks that time a complete answer)."""
+    full budget, for benchmarks that time a complete answer), ``window_memo`` (greedy only:
+    a window prompt already answered in the call reuses that answer instead of being
+    generated again; the rankings are the same, the work less)."""
 
     temperature: float = 0.0
     max_new_tokens: int | None = None
     ignore_eos: bool = False
+    window_memo: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,6 +12,14 @@ A sliding-window reranker makes several model calls per order, so each order's
 window (``ok`` < ``missing`` < ``repetition`` < ``wrong_format``), so the run summary's parse
 status rate is the share of orders with at least one such window; ``extra`` keeps the count
 per status (``parse_status_counts``) and a small record per window.
+
+**Window memo** (:attr:`ListwiseReranker.memo_windows`, RankGPT's greedy decoding): two
+orders whose windows so far left the same list state show the identical next window prompt,
+and a deterministic method answers it identically, so within one call each distinct window
+prompt (keyed by its exact text and turns) is computed once and its answer reused by every
+other order that shows it, at any step. A reused window costs nothing: the order's token and
+pass counts (and its ``http`` records) hold only the windows it computed; ``reused_windows``
+counts the others, and their records say ``reused``. The memo lives for one call only.
 """
 
 from __future__ import annotations
@@ -81,10 +89,22 @@ class _OrderTally:
     usage: Usage = field(default_factory=Usage)
     details: list[Mapping[str, Any]] = field(default_factory=list)
 
+    reused: int = 0
+
     def add(self, result: WindowResult) -> None:
         self.statuses.append(result.status)
         self.usage += result.usage
         self.details.append(result.detail)
+
+    def add_reused(self, result: WindowResult) -> None:
+        """A window another order of the call computed: its answer, none of its cost (its
+        request record stays with the order that sent it; an invalid answer still marks this
+        order invalid)."""
+        self.statuses.append(result.status)
+        detail = {k: v for k, v in result.detail.items() if k != "http"}
+        invalid = dict(result.detail.get("http") or {}).get("invalid")
+        self.details.append({**detail, **({"invalid": invalid} if invalid else {}), "reused": True})
+        self.reused += 1
 
 
 class ListwiseReranker(BackendReranker):
@@ -95,6 +115,12 @@ class ListwiseReranker(BackendReranker):
     identifier_style: str = "numeric"
     prime: ClassVar[str] = ""  # text that opens the assistant turn
     params: ListwiseParams
+
+    @property
+    def memo_windows(self) -> bool:
+        """Whether a window prompt already answered in this call reuses that answer (see the
+        module's docstring); only a method whose answer depends on the prompt alone says yes."""
+        return False
 
     def __init__(
         self, name: str, context: RunContext, backend: Backend, params: Any = None
@@ -157,6 +183,7 @@ class ListwiseReranker(BackendReranker):
         current = np.array(orders, dtype=np.int64, copy=True)
         tallies = [_OrderTally() for _ in range(len(orders))]
         plan = window_plan(len(candidate_set), self.params.window_size, self.params.stride)
+        memo: dict[tuple[str, Any], WindowResult] = {}  # this call's answered windows
         for window in plan:
             span = slice(window.start, window.end)
             labels = identifiers(self.identifier_style, window.size)
@@ -179,16 +206,16 @@ class ListwiseReranker(BackendReranker):
                         tuple(texts[i] for i in shown),
                     )
                 )
-            results = self.rank_windows(prompts)
-            if len(results) != len(prompts):
-                raise RuntimeError(
-                    f"{self.method}: {len(results)} results for {len(prompts)} windows"
-                )
-            for row, tally, result in zip(current, tallies, results, strict=True):
+            for row, tally, (result, reused) in zip(
+                current, tallies, self._answer(prompts, memo), strict=True
+            ):
                 if sorted(result.permutation) != list(range(window.size)):
                     raise RuntimeError(f"{self.method}: window result is not a permutation")
                 row[span] = row[span][list(result.permutation)]
-                tally.add(result)
+                if reused:
+                    tally.add_reused(result)
+                else:
+                    tally.add(result)
         call_ms = (time.perf_counter() - started) * 1000.0
         return [
             RerankOutput(
@@ -197,6 +224,28 @@ class ListwiseReranker(BackendReranker):
             )
             for row, tally in zip(current, tallies, strict=True)
         ]
+
+    def _answer(
+        self, prompts: list[WindowPrompt], memo: dict[tuple[str, Any], WindowResult]
+    ) -> list[tuple[WindowResult, bool]]:
+        """Each window's result and whether it was reused: without the memo every window is
+        computed; with it, only the first window of each prompt not yet in ``memo``."""
+        if not self.memo_windows:
+            return [(r, False) for r in self._computed(prompts)]
+        keys = [(p.prompt.text, p.prompt.turns) for p in prompts]
+        first = {k: i for i, k in reversed(list(enumerate(keys))) if k not in memo}
+        todo = sorted(first.values())
+        computed = self._computed([prompts[i] for i in todo])
+        memo.update(zip((keys[i] for i in todo), computed, strict=True))
+        return [(memo[k], first.get(k) != i) for i, k in enumerate(keys)]
+
+    def _computed(self, prompts: list[WindowPrompt]) -> list[WindowResult]:
+        if not prompts:
+            return []
+        results = self.rank_windows(prompts)
+        if len(results) != len(prompts):
+            raise RuntimeError(f"{self.method}: {len(results)} results for {len(prompts)} windows")
+        return results
 
     def _candidate_texts(
         self, candidate_set: CandidateSet, template: NumberedTemplate
@@ -217,6 +266,8 @@ class ListwiseReranker(BackendReranker):
             "parse_status_counts": dict(sorted(Counter(tally.statuses).items())),
             "window_details": tally.details,
         }
+        if self.memo_windows:
+            extra["reused_windows"] = tally.reused
         if cut:
             extra["truncated_candidates"] = cut
         # a server's answer says it is invalid in its call record, a local read in the window's

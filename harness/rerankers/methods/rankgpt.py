@@ -99,7 +99,8 @@ class RankGPTReranker(ListwiseReranker):
 
     Params: :class:`~harness.rerankers.params.RankGPTParams`. ``temperature`` above 0 samples
     with a seed derived from the run seed and the batch's tokens, so a rerun of the same call
-    reproduces it.
+    reproduces it. Greedy runs answer each distinct window prompt of a call once
+    (``window_memo``, :mod:`~harness.rerankers.methods.listwise`).
     """
 
     method = "rankgpt"
@@ -131,7 +132,14 @@ class RankGPTReranker(ListwiseReranker):
             "max_new_tokens": self.params.max_new_tokens or f"answer length + {ANSWER_SLACK}",
             "stop_token_ids": sorted(self.stop_ids),
             "ignore_eos": self.params.ignore_eos,
+            "window_memo": self.memo_windows,  # repeated window prompts answered once
         }
+
+    @property
+    def memo_windows(self) -> bool:
+        """Greedy decoding answers a prompt the same wherever it appears; a sampled answer
+        draws its seed from the whole call's prompts, so it keeps every window."""
+        return self.params.window_memo and self.params.temperature == 0.0
 
     def budget(self, size: int) -> int:
         return self.params.max_new_tokens or answer_budget(self.tokenizer, size)
