@@ -218,8 +218,9 @@ def _prepare(
     elif callable(reranker):
         function = from_scores(reranker)
     name = function.name if function is not None else reranker
-    if isinstance(metrics, str):  # a module path: what --metrics-module names
-        flags = flags | {"metrics_module": metrics}
+    if isinstance(metrics, str):  # a module path: one more --metrics-module
+        modules = [m for m in (flags["metrics_module"], metrics) if m]
+        flags = flags | {"metrics_module": ",".join(modules)}
     settings = config_flags(flags | {"reranker": None if name is None else str(name)})
     config = flags["config"]
     resolved = merge_config(None if config is None else Path(config), settings)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.options import CONFIG_OPTIONS, DEFAULT_DATASET, OMITTED_AT, OPTIONS
+from harness.options import CONFIG_OPTIONS, DEFAULT_DATASET, OPTIONS
 from harness.permutations import STRATEGIES
 from harness.presets import read_yaml
 from harness.validity import DEFAULT_MAX_INVALID_SHARE, check_max_invalid_share
@@ -22,10 +22,6 @@ MAX_ORDERS_PER_QUERY = 10_000
 MAX_SEED = 2**63 - 1
 """Seeds are hashed with the query id into numpy's generator, which takes non-negative ints."""
 _COUNTED = ("fixed", "sweep", "templates")
-OPTIONAL_DEFAULTS = OMITTED_AT
-"""Settings added after format 2 was fixed: left out of the resolved configuration (and so of
-the config hash) while at these values, so earlier runs keep their hash and still resume
-(declared by each option's ``omitted_at``, :mod:`harness.options`)."""
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ class RunOption:
     given: the YAML file's value, else this one); the others to this value."""
     metavar: str | None = None
     identity: bool = True
-    """Whether the resolved value enters the configuration hash (``run`` options only; the
-    ``harness.prepare.NOT_IDENTITY`` and ``out`` are the ones that do not)."""
+    """Whether the resolved value enters the configuration hash (``run`` options only:
+    :data:`NOT_IDENTITY`)."""
     omitted_at: Any = RECORDED
     """A setting added after format 2 is left out of the resolved configuration (and so of
     the hash) while it has this value, so that earlier runs keep their hash and resume."""
@@ -295,6 +295,10 @@ CONFIG_OPTIONS = tuple(option for option in RUN_OPTIONS if option.in_config)
 API_OPTIONS = tuple(option for option in RUN_OPTIONS if option.api and option.name != "reranker")
 """The keywords of ``evaluate``/``dry_run`` (the reranker is their first argument)."""
 OMITTED_AT = {o.name: o.omitted_at for o in CONFIG_OPTIONS if o.omitted_at is not RECORDED}
+"""Settings added after format 2 was fixed: left out of the resolved configuration (and so of
+the config hash) while at these values, so earlier runs keep their hash and still resume."""
+NOT_IDENTITY = frozenset(o.name for o in CONFIG_OPTIONS if not o.identity)
+"""Resolved settings that are not part of the configuration's hash (``identity=False``)."""
 
 
 class UnknownOption(HarnessError, TypeError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.registry import backend_class
-from harness.config import OPTIONAL_DEFAULTS, RunConfig, config_hash
+from harness.config import RunConfig, config_hash
 from harness.data.compact import set_query_ids, set_ranked_ids
 from harness.data.model import CandidateSet, Dataset, TextQuery, describe_dropped
 from harness.data.query_selection import QuerySelection
@@ -23,6 +23,7 @@ from harness.data.registry import DatasetCard, load_dataset, resolve_card, selec
 from harness.data.trec import has_relevant
 from harness.errors import HarnessError, shorten
 from harness.metrics.registry import BUILTIN, MetricRegistry, load_modules
+from harness.options import NOT_IDENTITY, OMITTED_AT
 from harness.permutations import PermutationPlan, Pin, Template, plan_permutations, read_templates
 from harness.rerankers.base import auto_batch_size
 from harness.rerankers.model_override import with_model
@@ -37,11 +38,6 @@ from harness.rerankers.registry import (
 )
 from harness.results.provenance import utc_now
 from harness.results.schema import DatasetRecord, PermutationRecord, QueryRecord, RunHeader
-
-NOT_IDENTITY = ("templates", "max_invalid_share", "metrics_module")
-"""Resolved settings that are not part of the configuration's hash: where the templates were
-read from (their content counts), the bound on invalid answers (it computes nothing), and the
-metrics added to the built-ins (computed from the samples, which they do not change)."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +253,7 @@ def resolved_config(config: RunConfig, chosen: QueryChoice, level: int) -> dict[
         ).hexdigest()
     if config.strategy != "random":
         resolved["perms"] = None  # only random uses it; it must not split the same run in two
-    for key, default in OPTIONAL_DEFAULTS.items():
+    for key, default in OMITTED_AT.items():
         if resolved[key] == default:
             del resolved[key]  # earlier runs keep their config hash
     if config.templates:  # what was shown, not where the file was

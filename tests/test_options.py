@@ -50,11 +50,19 @@ def test_run_config_holds_exactly_the_declared_run_settings_with_their_defaults_
         assert held - {types.NoneType} == declared, option.name
 
 
-def test_what_the_hash_leaves_out_is_what_the_declaration_says():
-    from harness.prepare import NOT_IDENTITY
+def test_the_hash_ignores_exactly_the_options_declared_outside_the_identity():
+    from harness.prepare import identity_hash
+    from harness.rerankers.registry import resolve_preset
 
-    left_out = {option.name for option in CONFIG_OPTIONS if not option.identity}
-    assert left_out == {*NOT_IDENTITY, "out"}  # out: prepare_run drops it from the record
+    preset = resolve_preset("identity")
+    resolved = {"perms": 20, "seed": 0}
+    digest = identity_hash(resolved, preset, "f")
+    outside = {o.name for o in CONFIG_OPTIONS if not o.identity}
+    assert {"out", "templates", "max_invalid_share", "metrics_module"} <= outside
+    for name in outside:
+        assert identity_hash({**resolved, name: "x"}, preset, "f") == digest, name
+    for name in ("perms", "seed"):
+        assert identity_hash({**resolved, name: 5}, preset, "f") != digest, name
 
 
 def test_the_run_command_has_exactly_the_declared_flags():

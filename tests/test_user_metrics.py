@@ -195,7 +195,7 @@ def test_a_kernel_that_returns_no_number_is_named(rankgpt_folder, tmp_path):
 
 def test_a_run_yaml_names_modules_as_a_list_outside_the_config_hash(tmp_path):
     from harness.config import merge_config
-    from harness.prepare import NOT_IDENTITY
+    from harness.options import NOT_IDENTITY
 
     config = tmp_path / "run.yaml"
     config.write_text("reranker: identity\nmetrics_module: [pkg.one, pkg.two]\n")

@@ -388,13 +388,13 @@ def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
 def _differences(recorded: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:
     """``perms: 20 -> 5; reranker.params.max_history: None -> 10``: the settings that make the
     configuration hashes differ (run settings, reranker preset, dataset content)."""
-    from harness.config import OPTIONAL_DEFAULTS
+    from harness.options import OMITTED_AT
 
     changes = []
     for section in ("config", "reranker"):
         old, now = recorded.get(section) or {}, new.get(section) or {}
         # a setting left out of the configuration at its default is shown as that default
-        absent = OPTIONAL_DEFAULTS if section == "config" else {}
+        absent = OMITTED_AT if section == "config" else {}
         for key in sorted(old.keys() | now.keys()):
             before, after = old.get(key, absent.get(key)), now.get(key, absent.get(key))
             if key in ("source", "identity") or before == after:
